@@ -1,0 +1,127 @@
+// Package keys builds every Redis key nudge uses. It is the one place that
+// shows the whole Redis model; no other package formats a key by hand.
+//
+// Keys that a Lua script or a MULTI touches together share a cluster hash tag
+// (the part in braces), so every script stays inside one slot and runs
+// unchanged on Redis Cluster.
+//
+// The model:
+//
+//	seq:device              STRING  INCR source of dense device ids
+//	dev:{pN}:<id>           HASH    one device (token, platform, settings, secret hash)
+//	tok:{sN}                HASH    token digest -> device id, sharded
+//	sub:{<feed>:<k>}        STRING  subscription bitmap of ids [k*65536, (k+1)*65536)
+//	feeds                   HASH    feed id -> catalogue entry (JSON)
+//	feed:{<feed>}:*         feed state: item log, seen set, health, lease, cursor
+//	thr:{pN}                HASH    throttle state per device in partition N
+//	due:{pN}                ZSET    deferred pushes in partition N, scored by due time
+//	q:<queue>:{pN}          STREAM  jobs of a queue's partition N (consumer group "workers")
+//	q:<queue>:{pN}:retry    ZSET    jobs waiting for a retry, scored by due time
+//	q:<queue>:{pN}:dlq      STREAM  dead jobs
+//	q:<queue>:{pN}:sent     HASH    job id -> done record, checked on redelivery
+//	ev:{<id>}               HASH    one fan-out event: definition, cursor, progress
+//	audit                   STREAM  editor and admin actions
+//
+// The push queue has Partitions partitions; the events queue has one.
+// A device lives in partition id % Partitions, so its registry hash, its
+// throttle state and its push jobs share one slot.
+package keys
+
+import (
+	"hash/fnv"
+	"strconv"
+)
+
+// Partitions is the number of queue and throttle partitions. It is fixed:
+// changing it would move devices between partitions.
+const Partitions = 64
+
+// TokenShards is the number of shards of the token index.
+const TokenShards = 4096
+
+// SubChunkBits is log2 of the number of device ids in one subscription
+// bitmap chunk (65,536 ids, 8 KiB).
+const SubChunkBits = 16
+
+// Partition returns the partition that owns a device.
+func Partition(deviceID uint64) int { return int(deviceID % Partitions) }
+
+// Tag returns the hash tag of partition p, "{pN}".
+func Tag(p int) string { return "{p" + strconv.Itoa(p) + "}" }
+
+// DeviceSeq is the counter that hands out device ids.
+func DeviceSeq() string { return "seq:device" }
+
+// Device is the registry hash of one device.
+func Device(id uint64) string {
+	return "dev:" + Tag(Partition(id)) + ":" + strconv.FormatUint(id, 10)
+}
+
+// TokenShard is the shard of the token index that holds digest.
+func TokenShard(digest []byte) string {
+	h := fnv.New32a()
+	h.Write(digest)
+	return "tok:{s" + strconv.Itoa(int(h.Sum32()%TokenShards)) + "}"
+}
+
+// SubChunk is the subscription bitmap chunk k of feed.
+func SubChunk(feed string, k int) string {
+	return "sub:{" + feed + ":" + strconv.Itoa(k) + "}"
+}
+
+// SubChunkOf returns the chunk index and the bit offset of a device id.
+func SubChunkOf(deviceID uint64) (chunk int, bit int64) {
+	return int(deviceID >> SubChunkBits), int64(deviceID & (1<<SubChunkBits - 1))
+}
+
+// Feeds is the feed catalogue.
+func Feeds() string { return "feeds" }
+
+// FeedItems is the capped item log of a feed.
+func FeedItems(feed string) string { return "feed:{" + feed + "}:items" }
+
+// FeedSeen maps an item identity to its content hash, for change detection.
+func FeedSeen(feed string) string { return "feed:{" + feed + "}:seen" }
+
+// FeedCursor is the monotonic cursor of a feed's item log.
+func FeedCursor(feed string) string { return "feed:{" + feed + "}:cursor" }
+
+// FeedHealth holds a feed's poll state: validators, last success and error.
+func FeedHealth(feed string) string { return "feed:{" + feed + "}:health" }
+
+// FeedLease is held by the dispatcher replica that polls the feed.
+func FeedLease(feed string) string { return "feed:{" + feed + "}:lease" }
+
+// Throttle is the throttle state of partition p.
+func Throttle(p int) string { return "thr:" + Tag(p) }
+
+// Due is the deferred-push set of partition p.
+func Due(p int) string { return "due:" + Tag(p) }
+
+// Queue names.
+const (
+	PushQueue  = "push"   // one job per silent push, Partitions partitions
+	EventQueue = "events" // one job per fan-out event, one partition
+)
+
+// Stream is the job stream of partition p of a queue.
+func Stream(queue string, p int) string { return "q:" + queue + ":" + Tag(p) }
+
+// Retry is the retry set of partition p of a queue.
+func Retry(queue string, p int) string { return Stream(queue, p) + ":retry" }
+
+// DeadLetter is the dead-letter stream of partition p of a queue.
+func DeadLetter(queue string, p int) string { return Stream(queue, p) + ":dlq" }
+
+// Done records the jobs of partition p of a queue whose work succeeded, by
+// job id, so a redelivered job is not done twice.
+func Done(queue string, p int) string { return Stream(queue, p) + ":sent" }
+
+// Event is the hash of one fan-out event: definition, cursor and progress.
+func Event(id string) string { return "ev:{" + id + "}" }
+
+// EventSeq hands out event ids.
+func EventSeq() string { return "seq:event" }
+
+// Audit is the stream of editor and admin actions.
+func Audit() string { return "audit" }

@@ -1,0 +1,245 @@
+// Package redistest starts private redis-server processes for tests: a
+// single server or a 3-master Redis Cluster, each on free ports in a temp dir,
+// stopped when the test ends. Tests never share a server, so they can run in
+// parallel and flush freely.
+//
+// The redis-server binary comes from $NUDGE_REDIS_SERVER or the PATH.
+package redistest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is one private redis-server process.
+type Server struct {
+	Addr string // host:port
+	Dir  string // working dir (AOF and RDB files, log)
+	cmd  *exec.Cmd
+	args []string
+}
+
+// binary returns the redis-server executable, or skips nothing: a missing
+// binary fails the test, because every test here needs real Redis.
+func binary(tb testing.TB) string {
+	tb.Helper()
+	if b := os.Getenv("NUDGE_REDIS_SERVER"); b != "" {
+		return b
+	}
+	b, err := exec.LookPath("redis-server")
+	if err != nil {
+		tb.Fatalf("redis-server not found: install it (apt-get install redis-server) or set NUDGE_REDIS_SERVER: %v", err)
+	}
+	return b
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// StartServer starts a redis-server with the given extra config directives
+// (for example "appendonly", "yes") and stops it at the end of the test.
+func StartServer(tb testing.TB, extra ...string) *Server {
+	tb.Helper()
+	dir := tb.TempDir()
+	s := &Server{Dir: dir}
+	s.args = append([]string{
+		"--bind", "127.0.0.1",
+		"--dir", dir,
+		"--save", "",
+		"--appendonly", "no",
+		"--logfile", filepath.Join(dir, "redis.log"),
+		"--hash-max-listpack-value", "256",
+	}, prefixArgs(extra)...)
+	s.start(tb)
+	tb.Cleanup(s.Kill)
+	return s
+}
+
+func prefixArgs(extra []string) []string {
+	out := make([]string, 0, len(extra))
+	for i, a := range extra {
+		if i%2 == 0 && !strings.HasPrefix(a, "--") {
+			a = "--" + a
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func (s *Server) start(tb testing.TB) {
+	tb.Helper()
+	var lastErr error
+	for range 5 {
+		port := FreePort(tb)
+		if s.Addr != "" { // restart on the same port
+			_, p, _ := net.SplitHostPort(s.Addr)
+			port, _ = strconv.Atoi(p)
+		}
+		cmd := exec.Command(binary(tb), append([]string{"--port", strconv.Itoa(port)}, s.args...)...)
+		if err := cmd.Start(); err != nil {
+			tb.Fatalf("start redis-server: %v", err)
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		if err := waitPing(addr, 10*time.Second); err != nil {
+			lastErr = err
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			continue
+		}
+		s.cmd, s.Addr = cmd, addr
+		return
+	}
+	log, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
+	tb.Fatalf("redis-server did not start: %v\n%s", lastErr, log)
+}
+
+// Kill stops the server with SIGKILL. It is safe to call twice.
+func (s *Server) Kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Restart kills the server and starts it again on the same port and dir, so
+// whatever it persisted (AOF, RDB) is loaded again.
+func (s *Server) Restart(tb testing.TB) {
+	tb.Helper()
+	s.Kill()
+	s.start(tb)
+}
+
+// URL is the redis:// URL of the server.
+func (s *Server) URL() string { return "redis://" + s.Addr }
+
+// Client returns a client for the server, closed at the end of the test.
+func (s *Server) Client(tb testing.TB) *redis.Client {
+	tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Start starts a private server and returns a client for it. It is the
+// usual entry point for a test.
+func Start(tb testing.TB) *redis.Client {
+	tb.Helper()
+	return StartServer(tb).Client(tb)
+}
+
+func waitPing(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		var c net.Conn
+		c, err = net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			_, err = c.Write([]byte("PING\r\n"))
+			if err == nil {
+				var line string
+				line, err = bufio.NewReader(c).ReadString('\n')
+				if err == nil && strings.HasPrefix(line, "+PONG") {
+					c.Close()
+					return nil
+				}
+				if err == nil {
+					err = fmt.Errorf("ping answered %q", strings.TrimSpace(line))
+				}
+			}
+			c.Close()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return err
+}
+
+// Cluster is a private Redis Cluster of three masters and no replicas.
+type Cluster struct {
+	Nodes []*Server
+}
+
+// Seeds is the comma-separated seed list of the cluster.
+func (c *Cluster) Seeds() string {
+	addrs := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		addrs[i] = n.Addr
+	}
+	return strings.Join(addrs, ",")
+}
+
+// Client returns a cluster client, closed at the end of the test.
+func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
+	tb.Helper()
+	addrs := strings.Split(c.Seeds(), ",")
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	tb.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+// StartCluster starts three redis-server processes in cluster mode, splits
+// the 16384 slots between them and waits until the cluster state is ok.
+func StartCluster(tb testing.TB) *Cluster {
+	tb.Helper()
+	c := &Cluster{}
+	for range 3 {
+		c.Nodes = append(c.Nodes, StartServer(tb, "cluster-enabled", "yes", "cluster-node-timeout", "2000"))
+	}
+	ctx := context.Background()
+	ranges := [][2]int{{0, 5460}, {5461, 10922}, {10923, 16383}}
+	for i, n := range c.Nodes {
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr})
+		if err := cl.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", ranges[i][0], ranges[i][1]).Err(); err != nil {
+			tb.Fatalf("cluster addslotsrange on %s: %v", n.Addr, err)
+		}
+		if i > 0 {
+			host, port, _ := net.SplitHostPort(c.Nodes[0].Addr)
+			if err := cl.ClusterMeet(ctx, host, port).Err(); err != nil {
+				tb.Fatalf("cluster meet: %v", err)
+			}
+		}
+		cl.Close()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok := true
+		for _, n := range c.Nodes {
+			cl := redis.NewClient(&redis.Options{Addr: n.Addr})
+			info, err := cl.ClusterInfo(ctx).Result()
+			cl.Close()
+			if err != nil || !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_known_nodes:3") {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redis cluster did not reach state ok within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return c
+}
