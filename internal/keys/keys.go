@@ -19,6 +19,7 @@
 //	q:<queue>:{pN}:retry    ZSET    jobs waiting for a retry, scored by due time
 //	q:<queue>:{pN}:dlq      STREAM  dead jobs
 //	q:<queue>:{pN}:sent     HASH    job id -> done record, checked on redelivery
+//	q:<queue>:{pN}:u:<id>   STRING  idempotency marker of a unique job (TTL), value = job id
 //	ev:{<id>}               HASH    one fan-out event: definition, cursor, progress
 //	audit                   STREAM  editor and admin actions
 //
@@ -116,6 +117,11 @@ func DeadLetter(queue string, p int) string { return Stream(queue, p) + ":dlq" }
 // Done records the jobs of partition p of a queue whose work succeeded, by
 // job id, so a redelivered job is not done twice.
 func Done(queue string, p int) string { return Stream(queue, p) + ":sent" }
+
+// Unique is the idempotency marker of the job with unique id uid in
+// partition p of a queue. It lives in the partition's slot so that the
+// marker and the stream entry are written by one script.
+func Unique(queue string, p int, uid string) string { return Stream(queue, p) + ":u:" + uid }
 
 // Event is the hash of one fan-out event: definition, cursor and progress.
 func Event(id string) string { return "ev:{" + id + "}" }
