@@ -22,6 +22,7 @@
 //	q:<queue>:{pN}:u:<id>   STRING  idempotency marker of a unique job (TTL), value = job id
 //	ev:{<id>}               HASH    one fan-out event: definition, cursor, progress
 //	audit                   STREAM  editor and admin actions
+//	stats:<minute>          HASH    fleet-wide push and wake counters of one minute
 //
 // The push queue has Partitions partitions; the events queue has one.
 // A device lives in partition id % Partitions, so its registry hash, its
@@ -131,3 +132,7 @@ func EventSeq() string { return "seq:event" }
 
 // Audit is the stream of editor and admin actions.
 func Audit() string { return "audit" }
+
+// Stats is the hash of fleet-wide push and receipt counters for one minute
+// (unix time / 60).
+func Stats(minute int64) string { return "stats:" + strconv.FormatInt(minute, 10) }

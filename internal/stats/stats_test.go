@@ -1,0 +1,89 @@
+package stats
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/nudge-dev/nudge/internal/redistest"
+)
+
+type bundle struct {
+	rec *Recorder
+	now *time.Time
+	reg *prometheus.Registry
+}
+
+func setup(t *testing.T) bundle {
+	t.Helper()
+	now := time.Date(2026, 11, 26, 12, 0, 30, 0, time.UTC)
+	reg := prometheus.NewRegistry()
+	rec := NewRecorder(redistest.Start(t), reg, nil, func() time.Time { return now })
+	return bundle{rec: rec, now: &now, reg: reg}
+}
+
+func TestSummarizeAcrossMinutes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(b.rec.Pushes(ctx, "ios", "feed", Sent, 4))
+	must(b.rec.Pushes(ctx, "ios", "feed", Deferred, 3))
+	must(b.rec.Pushes(ctx, "android", "breaking", Sent, 10))
+	must(b.rec.Receipt(ctx, "ios", "feed", "synced", 800*time.Millisecond))
+	*b.now = b.now.Add(2 * time.Minute)
+	must(b.rec.Pushes(ctx, "ios", "feed", Pruned, 1))
+	must(b.rec.Receipt(ctx, "ios", "feed", "synced", 4*time.Second))
+	must(b.rec.Receipt(ctx, "android", "breaking", "no_data", -time.Second))
+	must(b.rec.Pushes(ctx, "windows", "feed", Sent, 7)) // unknown platform: metrics only
+
+	s, err := b.rec.Summarize(ctx, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ios, android := s.Platforms["ios"], s.Platforms["android"]
+	if ios.Sent != 4 || ios.Deferred != 3 || ios.Pruned != 1 || ios.Receipts != 2 {
+		t.Fatalf("ios totals: got %+v", *ios)
+	}
+	if *ios.WakeRate != 0.5 {
+		t.Fatalf("ios wake rate: got %v, want 0.5", *ios.WakeRate)
+	}
+	if *ios.WakeLatencyP50 != 1000 || *ios.WakeLatencyP99 != 5000 {
+		t.Fatalf("ios latency p50/p99: got %d/%d, want 1000/5000", *ios.WakeLatencyP50, *ios.WakeLatencyP99)
+	}
+	if android.Sent != 10 || android.Receipts != 1 || *android.WakeLatencyP50 != 100 {
+		t.Fatalf("android: got %+v p50=%v", *android, android.WakeLatencyP50)
+	}
+	if len(s.Series.Minutes) != 5 || s.Series.Minutes[4]-s.Series.Minutes[0] != 240 {
+		t.Fatalf("series minutes: got %v", s.Series.Minutes)
+	}
+	// Minute index 2 of 5 is the first recording minute, index 4 the later one.
+	if s.Series.Sent[2] != 14 || s.Series.Wakes[2] != 1 || s.Series.Sent[4] != 0 || s.Series.Wakes[4] != 2 {
+		t.Fatalf("series: sent %v wakes %v", s.Series.Sent, s.Series.Wakes)
+	}
+	if got := testutil.ToFloat64(b.rec.pushes.WithLabelValues("other", "feed", Sent)); got != 7 {
+		t.Fatalf("unknown platform metric: got %v, want 7", got)
+	}
+}
+
+func TestSummarizeEmptyAndBadWindow(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, err := b.rec.Summarize(t.Context(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := s.Platforms["ios"]; p.WakeRate != nil || p.WakeLatencyP50 != nil || len(s.Series.Sent) != 60 {
+		t.Fatalf("empty summary: got %+v, %d minutes", *p, len(s.Series.Sent))
+	}
+	if _, err := b.rec.Summarize(t.Context(), 3*time.Hour); err == nil {
+		t.Fatal("a window beyond retention: got nil error")
+	}
+}
