@@ -1,0 +1,505 @@
+package throttle
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/redistest"
+)
+
+var t0 = time.Date(2030, 1, 2, 3, 0, 0, 0, time.UTC)
+
+// backends runs fn once against a single server and once against a
+// 3-master cluster, in parallel. Subtests inside fn share the backend and
+// must call env.reset first.
+func backends(t *testing.T, fn func(t *testing.T, rdb redis.UniversalClient)) {
+	t.Helper()
+	for _, kind := range []string{"single", "cluster"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var rdb redis.UniversalClient
+			if kind == "single" {
+				rdb = redistest.Start(t)
+			} else {
+				rdb = redistest.StartCluster(t).Client(t)
+			}
+			fn(t, rdb)
+		})
+	}
+}
+
+type env struct {
+	rdb redis.UniversalClient
+	th  *Throttle
+}
+
+// setup flushes the backend and returns a fresh Throttle on it.
+func setup(t *testing.T, rdb redis.UniversalClient, cfg Config) *env {
+	t.Helper()
+	ctx := t.Context()
+	var err error
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return c.FlushAll(ctx).Err() })
+	} else {
+		err = rdb.FlushAll(ctx).Err()
+	}
+	if err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	th, err := New(cfg, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatalf("new throttle: %v", err)
+	}
+	return &env{rdb: rdb, th: th}
+}
+
+type device struct {
+	id uint64
+	pl string // "ios" | "android"
+	bg bool
+	mi int // seconds
+}
+
+func (e *env) addDevices(t testing.TB, devs ...device) {
+	t.Helper()
+	pipe := e.rdb.Pipeline()
+	for _, d := range devs {
+		bg := "1"
+		if !d.bg {
+			bg = "0"
+		}
+		pipe.HSet(t.Context(), keys.Device(d.id), "pl", d.pl, "bg", bg, "mi", strconv.Itoa(d.mi))
+	}
+	if _, err := pipe.Exec(t.Context()); err != nil {
+		t.Fatalf("add devices: %v", err)
+	}
+}
+
+// pushes reads every push job from the push streams, by device.
+func (e *env) pushes(t testing.TB) map[uint64][]Push {
+	t.Helper()
+	out := map[uint64][]Push{}
+	for p := range keys.Partitions {
+		msgs, err := e.rdb.XRange(t.Context(), keys.Stream(keys.PushQueue, p), "-", "+").Result()
+		if err != nil {
+			t.Fatalf("xrange partition %d: %v", p, err)
+		}
+		for _, m := range msgs {
+			s, _ := m.Values["p"].(string)
+			job, err := DecodePush([]byte(s))
+			if err != nil {
+				t.Fatalf("partition %d entry %s: %v", p, m.ID, err)
+			}
+			if keys.Partition(job.Device) != p {
+				t.Fatalf("push for device %d in partition %d", job.Device, p)
+			}
+			out[job.Device] = append(out[job.Device], job)
+		}
+	}
+	for _, ps := range out {
+		slices.SortStableFunc(ps, func(a, b Push) int { return a.QueuedAt.Compare(b.QueuedAt) })
+	}
+	return out
+}
+
+func (e *env) decide(t *testing.T, now time.Time, u Update, ids ...uint64) Counts {
+	t.Helper()
+	c, err := e.th.Decide(t.Context(), now, u, ids)
+	if err != nil {
+		t.Fatalf("decide %s: %v", u.Event, err)
+	}
+	return c
+}
+
+func (e *env) step(t *testing.T, now time.Time) Moves {
+	t.Helper()
+	m, err := e.th.Step(t.Context(), now, 100)
+	if err != nil {
+		t.Fatalf("step at %s: %v", now.Sub(t0), err)
+	}
+	return m
+}
+
+func feedUpdate(ev string, since int64, feeds ...string) Update {
+	s := map[string]int64{}
+	for _, f := range feeds {
+		s[f] = since
+	}
+	return Update{Event: ev, Feeds: feeds, Lane: LaneFeed, Reason: "feed", Since: s}
+}
+
+func breaking(ev string) Update {
+	return Update{Event: ev, Feeds: []string{"news"}, Lane: LaneBreaking, Reason: "breaking"}
+}
+
+func TestScenarios(t *testing.T) {
+	t.Parallel()
+	ios := device{id: 7, pl: "ios", bg: true}
+	android := device{id: 8, pl: "android", bg: true}
+	tests := []struct {
+		name string
+		run  func(t *testing.T, e *env)
+	}{
+		{"feed update waits the debounce", func(t *testing.T, e *env) {
+			e.addDevices(t, ios)
+			if got := e.decide(t, t0, feedUpdate("e1", 5, "a"), ios.id); got != (Counts{Deferred: 1}) {
+				t.Fatalf("counts: got %+v, want one deferred", got)
+			}
+			if m := e.step(t, t0.Add(2*time.Minute-time.Millisecond)); m.Queued != 0 {
+				t.Fatalf("moved before the debounce: got %+v", m)
+			}
+			if m := e.step(t, t0.Add(2*time.Minute)); m.Queued != 1 {
+				t.Fatalf("moved at the debounce: got %+v, want 1 queued", m)
+			}
+			ps := e.pushes(t)[ios.id]
+			if len(ps) != 1 || !ps[0].QueuedAt.Equal(t0.Add(2*time.Minute)) || ps[0].Events[0] != "e1" || ps[0].Since["a"] != 5 {
+				t.Fatalf("pushes: got %+v, want one for e1 at +2m since a=5", ps)
+			}
+		}},
+		{"breaking goes out at once", func(t *testing.T, e *env) {
+			e.addDevices(t, ios)
+			if got := e.decide(t, t0, breaking("b1"), ios.id); got != (Counts{Queued: 1}) {
+				t.Fatalf("counts: got %+v, want one queued", got)
+			}
+			ps := e.pushes(t)[ios.id]
+			if len(ps) != 1 || ps[0].Lane != LaneBreaking || ps[0].CollapseID() != "n7-b1" {
+				t.Fatalf("pushes: got %+v, want one breaking push with collapse id n7-b1", ps)
+			}
+		}},
+		{"breaking respects the budget", func(t *testing.T, e *env) {
+			e.addDevices(t, ios)
+			for i, at := range []time.Duration{0, 10 * time.Minute, 20 * time.Minute} {
+				if got := e.decide(t, t0.Add(at), breaking(fmt.Sprint("b", i)), ios.id); got.Queued != 1 {
+					t.Fatalf("breaking %d: got %+v, want queued", i, got)
+				}
+			}
+			if got := e.decide(t, t0.Add(30*time.Minute), breaking("b3"), ios.id); got.Deferred != 1 {
+				t.Fatalf("fourth breaking within the hour: got %+v, want deferred", got)
+			}
+			if m := e.step(t, t0.Add(time.Hour-time.Millisecond)); m.Queued != 0 {
+				t.Fatalf("moved before the window allows: got %+v", m)
+			}
+			if m := e.step(t, t0.Add(time.Hour)); m.Queued != 1 {
+				t.Fatalf("moved when the window allows: got %+v, want 1", m)
+			}
+			if n := len(e.pushes(t)[ios.id]); n != 4 {
+				t.Fatalf("pushes: got %d, want 4", n)
+			}
+		}},
+		{"updates coalesce with the min since", func(t *testing.T, e *env) {
+			e.addDevices(t, android)
+			e.decide(t, t0, feedUpdate("e1", 5, "a"), android.id)
+			u := feedUpdate("e2", 7, "a", "b")
+			u.Since["a"] = 3
+			if got := e.decide(t, t0.Add(time.Minute), u, android.id); got != (Counts{Coalesced: 1}) {
+				t.Fatalf("counts: got %+v, want one coalesced", got)
+			}
+			e.step(t, t0.Add(3*time.Minute))
+			ps := e.pushes(t)[android.id]
+			if len(ps) != 1 {
+				t.Fatalf("pushes: got %d, want 1", len(ps))
+			}
+			p := ps[0]
+			if fmt.Sprint(p.Events, p.Feeds, p.Since["a"], p.Since["b"]) != "[e1 e2] [a b] 3 7" {
+				t.Fatalf("push: got events %v feeds %v since %v, want [e1 e2] [a b] a=3 b=7", p.Events, p.Feeds, p.Since)
+			}
+		}},
+		{"max wait caps the debounce", func(t *testing.T, e *env) {
+			e.addDevices(t, android)
+			for i := range 20 {
+				now := t0.Add(time.Duration(i) * time.Minute)
+				e.decide(t, now, feedUpdate(fmt.Sprint("e", i), int64(i), "a"), android.id)
+				e.step(t, now)
+			}
+			ps := e.pushes(t)[android.id]
+			if len(ps) == 0 || !ps[0].QueuedAt.Equal(t0.Add(15*time.Minute)) || len(ps[0].Events) != 16 {
+				t.Fatalf("pushes: got %+v, want the first at +15m with 16 events", ps)
+			}
+		}},
+		{"breaking flushes a pending feed push", func(t *testing.T, e *env) {
+			e.addDevices(t, android)
+			e.decide(t, t0, feedUpdate("e1", 5, "a"), android.id)
+			if got := e.decide(t, t0.Add(time.Minute), breaking("b1"), android.id); got != (Counts{Queued: 1}) {
+				t.Fatalf("counts: got %+v, want queued", got)
+			}
+			ps := e.pushes(t)[android.id]
+			if len(ps) != 1 || len(ps[0].Events) != 2 || ps[0].Lane != LaneBreaking {
+				t.Fatalf("pushes: got %+v, want one breaking push for e1 and b1", ps)
+			}
+			if n, _ := e.th.DueCount(t.Context()); n != 0 {
+				t.Fatalf("due after flush: got %d, want 0", n)
+			}
+		}},
+		{"min_interval makes the gap stricter", func(t *testing.T, e *env) {
+			d := device{id: 9, pl: "android", bg: true, mi: 1800}
+			e.addDevices(t, d)
+			e.decide(t, t0, breaking("b1"), d.id)
+			if got := e.decide(t, t0.Add(10*time.Minute), breaking("b2"), d.id); got.Deferred != 1 {
+				t.Fatalf("second breaking: got %+v, want deferred", got)
+			}
+			if m := e.step(t, t0.Add(30*time.Minute-time.Millisecond)); m.Queued != 0 {
+				t.Fatalf("moved before min_interval: got %+v", m)
+			}
+			if m := e.step(t, t0.Add(30*time.Minute)); m.Queued != 1 {
+				t.Fatalf("moved at min_interval: got %+v, want 1", m)
+			}
+		}},
+		{"opted out gets nothing", func(t *testing.T, e *env) {
+			d := device{id: 10, pl: "ios"}
+			e.addDevices(t, d)
+			if got := e.decide(t, t0, breaking("b1"), d.id); got != (Counts{Skipped: 1}) {
+				t.Fatalf("counts: got %+v, want skipped", got)
+			}
+			if n := len(e.pushes(t)); n != 0 {
+				t.Fatalf("pushes: got %d devices, want 0", n)
+			}
+		}},
+		{"opting out drops the pending push", func(t *testing.T, e *env) {
+			e.addDevices(t, ios)
+			e.decide(t, t0, feedUpdate("e1", 1, "a"), ios.id)
+			e.addDevices(t, device{id: ios.id, pl: "ios"})
+			if m := e.step(t, t0.Add(time.Hour)); m != (Moves{Skipped: 1}) {
+				t.Fatalf("moves: got %+v, want one skipped", m)
+			}
+			if n := len(e.pushes(t)); n != 0 {
+				t.Fatalf("pushes: got %d devices, want 0", n)
+			}
+		}},
+		{"missing device", func(t *testing.T, e *env) {
+			if got := e.decide(t, t0, breaking("b1"), 11, 12); got != (Counts{Missing: 2}) {
+				t.Fatalf("counts: got %+v, want two missing", got)
+			}
+		}},
+		{"an event applied twice counts once", func(t *testing.T, e *env) {
+			e.addDevices(t, ios, android)
+			first := e.decide(t, t0, feedUpdate("e1", 1, "a"), ios.id, android.id)
+			again := e.decide(t, t0.Add(time.Second), feedUpdate("e1", 1, "a"), ios.id, android.id, ios.id)
+			if first != (Counts{Deferred: 2}) || again != (Counts{Deferred: 3, Duplicate: 3}) {
+				t.Fatalf("counts: got %+v then %+v, want 2 deferred then 3 deferred duplicates", first, again)
+			}
+			e.decide(t, t0.Add(2*time.Second), breaking("b1"), ios.id)
+			if got := e.decide(t, t0.Add(3*time.Second), breaking("b1"), ios.id); got != (Counts{Queued: 1, Duplicate: 1}) {
+				t.Fatalf("repeated breaking: got %+v, want queued duplicate", got)
+			}
+			if n := len(e.pushes(t)[ios.id]); n != 1 {
+				t.Fatalf("pushes: got %d, want 1", n)
+			}
+		}},
+	}
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				tc.run(t, setup(t, rdb, Config{}))
+			})
+		}
+	})
+}
+
+// update is one update a device received in the property test.
+type update struct {
+	at    time.Time
+	event string
+	feed  string
+	since int64
+}
+
+// TestProperties runs random update schedules for thousands of devices on
+// a simulated clock and checks the policy's guarantees on the pushes the
+// scripts wrote to the streams.
+func TestProperties(t *testing.T) {
+	t.Parallel()
+	const (
+		devices  = 2000
+		maxStep  = 90 * time.Second
+		duration = 8 * time.Hour
+	)
+	cfg := Config{MaxEvents: 10000, Remember: 4}
+	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		e := setup(t, rdb, cfg)
+		pol := map[string]Policy{"ios": e.th.cfg.IOS, "android": e.th.cfg.Android}
+		rng := rand.New(rand.NewPCG(1, 2))
+		devs := make([]device, devices)
+		heat := make([]float64, devices)
+		for i := range devs {
+			d := device{id: uint64(i + 1), pl: "android", bg: rng.IntN(10) > 0}
+			if rng.IntN(2) == 0 {
+				d.pl = "ios"
+			}
+			d.mi = []int{0, 0, 0, 60, 900, 2400}[rng.IntN(6)]
+			devs[i] = d
+			heat[i] = []float64{0.02, 0.1, 0.5}[rng.IntN(3)]
+		}
+		e.addDevices(t, devs...)
+
+		got := map[uint64][]update{}
+		var want, sum Counts
+		now := t0
+		feeds := []string{"a", "b", "c", "d"}
+		var last struct {
+			u   Update
+			ids []uint64
+		}
+		for n := 0; now.Before(t0.Add(duration + 3*time.Hour)); n++ {
+			now = now.Add(time.Duration(5+rng.IntN(int(maxStep/time.Second)-4)) * time.Second)
+			if now.Before(t0.Add(duration)) && rng.IntN(2) == 0 {
+				f := feeds[rng.IntN(len(feeds))]
+				u := Update{Event: fmt.Sprint("e", n), Feeds: []string{f}, Lane: LaneFeed, Reason: "feed", Since: map[string]int64{f: int64(n)}}
+				if rng.IntN(7) == 0 {
+					u.Lane, u.Reason = LaneBreaking, "breaking"
+				}
+				var ids []uint64
+				for i, d := range devs {
+					if rng.Float64() < heat[i] {
+						ids = append(ids, d.id)
+						got[d.id] = append(got[d.id], update{at: now, event: u.Event, feed: f, since: int64(n)})
+						if d.bg {
+							want.Queued++ // any applied outcome; compared as a total below
+						} else {
+							want.Skipped++
+						}
+					}
+				}
+				sum.Add(e.decide(t, now, u, ids...))
+				last.u, last.ids = u, ids
+			} else if last.ids != nil && rng.IntN(10) == 0 {
+				// A re-run of the previous event (a planner retry): no effect.
+				c := e.decide(t, now, last.u, last.ids...)
+				if c.Duplicate+c.Skipped != int64(len(last.ids)) {
+					t.Fatalf("re-run of %s: got %+v, want all %d duplicate or skipped", last.u.Event, c, len(last.ids))
+				}
+				last.ids = nil
+			}
+			e.step(t, now)
+		}
+		if applied := sum.Queued + sum.Deferred + sum.Coalesced; applied != want.Queued || sum.Skipped != want.Skipped || sum.Missing != 0 {
+			t.Fatalf("decisions: got %+v, want %d applied and %d skipped", sum, want.Queued, want.Skipped)
+		}
+		if n, err := e.th.DueCount(t.Context()); err != nil || n != 0 {
+			t.Fatalf("pending pushes after the flush: got %d (%v), want 0", n, err)
+		}
+
+		pushes := e.pushes(t)
+		var checked int
+		for _, d := range devs {
+			ps := pushes[d.id]
+			if !d.bg {
+				if len(ps) != 0 {
+					t.Fatalf("opted-out device %d got %d pushes", d.id, len(ps))
+				}
+				continue
+			}
+			p := pol[d.pl]
+			gap := max(p.MinGap, time.Duration(d.mi)*time.Second)
+			for i := range ps {
+				if i > 0 && ps[i].QueuedAt.Sub(ps[i-1].QueuedAt) < gap {
+					t.Fatalf("device %d (%s mi=%d): pushes at %s and %s, closer than %s", d.id, d.pl, d.mi, ps[i-1].QueuedAt.Sub(t0), ps[i].QueuedAt.Sub(t0), gap)
+				}
+				if i >= p.Limit && ps[i].QueuedAt.Sub(ps[i-p.Limit].QueuedAt) < p.Window {
+					t.Fatalf("device %d (%s): %d pushes within %s (from %s to %s)", d.id, d.pl, p.Limit+1, p.Window, ps[i-p.Limit].QueuedAt.Sub(t0), ps[i].QueuedAt.Sub(t0))
+				}
+			}
+			// Every update is covered by exactly one push, at or after it,
+			// within max(allowAt, update+MaxWait) plus one scheduler step.
+			where := map[string]int{}
+			for i, x := range ps {
+				for _, ev := range x.Events {
+					if _, dup := where[ev]; dup {
+						t.Fatalf("device %d: event %s in two pushes", d.id, ev)
+					}
+					where[ev] = i
+				}
+			}
+			if len(where) != len(got[d.id]) {
+				t.Fatalf("device %d: pushes cover %d events, want %d", d.id, len(where), len(got[d.id]))
+			}
+			for _, u := range got[d.id] {
+				i, ok := where[u.event]
+				if !ok {
+					t.Fatalf("device %d: update %s at %s not covered", d.id, u.event, u.at.Sub(t0))
+				}
+				allow := u.at
+				var before []time.Time
+				for _, x := range ps {
+					if x.QueuedAt.Before(u.at) {
+						before = append(before, x.QueuedAt)
+					}
+				}
+				if n := len(before); n > 0 {
+					allow = maxTime(allow, before[n-1].Add(gap))
+					if n >= p.Limit {
+						allow = maxTime(allow, before[n-p.Limit].Add(p.Window))
+					}
+				}
+				bound := maxTime(allow, u.at.Add(p.MaxWait)).Add(maxStep)
+				at := ps[i].QueuedAt
+				if at.Before(u.at) || at.After(bound) {
+					t.Fatalf("device %d: update %s at %s pushed at %s, want within [%s, %s]", d.id, u.event, u.at.Sub(t0), at.Sub(t0), u.at.Sub(t0), bound.Sub(t0))
+				}
+				if s, ok := ps[i].Since[u.feed]; !ok || s > u.since || !slices.Contains(ps[i].Feeds, u.feed) {
+					t.Fatalf("device %d: push %+v does not cover feed %s since %d", d.id, ps[i], u.feed, u.since)
+				}
+				checked++
+			}
+		}
+		if checked < 10000 {
+			t.Fatalf("checked only %d updates; the schedule is too thin to mean much", checked)
+		}
+		var sent int
+		for _, ps := range pushes {
+			sent += len(ps)
+		}
+		t.Logf("checked %d updates over %d devices, %d pushes", checked, devices, sent)
+	})
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"defaults", Config{}, true},
+		{"max wait shorter than debounce", Config{IOS: Policy{Debounce: time.Hour}}, false},
+		{"negative min gap", Config{Android: Policy{MinGap: -time.Second}}, false},
+		{"negative remember", Config{Remember: -1}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := tc.cfg.withDefaults().validate()
+			if (err == nil) != tc.ok {
+				t.Fatalf("validate: got %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestCollapseID(t *testing.T) {
+	t.Parallel()
+	long := Push{Device: 1 << 40, Events: []string{string(make([]byte, 100)) + "tail"}}
+	if n := len(long.CollapseID()); n != 64 {
+		t.Fatalf("collapse id of a long event: got %d bytes, want 64", n)
+	}
+	if got := (Push{Device: 35, Events: []string{"e1", "e2"}}).CollapseID(); got != "nz-e1" {
+		t.Fatalf("collapse id: got %q, want %q", got, "nz-e1")
+	}
+}
