@@ -1,9 +1,16 @@
 // Package catalog keeps the feed catalogue: the news feeds that apps can
 // subscribe to and that the dispatcher watches.
+//
+// The catalogue lives in the Redis hash keys.Feeds() (feed id -> JSON of a
+// Feed). Store reads and edits it; LoadFile reads a seed file.
 package catalog
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
 	"time"
 )
 
@@ -17,3 +24,87 @@ type Feed struct {
 
 // ErrNotFound is returned for a feed id that is not in the catalogue.
 var ErrNotFound = errors.New("feed not found")
+
+// Limits of a feed's fields.
+const (
+	DefaultPollInterval = 5 * time.Minute
+	MinPollInterval     = 30 * time.Second
+	MaxPollInterval     = 24 * time.Hour
+	maxTitle            = 200
+	maxURL              = 2048
+)
+
+var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+
+// ValidID reports whether id is a well-formed feed id.
+func ValidID(id string) bool { return idRE.MatchString(id) }
+
+// FieldError is a Feed field with a bad value.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// Validate checks f and fills in the default poll interval. It returns a
+// *FieldError naming the first bad field.
+func (f *Feed) Validate() error {
+	if !ValidID(f.ID) {
+		return &FieldError{"id", "use 1-64 characters of a-z, 0-9 and '-', starting with a letter or digit"}
+	}
+	if f.Title == "" || len(f.Title) > maxTitle {
+		return &FieldError{"title", fmt.Sprintf("must be 1-%d bytes", maxTitle)}
+	}
+	u, err := url.Parse(f.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(f.URL) > maxURL {
+		return &FieldError{"url", "must be an absolute http or https URL"}
+	}
+	if f.PollInterval == 0 {
+		f.PollInterval = DefaultPollInterval
+	}
+	if f.PollInterval < MinPollInterval || f.PollInterval > MaxPollInterval {
+		return &FieldError{"poll_interval", fmt.Sprintf("must be between %s and %s", MinPollInterval, MaxPollInterval)}
+	}
+	return nil
+}
+
+// feedWire is the JSON and YAML form of a Feed: the poll interval is a Go
+// duration string such as "5m".
+type feedWire struct {
+	ID           string `json:"id" yaml:"id"`
+	Title        string `json:"title" yaml:"title"`
+	URL          string `json:"url" yaml:"url"`
+	PollInterval string `json:"poll_interval,omitempty" yaml:"poll_interval"`
+}
+
+func (w feedWire) feed() (Feed, error) {
+	f := Feed{ID: w.ID, Title: w.Title, URL: w.URL}
+	if w.PollInterval != "" {
+		d, err := time.ParseDuration(w.PollInterval)
+		if err != nil {
+			return Feed{}, &FieldError{"poll_interval", "want a duration such as 90s or 5m"}
+		}
+		f.PollInterval = d
+	}
+	return f, nil
+}
+
+// MarshalJSON writes the poll interval as a duration string ("5m0s").
+func (f Feed) MarshalJSON() ([]byte, error) {
+	return json.Marshal(feedWire{ID: f.ID, Title: f.Title, URL: f.URL, PollInterval: f.PollInterval.String()})
+}
+
+// UnmarshalJSON reads the form MarshalJSON writes.
+func (f *Feed) UnmarshalJSON(b []byte) error {
+	var w feedWire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	g, err := w.feed()
+	if err != nil {
+		return err
+	}
+	*f = g
+	return nil
+}

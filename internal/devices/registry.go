@@ -1,0 +1,521 @@
+package devices
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/catalog"
+	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/redact"
+	"github.com/redis/go-redis/v9"
+)
+
+// Catalog tells which feed ids do not exist. *catalog.Store implements it.
+type Catalog interface {
+	Missing(ctx context.Context, ids []string) ([]string, error)
+}
+
+// Config configures a Registry.
+type Config struct {
+	// MaxFeeds caps the feeds one device may subscribe to. Default 64.
+	MaxFeeds int
+	// IDBlock is how many device ids a replica reserves with one INCRBY.
+	// Ids stay dense: a restart loses at most IDBlock-1 ids. Default 32.
+	IDBlock int
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) validate() error {
+	if c.MaxFeeds < 1 || c.MaxFeeds > 1024 {
+		return fmt.Errorf("devices: MaxFeeds %d: want 1-1024", c.MaxFeeds)
+	}
+	if c.IDBlock < 1 || c.IDBlock > 1<<16 {
+		return fmt.Errorf("devices: IDBlock %d: want 1-65536", c.IDBlock)
+	}
+	return nil
+}
+
+// Registry stores devices in Redis.
+//
+// Write order (each step is one atomic command or single-slot script; a
+// crash between steps leaves only what the next line says):
+//
+//	Register, new token:  1 HSET dev hash  2 claim tok index (script)  3 SETBIT subscriptions
+//	  crash after 1: a hash no index or bitmap points at; it gets no pushes
+//	  (a memory leak of one hash, never a duplicate push). The client saw
+//	  an error and retries, which creates the device properly.
+//	  crash after 2: a device without subscriptions; the retry finds it by
+//	  token and sets them.
+//	Register, known token / Update: 1 HSET dev hash only if its token is still
+//	  the expected one (script)  2 SETBIT/clear the subscription difference.
+//	Token rotation: 1 claim the new token's index entry  2 rewrite the hash
+//	  (checked)  3 remove the old entry only if it still points here.
+//	Delete: 1 DEL dev hash only if its token matches (script)  2 clear
+//	  subscription bits  3 remove the index entry only if it points here.
+//	  crash after 1: stale bits and a stale index entry. Ids are never
+//	  reused, fan-out skips ids that have no hash, and every index hit is
+//	  verified against the hash's "tk", so neither misroutes a push.
+//
+// Two concurrent registrations of one token both write a hash, but only one
+// claims the index; the loser deletes its hash and updates the winner's, so
+// the token maps to exactly one device.
+type Registry struct {
+	rdb   redis.UniversalClient
+	feeds Catalog
+	log   *slog.Logger
+	cfg   Config
+
+	mu      sync.Mutex
+	nextID  uint64
+	limitID uint64 // exclusive end of the reserved block
+}
+
+// New returns a Registry.
+func New(rdb redis.UniversalClient, feeds Catalog, log *slog.Logger, cfg Config) (*Registry, error) {
+	cfg.MaxFeeds = cmp.Or(cfg.MaxFeeds, 64)
+	cfg.IDBlock = cmp.Or(cfg.IDBlock, 32)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Registry{rdb: rdb, feeds: feeds, log: log, cfg: cfg}, nil
+}
+
+// claimScript points a token index entry at a device id.
+//
+// KEYS[1] token shard (tok:{sN})
+// ARGV[1] token digest (index field)
+// ARGV[2] device id to store
+// ARGV[3] id the entry may hold and be overwritten ("" = only if unset)
+//
+// Returns 0 when the entry now holds ARGV[2] (set, already equal, or
+// overwritten), otherwise the id it holds (as a string).
+var claimScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (not cur) or cur == ARGV[2] or cur == ARGV[3] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 0
+end
+return cur
+`)
+
+// releaseScript removes a token index entry only if it points at a device.
+//
+// KEYS[1] token shard; ARGV[1] token digest; ARGV[2] device id.
+// Returns 1 if removed, 0 otherwise.
+var releaseScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+`)
+
+// updateScript rewrites a device hash only if it still holds a token.
+//
+// KEYS[1] device hash
+// ARGV[1] expected token ("tk")
+// ARGV[2..] field, value pairs to set
+//
+// Returns the previous "fd" (feeds) on success, nil when the hash is gone
+// or holds another token.
+var updateScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'tk') ~= ARGV[1] then return false end
+local fd = redis.call('HGET', KEYS[1], 'fd') or ''
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return fd
+`)
+
+// deleteScript deletes a device hash only if it holds a token.
+//
+// KEYS[1] device hash; ARGV[1] token.
+// Returns the deleted device's "fd" (feeds), or nil when the hash is gone
+// or holds another token.
+var deleteScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'tk') ~= ARGV[1] then return false end
+local fd = redis.call('HGET', KEYS[1], 'fd') or ''
+redis.call('DEL', KEYS[1])
+return fd
+`)
+
+// tokenIndex returns the shard key and field of a token's index entry: the
+// first 12 bytes of sha256(token).
+func tokenIndex(token string) (shard, field string) {
+	sum := sha256.Sum256([]byte(token))
+	return keys.TokenShard(sum[:12]), string(sum[:12])
+}
+
+// newID hands out the next id of this replica's reserved block.
+func (r *Registry) newID(ctx context.Context) (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.nextID < r.limitID {
+		id := r.nextID
+		r.nextID++
+		return id, nil
+	}
+	end, err := r.rdb.IncrBy(ctx, keys.DeviceSeq(), int64(r.cfg.IDBlock)).Uint64()
+	if err != nil {
+		return 0, fmt.Errorf("reserve device ids: %w", err)
+	}
+	// The block is (end-IDBlock, end]; ids start at 1.
+	r.nextID, r.limitID = end-uint64(r.cfg.IDBlock)+2, end+1
+	return end - uint64(r.cfg.IDBlock) + 1, nil
+}
+
+// checkFeeds validates, de-duplicates and looks up feed ids.
+func (r *Registry) checkFeeds(ctx context.Context, feeds []string) ([]string, error) {
+	out := make([]string, 0, len(feeds))
+	for _, f := range feeds {
+		if !catalog.ValidID(f) {
+			return nil, &FieldError{"feeds", fmt.Sprintf("%q is not a feed id", f)}
+		}
+		if !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	if len(out) > r.cfg.MaxFeeds {
+		return nil, &FieldError{"feeds", fmt.Sprintf("at most %d feeds per device", r.cfg.MaxFeeds)}
+	}
+	missing, err := r.feeds.Missing(ctx, out)
+	if err != nil {
+		return nil, fmt.Errorf("check feeds: %w", err)
+	}
+	if len(missing) > 0 {
+		return nil, &FieldError{"feeds", "unknown feed ids: " + strings.Join(missing, ", ") + " (see GET /v1/feeds)"}
+	}
+	return out, nil
+}
+
+// validate checks a registration and returns the device it describes.
+func (r *Registry) validate(ctx context.Context, reg Registration) (Device, error) {
+	if reg.Provider != ProviderFCM && reg.Provider != ProviderAPNs {
+		return Device{}, &FieldError{"provider", `want "fcm" or "apns"`}
+	}
+	tok, err := NormalizeToken(reg.Provider, reg.Token)
+	if err != nil {
+		return Device{}, err
+	}
+	if err := checkPlatform(reg.Provider, reg.Platform); err != nil {
+		return Device{}, err
+	}
+	env, err := checkEnvironment(reg.Provider, reg.Environment)
+	if err != nil {
+		return Device{}, err
+	}
+	if err := checkMinInterval(reg.Sync.MinInterval); err != nil {
+		return Device{}, err
+	}
+	for _, c := range []struct{ field, v string }{{"locale", reg.Locale}, {"timezone", reg.Timezone}, {"app_version", reg.AppVersion}} {
+		if err := checkOptional(c.field, c.v, map[string]*regexp.Regexp{"locale": localeRE, "timezone": timezoneRE, "app_version": appVersionRE}[c.field]); err != nil {
+			return Device{}, err
+		}
+	}
+	feeds, err := r.checkFeeds(ctx, reg.Feeds)
+	if err != nil {
+		return Device{}, err
+	}
+	return Device{
+		Token: tok, Provider: reg.Provider, Platform: reg.Platform, Environment: env,
+		Feeds: feeds, Sync: reg.Sync, Locale: reg.Locale, Timezone: reg.Timezone, AppVersion: reg.AppVersion,
+	}, nil
+}
+
+// Register creates a device, or updates the device that already holds the
+// token (same id). Either way it returns a fresh secret, shown to the app
+// once; only its hash is stored. created tells whether the device is new.
+func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, secret string, created bool, err error) {
+	d, err = r.validate(ctx, reg)
+	if err != nil {
+		return Device{}, "", false, err
+	}
+	secret, sh := auth.NewDeviceSecret()
+	d.secretHash = sh[:]
+	d.Updated = r.cfg.Now().UTC().Truncate(time.Second)
+	shard, field := tokenIndex(d.Token)
+
+	hit, err := r.rdb.HGet(ctx, shard, field).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Device{}, "", false, fmt.Errorf("register: look up token: %w", err)
+	}
+	for range 8 {
+		stale := ""
+		if hit != "" {
+			id, perr := strconv.ParseUint(hit, 10, 64)
+			if perr != nil {
+				return Device{}, "", false, fmt.Errorf("register: token index holds %q: %w", hit, perr)
+			}
+			old, ok, err := r.rewrite(ctx, id, d.Token, &d)
+			if err != nil {
+				return Device{}, "", false, fmt.Errorf("register: %w", err)
+			}
+			if ok {
+				d.ID = id
+				if err := r.syncBits(ctx, id, old, d.Feeds); err != nil {
+					return Device{}, "", false, fmt.Errorf("register: %w", err)
+				}
+				full, err := r.Get(ctx, id)
+				if err != nil {
+					return Device{}, "", false, fmt.Errorf("register: %w", err)
+				}
+				return full, secret, false, nil
+			}
+			stale = hit // the entry points at a deleted or re-tokened device
+		}
+		id, err := r.newID(ctx)
+		if err != nil {
+			return Device{}, "", false, fmt.Errorf("register: %w", err)
+		}
+		d.ID, d.Created = id, d.Updated
+		fields := append(d.fields(), "ct", strconv.FormatInt(d.Created.Unix(), 10))
+		if err := r.rdb.HSet(ctx, keys.Device(id), fields...).Err(); err != nil {
+			return Device{}, "", false, fmt.Errorf("register: write device %d: %w", id, err)
+		}
+		res, err := claimScript.Run(ctx, r.rdb, []string{shard}, field, strconv.FormatUint(id, 10), stale).Result()
+		if err != nil {
+			return Device{}, "", false, fmt.Errorf("register: claim token index: %w", err)
+		}
+		if n, ok := res.(int64); ok && n == 0 {
+			if err := r.syncBits(ctx, id, nil, d.Feeds); err != nil {
+				return Device{}, "", false, fmt.Errorf("register: %w", err)
+			}
+			return d, secret, true, nil
+		}
+		// Another registration of this token won the index: drop our hash
+		// and update the winner instead.
+		if err := r.rdb.Del(ctx, keys.Device(id)).Err(); err != nil {
+			return Device{}, "", false, fmt.Errorf("register: drop losing device %d: %w", id, err)
+		}
+		hit, _ = res.(string)
+		r.log.DebugContext(ctx, "concurrent registration of one token", "token", redact.Token(d.Token), "device_id", hit)
+	}
+	return Device{}, "", false, fmt.Errorf("register: %w", ErrConflict)
+}
+
+// rewrite sets every field of d on device id if the device still holds
+// token. It returns the device's previous feeds and whether it applied.
+func (r *Registry) rewrite(ctx context.Context, id uint64, token string, d *Device) (oldFeeds []string, ok bool, err error) {
+	args := append([]any{token}, d.fields()...)
+	res, err := updateScript.Run(ctx, r.rdb, []string{keys.Device(id)}, args...).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("update device %d: %w", id, err)
+	}
+	fd, _ := res.(string)
+	return splitFeeds(fd), true, nil
+}
+
+// syncBits sets the subscription bits of feeds in now that are not in old,
+// and clears those of old that are not in now, in one pipeline.
+func (r *Registry) syncBits(ctx context.Context, id uint64, old, now []string) error {
+	k, bit := keys.SubChunkOf(id)
+	pipe := r.rdb.Pipeline()
+	n := 0
+	for _, f := range now {
+		if !slices.Contains(old, f) {
+			pipe.SetBit(ctx, keys.SubChunk(f, k), bit, 1)
+			n++
+		}
+	}
+	for _, f := range old {
+		if !slices.Contains(now, f) {
+			pipe.SetBit(ctx, keys.SubChunk(f, k), bit, 0)
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("update subscriptions of device %d: %w", id, err)
+	}
+	return nil
+}
+
+// Get returns a device, or ErrNotFound.
+func (r *Registry) Get(ctx context.Context, id uint64) (Device, error) {
+	m, err := r.rdb.HGetAll(ctx, keys.Device(id)).Result()
+	if err != nil {
+		return Device{}, fmt.Errorf("get device %d: %w", id, err)
+	}
+	d, err := parseDevice(id, m)
+	if err != nil {
+		return Device{}, fmt.Errorf("get device %d: %w", id, err)
+	}
+	return d, nil
+}
+
+// Authenticate returns the device if secret is its secret. A wrong secret
+// and an unknown device both give ErrNotFound, so a caller cannot tell them
+// apart. The comparison runs in constant time.
+func (r *Registry) Authenticate(ctx context.Context, id uint64, secret string) (Device, error) {
+	d, err := r.Get(ctx, id)
+	if err != nil {
+		return Device{}, err
+	}
+	if !auth.DeviceSecretMatches(secret, d.secretHash) {
+		return Device{}, fmt.Errorf("authenticate device %d: %w", id, ErrNotFound)
+	}
+	return d, nil
+}
+
+// Update applies a patch to a device: token rotation, environment, feeds
+// and settings. A new token that another device holds moves to this device
+// and the other device is deleted (it was an older registration of the
+// same app install).
+func (r *Registry) Update(ctx context.Context, id uint64, p Patch) (Device, error) {
+	cur, err := r.Get(ctx, id)
+	if err != nil {
+		return Device{}, err
+	}
+	d := cur
+	if p.Token != nil {
+		if d.Token, err = NormalizeToken(d.Provider, *p.Token); err != nil {
+			return Device{}, err
+		}
+	}
+	if p.Environment != nil {
+		if d.Environment, err = checkEnvironment(d.Provider, *p.Environment); err != nil {
+			return Device{}, err
+		}
+	}
+	if p.Feeds != nil {
+		if d.Feeds, err = r.checkFeeds(ctx, *p.Feeds); err != nil {
+			return Device{}, err
+		}
+	}
+	if p.SyncEnabled != nil {
+		d.Sync.Enabled = *p.SyncEnabled
+	}
+	if p.MinInterval != nil {
+		if err := checkMinInterval(*p.MinInterval); err != nil {
+			return Device{}, err
+		}
+		d.Sync.MinInterval = *p.MinInterval
+	}
+	for _, c := range []struct {
+		field string
+		v     *string
+		dst   *string
+		re    *regexp.Regexp
+	}{{"locale", p.Locale, &d.Locale, localeRE}, {"timezone", p.Timezone, &d.Timezone, timezoneRE}, {"app_version", p.AppVersion, &d.AppVersion, appVersionRE}} {
+		if c.v != nil {
+			if err := checkOptional(c.field, *c.v, c.re); err != nil {
+				return Device{}, err
+			}
+			*c.dst = *c.v
+		}
+	}
+	d.Updated = r.cfg.Now().UTC().Truncate(time.Second)
+
+	rotated := d.Token != cur.Token
+	if rotated {
+		if err := r.claimFor(ctx, id, d.Token); err != nil {
+			return Device{}, fmt.Errorf("update device %d: %w", id, err)
+		}
+	}
+	old, ok, err := r.rewrite(ctx, id, cur.Token, &d)
+	if err != nil {
+		return Device{}, err
+	}
+	if !ok {
+		// Deleted or rotated since we read it. A claimed new index entry
+		// stays behind but is harmless: every index hit is verified.
+		return Device{}, fmt.Errorf("update device %d: %w", id, ErrConflict)
+	}
+	if rotated {
+		shard, field := tokenIndex(cur.Token)
+		if err := releaseScript.Run(ctx, r.rdb, []string{shard}, field, strconv.FormatUint(id, 10)).Err(); err != nil {
+			return Device{}, fmt.Errorf("update device %d: release old token: %w", id, err)
+		}
+	}
+	if err := r.syncBits(ctx, id, old, d.Feeds); err != nil {
+		return Device{}, err
+	}
+	return d, nil
+}
+
+// claimFor points token's index entry at id, deleting another device that
+// still holds the token.
+func (r *Registry) claimFor(ctx context.Context, id uint64, token string) error {
+	shard, field := tokenIndex(token)
+	idStr := strconv.FormatUint(id, 10)
+	stale := ""
+	for range 8 {
+		res, err := claimScript.Run(ctx, r.rdb, []string{shard}, field, idStr, stale).Result()
+		if err != nil {
+			return fmt.Errorf("claim token index: %w", err)
+		}
+		if n, ok := res.(int64); ok && n == 0 {
+			return nil
+		}
+		other, _ := res.(string)
+		otherID, err := strconv.ParseUint(other, 10, 64)
+		if err != nil {
+			return fmt.Errorf("token index holds %q: %w", other, err)
+		}
+		if _, err := r.DeleteIfToken(ctx, otherID, token); err != nil {
+			return err
+		}
+		r.log.InfoContext(ctx, "token moved to another device", "device_id", id, "old_device_id", otherID, "token", redact.Token(token))
+		stale = other
+	}
+	return ErrConflict
+}
+
+// Delete unregisters a device: its hash, its token index entry and its
+// subscription bits. It returns ErrNotFound for an unknown device.
+func (r *Registry) Delete(ctx context.Context, id uint64) error {
+	for range 3 {
+		tk, err := r.rdb.HGet(ctx, keys.Device(id), "tk").Result()
+		if errors.Is(err, redis.Nil) {
+			return fmt.Errorf("delete device %d: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("delete device %d: %w", id, err)
+		}
+		ok, err := r.DeleteIfToken(ctx, id, tk)
+		if err != nil || ok {
+			return err
+		}
+	}
+	return fmt.Errorf("delete device %d: %w", id, ErrConflict)
+}
+
+// DeleteIfToken prunes a device only if it still holds token: it deletes
+// the hash, clears the subscription bits and removes the token index entry
+// (if it points at the device). A device that rotated to another token
+// survives a prune of its old one. It reports whether it deleted.
+func (r *Registry) DeleteIfToken(ctx context.Context, id uint64, token string) (bool, error) {
+	res, err := deleteScript.Run(ctx, r.rdb, []string{keys.Device(id)}, token).Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("delete device %d: %w", id, err)
+	}
+	fd, _ := res.(string)
+	if err := r.syncBits(ctx, id, splitFeeds(fd), nil); err != nil {
+		return true, fmt.Errorf("delete device %d: %w", id, err)
+	}
+	shard, field := tokenIndex(token)
+	if err := releaseScript.Run(ctx, r.rdb, []string{shard}, field, strconv.FormatUint(id, 10)).Err(); err != nil {
+		return true, fmt.Errorf("delete device %d: release token: %w", id, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,138 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/catalog"
+	"github.com/nudge-dev/nudge/internal/devices"
+)
+
+// HTTPError is an error with the response the client should see. The
+// client sees Code, Kind, Msg and Field; the log also gets Err.
+type HTTPError struct {
+	Code  int    // HTTP status
+	Kind  string // machine-readable error code, e.g. "invalid_field"
+	Msg   string // human-readable message for the client
+	Field string // offending request field, if any
+	Err   error  // underlying error, logged, never shown
+}
+
+func (e *HTTPError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%d %s: %s: %v", e.Code, e.Kind, e.Msg, e.Err)
+	}
+	return fmt.Sprintf("%d %s: %s", e.Code, e.Kind, e.Msg)
+}
+
+func (e *HTTPError) Unwrap() error { return e.Err }
+
+// errorBody is the JSON of every error response.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+// toHTTPError maps any error a handler returns to the response. It is the
+// one place that decides statuses for errors.
+func toHTTPError(err error) *HTTPError {
+	if he, ok := errors.AsType[*HTTPError](err); ok {
+		return he
+	}
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return &HTTPError{Code: http.StatusRequestEntityTooLarge, Kind: "too_large", Msg: "request body too large", Err: err}
+	}
+	if fe, ok := errors.AsType[*devices.FieldError](err); ok {
+		return &HTTPError{Code: http.StatusBadRequest, Kind: "invalid_field", Msg: fe.Error(), Field: fe.Field, Err: err}
+	}
+	if fe, ok := errors.AsType[*catalog.FieldError](err); ok {
+		return &HTTPError{Code: http.StatusBadRequest, Kind: "invalid_field", Msg: fe.Error(), Field: fe.Field, Err: err}
+	}
+	switch {
+	case errors.Is(err, devices.ErrNotFound):
+		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "device not found", Err: err}
+	case errors.Is(err, catalog.ErrNotFound):
+		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "feed not found", Err: err}
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return &HTTPError{Code: http.StatusUnauthorized, Kind: "unauthorized", Msg: "missing or invalid Authorization: Bearer credential", Err: err}
+	case errors.Is(err, auth.ErrForbidden):
+		return &HTTPError{Code: http.StatusForbidden, Kind: "forbidden", Msg: "this API key's role may not do that", Err: err}
+	case errors.Is(err, devices.ErrConflict):
+		return &HTTPError{Code: http.StatusConflict, Kind: "conflict", Msg: "the device changed concurrently; retry", Err: err}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return &HTTPError{Code: http.StatusServiceUnavailable, Kind: "unavailable", Msg: "request cancelled or timed out", Err: err}
+	}
+	return &HTTPError{Code: http.StatusInternalServerError, Kind: "internal", Msg: "internal error", Err: err}
+}
+
+// writeError logs err where it is handled and writes the JSON response.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	he := toHTTPError(err)
+	log := logFrom(r.Context())
+	if he.Code >= 500 {
+		log.ErrorContext(r.Context(), "request failed", "status", he.Code, "err", err)
+	} else {
+		log.DebugContext(r.Context(), "request rejected", "status", he.Code, "err", err)
+	}
+	if he.Code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer`)
+	}
+	writeJSON(w, he.Code, errorBody{Error: errorDetail{Code: he.Kind, Message: he.Msg, Field: he.Field}})
+}
+
+// writeJSON writes v as the JSON response body.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// badRequest is a 400 about one field.
+func badRequest(field, msg string) *HTTPError {
+	return &HTTPError{Code: http.StatusBadRequest, Kind: "invalid_field", Msg: msg, Field: field}
+}
+
+// decodeJSON reads exactly one JSON object into dst, rejecting unknown
+// fields, wrong types and trailing data.
+func decodeJSON(r *http.Request, dst any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(dst)
+	if err == nil {
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+			err = errors.New("trailing data after the JSON object")
+			if mbe, ok := errors.AsType[*http.MaxBytesError](terr); ok {
+				err = mbe
+			}
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return err
+	}
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		return &HTTPError{Code: http.StatusBadRequest, Kind: "invalid_field", Field: te.Field,
+			Msg: fmt.Sprintf("%s: wrong type %s, want %s", te.Field, te.Value, te.Type), Err: err}
+	}
+	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		f = strings.Trim(f, `"`)
+		return &HTTPError{Code: http.StatusBadRequest, Kind: "unknown_field", Field: f, Msg: "unknown field " + f, Err: err}
+	}
+	if errors.Is(err, io.EOF) {
+		return &HTTPError{Code: http.StatusBadRequest, Kind: "malformed", Msg: "request body must be a JSON object", Err: err}
+	}
+	return &HTTPError{Code: http.StatusBadRequest, Kind: "malformed", Msg: "malformed JSON: " + err.Error(), Err: err}
+}

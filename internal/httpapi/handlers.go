@@ -1,0 +1,291 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/catalog"
+	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/redis/go-redis/v9"
+)
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.deps.Redis.Ping(ctx).Err(); err != nil {
+		return &HTTPError{Code: http.StatusServiceUnavailable, Kind: "unavailable", Msg: "redis unreachable", Err: err}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+// syncJSON is background_sync in requests and responses.
+type syncJSON struct {
+	Enabled     *bool   `json:"enabled"`
+	MinInterval *string `json:"min_interval"`
+}
+
+type registerRequest struct {
+	Provider       string    `json:"provider"`
+	Token          string    `json:"token"`
+	Platform       string    `json:"platform"`
+	Environment    string    `json:"environment"`
+	Feeds          []string  `json:"feeds"`
+	BackgroundSync *syncJSON `json:"background_sync"`
+	Locale         string    `json:"locale"`
+	Timezone       string    `json:"timezone"`
+	AppVersion     string    `json:"app_version"`
+}
+
+type patchRequest struct {
+	Token          *string   `json:"token"`
+	Environment    *string   `json:"environment"`
+	Feeds          *[]string `json:"feeds"`
+	BackgroundSync *syncJSON `json:"background_sync"`
+	Locale         *string   `json:"locale"`
+	Timezone       *string   `json:"timezone"`
+	AppVersion     *string   `json:"app_version"`
+}
+
+type syncView struct {
+	Enabled     bool   `json:"enabled"`
+	MinInterval string `json:"min_interval"`
+}
+
+type deviceView struct {
+	ID             uint64   `json:"id"`
+	Secret         string   `json:"secret,omitempty"`
+	Provider       string   `json:"provider"`
+	Token          string   `json:"token"`
+	Platform       string   `json:"platform"`
+	Environment    string   `json:"environment"`
+	Feeds          []string `json:"feeds"`
+	BackgroundSync syncView `json:"background_sync"`
+	Locale         string   `json:"locale"`
+	Timezone       string   `json:"timezone"`
+	AppVersion     string   `json:"app_version"`
+	CreatedAt      string   `json:"created_at"`
+	UpdatedAt      string   `json:"updated_at"`
+}
+
+func viewOf(d devices.Device) deviceView {
+	return deviceView{
+		ID: d.ID, Provider: d.Provider, Token: d.Token, Platform: d.Platform, Environment: d.Environment,
+		Feeds: d.Feeds, BackgroundSync: syncView{Enabled: d.Sync.Enabled, MinInterval: d.Sync.MinInterval.String()},
+		Locale: d.Locale, Timezone: d.Timezone, AppVersion: d.AppVersion,
+		CreatedAt: d.Created.Format(time.RFC3339), UpdatedAt: d.Updated.Format(time.RFC3339),
+	}
+}
+
+func parseSync(in *syncJSON, dst *devices.BackgroundSync) error {
+	if in.Enabled != nil {
+		dst.Enabled = *in.Enabled
+	}
+	if in.MinInterval != nil {
+		d, err := devices.ParseMinInterval(*in.MinInterval)
+		if err != nil {
+			return err
+		}
+		dst.MinInterval = d
+	}
+	return nil
+}
+
+// registerDevice is POST /v1/devices: 201 for a new device, 200 for a
+// token that was already registered (same id, fresh secret).
+func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request) error {
+	var req registerRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	for _, f := range []struct{ name, v string }{{"provider", req.Provider}, {"token", req.Token}, {"platform", req.Platform}} {
+		if f.v == "" {
+			return badRequest(f.name, f.name+" is required")
+		}
+	}
+	reg := devices.Registration{
+		Provider: req.Provider, Token: req.Token, Platform: req.Platform, Environment: req.Environment,
+		Feeds: req.Feeds, Sync: devices.BackgroundSync{Enabled: true},
+		Locale: req.Locale, Timezone: req.Timezone, AppVersion: req.AppVersion,
+	}
+	if req.BackgroundSync != nil {
+		if err := parseSync(req.BackgroundSync, &reg.Sync); err != nil {
+			return err
+		}
+	}
+	d, secret, created, err := s.deps.Devices.Register(r.Context(), reg)
+	if err != nil {
+		return err
+	}
+	v := viewOf(d)
+	v.Secret = secret
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	logFrom(r.Context()).InfoContext(r.Context(), "device registered", "device_id", d.ID, "provider", d.Provider,
+		"platform", d.Platform, "created", created, "feeds", len(d.Feeds))
+	writeJSON(w, status, v)
+	return nil
+}
+
+// device authenticates the request as the device in the path.
+func (s *Server) device(r *http.Request) (devices.Device, error) {
+	id, err := strconv.ParseUint(chi.URLParam(r, "id"), 10, 64)
+	if err != nil || id == 0 {
+		return devices.Device{}, devices.ErrNotFound
+	}
+	secret, ok := auth.BearerToken(r)
+	if !ok {
+		return devices.Device{}, auth.ErrUnauthenticated
+	}
+	return s.deps.Devices.Authenticate(r.Context(), id, secret)
+}
+
+func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) error {
+	d, err := s.device(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, viewOf(d))
+	return nil
+}
+
+func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request) error {
+	d, err := s.device(r)
+	if err != nil {
+		return err
+	}
+	var req patchRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	p := devices.Patch{Token: req.Token, Environment: req.Environment, Feeds: req.Feeds,
+		Locale: req.Locale, Timezone: req.Timezone, AppVersion: req.AppVersion}
+	if req.BackgroundSync != nil {
+		sync := d.Sync
+		if err := parseSync(req.BackgroundSync, &sync); err != nil {
+			return err
+		}
+		p.SyncEnabled, p.MinInterval = &sync.Enabled, &sync.MinInterval
+	}
+	nd, err := s.deps.Devices.Update(r.Context(), d.ID, p)
+	if err != nil {
+		return err
+	}
+	logFrom(r.Context()).InfoContext(r.Context(), "device updated", "device_id", d.ID, "token_rotated", nd.Token != d.Token)
+	writeJSON(w, http.StatusOK, viewOf(nd))
+	return nil
+}
+
+func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
+	d, err := s.device(r)
+	if err != nil {
+		return err
+	}
+	if ok, err := s.deps.Devices.DeleteIfToken(r.Context(), d.ID, d.Token); err != nil {
+		return err
+	} else if !ok {
+		return devices.ErrConflict
+	}
+	logFrom(r.Context()).InfoContext(r.Context(), "device unregistered", "device_id", d.ID)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+type feedList struct {
+	Feeds []catalog.Feed `json:"feeds"`
+}
+
+func (s *Server) listFeeds(w http.ResponseWriter, r *http.Request) error {
+	feeds, err := s.deps.Catalog.List(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, feedList{Feeds: feeds})
+	return nil
+}
+
+type feedRequest struct {
+	ID           *string `json:"id"`
+	Title        string  `json:"title"`
+	URL          string  `json:"url"`
+	PollInterval string  `json:"poll_interval"`
+}
+
+// putFeed is PUT /v1/admin/feeds/{feed}: 201 when created, 200 when replaced.
+func (s *Server) putFeed(w http.ResponseWriter, r *http.Request) error {
+	id := chi.URLParam(r, "feed")
+	if !catalog.ValidID(id) {
+		return badRequest("id", "feed id: use 1-64 characters of a-z, 0-9 and '-'")
+	}
+	var req feedRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.ID != nil && *req.ID != id {
+		return badRequest("id", "id in the body differs from the id in the path")
+	}
+	f := catalog.Feed{ID: id, Title: req.Title, URL: req.URL}
+	if req.PollInterval != "" {
+		d, err := time.ParseDuration(req.PollInterval)
+		if err != nil {
+			return badRequest("poll_interval", `want a duration such as "90s" or "5m"`)
+		}
+		f.PollInterval = d
+	}
+	created, err := s.deps.Catalog.Put(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	f, err = s.deps.Catalog.Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	s.audit(r, "feed.put", id)
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, f)
+	return nil
+}
+
+func (s *Server) deleteFeed(w http.ResponseWriter, r *http.Request) error {
+	id := chi.URLParam(r, "feed")
+	if err := s.deps.Catalog.Delete(r.Context(), id); err != nil {
+		return err
+	}
+	s.audit(r, "feed.delete", id)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// audit logs an admin or editor action and appends it to the audit stream
+// (keys.Audit, capped at about 100k entries). It names the API key, never
+// the key itself. A failed audit write is logged, not returned: the action
+// has already happened.
+func (s *Server) audit(r *http.Request, action, target string) {
+	ctx := r.Context()
+	k, _ := auth.KeyFrom(ctx)
+	log := logFrom(ctx)
+	log.InfoContext(ctx, "audit", "action", action, "target", target, "api_key", k.Name, "role", string(k.Role))
+	err := s.deps.Redis.XAdd(ctx, &redis.XAddArgs{
+		Stream: keys.Audit(), MaxLen: 100_000, Approx: true,
+		Values: []any{"action", action, "target", target, "key", k.Name, "role", string(k.Role),
+			"request_id", RequestID(ctx), "at", time.Now().UTC().Format(time.RFC3339)},
+	}).Err()
+	if err != nil {
+		log.ErrorContext(ctx, "write audit record", "action", action, "err", err)
+	}
+}

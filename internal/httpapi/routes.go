@@ -1,0 +1,54 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/go-chi/httprate"
+	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// addRoutes lists the whole API. Keep docs/openapi.yaml in step: a test
+// compares the two.
+func (s *Server) addRoutes(r chi.Router) {
+	r.Get("/healthz", s.handle(s.healthz))
+	r.Get("/readyz", s.handle(s.readyz))
+	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{}))
+
+	r.Route("/v1", func(r chi.Router) {
+		r.Use(s.limitBody)
+		r.With(s.registerLimit()...).Post("/devices", s.handle(s.registerDevice))
+		r.Get("/devices/{id}", s.handle(s.getDevice))
+		r.Patch("/devices/{id}", s.handle(s.patchDevice))
+		r.Delete("/devices/{id}", s.handle(s.deleteDevice))
+
+		r.Get("/feeds", s.handle(s.listFeeds))
+
+		r.Route("/admin", func(r chi.Router) {
+			r.Use(s.RequireRole(auth.RoleAdmin))
+			r.Put("/feeds/{feed}", s.handle(s.putFeed))
+			r.Delete("/feeds/{feed}", s.handle(s.deleteFeed))
+		})
+	})
+}
+
+// registerLimit rate-limits registrations per client IP (the TCP peer; put
+// a trusted proxy's address resolution in front if nudge runs behind one).
+func (s *Server) registerLimit() []func(http.Handler) http.Handler {
+	if s.cfg.RegisterRateLimit < 0 {
+		return nil
+	}
+	return []func(http.Handler) http.Handler{
+		middleware.ClientIPFromRemoteAddr,
+		httprate.LimitBy(s.cfg.RegisterRateLimit, s.cfg.RegisterRateWindow,
+			func(r *http.Request) (string, error) {
+				return httprate.CanonicalizeIP(middleware.GetClientIP(r.Context())), nil
+			},
+			httprate.WithLimitHandler(s.handle(func(w http.ResponseWriter, r *http.Request) error {
+				return &HTTPError{Code: http.StatusTooManyRequests, Kind: "rate_limited",
+					Msg: "too many registrations from this address; retry after the Retry-After seconds"}
+			}))),
+	}
+}

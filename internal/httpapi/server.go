@@ -1,0 +1,146 @@
+// Package httpapi is nudge's REST API: the chi router, its middleware and
+// its handlers. routes.go lists the whole API. Handlers return an error and
+// one function (toHTTPError) maps every error to a JSON error response
+// {"error": {"code", "message", "field"}}.
+package httpapi
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/catalog"
+	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config configures the HTTP layer.
+type Config struct {
+	// MaxBodyBytes caps request bodies (413 above). Default 16 KiB.
+	MaxBodyBytes int64
+	// RegisterRateLimit is how many registrations one client IP may make
+	// per RegisterRateWindow (429 with Retry-After above). Default 600;
+	// negative disables the limit.
+	RegisterRateLimit int
+	// RegisterRateWindow is the window of RegisterRateLimit. Default 1m.
+	RegisterRateWindow time.Duration
+}
+
+func (c *Config) validate() error {
+	if c.MaxBodyBytes < 1024 {
+		return fmt.Errorf("httpapi: MaxBodyBytes %d: want at least 1024", c.MaxBodyBytes)
+	}
+	if c.RegisterRateWindow < time.Second {
+		return errors.New("httpapi: RegisterRateWindow: want at least 1s (NUDGE_REGISTER_RATE_WINDOW)")
+	}
+	return nil
+}
+
+// Deps are the dependencies of the API. Later issues add fields here and
+// routes in routes.go.
+type Deps struct {
+	Logger   *slog.Logger
+	Redis    redis.UniversalClient // pinged by /readyz, used for audit records
+	Devices  *devices.Registry
+	Catalog  *catalog.Store
+	Keys     *auth.Keys
+	Metrics  prometheus.Registerer // HTTP metrics are registered here
+	Gatherer prometheus.Gatherer   // served on /metrics
+}
+
+func (d *Deps) validate() error {
+	var errs []error
+	for name, missing := range map[string]bool{
+		"Logger": d.Logger == nil, "Redis": d.Redis == nil, "Devices": d.Devices == nil,
+		"Catalog": d.Catalog == nil, "Keys": d.Keys == nil, "Metrics": d.Metrics == nil, "Gatherer": d.Gatherer == nil,
+	} {
+		if missing {
+			errs = append(errs, fmt.Errorf("httpapi: Deps.%s is required", name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Server is the API's http.Handler.
+type Server struct {
+	deps    Deps
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	router  chi.Router
+}
+
+// NewServer builds the router with every route of routes.go.
+func NewServer(deps Deps, cfg Config) (*Server, error) {
+	cfg.MaxBodyBytes = cmp.Or(cfg.MaxBodyBytes, 16<<10)
+	cfg.RegisterRateLimit = cmp.Or(cfg.RegisterRateLimit, 600)
+	cfg.RegisterRateWindow = cmp.Or(cfg.RegisterRateWindow, time.Minute)
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := deps.validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(deps.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("register http metrics: %w", err)
+	}
+	s := &Server{deps: deps, cfg: cfg, log: deps.Logger, metrics: m}
+	r := chi.NewRouter()
+	r.Use(s.observe)
+	r.NotFound(s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "no such route"}
+	}))
+	r.MethodNotAllowed(s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return &HTTPError{Code: http.StatusMethodNotAllowed, Kind: "method_not_allowed", Msg: "method not allowed on this route"}
+	}))
+	s.addRoutes(r)
+	s.router = r
+	return s, nil
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// Router returns the router, for walking the routes (docs checks).
+func (s *Server) Router() chi.Routes { return s.router }
+
+// handlerFunc is a handler that returns its error instead of writing it.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// handle adapts a handlerFunc: a returned error becomes the JSON error response.
+func (s *Server) handle(h handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			writeError(w, r, err)
+		}
+	}
+}
+
+// RequireRole is middleware that admits only requests with an API key
+// whose role allows role, and puts the key in the request context
+// (auth.KeyFrom). Use it on editor and admin routes.
+func (s *Server) RequireRole(role auth.Role) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			k, err := s.deps.Keys.Check(r, role)
+			if err != nil {
+				if k.Name != "" {
+					err = fmt.Errorf("api key %s: %w", k.Name, err)
+				}
+				writeError(w, r, err)
+				return
+			}
+			ctx := auth.WithKey(r.Context(), k)
+			ctx = context.WithValue(ctx, loggerCtx{}, logFrom(ctx).With("api_key", k.Name))
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+}
