@@ -1,0 +1,445 @@
+// Package fanout turns one event (a feed change or an editor trigger) into at
+// most one push decision per subscribed device.
+//
+// Publish stores the event in its hash ev:{id}. Plan walks the subscription
+// bitmaps of the event's feeds in windows of Config.Window device ids,
+// ORs the feeds' slices together (a device subscribed to several changed
+// feeds is decided once), and hands each window to the throttle, which
+// decides and enqueues atomically per partition. After each window the
+// cursor and the window's counts are checkpointed in the event hash in one
+// step, so a killed planner resumes at the first window it had not
+// checkpointed. Re-running that window is safe: the throttle remembers the
+// events it applied to each device and reports a repeat with its original
+// outcome, so the counters stay exact.
+//
+// The event hash holds:
+//
+//	def                      the Event, JSON
+//	cur                      next device id to walk
+//	done, fin                "1" and the finish time (unix ms) once planned
+//	targeted                 devices found subscribed
+//	queued deferred coalesced skipped missing duplicate   throttle outcomes
+//	sent pruned failed       push outcomes, added by the push worker (Record)
+package fanout
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/throttle"
+)
+
+// Alert is the visible part of a breaking event, shown by the app.
+type Alert struct {
+	Title string `json:"title"`
+	Body  string `json:"body"`
+}
+
+// Event is one change that subscribed devices should sync.
+type Event struct {
+	ID        string           `json:"id"`
+	Feeds     []string         `json:"feeds"`           // feeds that changed; their subscribers are targeted
+	Lane      string           `json:"lane"`            // throttle.LaneFeed or throttle.LaneBreaking
+	Reason    string           `json:"reason"`          // "feed", "breaking" or "stale"
+	Since     map[string]int64 `json:"since,omitempty"` // per feed, the cursor to fetch from
+	Alert     *Alert           `json:"alert,omitempty"` // optional visible alert (breaking lane)
+	CreatedAt time.Time        `json:"created_at"`
+}
+
+// ErrInvalidEvent is returned by Publish for an event that cannot be planned.
+var ErrInvalidEvent = errors.New("invalid event")
+
+// ErrNotFound is returned for an event id that has no event hash.
+var ErrNotFound = errors.New("event not found")
+
+func (e Event) validate() error {
+	switch {
+	case e.ID == "" || len(e.ID) > 128:
+		return fmt.Errorf("event id %q: want 1 to 128 bytes: %w", e.ID, ErrInvalidEvent)
+	case len(e.Feeds) == 0:
+		return fmt.Errorf("event %s has no feeds: %w", e.ID, ErrInvalidEvent)
+	case e.Lane != throttle.LaneFeed && e.Lane != throttle.LaneBreaking:
+		return fmt.Errorf("event %s lane %q: want %q or %q: %w", e.ID, e.Lane, throttle.LaneFeed, throttle.LaneBreaking, ErrInvalidEvent)
+	case e.Reason != "feed" && e.Reason != "breaking" && e.Reason != "stale":
+		return fmt.Errorf("event %s reason %q: want feed, breaking or stale: %w", e.ID, e.Reason, ErrInvalidEvent)
+	}
+	return nil
+}
+
+// Decider decides and enqueues pushes for a batch of devices;
+// *throttle.Throttle implements it.
+type Decider interface {
+	Decide(ctx context.Context, now time.Time, u throttle.Update, devices []uint64) (throttle.Counts, error)
+}
+
+// Config configures a Planner. Zero fields take the defaults.
+type Config struct {
+	// Window is how many device ids one walk step covers (default 32768,
+	// 64 partitions x 512). A power of two from 8 to 65536.
+	Window int
+	// Retain is how long an event hash is kept after Publish (default 7 days).
+	Retain time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	c.Window = cmp.Or(c.Window, 32768)
+	c.Retain = cmp.Or(c.Retain, 7*24*time.Hour)
+	return c
+}
+
+func (c Config) validate() error {
+	if c.Window < 8 || c.Window > 1<<keys.SubChunkBits || c.Window&(c.Window-1) != 0 {
+		return fmt.Errorf("fanout: window %d: set Window to a power of two from 8 to %d", c.Window, 1<<keys.SubChunkBits)
+	}
+	if c.Retain < time.Hour {
+		return fmt.Errorf("fanout: retain %s: set Retain to at least 1h", c.Retain)
+	}
+	return nil
+}
+
+// Planner publishes events and plans their fan-out.
+type Planner struct {
+	cfg   Config
+	rdb   redis.UniversalClient
+	th    Decider
+	log   *slog.Logger
+	clock func() time.Time
+
+	devices *prometheus.CounterVec
+	windows prometheus.Counter
+	planned prometheus.Counter
+}
+
+// New returns a Planner. clock defaults to time.Now; metrics are registered
+// on reg when it is not nil.
+func New(cfg Config, rdb redis.UniversalClient, th Decider, log *slog.Logger, reg prometheus.Registerer, clock func() time.Time) (*Planner, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if rdb == nil || th == nil || log == nil {
+		return nil, errors.New("fanout: a Redis client, a throttle and a logger are required")
+	}
+	if clock == nil {
+		clock = time.Now
+	}
+	p := &Planner{
+		cfg:   cfg,
+		rdb:   rdb,
+		th:    th,
+		log:   log,
+		clock: clock,
+		devices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nudge_fanout_devices_total",
+			Help: "Devices planned by fan-out, by throttle outcome.",
+		}, []string{"outcome"}),
+		windows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nudge_fanout_windows_total",
+			Help: "Subscription windows walked and checkpointed.",
+		}),
+		planned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nudge_fanout_events_planned_total",
+			Help: "Events whose fan-out completed.",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{p.devices, p.windows, p.planned} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("fanout: register metrics: %w", err)
+			}
+		}
+	}
+	return p, nil
+}
+
+// NewID returns a fresh event id from the event counter.
+func (p *Planner) NewID(ctx context.Context) (string, error) {
+	n, err := p.rdb.Incr(ctx, keys.EventSeq()).Result()
+	if err != nil {
+		return "", fmt.Errorf("new event id: %w", err)
+	}
+	return strconv.FormatInt(n, 10), nil
+}
+
+// Publish stores ev under its id and reports whether it was new. Publishing
+// an id again is a no-op that returns false, so callers can derive ids from
+// what happened (feed and cursor) and publish idempotently. CreatedAt
+// defaults to the clock.
+func (p *Planner) Publish(ctx context.Context, ev Event) (bool, error) {
+	if err := ev.validate(); err != nil {
+		return false, err
+	}
+	if ev.CreatedAt.IsZero() {
+		ev.CreatedAt = p.clock()
+	}
+	def, err := json.Marshal(ev)
+	if err != nil {
+		return false, fmt.Errorf("encode event %s: %w", ev.ID, err)
+	}
+	var created *redis.BoolCmd
+	_, err = p.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		created = pipe.HSetNX(ctx, keys.Event(ev.ID), "def", def)
+		pipe.ExpireNX(ctx, keys.Event(ev.ID), p.cfg.Retain)
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("publish event %s: %w", ev.ID, err)
+	}
+	return created.Val(), nil
+}
+
+// Event returns the published event id.
+func (p *Planner) Event(ctx context.Context, id string) (Event, error) {
+	raw, err := p.rdb.HGet(ctx, keys.Event(id), "def").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Event{}, fmt.Errorf("event %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Event{}, fmt.Errorf("load event %s: %w", id, err)
+	}
+	var ev Event
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		return Event{}, fmt.Errorf("decode event %s: %w", id, err)
+	}
+	return ev, nil
+}
+
+// Progress is the state of one event's fan-out and of its pushes.
+type Progress struct {
+	ID         string
+	Done       bool      // every subscriber was planned
+	Cursor     uint64    // next device id to walk
+	FinishedAt time.Time // when planning completed; zero until Done
+	Targeted   int64     // subscribed devices found
+	Queued     int64     // push queued at once
+	Deferred   int64     // push deferred by the throttle
+	Coalesced  int64     // merged into a pending push
+	Skipped    int64     // background sync off
+	Missing    int64     // subscribed id without a device
+	Duplicate  int64     // re-planned after a crash (inside the counts above)
+	Sent       int64     // pushes the provider accepted (Record)
+	Pruned     int64     // pushes whose token was pruned (Record)
+	Failed     int64     // pushes that failed for good (Record)
+}
+
+var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "def"}
+
+// Progress returns the progress of event id.
+func (p *Planner) Progress(ctx context.Context, id string) (Progress, error) {
+	v, err := p.rdb.HMGet(ctx, keys.Event(id), progressFields...).Result()
+	if err != nil {
+		return Progress{}, fmt.Errorf("load progress of event %s: %w", id, err)
+	}
+	if v[len(v)-1] == nil {
+		return Progress{}, fmt.Errorf("event %s: %w", id, ErrNotFound)
+	}
+	n := func(i int) int64 {
+		s, _ := v[i].(string)
+		x, _ := strconv.ParseInt(s, 10, 64)
+		return x
+	}
+	pr := Progress{
+		ID: id, Done: n(0) == 1, Cursor: uint64(n(1)),
+		Targeted: n(3), Queued: n(4), Deferred: n(5), Coalesced: n(6), Skipped: n(7), Missing: n(8), Duplicate: n(9),
+		Sent: n(10), Pruned: n(11), Failed: n(12),
+	}
+	if fin := n(2); fin > 0 {
+		pr.FinishedAt = time.UnixMilli(fin)
+	}
+	return pr, nil
+}
+
+// Outcome is what happened to a push, as recorded by the push worker.
+type Outcome string
+
+// Push outcomes.
+const (
+	OutcomeSent   Outcome = "sent"
+	OutcomePruned Outcome = "pruned"
+	OutcomeFailed Outcome = "failed"
+)
+
+// recordScript adds one to a push outcome counter of an event that still
+// exists (an expired event is not recreated).
+//
+// KEYS[1] ev:{id}; ARGV[1] counter field.
+// Returns 1 if counted, 0 if the event is gone.
+var recordScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+return 1
+`)
+
+// Record counts one push outcome for each of the events the push covered.
+func (p *Planner) Record(ctx context.Context, eventIDs []string, o Outcome) error {
+	if o != OutcomeSent && o != OutcomePruned && o != OutcomeFailed {
+		return fmt.Errorf("record outcome %q: want sent, pruned or failed", o)
+	}
+	if len(eventIDs) == 0 {
+		return nil
+	}
+	pipe := p.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(eventIDs))
+	for i, id := range eventIDs {
+		cmds[i] = recordScript.EvalSha(ctx, pipe, []string{keys.Event(id)}, string(o))
+	}
+	_, _ = pipe.Exec(ctx) // errors are per command, checked below
+	for i, c := range cmds {
+		err := c.Err()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			err = recordScript.Run(ctx, p.rdb, []string{keys.Event(eventIDs[i])}, string(o)).Err()
+		}
+		if err != nil {
+			return fmt.Errorf("record %s for event %s: %w", o, eventIDs[i], err)
+		}
+	}
+	return nil
+}
+
+// checkpointScript advances an event's cursor and adds a window's counts,
+// only if the cursor is still where the planner started the window (a second
+// planner of the same event may have moved it).
+//
+// KEYS[1] ev:{id}
+// ARGV[1] expected cursor, ARGV[2] next cursor,
+// ARGV[3..] pairs of counter field and increment.
+// Returns 1 if applied, 0 if the cursor had moved.
+var checkpointScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], 'cur') or '0'
+if cur ~= ARGV[1] then return 0 end
+for i = 3, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], 'cur', ARGV[2])
+return 1
+`)
+
+// Plan walks the subscribers of event id from its checkpoint and hands them
+// to the throttle, window by window. It returns the progress when the walk
+// is complete; planning a completed event again returns at once.
+func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
+	ev, err := p.Event(ctx, id)
+	if err != nil {
+		return Progress{}, err
+	}
+	pr, err := p.Progress(ctx, id)
+	if err != nil {
+		return Progress{}, err
+	}
+	if pr.Done {
+		return pr, nil
+	}
+	u := throttle.Update{Event: ev.ID, Feeds: ev.Feeds, Lane: ev.Lane, Reason: ev.Reason, Since: ev.Since}
+	seq, err := p.rdb.Get(ctx, keys.DeviceSeq()).Uint64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return pr, fmt.Errorf("plan event %s: read device sequence: %w", id, err)
+	}
+	win := uint64(p.cfg.Window)
+	cur := pr.Cursor / win * win
+	for cur <= seq {
+		next := cur + win
+		ids, err := p.window(ctx, ev.Feeds, cur)
+		if err != nil {
+			return pr, fmt.Errorf("plan event %s at %d: %w", id, cur, err)
+		}
+		var c throttle.Counts
+		if len(ids) > 0 {
+			if c, err = p.th.Decide(ctx, p.clock(), u, ids); err != nil {
+				return pr, fmt.Errorf("plan event %s at %d: %w", id, cur, err)
+			}
+		}
+		ok, err := checkpointScript.Run(ctx, p.rdb, []string{keys.Event(id)},
+			strconv.FormatUint(pr.Cursor, 10), strconv.FormatUint(next, 10),
+			"targeted", len(ids), "queued", c.Queued, "deferred", c.Deferred, "coalesced", c.Coalesced,
+			"skipped", c.Skipped, "missing", c.Missing, "duplicate", c.Duplicate).Int()
+		if err != nil {
+			return pr, fmt.Errorf("plan event %s: checkpoint %d: %w", id, next, err)
+		}
+		if ok == 0 {
+			// Another planner moved the cursor: continue from where it is.
+			if pr, err = p.Progress(ctx, id); err != nil {
+				return pr, err
+			}
+			if pr.Done {
+				return pr, nil
+			}
+			cur = pr.Cursor / win * win
+			continue
+		}
+		pr.Cursor = next
+		p.windows.Inc()
+		p.observe(c)
+		cur = next
+	}
+	fin := p.clock().UnixMilli()
+	if err := p.rdb.HSet(ctx, keys.Event(id), "done", "1", "fin", fin).Err(); err != nil {
+		return pr, fmt.Errorf("plan event %s: mark done: %w", id, err)
+	}
+	p.planned.Inc()
+	pr, err = p.Progress(ctx, id)
+	if err != nil {
+		return pr, err
+	}
+	p.log.InfoContext(ctx, "fan-out planned", "event", id, "targeted", pr.Targeted, "queued", pr.Queued,
+		"deferred", pr.Deferred, "coalesced", pr.Coalesced, "skipped", pr.Skipped, "missing", pr.Missing)
+	return pr, nil
+}
+
+func (p *Planner) observe(c throttle.Counts) {
+	for _, o := range []struct {
+		name string
+		n    int64
+	}{{"queued", c.Queued}, {"deferred", c.Deferred}, {"coalesced", c.Coalesced}, {"skipped", c.Skipped}, {"missing", c.Missing}, {"duplicate", c.Duplicate}} {
+		if o.n > 0 {
+			p.devices.WithLabelValues(o.name).Add(float64(o.n))
+		}
+	}
+}
+
+// window returns the ids in [start, start+Window) subscribed to any of
+// feeds, ascending. start is a multiple of Window, so the window lies in
+// one bitmap chunk.
+func (p *Planner) window(ctx context.Context, feeds []string, start uint64) ([]uint64, error) {
+	k, bit := keys.SubChunkOf(start)
+	from := bit / 8
+	to := from + int64(p.cfg.Window/8) - 1
+	pipe := p.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(feeds))
+	for i, f := range feeds {
+		cmds[i] = pipe.GetRange(ctx, keys.SubChunk(f, k), from, to)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read subscriptions: %w", err)
+	}
+	var union []byte
+	for _, c := range cmds {
+		b, _ := c.Bytes()
+		if len(b) > len(union) {
+			b, union = union, append(make([]byte, 0, p.cfg.Window/8), b...)
+		}
+		for i := range b {
+			union[i] |= b[i]
+		}
+	}
+	var ids []uint64
+	for i, b := range union {
+		for b != 0 {
+			// SETBIT numbers bits from the most significant bit of each byte.
+			j := bits.LeadingZeros8(b)
+			ids = append(ids, start+uint64(i*8+j))
+			b &^= 0x80 >> j
+		}
+	}
+	return ids, nil
+}
