@@ -1,0 +1,428 @@
+package console_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/nudge-dev/nudge/internal/console"
+	"github.com/nudge-dev/nudge/internal/console/browsertest"
+)
+
+// bundle is one browser case: a fake api serving the console, and a tab.
+type bundle struct {
+	api  *fakeAPI
+	base string // the server's origin, e.g. http://127.0.0.1:1234
+	tab  *browsertest.Tab
+}
+
+func setup(t *testing.T, browser *browsertest.Browser) *bundle {
+	t.Helper()
+	api := newFakeAPI()
+	mux := http.NewServeMux()
+	mux.Handle(console.Path, console.Handler())
+	mux.Handle("GET /console", console.Handler())
+	api.routes(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	b := &bundle{api: api, base: srv.URL, tab: browser.NewTab(t)}
+	t.Cleanup(func() {
+		if errs := b.tab.JSErrors(); len(errs) > 0 {
+			t.Errorf("the page reported JavaScript errors:\n%s", strings.Join(errs, "\n"))
+		}
+	})
+	return b
+}
+
+// js evaluates a JavaScript expression in the page.
+func js[T any](t *testing.T, b *bundle, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(b.tab.Ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// text returns the trimmed text content of the first element matching sel,
+// or "<missing>".
+func text(t *testing.T, b *bundle, sel string) string {
+	t.Helper()
+	q, _ := json.Marshal(sel)
+	return js[string](t, b, fmt.Sprintf(`(() => { const e = document.querySelector(%s); return e ? e.textContent.trim().replace(/\s+/g, " ") : "<missing>"; })()`, q))
+}
+
+// waitFor polls a JavaScript predicate until it is true, failing the test
+// with what and the page's visible text when the deadline passes.
+func waitFor(t *testing.T, b *bundle, what, predicate string, timeout time.Duration) {
+	t.Helper()
+	_, err := chromedp.Run(b.tab.Ctx, chromedp.Poll[bool](predicate,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(timeout)))
+	if err != nil {
+		page, _ := chromedp.Run(b.tab.Ctx, chromedp.Evaluate[string](`document.body.innerText.slice(0, 2000)`))
+		t.Fatalf("wait for %s: %v\npage text:\n%s", what, err, page)
+	}
+}
+
+func do(t *testing.T, b *bundle, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	if err := chromedp.Do(b.tab.Ctx, steps...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// grouped formats n the way the page does in en-US: 1200 → "1,200".
+func grouped(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// login opens the console and submits key in the login form.
+func login(t *testing.T, b *bundle, key string) {
+	t.Helper()
+	do(t, b, "open the console",
+		chromedp.Navigate(b.base+"/console"),
+		chromedp.WaitVisible(chromedp.CSS("#login-key")),
+	)
+	if key != "" {
+		do(t, b, "type the key", chromedp.SendKeys(chromedp.CSS("#login-key"), key))
+	}
+	do(t, b, "submit the login", chromedp.Click(chromedp.CSS("#login-submit")))
+}
+
+// loginOK logs in and waits for the overview to render.
+func loginOK(t *testing.T, b *bundle, key string) {
+	t.Helper()
+	login(t, b, key)
+	waitFor(t, b, "the overview", `!document.querySelector("#console-view").hidden && document.querySelectorAll("#feeds li[data-feed-id]").length > 0`, 10*time.Second)
+}
+
+func TestConsoleInBrowser(t *testing.T) {
+	t.Parallel()
+	browser := browsertest.Start(t, browsertest.Config{})
+
+	t.Run("editor sees the overview", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, browser)
+		loginOK(t, b, "editor-key")
+
+		if got, want := text(t, b, "#whoami"), "Signed in as Erin Editor (editor)"; got != want {
+			t.Fatalf("whoami: got %q, want %q", got, want)
+		}
+		if got, want := js[string](t, b, `sessionStorage.getItem("nudge.console.key")`), "editor-key"; got != want {
+			t.Fatalf("sessionStorage key: got %q, want %q", got, want)
+		}
+		if got := js[int](t, b, `localStorage.length`); got != 0 {
+			t.Fatalf("localStorage entries: got %d, want 0 (the key belongs in sessionStorage)", got)
+		}
+		if got := js[string](t, b, `document.visibilityState`); got != "visible" {
+			t.Fatalf("visibilityState: got %q, want visible (the page only polls while visible)", got)
+		}
+
+		checks := []struct{ sel, want string }{
+			{`li[data-feed-id=headlines] .feed-title`, "Headlines"},
+			{`li[data-feed-id=sport] .feed-title`, "Sport"},
+			{`li[data-feed-id=culture] .feed-title`, "Culture & Arts"},
+			{`li[data-feed-id=headlines] [data-testid=feed-health]`, "OK"},
+			{`li[data-feed-id=sport] [data-testid=feed-health]`, "Failing"},
+			{`li[data-feed-id=sport] [data-testid=feed-problem]`, "3 failures in a row (HTTP 503): fetch feed http://feeds.example.test/sport.xml: 503 Service Unavailable"},
+			{`li[data-feed-id=headlines] .items li:first-child a`, "Headlines story 3"},
+			{`li[data-feed-id=headlines] .feed-meta`, "headlines · every 2m · http://feeds.example.test/headlines.xml"},
+			{`[data-platform=ios][data-metric=sent]`, "1,234"},
+			{`[data-platform=ios][data-metric=deferred]`, "56"},
+			{`[data-platform=ios][data-metric=coalesced]`, "7"},
+			{`[data-platform=ios][data-metric=pruned]`, "3"},
+			{`[data-platform=ios][data-metric=wake_rate]`, "89.1 %"},
+			{`[data-platform=ios][data-metric=wake_latency_p50_ms]`, "850 ms"},
+			{`[data-platform=ios][data-metric=wake_latency_p99_ms]`, "4.2 s"},
+			{`[data-platform=android][data-metric=sent]`, "2,345"},
+			{`[data-platform=android][data-metric=wake_rate]`, "—"},
+			{`[data-queue=push][data-metric=depth]`, "12"},
+			{`[data-queue=events][data-metric=dead]`, "2"},
+			{`label[for=sync-feed-sport]`, "Sport"},
+		}
+		for _, c := range checks {
+			if got := text(t, b, c.sel); got != c.want {
+				t.Errorf("%s: got %q, want %q", c.sel, got, c.want)
+			}
+		}
+
+		// The chart: two lines, and a text alternative with the totals.
+		if got := js[int](t, b, `document.querySelectorAll("#chart-plot svg polyline").length`); got != 2 {
+			t.Fatalf("chart lines: got %d, want 2", got)
+		}
+		label := js[string](t, b, `document.querySelector("#chart-plot svg").getAttribute("aria-label")`)
+		_, sent, wakes := series(time.Now())
+		var sentSum, wakeSum int
+		for i := range sent {
+			sentSum += int(sent[i])
+			wakeSum += int(wakes[i])
+		}
+		if want := fmt.Sprintf("Last hour: %s pushes sent and %s app wakes. Busiest minute: 430 pushes at ", grouped(sentSum), grouped(wakeSum)); !strings.HasPrefix(label, want) {
+			t.Fatalf("chart aria-label: got %q, want it to start with %q", label, want)
+		}
+		if got := js[int](t, b, `document.querySelectorAll("#chart-table tbody tr").length`); got != 60 {
+			t.Fatalf("chart table rows: got %d, want 60", got)
+		}
+
+		// Editors get no admin controls.
+		if got := js[int](t, b, `[...document.querySelectorAll("#feed-add, #feed-form, [data-action]")].filter(e => e.checkVisibility()).length`); got != 0 {
+			t.Fatalf("visible admin controls for an editor: got %d, want 0", got)
+		}
+
+		// A reload keeps the session: the key is in sessionStorage.
+		do(t, b, "reload", chromedp.Reload())
+		waitFor(t, b, "the overview after a reload", `!document.querySelector("#console-view").hidden && document.querySelectorAll("#feeds li[data-feed-id]").length === 3`, 10*time.Second)
+
+		do(t, b, "log out", chromedp.Click(chromedp.CSS("#logout")))
+		waitFor(t, b, "the login form after logout", `!document.querySelector("#login-view").hidden && document.querySelector("#console-view").hidden`, 5*time.Second)
+		if got := js[bool](t, b, `sessionStorage.getItem("nudge.console.key") === null`); !got {
+			t.Fatalf("the key is still in sessionStorage after logout")
+		}
+		if got := js[int](t, b, `document.querySelectorAll("#feeds li").length`); got != 0 {
+			t.Fatalf("feeds left on the page after logout: got %d, want 0", got)
+		}
+	})
+
+	t.Run("rejected keys", func(t *testing.T) {
+		t.Parallel()
+		tests := []struct {
+			name, key, want string
+		}{
+			{"unknown key", "wrong-key", "That key was not accepted."},
+			{"key without editor role", "app-key", "This key has no editor role."},
+			{"empty key", "", "Enter your API key."},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				b := setup(t, browser)
+				login(t, b, tt.key)
+				waitFor(t, b, "the login error", `document.querySelector("#login-error").textContent !== ""`, 10*time.Second)
+				if got := text(t, b, "#login-error"); got != tt.want {
+					t.Fatalf("login error: got %q, want %q", got, tt.want)
+				}
+				if got := js[string](t, b, `document.querySelector("#login-error").getAttribute("role")`); got != "alert" {
+					t.Fatalf("login error role: got %q, want alert", got)
+				}
+				do(t, b, "the error is visible", chromedp.WaitVisible(chromedp.CSS("#login-error")))
+				if got := js[bool](t, b, `document.querySelector("#console-view").hidden`); !got {
+					t.Fatalf("the console is shown after a rejected key")
+				}
+				if got := js[bool](t, b, `sessionStorage.length === 0`); !got {
+					t.Fatalf("a rejected key was stored in sessionStorage")
+				}
+			})
+		}
+	})
+
+	t.Run("breaking sync shows live progress", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, browser)
+		loginOK(t, b, "editor-key")
+
+		do(t, b, "fill the sync form",
+			chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)),
+			chromedp.SendKeys(chromedp.CSS("#alert-title"), "Storm warning"),
+			chromedp.SendKeys(chromedp.CSS("#alert-body"), "Heavy rain expected tonight."),
+			chromedp.Click(chromedp.CSS("#sync-submit")),
+		)
+		waitFor(t, b, "live progress", `document.querySelector("#sync-state").dataset.state === "sending"`, 10*time.Second)
+		waitFor(t, b, "the final summary", `document.querySelector("#sync-state").dataset.state === "done"`, 15*time.Second)
+
+		final := syncSteps[len(syncSteps)-1]
+		counts := map[string]int{
+			"targeted": final.Targeted, "queued": final.Queued, "sent": final.Sent, "deferred": final.Deferred,
+			"coalesced": final.Coalesced, "skipped": final.Skipped, "pruned": final.Pruned, "failed": final.Failed,
+		}
+		for name, want := range counts {
+			sel := fmt.Sprintf("[data-count=%s]", name)
+			if got, want := text(t, b, sel), grouped(want); got != want {
+				t.Errorf("%s: got %q, want %q", sel, got, want)
+			}
+		}
+		if got, want := text(t, b, "#sync-state"), "Finished"; got != want {
+			t.Fatalf("sync state: got %q, want %q", got, want)
+		}
+		if got, want := text(t, b, "#sync-summary"), "Finished: 1,150 of 1,200 targeted devices were sent a push; 20 deferred, 10 coalesced, 5 skipped, 10 pruned (token no longer valid), 5 failed."; got != want {
+			t.Fatalf("summary: got %q, want %q", got, want)
+		}
+		if got, want := text(t, b, "#sync-id"), "ev-1"; got != want {
+			t.Fatalf("sync id: got %q, want %q", got, want)
+		}
+
+		b.api.mu.Lock()
+		reqs := b.api.syncRequests
+		gets := b.api.syncGets
+		b.api.mu.Unlock()
+		if len(reqs) != 1 {
+			t.Fatalf("sync requests: got %d, want 1", len(reqs))
+		}
+		r := reqs[0]
+		if got := strings.Join(r.Feeds, ","); got != "headlines" {
+			t.Fatalf("sync feeds: got %q, want %q", got, "headlines")
+		}
+		if r.Lane != "breaking" {
+			t.Fatalf("sync lane: got %q, want breaking", r.Lane)
+		}
+		if r.Alert == nil || r.Alert.Title != "Storm warning" || r.Alert.Body != "Heavy rain expected tonight." {
+			t.Fatalf("sync alert: got %+v, want Storm warning / Heavy rain expected tonight.", r.Alert)
+		}
+		if gets != len(syncSteps) {
+			t.Fatalf("progress polls: got %d, want %d (polling stops once the sync is finished)", gets, len(syncSteps))
+		}
+
+		b.tab.Screenshot(t, "console-after-sync.png")
+		do(t, b, "narrow screen", chromedp.EmulateViewport(390, 844))
+		b.tab.Screenshot(t, "console-after-sync-narrow.png")
+	})
+
+	t.Run("sync without an alert omits it", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, browser)
+		loginOK(t, b, "editor-key")
+		do(t, b, "send a silent sync",
+			chromedp.Click(chromedp.CSS(`input[name=feed][value=sport]`)),
+			chromedp.Click(chromedp.CSS(`input[name=feed][value=culture]`)),
+			chromedp.Click(chromedp.CSS("#sync-submit")),
+		)
+		waitFor(t, b, "the sync to start", `!document.querySelector("#sync-progress").hidden`, 10*time.Second)
+		b.api.mu.Lock()
+		reqs := b.api.syncRequests
+		b.api.mu.Unlock()
+		if len(reqs) != 1 {
+			t.Fatalf("sync requests: got %d, want 1", len(reqs))
+		}
+		if got := strings.Join(reqs[0].Feeds, ","); got != "sport,culture" {
+			t.Fatalf("sync feeds: got %q, want sport,culture", got)
+		}
+		if reqs[0].Alert != nil {
+			t.Fatalf("sync alert: got %+v, want none", reqs[0].Alert)
+		}
+	})
+
+	t.Run("sync errors are shown", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, browser)
+		loginOK(t, b, "editor-key")
+
+		do(t, b, "submit with no feed", chromedp.Click(chromedp.CSS("#sync-submit")))
+		waitFor(t, b, "the no-feed error", `document.querySelector("#sync-error").textContent !== ""`, 5*time.Second)
+		if got, want := text(t, b, "#sync-error"), "Choose at least one feed to sync."; got != want {
+			t.Fatalf("sync error: got %q, want %q", got, want)
+		}
+
+		b.api.set(func(f *fakeAPI) {
+			f.syncReject = &apiError{Code: "invalid", Message: "alert title is longer than 100 characters", Field: "alert.title"}
+		})
+		do(t, b, "submit a rejected sync",
+			chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)),
+			chromedp.SendKeys(chromedp.CSS("#alert-title"), "Too long"),
+			chromedp.Click(chromedp.CSS("#sync-submit")),
+		)
+		waitFor(t, b, "the server's error", `document.querySelector("#sync-error").textContent.includes("longer")`, 5*time.Second)
+		if got, want := text(t, b, "#sync-error"), "Could not start the sync: alert title is longer than 100 characters"; got != want {
+			t.Fatalf("sync error: got %q, want %q", got, want)
+		}
+		if got := js[string](t, b, `document.activeElement.id + ":" + document.activeElement.getAttribute("aria-invalid")`); got != "alert-title:true" {
+			t.Fatalf("focus after a field error: got %q, want alert-title:true", got)
+		}
+
+		b.api.set(func(f *fakeAPI) { f.syncReject = nil; f.syncDrop = true })
+		do(t, b, "submit during a network failure", chromedp.Click(chromedp.CSS("#sync-submit")))
+		waitFor(t, b, "the network error", `document.querySelector("#sync-error").textContent.includes("network")`, 5*time.Second)
+		if got, want := text(t, b, "#sync-error"), "Could not start the sync: Could not reach the nudge server (network error)."; got != want {
+			t.Fatalf("sync error: got %q, want %q", got, want)
+		}
+	})
+
+	t.Run("refresh failure is shown", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, browser)
+		loginOK(t, b, "editor-key")
+		b.api.set(func(f *fakeAPI) { f.overviewFails = true })
+		waitFor(t, b, "the refresh error", `document.querySelector("#app-error").textContent !== ""`, 8*time.Second)
+		if got, want := text(t, b, "#app-error"), "Could not refresh the overview: redis: connection refused"; !strings.HasPrefix(got, want) {
+			t.Fatalf("app error: got %q, want it to start with %q", got, want)
+		}
+		b.api.set(func(f *fakeAPI) { f.overviewFails = false })
+		waitFor(t, b, "the error to clear", `document.querySelector("#app-error").textContent === ""`, 8*time.Second)
+	})
+
+	t.Run("admin adds, edits and deletes a feed", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, browser)
+		loginOK(t, b, "admin-key")
+
+		do(t, b, "add a feed",
+			chromedp.Click(chromedp.CSS("#feed-add")),
+			chromedp.WaitVisible(chromedp.CSS("#feed-form")),
+			chromedp.SendKeys(chromedp.CSS("#feed-id"), "world"),
+			chromedp.SendKeys(chromedp.CSS("#feed-title"), "World news"),
+			chromedp.SendKeys(chromedp.CSS("#feed-url"), "http://feeds.example.test/world.xml"),
+			chromedp.SetValue(chromedp.CSS("#feed-interval"), "10m"),
+			chromedp.Click(chromedp.CSS("#feed-submit")),
+		)
+		waitFor(t, b, "the new feed", `document.querySelector("li[data-feed-id=world] .feed-title")?.textContent === "World news"`, 10*time.Second)
+		got, ok := b.api.feed("world")
+		if !ok {
+			t.Fatalf("feed world was not saved")
+		}
+		if got.Title != "World news" || got.URL != "http://feeds.example.test/world.xml" || got.PollInterval != 10*time.Minute {
+			t.Fatalf("saved feed: got %+v, want World news, http://feeds.example.test/world.xml, 10m", got)
+		}
+		if got, want := text(t, b, "#feed-status"), "Added feed “World news”."; got != want {
+			t.Fatalf("feed status: got %q, want %q", got, want)
+		}
+		if got := js[bool](t, b, `document.querySelector("#feed-form").hidden`); !got {
+			t.Fatalf("the feed form is still open after saving")
+		}
+		if got := text(t, b, "label[for=sync-feed-world]"); got != "World news" {
+			t.Fatalf("sync checkbox of the new feed: got %q, want World news", got)
+		}
+
+		// A server-side validation error lands on its field.
+		do(t, b, "edit with a bad interval",
+			chromedp.Click(chromedp.CSS(`button[data-action=edit][data-feed=world]`)),
+			chromedp.WaitVisible(chromedp.CSS("#feed-form")),
+			chromedp.SetValue(chromedp.CSS("#feed-interval"), "1s"),
+			chromedp.Click(chromedp.CSS("#feed-submit")),
+		)
+		waitFor(t, b, "the interval error", `document.querySelector("#feed-error").textContent !== ""`, 5*time.Second)
+		if got, want := text(t, b, "#feed-error"), "Could not save the feed: poll_interval must be a duration of at least 10s"; got != want {
+			t.Fatalf("feed error: got %q, want %q", got, want)
+		}
+		b.tab.Screenshot(t, "console-admin-feed-error.png")
+		if got := js[bool](t, b, `document.querySelector("#feed-id").readOnly`); !got {
+			t.Fatalf("the id of an existing feed is editable")
+		}
+
+		do(t, b, "fix and save",
+			chromedp.SetValue(chromedp.CSS("#feed-interval"), "1h"),
+			chromedp.SetValue(chromedp.CSS("#feed-title"), "World"),
+			chromedp.Click(chromedp.CSS("#feed-submit")),
+		)
+		waitFor(t, b, "the edited feed", `document.querySelector("li[data-feed-id=world] .feed-title")?.textContent === "World"`, 10*time.Second)
+		if got := text(t, b, "li[data-feed-id=world] .feed-meta"); !strings.Contains(got, "every 1h") {
+			t.Fatalf("edited feed meta: got %q, want every 1h", got)
+		}
+
+		do(t, b, "delete the feed",
+			chromedp.Click(chromedp.CSS(`button[data-action=delete][data-feed=world]`)),
+			chromedp.Click(chromedp.CSS(`button[data-action=delete-confirm][data-feed=world]`)),
+		)
+		waitFor(t, b, "the feed to go", `document.querySelector("li[data-feed-id=world]") === null`, 10*time.Second)
+		if _, ok := b.api.feed("world"); ok {
+			t.Fatalf("feed world still exists after delete")
+		}
+	})
+}
