@@ -1,0 +1,79 @@
+package feeds
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudge-dev/nudge/internal/keys"
+)
+
+// Fields of the health hash keys.FeedHealth(feed). Times are unix ms.
+const (
+	hLastPoll     = "last_poll"     // time of the last poll attempt
+	hLastSuccess  = "last_success"  // time of the last 200 or 304
+	hLastError    = "last_error"    // message of the last error, "" after a success
+	hLastErrorAt  = "last_error_at" // time of the last error
+	hLastStatus   = "last_status"   // HTTP status of the last response, 0 if none
+	hFailures     = "failures"      // consecutive failed polls
+	hETag         = "etag"          // validator for If-None-Match
+	hLastModified = "last_modified" // validator for If-Modified-Since
+	hNextPoll     = "next_poll"     // when the feed is due, shared by all replicas
+	hItems        = "items"         // items in the log (written by saveScript)
+	hHead         = "head"          // the feed's cursor (written by saveScript)
+	hNotified     = "notified"      // cursor up to which the Notifier succeeded
+	hTrimmed      = "trimmed"       // highest cursor dropped from the log (saveScript)
+)
+
+// Health is the poll state of one feed, for the console and the API.
+type Health struct {
+	LastPoll     time.Time
+	LastSuccess  time.Time
+	LastError    string // empty when the last poll succeeded
+	LastErrorAt  time.Time
+	LastStatus   int // last HTTP status, 0 when no response came
+	Failures     int // consecutive failed polls
+	ETag         string
+	LastModified string
+	NextPoll     time.Time // when some replica polls the feed next
+	Items        int       // items in the feed's log
+	Head         int64     // the feed's cursor
+	Notified     int64     // cursor up to which subscribers were notified
+}
+
+// ReadHealth reads the health of feed; a feed never polled has a zero
+// Health.
+func ReadHealth(ctx context.Context, rdb redis.Cmdable, feed string) (Health, error) {
+	m, err := rdb.HGetAll(ctx, keys.FeedHealth(feed)).Result()
+	if err != nil {
+		return Health{}, fmt.Errorf("read health of feed %s: %w", feed, err)
+	}
+	return healthFrom(m), nil
+}
+
+func healthFrom(m map[string]string) Health {
+	i64 := func(k string) int64 { v, _ := strconv.ParseInt(m[k], 10, 64); return v }
+	ms := func(k string) time.Time {
+		if v := i64(k); v > 0 {
+			return time.UnixMilli(v).UTC()
+		}
+		return time.Time{}
+	}
+	return Health{
+		LastPoll:     ms(hLastPoll),
+		LastSuccess:  ms(hLastSuccess),
+		LastError:    m[hLastError],
+		LastErrorAt:  ms(hLastErrorAt),
+		LastStatus:   int(i64(hLastStatus)),
+		Failures:     int(i64(hFailures)),
+		ETag:         m[hETag],
+		LastModified: m[hLastModified],
+		NextPoll:     ms(hNextPoll),
+		Items:        int(i64(hItems)),
+		Head:         i64(hHead),
+		Notified:     i64(hNotified),
+	}
+}

@@ -1,0 +1,236 @@
+package feeds
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/redistest"
+)
+
+type storeBundle struct {
+	rdb   redis.UniversalClient
+	store *Store
+	now   time.Time
+}
+
+func setupStore(t *testing.T, cfg StoreConfig) *storeBundle {
+	t.Helper()
+	rdb := redistest.Start(t)
+	s, err := NewStore(cfg, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &storeBundle{rdb: rdb, store: s, now: time.Unix(1_700_000_000, 0)}
+}
+
+// mkItem builds item n of a test feed; rev changes its content.
+func mkItem(n, rev int) Item {
+	it := Item{
+		ID:        fmt.Sprintf("guid-%d", n),
+		Title:     fmt.Sprintf("title %d rev %d", n, rev),
+		URL:       fmt.Sprintf("https://news.example.test/a/%d", n),
+		Published: time.Unix(1_600_000_000+int64(n)*60, 0).UTC(),
+	}
+	it.Hash = contentHash(it.Title, it.Summary, it.URL)
+	return it
+}
+
+// doc returns items n..m newest first, as a feed lists them.
+func doc(from, to int) []Item {
+	var out []Item
+	for n := to; n >= from; n-- {
+		out = append(out, mkItem(n, 0))
+	}
+	return out
+}
+
+func TestStoreSave(t *testing.T) {
+	t.Parallel()
+	b := setupStore(t, StoreConfig{LogCap: 10})
+	ctx := t.Context()
+	steps := []struct {
+		name              string
+		items             []Item
+		since, head       int64
+		newItems, changed int
+	}{
+		{"first fetch", doc(1, 3), 0, 3, 3, 0},
+		{"re-fetch", doc(1, 3), 3, 3, 0, 0},
+		{"re-ordered", []Item{mkItem(2, 0), mkItem(3, 0), mkItem(1, 0)}, 3, 3, 0, 0},
+		{"two new", doc(1, 5), 3, 5, 2, 0},
+		{"one changed", append(doc(3, 5), mkItem(2, 1), mkItem(1, 0)), 5, 6, 0, 1},
+		{"changed again re-fetched", append(doc(3, 5), mkItem(2, 1), mkItem(1, 0)), 6, 6, 0, 0},
+		{"dropped from document", doc(4, 5), 6, 6, 0, 0},
+		{"empty document", nil, 6, 6, 0, 0},
+	}
+	for _, st := range steps {
+		got, err := b.store.Save(ctx, "f1", st.items, b.now)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		want := SaveResult{Since: st.since, Head: st.head, New: st.newItems, Changed: st.changed}
+		if got != want {
+			t.Fatalf("%s: got %+v, want %+v", st.name, got, want)
+		}
+	}
+	// The log holds each identity once, the changed one at its new cursor,
+	// oldest first by published time.
+	items, next, err := b.store.Items(ctx, "f1", 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, it := range items {
+		got = append(got, fmt.Sprintf("%d:%s", it.Cursor, it.ID))
+	}
+	want := "[1:guid-1 3:guid-3 4:guid-4 5:guid-5 6:guid-2]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("log: got %v, want %v", got, want)
+	}
+	if next != 6 {
+		t.Fatalf("next: got %d, want 6", next)
+	}
+	if items[4].Title != "title 2 rev 1" {
+		t.Fatalf("changed item: got %q, want %q", items[4].Title, "title 2 rev 1")
+	}
+	if !items[0].Published.Equal(mkItem(1, 0).Published) {
+		t.Fatalf("published round trip: got %v, want %v", items[0].Published, mkItem(1, 0).Published)
+	}
+}
+
+func TestStorePages(t *testing.T) {
+	t.Parallel()
+	b := setupStore(t, StoreConfig{LogCap: 5})
+	ctx := t.Context()
+	if _, err := b.store.Save(ctx, "f", doc(1, 4), b.now); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		since     int64
+		limit     int
+		cursors   string
+		next      int64
+		truncated bool
+	}{
+		{"from start", 0, 10, "[1 2 3 4]", 4, false},
+		{"paged", 0, 2, "[1 2]", 2, false},
+		{"second page", 2, 2, "[3 4]", 4, false},
+		{"caught up", 4, 10, "[]", 4, false},
+		{"beyond head (reset)", 9, 10, "[1 2 3 4]", 4, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := b.store.Page(ctx, "f", tc.since, tc.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cursors(p.Items); got != tc.cursors || p.Next != tc.next || p.Truncated != tc.truncated {
+				t.Fatalf("page: got %s next %d truncated %v, want %s next %d truncated %v",
+					got, p.Next, p.Truncated, tc.cursors, tc.next, tc.truncated)
+			}
+		})
+	}
+	// Four more items: the log keeps 5 of 8, cursors 1..3 are gone.
+	if _, err := b.store.Save(ctx, "f", doc(1, 8), b.now); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.store.Page(ctx, "f", 1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cursors(p.Items), "[4 5 6 7 8]"; got != want || !p.Truncated || p.Head != 8 {
+		t.Fatalf("gap page: got %s truncated %v head %d, want %s truncated true head 8", got, p.Truncated, p.Head, want)
+	}
+	p, err = b.store.Page(ctx, "f", 3, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Truncated {
+		t.Fatalf("since at the trim mark: got truncated, want not")
+	}
+	latest, err := b.store.Latest(ctx, "f", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cursors(latest), "[8 7]"; got != want {
+		t.Fatalf("latest: got %s, want %s", got, want)
+	}
+	head, err := b.store.Head(ctx, "f")
+	if err != nil || head != 8 {
+		t.Fatalf("head: got %d, %v, want 8", head, err)
+	}
+	head, err = b.store.Head(ctx, "unknown")
+	if err != nil || head != 0 {
+		t.Fatalf("head of unknown feed: got %d, %v, want 0", head, err)
+	}
+}
+
+func cursors(items []Item) string {
+	out := make([]int64, len(items))
+	for i, it := range items {
+		out[i] = it.Cursor
+	}
+	return fmt.Sprint(out)
+}
+
+func TestStoreSeenBounded(t *testing.T) {
+	t.Parallel()
+	b := setupStore(t, StoreConfig{LogCap: 20, SeenCap: 40})
+	ctx := t.Context()
+	// A feed of 10 items that rolls forward by 10 every poll.
+	for i := 0; i < 30; i++ {
+		now := b.now.Add(time.Duration(i) * time.Minute)
+		if _, err := b.store.Save(ctx, "roll", doc(i*10+1, i*10+10), now); err != nil {
+			t.Fatal(err)
+		}
+		n, err := b.rdb.HLen(ctx, keys.FeedSeen("roll")).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 40 {
+			t.Fatalf("poll %d: seen set has %d entries, want ≤ 40", i, n)
+		}
+		if c, _ := b.rdb.ZCard(ctx, keys.FeedItems("roll")).Result(); c > 20 {
+			t.Fatalf("poll %d: log has %d items, want ≤ 20", i, c)
+		}
+	}
+	// The latest document is still known: re-fetching it is a no-op.
+	res, err := b.store.Save(ctx, "roll", doc(291, 300), b.now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.New != 0 || res.Changed != 0 {
+		t.Fatalf("re-fetch after trimming: got %+v, want no new or changed", res)
+	}
+}
+
+func TestStoreCluster(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.StartCluster(t).Client(t)
+	s, err := NewStore(StoreConfig{LogCap: 3}, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, feed := range []string{"a", "b", "c", "d"} {
+		res, err := s.Save(ctx, feed, doc(1, 5), time.Unix(1_700_000_000, 0))
+		if err != nil {
+			t.Fatalf("save %s on cluster: %v", feed, err)
+		}
+		if res.Head != 5 || res.New != 5 {
+			t.Fatalf("save %s: got %+v, want head 5, 5 new", feed, res)
+		}
+		p, err := s.Page(ctx, feed, 0, 10)
+		if err != nil {
+			t.Fatalf("page %s on cluster: %v", feed, err)
+		}
+		if got, want := cursors(p.Items), "[3 4 5]"; got != want || !p.Truncated {
+			t.Fatalf("page %s: got %s truncated %v, want %s truncated true", feed, got, p.Truncated, want)
+		}
+	}
+}

@@ -1,0 +1,541 @@
+// Package feeds watches the news feeds of the catalogue: it polls them with
+// conditional GETs, parses RSS, Atom and JSON Feed into normalised items,
+// keeps a capped per-feed item log in Redis with a monotonic cursor, and
+// tells a Notifier when a feed has new or changed items.
+//
+// Several dispatcher replicas share the feeds through per-feed Redis leases;
+// the schedule (next poll time), the validators and the "notified up to"
+// mark live in the feed's health hash, so a feed is polled once per interval
+// across all replicas and a change is never lost when a replica dies or the
+// Notifier fails.
+package feeds
+
+import (
+	"cmp"
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudge-dev/nudge/internal/catalog"
+	"github.com/nudge-dev/nudge/internal/keys"
+)
+
+// Catalog lists the feeds to watch.
+type Catalog interface {
+	List(ctx context.Context) ([]catalog.Feed, error)
+}
+
+// Notifier is told when a feed's item log grew: the items with cursor in
+// (since, head] are new or changed, newItems of them. An error makes the
+// Watcher call it again on a later loop with the same since (and a head at
+// least as high) until it succeeds.
+type Notifier interface {
+	FeedChanged(ctx context.Context, feed string, since, head int64, newItems int) error
+}
+
+// NotifierFunc adapts a function to a Notifier.
+type NotifierFunc func(ctx context.Context, feed string, since, head int64, newItems int) error
+
+// FeedChanged calls f.
+func (f NotifierFunc) FeedChanged(ctx context.Context, feed string, since, head int64, newItems int) error {
+	return f(ctx, feed, since, head, newItems)
+}
+
+// ErrAlreadyStarted is returned by Start on a running Watcher.
+var ErrAlreadyStarted = errors.New("feed watcher already started")
+
+// Config configures a Watcher. Zero fields take the documented defaults.
+type Config struct {
+	// Tick is how often the loop looks for due feeds. Default 1s.
+	Tick time.Duration
+	// DefaultInterval is the poll interval of a feed whose catalogue entry
+	// has none. Default 5m.
+	DefaultInterval time.Duration
+	// Jitter spreads polls: each next poll is moved by up to ±Jitter of the
+	// interval. Default 0.1; negative disables it.
+	Jitter float64
+	// RequestTimeout bounds one fetch, body included. Default 30s.
+	RequestTimeout time.Duration
+	// MaxBodyBytes caps a feed body; a larger one is an error. Default 10 MiB.
+	MaxBodyBytes int64
+	// MaxRedirects is how many redirects one fetch follows. Default 5.
+	MaxRedirects int
+	// UserAgent is sent with every fetch.
+	UserAgent string
+	// MaxBackoff caps the delay after consecutive failures (interval × 2^(n-1)).
+	// Default 1h.
+	MaxBackoff time.Duration
+	// LeaseTTL is how long a replica holds a feed while it polls it; it must
+	// exceed RequestTimeout. Default 2×RequestTimeout + 10s.
+	LeaseTTL time.Duration
+	// Concurrency is how many feeds one replica polls at once. Default 8.
+	Concurrency int
+	// Store and Parser configure the item log and the normaliser.
+	Store  StoreConfig
+	Parser ParserConfig
+}
+
+func (c Config) withDefaults() Config {
+	c.Tick = cmp.Or(c.Tick, time.Second)
+	c.DefaultInterval = cmp.Or(c.DefaultInterval, 5*time.Minute)
+	c.Jitter = cmp.Or(c.Jitter, 0.1)
+	c.RequestTimeout = cmp.Or(c.RequestTimeout, 30*time.Second)
+	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, 10<<20)
+	c.MaxRedirects = cmp.Or(c.MaxRedirects, 5)
+	c.UserAgent = cmp.Or(c.UserAgent, "nudge-feed-watcher/1 (+https://github.com/nudge-dev/nudge)")
+	c.MaxBackoff = cmp.Or(c.MaxBackoff, time.Hour)
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, 2*c.RequestTimeout+10*time.Second)
+	c.Concurrency = cmp.Or(c.Concurrency, 8)
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Tick <= 0:
+		return fmt.Errorf("feed watcher: Tick is %v: set it above 0 (default 1s)", c.Tick)
+	case c.DefaultInterval <= 0:
+		return fmt.Errorf("feed watcher: DefaultInterval is %v: set it above 0 (default 5m)", c.DefaultInterval)
+	case c.Jitter >= 1:
+		return fmt.Errorf("feed watcher: Jitter is %v: set it below 1 (a fraction of the interval; default 0.1, negative disables)", c.Jitter)
+	case c.RequestTimeout <= 0:
+		return fmt.Errorf("feed watcher: RequestTimeout is %v: set it above 0 (default 30s)", c.RequestTimeout)
+	case c.MaxBodyBytes < 1024:
+		return fmt.Errorf("feed watcher: MaxBodyBytes is %d: set it to at least 1024 (default 10 MiB)", c.MaxBodyBytes)
+	case c.MaxRedirects < 0:
+		return fmt.Errorf("feed watcher: MaxRedirects is %d: set it to 0 or more (default 5)", c.MaxRedirects)
+	case c.MaxBackoff <= 0:
+		return fmt.Errorf("feed watcher: MaxBackoff is %v: set it above 0 (default 1h)", c.MaxBackoff)
+	case c.LeaseTTL <= c.RequestTimeout:
+		return fmt.Errorf("feed watcher: LeaseTTL %v must exceed RequestTimeout %v: raise LeaseTTL (default 2×RequestTimeout+10s)", c.LeaseTTL, c.RequestTimeout)
+	case c.Concurrency < 1:
+		return fmt.Errorf("feed watcher: Concurrency is %d: set it to at least 1 (default 8)", c.Concurrency)
+	}
+	return nil
+}
+
+// Deps are the Watcher's collaborators.
+type Deps struct {
+	Redis    redis.UniversalClient // required
+	Catalog  Catalog               // required
+	Notifier Notifier              // required
+	// HTTPClient fetches feeds; its CheckRedirect is replaced by the redirect
+	// limit. Default: a client on a clone of http.DefaultTransport.
+	HTTPClient *http.Client
+	// Registerer gets the Watcher's metrics; nil registers nowhere.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger     // default: discard
+	Clock      func() time.Time // default: time.Now
+}
+
+type metrics struct {
+	polls    *prometheus.CounterVec
+	items    *prometheus.CounterVec
+	latency  prometheus.Histogram
+	failures *prometheus.GaugeVec
+	notifyEr prometheus.Counter
+	loops    prometheus.Counter
+	lost     prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nudge_feed_polls_total", Help: "Feed polls by result: ok, not_modified, error.",
+		}, []string{"result"}),
+		items: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nudge_feed_items_total", Help: "Items stored in feed logs by kind: new, changed.",
+		}, []string{"kind"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "nudge_feed_poll_duration_seconds", Help: "Time to fetch, parse and store one feed.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10),
+		}),
+		failures: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nudge_feed_consecutive_failures", Help: "Consecutive failed polls of a feed, as last seen by this replica.",
+		}, []string{"feed"}),
+		notifyEr: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nudge_feed_notify_errors_total", Help: "Notifier calls that failed and will be retried.",
+		}),
+		loops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nudge_feed_watcher_loops_total", Help: "Scheduling passes of the feed watcher.",
+		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nudge_feed_lease_lost_total", Help: "Polls whose lease expired before their state was written.",
+		}),
+	}
+	m.polls.WithLabelValues("ok")
+	m.polls.WithLabelValues("not_modified")
+	m.polls.WithLabelValues("error")
+	m.items.WithLabelValues("new")
+	m.items.WithLabelValues("changed")
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.polls, m.items, m.latency, m.failures, m.notifyEr, m.loops, m.lost} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register feed watcher metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+// Watcher polls the catalogue's feeds on their schedule, stores their items
+// and notifies on changes. Several Watchers on one Redis share the work.
+type Watcher struct {
+	cfg      Config
+	rdb      redis.UniversalClient
+	catalog  Catalog
+	notifier Notifier
+	store    *Store
+	parser   *Parser
+	fetcher  *fetcher
+	leases   *leases
+	logger   *slog.Logger
+	now      func() time.Time
+	metrics  *metrics
+	sem      chan struct{}
+
+	mu       sync.Mutex
+	cancel   context.CancelFunc
+	done     chan struct{}
+	inflight map[string]bool
+}
+
+// NewWatcher returns a Watcher; cfg's zero fields take their defaults.
+func NewWatcher(cfg Config, d Deps) (*Watcher, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case d.Redis == nil:
+		return nil, errors.New("feed watcher: Deps.Redis is nil: pass the Redis client")
+	case d.Catalog == nil:
+		return nil, errors.New("feed watcher: Deps.Catalog is nil: pass the feed catalogue")
+	case d.Notifier == nil:
+		return nil, errors.New("feed watcher: Deps.Notifier is nil: pass the fan-out notifier")
+	}
+	store, err := NewStore(cfg.Store, d.Redis)
+	if err != nil {
+		return nil, err
+	}
+	parser, err := NewParser(cfg.Parser)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(d.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	client := d.HTTPClient
+	if client == nil {
+		client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	logger := cmp.Or(d.Logger, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	now := d.Clock
+	if now == nil {
+		now = time.Now
+	}
+	tok := make([]byte, 12)
+	_, _ = crand.Read(tok)
+	return &Watcher{
+		cfg:      cfg,
+		rdb:      d.Redis,
+		catalog:  d.Catalog,
+		notifier: d.Notifier,
+		store:    store,
+		parser:   parser,
+		fetcher:  newFetcher(client, cfg.UserAgent, cfg.RequestTimeout, cfg.MaxBodyBytes, cfg.MaxRedirects),
+		leases:   &leases{rdb: d.Redis, token: hex.EncodeToString(tok), ttl: cfg.LeaseTTL},
+		logger:   logger,
+		now:      now,
+		metrics:  m,
+		sem:      make(chan struct{}, cfg.Concurrency),
+		inflight: make(map[string]bool),
+	}, nil
+}
+
+// Store returns the item store the Watcher writes, for the sync read.
+func (w *Watcher) Store() *Store { return w.store }
+
+// Health returns the poll state of feed.
+func (w *Watcher) Health(ctx context.Context, feed string) (Health, error) {
+	return ReadHealth(ctx, w.rdb, feed)
+}
+
+// Start starts the polling loop. It returns at once; Stop ends the loop.
+func (w *Watcher) Start(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cancel != nil {
+		return ErrAlreadyStarted
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	w.cancel = cancel
+	w.done = make(chan struct{})
+	go w.run(ctx, w.done)
+	return nil
+}
+
+// Stop ends the loop and waits for in-flight polls to return. It is safe to
+// call twice, or before Start.
+func (w *Watcher) Stop() {
+	w.mu.Lock()
+	cancel, done := w.cancel, w.done
+	w.cancel, w.done = nil, nil
+	w.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	<-done
+}
+
+func (w *Watcher) run(ctx context.Context, done chan struct{}) {
+	var wg sync.WaitGroup
+	defer close(done)
+	defer wg.Wait()
+	t := time.NewTicker(w.cfg.Tick)
+	defer t.Stop()
+	for {
+		w.pass(ctx, &wg)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pass looks for feeds that are due (or have an unnotified change), takes
+// their leases and hands them to workers.
+func (w *Watcher) pass(ctx context.Context, wg *sync.WaitGroup) {
+	defer w.metrics.loops.Inc()
+	list, err := w.catalog.List(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.logger.ErrorContext(ctx, "list feed catalogue", "err", err)
+		}
+		return
+	}
+	cands := make([]catalog.Feed, 0, len(list))
+	w.mu.Lock()
+	for _, f := range list {
+		if !w.inflight[f.ID] {
+			cands = append(cands, f)
+		}
+	}
+	w.mu.Unlock()
+	if len(cands) == 0 {
+		return
+	}
+	cmds := make([]*redis.SliceCmd, len(cands))
+	_, err = w.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, f := range cands {
+			cmds[i] = p.HMGet(ctx, keys.FeedHealth(f.ID), hNextPoll, hHead, hNotified)
+		}
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			w.logger.ErrorContext(ctx, "read feed schedule", "err", err)
+		}
+		return
+	}
+	now := w.now().UnixMilli()
+	for i, f := range cands {
+		v := cmds[i].Val()
+		next, head, notified := anyInt(v, 0), anyInt(v, 1), anyInt(v, 2)
+		if next > now && head <= notified {
+			continue
+		}
+		select {
+		case w.sem <- struct{}{}:
+		default:
+			return // all workers busy; the rest waits for the next pass
+		}
+		ok, err := w.leases.acquire(ctx, f.ID)
+		if err != nil || !ok {
+			<-w.sem
+			if err != nil && ctx.Err() == nil {
+				w.logger.ErrorContext(ctx, "acquire feed lease", "feed", f.ID, "err", err)
+			}
+			continue
+		}
+		w.mu.Lock()
+		w.inflight[f.ID] = true
+		w.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				w.mu.Lock()
+				delete(w.inflight, f.ID)
+				w.mu.Unlock()
+				<-w.sem
+			}()
+			w.work(ctx, f)
+		}()
+	}
+}
+
+func anyInt(v []any, i int) int64 {
+	if i >= len(v) {
+		return 0
+	}
+	s, _ := v[i].(string)
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
+// work polls a leased feed if it is still due, then notifies pending
+// changes, then gives the lease back.
+func (w *Watcher) work(ctx context.Context, f catalog.Feed) {
+	defer func() {
+		// Release even when ctx is done, so the feed moves at once.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if err := w.leases.release(rctx, f.ID); err != nil {
+			w.logger.WarnContext(ctx, "release feed lease", "feed", f.ID, "err", err)
+		}
+	}()
+	h, err := ReadHealth(ctx, w.rdb, f.ID)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.logger.ErrorContext(ctx, "read feed health", "feed", f.ID, "err", err)
+		}
+		return
+	}
+	// Re-checked under the lease: another replica may have polled the feed
+	// between our schedule read and our lease.
+	if !h.NextPoll.After(w.now()) {
+		if err := w.poll(ctx, f, h); err != nil {
+			return
+		}
+	}
+	w.notify(ctx, f.ID)
+}
+
+// poll fetches, parses and stores one feed and records the outcome in its
+// health hash. It returns an error only when the state could not be
+// written (ctx done, Redis down, lease lost).
+func (w *Watcher) poll(ctx context.Context, f catalog.Feed, h Health) error {
+	start := w.now()
+	interval := cmp.Or(f.PollInterval, w.cfg.DefaultInterval)
+	res, err := w.fetcher.fetch(ctx, f.URL, h.ETag, h.LastModified, start)
+	result := "ok"
+	var saved SaveResult
+	if err == nil && res.Status == http.StatusOK {
+		var doc Document
+		doc, err = w.parser.Parse(res.Body, res.ContentType, res.URL)
+		if err == nil {
+			if err = w.leases.renew(ctx, f.ID); err != nil {
+				w.metrics.lost.Inc()
+				return err
+			}
+			saved, err = w.store.Save(ctx, f.ID, doc.Items, start)
+			if err != nil && ctx.Err() == nil {
+				w.logger.ErrorContext(ctx, "store feed items", "feed", f.ID, "err", err)
+			}
+		}
+	} else if err == nil {
+		result = "not_modified"
+	}
+	if ctx.Err() != nil {
+		return ctx.Err() // stopping: the feed stays due for whoever polls next
+	}
+	now := w.now()
+	fields := []any{hLastPoll, now.UnixMilli(), hLastStatus, res.Status}
+	if err == nil {
+		fields = append(fields,
+			hLastSuccess, now.UnixMilli(), hLastError, "", hFailures, 0,
+			hNextPoll, now.Add(w.jitter(interval)).UnixMilli())
+		if res.Status == http.StatusOK || res.ETag != "" || res.LastModified != "" {
+			fields = append(fields, hETag, res.ETag, hLastModified, res.LastModified)
+		}
+		w.metrics.failures.WithLabelValues(f.ID).Set(0)
+		if saved.New+saved.Changed > 0 {
+			w.metrics.items.WithLabelValues("new").Add(float64(saved.New))
+			w.metrics.items.WithLabelValues("changed").Add(float64(saved.Changed))
+			w.logger.InfoContext(ctx, "feed changed", "feed", f.ID, "new", saved.New, "changed", saved.Changed, "head", saved.Head)
+		}
+	} else {
+		result = "error"
+		failures := h.Failures + 1
+		delay := w.backoff(interval, failures)
+		if se, ok := errors.AsType[*StatusError](err); ok && se.RetryAfter > delay {
+			delay = min(se.RetryAfter, w.cfg.MaxBackoff)
+		}
+		fields = append(fields,
+			hLastError, err.Error(), hLastErrorAt, now.UnixMilli(), hFailures, failures,
+			hNextPoll, now.Add(delay).UnixMilli())
+		w.metrics.failures.WithLabelValues(f.ID).Set(float64(failures))
+		w.logger.WarnContext(ctx, "poll feed", "feed", f.ID, "failures", failures, "retry_in", delay, "err", err)
+	}
+	w.metrics.polls.WithLabelValues(result).Inc()
+	w.metrics.latency.Observe(now.Sub(start).Seconds())
+	if cerr := w.leases.commit(ctx, f.ID, fields...); cerr != nil {
+		if errors.Is(cerr, ErrLeaseLost) {
+			w.metrics.lost.Inc()
+		}
+		if ctx.Err() == nil {
+			w.logger.ErrorContext(ctx, "record feed poll", "feed", f.ID, "err", cerr)
+		}
+		return cerr
+	}
+	return nil
+}
+
+// notify tells the Notifier about items past the feed's "notified" mark and
+// moves the mark on success. On failure the mark stays, and the next pass
+// (this replica or another) tries again.
+func (w *Watcher) notify(ctx context.Context, feed string) {
+	h, err := ReadHealth(ctx, w.rdb, feed)
+	if err != nil || h.Head <= h.Notified {
+		return
+	}
+	n, err := w.rdb.ZCount(ctx, keys.FeedItems(feed), "("+strconv.FormatInt(h.Notified, 10), "+inf").Result()
+	if err != nil {
+		return
+	}
+	if err := w.notifier.FeedChanged(ctx, feed, h.Notified, h.Head, int(n)); err != nil {
+		w.metrics.notifyEr.Inc()
+		if ctx.Err() == nil {
+			w.logger.ErrorContext(ctx, "notify feed change", "feed", feed, "since", h.Notified, "head", h.Head, "err", err)
+		}
+		return
+	}
+	if err := w.leases.commit(ctx, feed, hNotified, h.Head); err != nil && ctx.Err() == nil {
+		w.logger.ErrorContext(ctx, "record feed notified", "feed", feed, "head", h.Head, "err", err)
+	}
+}
+
+func (w *Watcher) jitter(d time.Duration) time.Duration {
+	if w.cfg.Jitter <= 0 {
+		return d
+	}
+	j := (rand.Float64()*2 - 1) * w.cfg.Jitter
+	return d + time.Duration(float64(d)*j)
+}
+
+// backoff is the delay after the n-th consecutive failure: the interval
+// doubled per failure past the first, capped at MaxBackoff (but never
+// below the interval), with jitter.
+func (w *Watcher) backoff(interval time.Duration, n int) time.Duration {
+	d := interval
+	for i := 1; i < n && d < w.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, max(w.cfg.MaxBackoff, interval))
+	return w.jitter(d)
+}
