@@ -215,8 +215,9 @@ func TestConsoleInBrowser(t *testing.T) {
 					t.Fatalf("login error role: got %q, want alert", got)
 				}
 				do(t, b, "the error is visible", chromedp.WaitVisible(chromedp.CSS("#login-error")))
-				if got := js[bool](t, b, `document.querySelector("#console-view").hidden`); !got {
-					t.Fatalf("the console is shown after a rejected key")
+				b.tab.Screenshot(t, "console-login-"+strings.ReplaceAll(tt.name, " ", "-")+".png")
+				if got := js[int](t, b, `[...document.querySelectorAll("#console-view, #session, #logout")].filter(e => e.checkVisibility()).length`); got != 0 {
+					t.Fatalf("visible console parts after a rejected key: got %d, want 0", got)
 				}
 				if got := js[bool](t, b, `sessionStorage.length === 0`); !got {
 					t.Fatalf("a rejected key was stored in sessionStorage")

@@ -64,7 +64,8 @@ var contentTypes = map[string]string{
 // Handler returns the handler that serves the console's static files under
 // [Path]: GET and HEAD only, with ETags for revalidation, and a strict
 // Content-Security-Policy. A request for "/console" is redirected to
-// "/console/"; any other path outside [Path] is 404.
+// "/console/"; any other path outside [Path] is 404. It panics only if the
+// embedded files cannot be read, which would be a build defect.
 func Handler() http.Handler {
 	assets := make(map[string]*asset)
 	err := fs.WalkDir(static, "static", func(p string, d fs.DirEntry, err error) error {

@@ -273,14 +273,16 @@ func (f *fakeAPI) putFeed(w http.ResponseWriter, r *http.Request, _ who) {
 		return
 	}
 	fd := fakeFeed{ID: r.PathValue("id"), Title: body.Title, URL: body.URL, PollInterval: d}
+	status := http.StatusOK // like the api: 200 for an update, 201 for a new feed
 	f.mu.Lock()
 	if i := slices.IndexFunc(f.feeds, func(x fakeFeed) bool { return x.ID == fd.ID }); i >= 0 {
 		f.feeds[i] = fd
 	} else {
 		f.feeds = append(f.feeds, fd)
+		status = http.StatusCreated
 	}
 	f.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"id": fd.ID, "title": fd.Title, "url": fd.URL, "poll_interval_seconds": int(d / time.Second)})
+	writeJSON(w, status, map[string]any{"id": fd.ID, "title": fd.Title, "url": fd.URL, "poll_interval_seconds": int(d / time.Second)})
 }
 
 func (f *fakeAPI) deleteFeed(w http.ResponseWriter, r *http.Request, _ who) {

@@ -176,8 +176,8 @@ type Tab struct {
 
 // NewTab opens a tab that is closed in the test's cleanup. Its sessionStorage
 // and in-memory state are its own; cookies are shared with the browser's
-// other tabs. Uncaught exceptions and console.error calls of the page are
-// collected; read them with JSErrors.
+// other tabs. Uncaught exceptions, console.error calls and CSP violations of
+// the page are collected; read them with JSErrors.
 func (b *Browser) NewTab(t testing.TB) *Tab {
 	t.Helper()
 	tabCtx, cancelTab := chromedp.NewContext(b.ctx)
@@ -200,9 +200,11 @@ func (b *Browser) NewTab(t testing.TB) *Tab {
 			if err != nil {
 				return
 			}
-			// Source is empty for exceptions and console API calls; browser
-			// log entries (a 401 response, say) are expected in tests.
-			if m.IsException() || (m.Type == chromedp.ConsoleError && m.Source == "") {
+			// Source is empty for exceptions and console API calls. Of the
+			// browser's own log entries only security ones count (a blocked
+			// Content-Security-Policy violation); a failed request, such as
+			// a 401, is something the page is expected to handle.
+			if m.IsException() || (m.Type == chromedp.ConsoleError && (m.Source == "" || m.Source == "security")) {
 				tab.mu.Lock()
 				tab.jsErrors = append(tab.jsErrors, m.String())
 				tab.mu.Unlock()
@@ -216,9 +218,10 @@ func (b *Browser) NewTab(t testing.TB) *Tab {
 	return tab
 }
 
-// JSErrors returns the uncaught exceptions and console.error calls of the
-// tab's pages so far. Browser log entries, such as a failed request, are not
-// included: a page is expected to handle those itself.
+// JSErrors returns the uncaught exceptions, console.error calls and
+// security errors (Content-Security-Policy violations) of the tab's pages so
+// far. Other browser log entries, such as a failed request, are not included:
+// a page is expected to handle those itself.
 func (tab *Tab) JSErrors() []string {
 	tab.mu.Lock()
 	defer tab.mu.Unlock()

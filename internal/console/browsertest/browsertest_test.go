@@ -59,7 +59,7 @@ func TestBrowser(t *testing.T) {
 	browser := browsertest.Start(t, browsertest.Config{Width: 640, Height: 480})
 	tab := browser.NewTab(t)
 
-	page := `data:text/html,<title>t</title><p>hello</p><script>console.error("boom from console"); setTimeout(() => { throw new Error("boom thrown") })</script>`
+	page := `data:text/html,<meta http-equiv="Content-Security-Policy" content="style-src 'none'"><title>t</title><p style="color:red">hello</p><script>console.error("boom from console"); setTimeout(() => { throw new Error("boom thrown") })</script>`
 	if err := chromedp.Do(tab.Ctx, chromedp.Navigate(page)); err != nil {
 		t.Fatalf("navigate: %v", err)
 	}
@@ -81,11 +81,11 @@ func TestBrowser(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		errs := strings.Join(tab.JSErrors(), "\n")
-		if strings.Contains(errs, "boom from console") && strings.Contains(errs, "boom thrown") {
+		if strings.Contains(errs, "boom from console") && strings.Contains(errs, "boom thrown") && strings.Contains(errs, "Content Security Policy") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("JSErrors: got %q, want the console error and the exception", errs)
+			t.Fatalf("JSErrors: got %q, want the console error, the exception and the CSP violation", errs)
 		}
 		time.Sleep(20 * time.Millisecond) // polling a collector, not waiting for time to pass
 	}
