@@ -59,13 +59,13 @@ type ParserConfig struct {
 	// SummaryMax caps an item's summary, in runes. Default 500.
 	SummaryMax int
 	// MaxItems caps the items taken from one document (the first ones in
-	// document order). Default 500.
+	// document order). Default 200.
 	MaxItems int
 }
 
 func (c ParserConfig) withDefaults() ParserConfig {
 	c.SummaryMax = cmp.Or(c.SummaryMax, 500)
-	c.MaxItems = cmp.Or(c.MaxItems, 500)
+	c.MaxItems = cmp.Or(c.MaxItems, 200)
 	return c
 }
 
@@ -125,10 +125,10 @@ func (p *Parser) Parse(body []byte, contentType, docURL string) (Document, error
 	if err != nil {
 		return Document{}, &ParseError{Err: err}
 	}
-	gf, err := gofeed.NewParser().Parse(bytes.NewReader(body))
+	gf, err := newGofeed().Parse(bytes.NewReader(body))
 	if err != nil && isJSON {
 		if fixed, ok := repairJSON(body); ok {
-			gf, err = gofeed.NewParser().Parse(bytes.NewReader(fixed))
+			gf, err = newGofeed().Parse(bytes.NewReader(fixed))
 		}
 	}
 	if err != nil {
@@ -174,6 +174,14 @@ func (p *Parser) Parse(body []byte, contentType, docURL string) (Document, error
 		doc.Items = append(doc.Items, it)
 	}
 	return doc, nil
+}
+
+// newGofeed returns a gofeed parser without its HTML-parsing image scan:
+// itemImage finds the first <img> itself, at a fraction of the cost.
+func newGofeed() *gofeed.Parser {
+	gp := gofeed.NewParser()
+	gp.RSSTranslator = &gofeed.DefaultRSSTranslator{DisableContentImageScan: true}
+	return gp
 }
 
 func (p *Parser) normalise(gi *gofeed.Item, feedBase *url.URL) Item {
