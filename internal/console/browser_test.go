@@ -311,6 +311,26 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("sync progress pauses while the tab is hidden", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, browser)
+		loginOK(t, b, "editor-key")
+		js[bool](t, b, `Object.defineProperty(document, "hidden", {value: true, configurable: true}) && true`)
+		do(t, b, "start a sync in a hidden tab",
+			chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)),
+			chromedp.Click(chromedp.CSS("#sync-submit")),
+		)
+		waitFor(t, b, "the sync to start", `document.querySelector("#sync-id").textContent === "ev-1"`, 10*time.Second)
+		b.api.mu.Lock()
+		gets := b.api.syncGets
+		b.api.mu.Unlock()
+		if gets != 0 {
+			t.Fatalf("progress polls while hidden: got %d, want 0", gets)
+		}
+		js[bool](t, b, `delete document.hidden && document.dispatchEvent(new Event("visibilitychange"))`)
+		waitFor(t, b, "the final summary", `document.querySelector("#sync-state").dataset.state === "done"`, 15*time.Second)
+	})
+
 	t.Run("sync errors are shown", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, browser)
@@ -355,8 +375,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		if got, want := text(t, b, "#app-error"), "Could not refresh the overview: redis: connection refused"; !strings.HasPrefix(got, want) {
 			t.Fatalf("app error: got %q, want it to start with %q", got, want)
 		}
+		// Coming back to the tab refreshes at once, without waiting for the timer.
 		b.api.set(func(f *fakeAPI) { f.overviewFails = false })
-		waitFor(t, b, "the error to clear", `document.querySelector("#app-error").textContent === ""`, 8*time.Second)
+		js[bool](t, b, `document.dispatchEvent(new Event("visibilitychange")) || true`)
+		waitFor(t, b, "the error to clear", `document.querySelector("#app-error").textContent === ""`, 3*time.Second)
 	})
 
 	t.Run("admin adds, edits and deletes a feed", func(t *testing.T) {
