@@ -65,6 +65,15 @@ local function load_state(thr, id)
   return st
 end
 
+-- bulk runs cmd key list... in slices of at most 1000 arguments (whole
+-- groups of size per), keeping unpack within Lua's stack limit.
+local function bulk(cmd, key, list, per)
+  local step = 1000 - 1000 % per
+  for i = 1, #list, step do
+    redis.call(cmd, key, unpack(list, i, math.min(i + step - 1, #list)))
+  end
+end
+
 local function save_state(thr, id, st)
   redis.call('HSET', thr, id, cjson.encode(st))
 end
@@ -117,16 +126,32 @@ local maxev = tonumber(ARGV[18])
 local cnt = {q = 0, d = 0, c = 0}
 local skipped, missing, dup = 0, 0, 0
 
-for i = 4, #KEYS do
-  local id = ARGV[15 + i]
-  local dev = redis.call('HMGET', KEYS[i], 'pl', 'bg', 'mi')
+-- One HMGET for the whole batch's state; writes are gathered and issued in
+-- bulk at the end (per-call overhead dominates small commands in Lua).
+local ids = {}
+for i = 4, #KEYS do ids[#ids + 1] = ARGV[15 + i] end
+local raws = redis.call('HMGET', KEYS[1], unpack(ids))
+local states, order, due, gone = {}, {}, {}, {}
+
+for j, id in ipairs(ids) do
+  local dev = redis.call('HMGET', KEYS[3 + j], 'pl', 'bg', 'mi')
   if not dev[1] and not dev[2] then
     missing = missing + 1
-    if redis.call('HDEL', KEYS[1], id) == 1 then redis.call('ZREM', KEYS[2], id) end
+    if raws[j] then gone[#gone + 1] = id; due[id] = false end
   elseif dev[2] == '0' then
     skipped = skipped + 1
   else
-    local st = load_state(KEYS[1], id)
+    local st = states[id]
+    if not st then
+      if raws[j] then
+        st = cjson.decode(raws[j])
+        st.s = st.s or {}
+        st.e = st.e or {}
+      else
+        st = {s = {}, e = {}}
+      end
+      states[id] = st
+    end
     local seen = nil
     for _, m in ipairs(st.e) do
       if string.sub(m, 3) == ev then seen = string.sub(m, 1, 1) end
@@ -153,47 +178,67 @@ for i = 4, #KEYS do
           if p.c[f] == nil or v < p.c[f] then p.c[f] = v end
         end
         if lane == 'breaking' and p.l ~= 'breaking' then p.l = 'breaking'; p.r = reason end
-        local due
+        local d
         if p.l == 'breaking' then
-          due = a
+          d = a
         else
-          due = now + pol.deb
-          if p.t + pol.maxw < due then due = p.t + pol.maxw end
-          if a > due then due = a end
+          d = now + pol.deb
+          if p.t + pol.maxw < d then d = p.t + pol.maxw end
+          if a > d then d = a end
         end
-        if due <= now then
+        if d <= now then
           send(KEYS[3], id, st, p, pol, now)
-          redis.call('ZREM', KEYS[2], id)
+          due[id] = false
           out = 'q'
         else
-          p.u = due
-          redis.call('ZADD', KEYS[2], due, id)
+          p.u = d
+          due[id] = d
           out = 'c'
         end
       else
         local c = {}
         for f, v in pairs(since) do c[f] = v end
         p = {t = now, e = {ev}, n = 0, f = feeds, c = c, l = lane, r = reason}
-        local due = a
-        if lane ~= 'breaking' and now + pol.deb > due then due = now + pol.deb end
-        if due <= now then
+        local d = a
+        if lane ~= 'breaking' and now + pol.deb > d then d = now + pol.deb end
+        if d <= now then
           send(KEYS[3], id, st, p, pol, now)
           out = 'q'
         else
-          p.u = due
+          p.u = d
           st.p = p
-          redis.call('ZADD', KEYS[2], due, id)
+          due[id] = d
           out = 'd'
         end
       end
       local e = st.e
       e[#e + 1] = out .. '|' .. ev
       while #e > remember do table.remove(e, 1) end
-      save_state(KEYS[1], id, st)
+      if not st.dirty then st.dirty = true; order[#order + 1] = id end
       cnt[out] = cnt[out] + 1
     end
   end
 end
+
+local hset, zadd, zrem = {}, {}, {}
+for _, id in ipairs(order) do
+  local st = states[id]
+  st.dirty = nil
+  hset[#hset + 1] = id
+  hset[#hset + 1] = cjson.encode(st)
+end
+for id, d in pairs(due) do
+  if d then
+    zadd[#zadd + 1] = d
+    zadd[#zadd + 1] = id
+  else
+    zrem[#zrem + 1] = id
+  end
+end
+bulk('HSET', KEYS[1], hset, 2)
+bulk('ZADD', KEYS[2], zadd, 2)
+bulk('ZREM', KEYS[2], zrem, 1)
+bulk('HDEL', KEYS[1], gone, 1)
 return {cnt.q, cnt.d, cnt.c, skipped, missing, dup}
 `)
 

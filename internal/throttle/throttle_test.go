@@ -45,7 +45,7 @@ type env struct {
 }
 
 // setup flushes the backend and returns a fresh Throttle on it.
-func setup(t *testing.T, rdb redis.UniversalClient, cfg Config) *env {
+func setup(t testing.TB, rdb redis.UniversalClient, cfg Config) *env {
 	t.Helper()
 	ctx := t.Context()
 	var err error
