@@ -23,6 +23,7 @@ type StatusError struct {
 	RetryAfter time.Duration // from a Retry-After header, 0 if none
 }
 
+// Error names the status.
 func (e *StatusError) Error() string {
 	return "http status " + strconv.Itoa(e.Code) + " " + http.StatusText(e.Code)
 }

@@ -102,6 +102,7 @@ type ParseError struct {
 	Err error
 }
 
+// Error describes the parse failure.
 func (e *ParseError) Error() string { return "malformed feed: " + e.Err.Error() }
 
 // Unwrap returns the parser's error.
