@@ -186,6 +186,7 @@ func TestQueue(t *testing.T) {
 		{"dead letters inspect and requeue", testDeadLetters},
 		{"reclaim after consumer dies", testReclaim},
 		{"reclaim dead-letters exhausted jobs", testReclaimExhausted},
+		{"held jobs keep their lease", testLeaseRenewal},
 		{"enqueue unique", testEnqueueUnique},
 		{"enqueue at", testEnqueueAt},
 		{"graceful drain", testDrain},
@@ -509,6 +510,37 @@ func testReclaimExhausted(t *testing.T, b *bundle) {
 	dead, err := b.q.Dead(t.Context(), 0, 1)
 	if err != nil || len(dead) != 1 || dead[0].Deliveries != 2 || string(dead[0].Payload) != "crashes-everyone" {
 		t.Fatalf("dead job: got %+v (err %v), want the payload with 2 deliveries", dead, err)
+	}
+}
+
+func testLeaseRenewal(t *testing.T, b *bundle) {
+	// Six jobs are read at once but handled one by one, 40ms each: the last
+	// waits about 200ms for a handler slot, twice ReclaimMinIdle. Without
+	// lease renewal the reclaimer would count a second delivery and, with a
+	// budget of one, dead-letter them.
+	var msgs []Message
+	for p := range 6 {
+		msgs = append(msgs, Message{Partition: p, Payload: []byte("slow")})
+	}
+	enqueue(t, b.q, msgs...)
+	var handled atomic.Int32
+	h := HandlerFunc(func(ctx context.Context, o *Outcomes, jobs []*Job) error {
+		select {
+		case <-time.After(40 * time.Millisecond): // simulated work
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		handled.Add(int32(len(jobs)))
+		return nil
+	})
+	b.worker(t, h, WorkerConfig{
+		Concurrency: 1, BatchSize: 1, MaxDeliveries: 1, Readers: 1,
+		ReclaimMinIdle: 100 * time.Millisecond, HandlerTimeout: 80 * time.Millisecond, ReclaimInterval: 10 * time.Millisecond,
+	})
+	waitFor(t, "six jobs handled", func() bool { return handled.Load() == 6 })
+	b.waitEmpty(t)
+	if s := b.stats(t); s.Dead != 0 {
+		t.Fatalf("dead jobs: got %d, want 0 (held jobs must not be reclaimed)", s.Dead)
 	}
 }
 

@@ -58,8 +58,8 @@ type WorkerConfig struct {
 	// ReclaimMinIdle is how long a delivered job may go unacknowledged
 	// before another consumer takes it over (XAUTOCLAIM). Default 60s.
 	ReclaimMinIdle time.Duration
-	// ReclaimInterval is the pause between reclaim scans. Default
-	// ReclaimMinIdle/4.
+	// ReclaimInterval is the pause between reclaim scans and lease renewals
+	// of held jobs; at most ReclaimMinIdle/3. Default ReclaimMinIdle/4.
 	ReclaimInterval time.Duration
 	// ReclaimBatch is the XAUTOCLAIM COUNT. Default 100.
 	ReclaimBatch int
@@ -136,6 +136,8 @@ func (c WorkerConfig) validate(q *Queue) error {
 		return fmt.Errorf("%sBatchSize is %d: set it to 10000 or less", prefix, c.BatchSize)
 	case c.Block < time.Millisecond, c.IdlePoll < time.Millisecond, c.RetryInterval < time.Millisecond, c.ReclaimInterval < time.Millisecond:
 		return errors.New(prefix + "Block, IdlePoll, RetryInterval and ReclaimInterval must be at least 1ms: set them or leave them 0 for the defaults")
+	case c.ReclaimInterval > c.ReclaimMinIdle/3:
+		return fmt.Errorf("%sReclaimInterval (%v) must be at most a third of ReclaimMinIdle (%v), so held jobs' leases are renewed in time: lower ReclaimInterval or leave it 0", prefix, c.ReclaimInterval, c.ReclaimMinIdle)
 	case c.HandlerTimeout >= c.ReclaimMinIdle:
 		return fmt.Errorf("%sHandlerTimeout (%v) must be shorter than ReclaimMinIdle (%v), or running jobs get reclaimed: lower HandlerTimeout or raise ReclaimMinIdle", prefix, c.HandlerTimeout, c.ReclaimMinIdle)
 	case c.RetryBackoff <= 0 || c.RetryBackoffMax < c.RetryBackoff:
@@ -161,7 +163,7 @@ type Worker struct {
 	sem chan struct{}
 
 	heldMu sync.Mutex
-	held   map[heldKey]struct{} // jobs handed to a handler and not yet settled
+	held   map[heldKey]time.Time // jobs read and not yet settled -> last lease renewal
 
 	mu            sync.Mutex
 	started       bool
@@ -205,7 +207,7 @@ func NewWorker(q *Queue, h Handler, cfg WorkerConfig, log *slog.Logger, now func
 		q: q, h: h, cfg: cfg, m: m, now: now,
 		log:  log.With("queue", q.Name(), "consumer", cfg.Consumer),
 		sem:  make(chan struct{}, cfg.Concurrency),
-		held: make(map[heldKey]struct{}),
+		held: make(map[heldKey]time.Time),
 	}, nil
 }
 
@@ -397,9 +399,10 @@ func (w *Worker) jobsOf(res []redis.XStream) []*Job {
 }
 
 func (w *Worker) hold(jobs []*Job) {
+	now := time.Now()
 	w.heldMu.Lock()
 	for _, j := range jobs {
-		w.held[heldKey{j.Partition, j.ID}] = struct{}{}
+		w.held[heldKey{j.Partition, j.ID}] = now
 	}
 	w.heldMu.Unlock()
 }
@@ -415,6 +418,7 @@ func (w *Worker) unhold(jobs []*Job) {
 // notHeld returns the jobs that are not already with one of our handlers,
 // and holds them.
 func (w *Worker) notHeld(jobs []*Job) []*Job {
+	now := time.Now()
 	w.heldMu.Lock()
 	defer w.heldMu.Unlock()
 	out := jobs[:0]
@@ -423,7 +427,7 @@ func (w *Worker) notHeld(jobs []*Job) []*Job {
 		if _, ok := w.held[k]; ok {
 			continue
 		}
-		w.held[k] = struct{}{}
+		w.held[k] = now
 		out = append(out, j)
 	}
 	return out
@@ -565,6 +569,9 @@ func (w *Worker) reclaimLoop(loopCtx, handlerCtx, base context.Context) {
 	t := time.NewTicker(w.cfg.ReclaimInterval)
 	defer t.Stop()
 	for {
+		if err := w.renewLeases(loopCtx); err != nil && loopCtx.Err() == nil {
+			w.log.ErrorContext(loopCtx, "renew leases of held jobs", "err", err)
+		}
 		if err := w.reclaim(loopCtx, handlerCtx, base); err != nil && loopCtx.Err() == nil {
 			w.log.ErrorContext(loopCtx, "reclaim jobs", "err", err)
 		}
@@ -574,6 +581,42 @@ func (w *Worker) reclaimLoop(loopCtx, handlerCtx, base context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// renewLeases resets the idle time of the jobs this worker holds (read,
+// waiting for or inside a handler call) once they have been idle for a
+// third of ReclaimMinIdle: XCLAIM ... JUSTID to ourselves, which does not
+// count as a delivery. So only the jobs of a worker that stopped renewing
+// (dead or stalled) are reclaimed, and a backlog waiting for a handler
+// slot does not burn its delivery budget. Idle time is measured by Redis,
+// so this uses the wall clock, not the injected one.
+func (w *Worker) renewLeases(ctx context.Context) error {
+	now := time.Now()
+	threshold := w.cfg.ReclaimMinIdle / 3
+	byPart := make(map[int][]string)
+	w.heldMu.Lock()
+	for k, last := range w.held {
+		if now.Sub(last) >= threshold {
+			byPart[k.p] = append(byPart[k.p], k.id)
+			w.held[k] = now
+		}
+	}
+	w.heldMu.Unlock()
+	if len(byPart) == 0 {
+		return nil
+	}
+	pipe := w.q.rdb.Pipeline()
+	for p, ids := range byPart {
+		pipe.XClaimJustID(ctx, &redis.XClaimArgs{
+			Stream: w.q.parts[p].stream, Group: Group, Consumer: w.cfg.Consumer,
+			// Skip a job another consumer claimed moments ago: it is theirs now.
+			MinIdle: threshold / 2, Messages: ids,
+		})
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("xclaim justid: %w", err)
+	}
+	return nil
 }
 
 // reclaim runs one full XAUTOCLAIM scan of the worker's partitions.
