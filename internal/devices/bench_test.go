@@ -84,7 +84,7 @@ func BenchmarkMemoryPerDevice(b *testing.B) {
 							return
 						}
 						r := devices.Registration{Provider: "fcm", Platform: "android", Feeds: []string{"world", "tech"},
-							Sync: devices.BackgroundSync{Enabled: true, MinInterval: 30 * time.Minute},
+							Sync:   devices.BackgroundSync{Enabled: true, MinInterval: 30 * time.Minute},
 							Locale: "en-US", Timezone: "Europe/Berlin", AppVersion: "1.4.0"}
 						if kind == "fcm" {
 							r.Token = fmt.Sprintf("d%021d:APA91b", i) + strings.Repeat("Q", 152-29)

@@ -280,13 +280,9 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 			return Device{}, "", false, fmt.Errorf("register: %w", err)
 		}
 		d.ID, d.Created = id, d.Updated
-		fields := append(d.fields(), "ct", strconv.FormatInt(d.Created.Unix(), 10))
-		if err := r.rdb.HSet(ctx, keys.Device(id), fields...).Err(); err != nil {
-			return Device{}, "", false, fmt.Errorf("register: write device %d: %w", id, err)
-		}
-		res, err := claimScript.Run(ctx, r.rdb, []string{shard}, field, strconv.FormatUint(id, 10), stale).Result()
+		res, err := r.writeAndClaim(ctx, &d, shard, field, stale)
 		if err != nil {
-			return Device{}, "", false, fmt.Errorf("register: claim token index: %w", err)
+			return Device{}, "", false, fmt.Errorf("register: %w", err)
 		}
 		if n, ok := res.(int64); ok && n == 0 {
 			if err := r.syncBits(ctx, id, nil, d.Feeds); err != nil {
@@ -303,6 +299,42 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 		r.log.DebugContext(ctx, "concurrent registration of one token", "token", redact.Token(d.Token), "device_id", hit)
 	}
 	return Device{}, "", false, fmt.Errorf("register: %w", ErrConflict)
+}
+
+// writeAndClaim writes the new device hash, then claims the token index
+// entry for it, and returns the claim script's answer.
+//
+// On a single server both commands go in one pipeline: one connection
+// delivers them in order and the server runs them in order, so the hash is
+// written before the claim, and a crash can only cut the sequence after a
+// prefix, which is the same guarantee as two round trips. On a cluster the
+// two keys live on different nodes and a pipeline would run them in
+// parallel, so the claim waits for the hash.
+func (r *Registry) writeAndClaim(ctx context.Context, d *Device, shard, field, stale string) (any, error) {
+	fields := append(d.fields(), "ct", strconv.FormatInt(d.Created.Unix(), 10))
+	idStr := strconv.FormatUint(d.ID, 10)
+	if _, cluster := r.rdb.(*redis.ClusterClient); cluster {
+		if err := r.rdb.HSet(ctx, keys.Device(d.ID), fields...).Err(); err != nil {
+			return nil, fmt.Errorf("write device %d: %w", d.ID, err)
+		}
+		res, err := claimScript.Run(ctx, r.rdb, []string{shard}, field, idStr, stale).Result()
+		if err != nil {
+			return nil, fmt.Errorf("claim token index: %w", err)
+		}
+		return res, nil
+	}
+	pipe := r.rdb.Pipeline()
+	hset := pipe.HSet(ctx, keys.Device(d.ID), fields...)
+	claim := claimScript.Eval(ctx, pipe, []string{shard}, field, idStr, stale)
+	_, _ = pipe.Exec(ctx)
+	if err := hset.Err(); err != nil {
+		return nil, fmt.Errorf("write device %d: %w", d.ID, err)
+	}
+	res, err := claim.Result()
+	if err != nil {
+		return nil, fmt.Errorf("claim token index: %w", err)
+	}
+	return res, nil
 }
 
 // rewrite sets every field of d on device id if the device still holds

@@ -174,7 +174,7 @@ func apnsToken(n int) string { return fmt.Sprintf("%064x", n+1) }
 func fcmReg(tok string, feeds ...string) map[string]any {
 	return map[string]any{"provider": "fcm", "token": tok, "platform": "android", "feeds": feeds,
 		"background_sync": map[string]any{"enabled": true, "min_interval": "30m"},
-		"locale": "en-US", "timezone": "Europe/Berlin", "app_version": "1.4.0"}
+		"locale":          "en-US", "timezone": "Europe/Berlin", "app_version": "1.4.0"}
 }
 
 func (b *bundle) register(t *testing.T, body map[string]any, want int) deviceJSON {
