@@ -2,8 +2,12 @@ package throttle
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
@@ -28,6 +32,7 @@ func BenchmarkDecide(b *testing.B) {
 			e.addDevices(b, devs...)
 			now := t0
 			i := 0
+			cpu0 := redisCPU(b, e.rdb)
 			for b.Loop() {
 				u := Update{Event: fmt.Sprint("e", i), Feeds: []string{"a"}, Lane: lane, Reason: "feed", Since: map[string]int64{"a": int64(i)}}
 				if _, err := e.th.Decide(b.Context(), now, u, ids); err != nil {
@@ -37,6 +42,26 @@ func BenchmarkDecide(b *testing.B) {
 				i++
 			}
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+			b.ReportMetric(float64(n)*float64(b.N)/(redisCPU(b, e.rdb)-cpu0), "decisions/redis-cpu-s")
 		})
 	}
+}
+
+// redisCPU returns the CPU seconds the Redis main thread has used, to tell
+// Redis's own cost from time spent waiting for a busy shared machine.
+func redisCPU(b *testing.B, rdb redis.UniversalClient) float64 {
+	b.Helper()
+	info, err := rdb.Info(b.Context(), "cpu").Result()
+	if err != nil {
+		b.Fatalf("info cpu: %v", err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && (k == "used_cpu_user_main_thread" || k == "used_cpu_sys_main_thread") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return total
 }
