@@ -1,0 +1,164 @@
+package push
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	firebase "firebase.google.com/go/v4"
+	"firebase.google.com/go/v4/messaging"
+	"google.golang.org/api/option"
+	htransport "google.golang.org/api/transport/http"
+
+	"github.com/nudge-dev/nudge/internal/redact"
+)
+
+// fcmBatch is SendEach's limit.
+const fcmBatch = 500
+
+const fcmScope = "https://www.googleapis.com/auth/firebase.messaging"
+
+// fcmSender sends through one firebase messaging client.
+type fcmSender struct {
+	client *messaging.Client
+	base   *http.Transport
+	sem    chan struct{}
+}
+
+func newFCMSender(ctx context.Context, cfg Config, tlsCfg *tls.Config) (*fcmSender, error) {
+	project := cfg.FCMProjectID
+	if project == "" {
+		raw, err := os.ReadFile(cfg.FCMCredentialsFile)
+		if err != nil {
+			return nil, fmt.Errorf("read NUDGE_FCM_CREDENTIALS_FILE: %w", err)
+		}
+		var sa struct {
+			ProjectID string `json:"project_id"`
+		}
+		if err := json.Unmarshal(raw, &sa); err != nil {
+			return nil, fmt.Errorf("parse NUDGE_FCM_CREDENTIALS_FILE %s as service-account JSON: %w", cfg.FCMCredentialsFile, err)
+		}
+		if sa.ProjectID == "" {
+			return nil, fmt.Errorf("NUDGE_FCM_CREDENTIALS_FILE %s has no project_id: set NUDGE_FCM_PROJECT_ID", cfg.FCMCredentialsFile)
+		}
+		project = sa.ProjectID
+	}
+	// Our own HTTP/2 base transport (custom CA, enough idle connections
+	// for 50 SendEach workers per call), wrapped by Google's transport
+	// that adds the OAuth credentials. option.WithHTTPClient with a plain
+	// client would drop the credentials; with this transport it carries
+	// them.
+	base := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		TLSClientConfig:     tlsCfg.Clone(),
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}
+	rt, err := htransport.NewTransport(ctx, base,
+		option.WithAuthCredentialsFile(option.ServiceAccount, cfg.FCMCredentialsFile),
+		option.WithScopes(fcmScope),
+		option.WithTelemetryDisabled(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("fcm credentials from NUDGE_FCM_CREDENTIALS_FILE: %w", err)
+	}
+	opts := []option.ClientOption{option.WithHTTPClient(&http.Client{Transport: rt}), option.WithTelemetryDisabled()}
+	if cfg.FCMEndpoint != "" {
+		opts = append(opts, option.WithEndpoint(cfg.FCMEndpoint))
+	}
+	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: project}, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("firebase app: %w", err)
+	}
+	client, err := app.Messaging(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("firebase messaging client: %w", err)
+	}
+	return &fcmSender{client: client, base: base, sem: make(chan struct{}, cfg.FCMConcurrency)}, nil
+}
+
+// send composes the FCM messages of idx and sends them in SendEach
+// batches, at most cap(sem) at once.
+func (f *fcmSender) send(ctx context.Context, s *Sender, msgs []Message, idx []int, results []Result, now time.Time) {
+	batch := make([]*messaging.Message, 0, min(len(idx), fcmBatch))
+	pos := make([]int, 0, cap(batch))
+	var wg sync.WaitGroup
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		b, p := batch, pos
+		batch = make([]*messaging.Message, 0, cap(batch))
+		pos = make([]int, 0, cap(pos))
+		select {
+		case f.sem <- struct{}{}:
+		case <-ctx.Done():
+			for _, i := range p {
+				s.finish(ctx, &results[i], &msgs[i], classifyTransport(ctx.Err()), fmt.Errorf("fcm send: %w", ctx.Err()))
+			}
+			return
+		}
+		wg.Go(func() {
+			defer func() { <-f.sem }()
+			f.sendBatch(ctx, s, msgs, b, p, results)
+		})
+	}
+	for _, i := range idx {
+		m := &msgs[i]
+		fl := newFields(m, s.cfg.SyncTask, now)
+		ttl := m.TTL
+		if ttl <= 0 {
+			ttl = s.cfg.DefaultTTL
+		}
+		fm, err := fcmMessage(m, &fl, ttl, now)
+		if err != nil {
+			s.refuse(&results[i], m, "InvalidMessage", fmt.Errorf("push %s: %w", m.ID, err))
+			continue
+		}
+		batch = append(batch, fm)
+		pos = append(pos, i)
+		if len(batch) == fcmBatch {
+			flush()
+		}
+	}
+	flush()
+	wg.Wait()
+}
+
+func (f *fcmSender) sendBatch(ctx context.Context, s *Sender, msgs []Message, batch []*messaging.Message, pos []int, results []Result) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
+	defer cancel()
+	start := time.Now()
+	br, err := f.client.SendEach(ctx, batch)
+	s.m.latency.WithLabelValues(string(FCM)).Observe(time.Since(start).Seconds())
+	now := s.now()
+	if err != nil {
+		// The whole call failed before sending (we validate every message
+		// first, so this is unexpected): classify the call's error.
+		o := classifyFCM(err, now)
+		for _, i := range pos {
+			s.finish(ctx, &results[i], &msgs[i], o, fmt.Errorf("fcm send each: %w", err))
+		}
+		return
+	}
+	for k, i := range pos {
+		r := br.Responses[k]
+		if r.Success {
+			s.finish(ctx, &results[i], &msgs[i], outcome{action: Delivered, status: http.StatusOK}, nil)
+			continue
+		}
+		// Classify first: messaging.Is* do not see through wrapping.
+		o := classifyFCM(r.Error, now)
+		s.finish(ctx, &results[i], &msgs[i], o, fmt.Errorf("fcm send to %s: %w", redact.Token(msgs[i].Token), r.Error))
+	}
+}
+
+func (f *fcmSender) close() { f.base.CloseIdleConnections() }

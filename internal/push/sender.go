@@ -1,0 +1,334 @@
+package push
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Sender. The dispatcher maps each field from the
+// environment variable named in its comment. At least one provider must
+// be configured; messages for an unconfigured provider get a Permanent
+// result with ErrProviderNotConfigured.
+type Config struct {
+	// FCMCredentialsFile is the service-account JSON
+	// (NUDGE_FCM_CREDENTIALS_FILE). Empty disables FCM.
+	FCMCredentialsFile string
+	// FCMEndpoint overrides the FCM base URL; it must end in /v1
+	// (NUDGE_FCM_ENDPOINT). Default: production FCM.
+	FCMEndpoint string
+	// FCMProjectID overrides the credentials' project_id
+	// (NUDGE_FCM_PROJECT_ID).
+	FCMProjectID string
+	// FCMConcurrency is how many SendEach calls (of up to 500 messages,
+	// 50 requests in flight each) run at once (NUDGE_FCM_CONCURRENCY);
+	// default 4.
+	FCMConcurrency int
+
+	// APNSKeyFile is the .p8 token-auth key (NUDGE_APNS_KEY_FILE); needs
+	// APNSKeyID (NUDGE_APNS_KEY_ID) and APNSTeamID (NUDGE_APNS_TEAM_ID).
+	APNSKeyFile string
+	APNSKeyID   string
+	APNSTeamID  string
+	// APNSCertFile is a .p12 or .pem client certificate for certificate
+	// auth (NUDGE_APNS_CERT_FILE), with APNSCertPassword
+	// (NUDGE_APNS_CERT_PASSWORD). Use either the key or the certificate.
+	APNSCertFile     string
+	APNSCertPassword string
+	// APNSTopic is the app's bundle id (NUDGE_APNS_TOPIC); required with
+	// APNs.
+	APNSTopic string
+	// APNSHost overrides the APNs host for both environments
+	// (NUDGE_APNS_HOST), e.g. the emulator's https://127.0.0.1:port.
+	APNSHost string
+	// APNSSandboxHost overrides the sandbox host alone
+	// (NUDGE_APNS_SANDBOX_HOST); default APNSHost if set, else Apple's.
+	APNSSandboxHost string
+	// APNSConcurrency is the number of APNs pushes in flight
+	// (NUDGE_APNS_CONCURRENCY); default 128.
+	APNSConcurrency int
+	// APNSTokenRefresh is how long one provider JWT is reused
+	// (NUDGE_APNS_TOKEN_REFRESH); Apple wants 20–60 minutes; default 40m.
+	APNSTokenRefresh time.Duration
+
+	// CAFile is a PEM bundle of extra CAs to trust for FCM and APNs, e.g.
+	// the emulator's (NUDGE_PUSH_CA_FILE).
+	CAFile string
+	// SyncTask is the data field task, the name of the app's background
+	// task (NUDGE_SYNC_TASK); default "nudge.sync".
+	SyncTask string
+	// DefaultTTL applies to messages with TTL 0 (NUDGE_PUSH_TTL); default
+	// 1h. FCM caps TTL at 28 days.
+	DefaultTTL time.Duration
+	// SendTimeout bounds one APNs push or one FCM SendEach call
+	// (NUDGE_PUSH_SEND_TIMEOUT); default 10s.
+	SendTimeout time.Duration
+	// DeviceBackoff is the minimum BackoffDevice duration
+	// (NUDGE_PUSH_DEVICE_BACKOFF); default 1m.
+	DeviceBackoff time.Duration
+	// ProviderPause is the minimum PauseProvider duration
+	// (NUDGE_PUSH_PROVIDER_PAUSE); default 1m, at least 1m.
+	ProviderPause time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	c.FCMConcurrency = cmp.Or(c.FCMConcurrency, 4)
+	c.APNSConcurrency = cmp.Or(c.APNSConcurrency, 128)
+	c.APNSTokenRefresh = cmp.Or(c.APNSTokenRefresh, 40*time.Minute)
+	c.SyncTask = cmp.Or(c.SyncTask, "nudge.sync")
+	c.DefaultTTL = cmp.Or(c.DefaultTTL, time.Hour)
+	c.SendTimeout = cmp.Or(c.SendTimeout, 10*time.Second)
+	c.DeviceBackoff = cmp.Or(c.DeviceBackoff, time.Minute)
+	c.ProviderPause = cmp.Or(c.ProviderPause, time.Minute)
+	c.APNSSandboxHost = cmp.Or(c.APNSSandboxHost, c.APNSHost)
+	return c
+}
+
+func (c Config) fcmEnabled() bool  { return c.FCMCredentialsFile != "" }
+func (c Config) apnsEnabled() bool { return c.APNSKeyFile != "" || c.APNSCertFile != "" }
+
+func (c Config) validate() error {
+	var errs []error
+	if !c.fcmEnabled() && !c.apnsEnabled() {
+		errs = append(errs, errors.New("no push provider configured: set NUDGE_FCM_CREDENTIALS_FILE for FCM and/or NUDGE_APNS_KEY_FILE (or NUDGE_APNS_CERT_FILE) for APNs"))
+	}
+	if c.FCMEndpoint != "" && (!strings.HasPrefix(c.FCMEndpoint, "http") || !strings.HasSuffix(c.FCMEndpoint, "/v1")) {
+		errs = append(errs, fmt.Errorf("NUDGE_FCM_ENDPOINT=%q must be an http(s) URL ending in /v1, e.g. https://127.0.0.1:8443/v1", c.FCMEndpoint))
+	}
+	if c.apnsEnabled() {
+		if c.APNSKeyFile != "" && c.APNSCertFile != "" {
+			errs = append(errs, errors.New("set either NUDGE_APNS_KEY_FILE (token auth) or NUDGE_APNS_CERT_FILE (certificate auth), not both"))
+		}
+		if c.APNSKeyFile != "" && (c.APNSKeyID == "" || c.APNSTeamID == "") {
+			errs = append(errs, errors.New("APNs token auth needs NUDGE_APNS_KEY_ID (10-character key id) and NUDGE_APNS_TEAM_ID (10-character team id)"))
+		}
+		if c.APNSTopic == "" {
+			errs = append(errs, errors.New("APNs needs NUDGE_APNS_TOPIC, the app's bundle id"))
+		}
+	}
+	if c.APNSTokenRefresh < 20*time.Minute || c.APNSTokenRefresh >= 60*time.Minute {
+		errs = append(errs, fmt.Errorf("NUDGE_APNS_TOKEN_REFRESH=%s must be at least 20m and under 60m (Apple rejects older tokens and throttles faster updates)", c.APNSTokenRefresh))
+	}
+	if c.FCMConcurrency < 1 || c.APNSConcurrency < 1 {
+		errs = append(errs, errors.New("NUDGE_FCM_CONCURRENCY and NUDGE_APNS_CONCURRENCY must be at least 1"))
+	}
+	if c.DefaultTTL < 0 || c.SendTimeout <= 0 || c.DeviceBackoff < 0 {
+		errs = append(errs, errors.New("NUDGE_PUSH_TTL, NUDGE_PUSH_SEND_TIMEOUT and NUDGE_PUSH_DEVICE_BACKOFF must be positive"))
+	}
+	if c.ProviderPause < time.Minute {
+		errs = append(errs, fmt.Errorf("NUDGE_PUSH_PROVIDER_PAUSE=%s must be at least 1m", c.ProviderPause))
+	}
+	return errors.Join(errs...)
+}
+
+// tlsConfig trusts the system roots plus CAFile.
+func (c Config) tlsConfig() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CAFile == "" {
+		return cfg, nil
+	}
+	pem, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("read NUDGE_PUSH_CA_FILE: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("NUDGE_PUSH_CA_FILE=%s holds no PEM certificate", c.CAFile)
+	}
+	cfg.RootCAs = pool
+	return cfg, nil
+}
+
+// Sender sends pushes through FCM and APNs. It is safe for concurrent use.
+type Sender struct {
+	cfg    Config
+	logger *slog.Logger
+	now    func() time.Time
+	fcm    *fcmSender
+	apns   *apnsSender
+	m      *metrics
+}
+
+// New builds a Sender: it loads credentials, creates the FCM client and the
+// two long-lived APNs clients. The Google auth library keeps ctx for token
+// refreshes, so pass a context that lives as long as the Sender. now is the
+// clock (nil: time.Now); reg receives the metrics (nil: not registered).
+func New(ctx context.Context, cfg Config, logger *slog.Logger, now func() time.Time, reg prometheus.Registerer) (*Sender, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("push config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	s := &Sender{cfg: cfg, logger: logger, now: now, m: m}
+	if cfg.fcmEnabled() {
+		if s.fcm, err = newFCMSender(ctx, cfg, tlsCfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.apnsEnabled() {
+		if s.apns, err = newAPNsSender(cfg, tlsCfg, now, m); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Send delivers msgs and returns one Result per message, in order. FCM and
+// APNs messages are sent concurrently. Send returns when every message has
+// a result; ctx cancellation yields Retry results for unsent messages.
+func (s *Sender) Send(ctx context.Context, msgs []Message) []Result {
+	results := make([]Result, len(msgs))
+	now := s.now()
+	var fcmIdx, apnsIdx []int
+	for i := range msgs {
+		m := &msgs[i]
+		results[i].PushID = m.ID
+		if err := checkMessage(m); err != nil {
+			s.refuse(&results[i], m, "InvalidMessage", err)
+			continue
+		}
+		switch m.Provider {
+		case FCM:
+			if s.fcm == nil {
+				s.refuse(&results[i], m, "ProviderNotConfigured", fmt.Errorf("push %s: fcm: %w", m.ID, ErrProviderNotConfigured))
+				continue
+			}
+			fcmIdx = append(fcmIdx, i)
+		case APNs:
+			if s.apns == nil {
+				s.refuse(&results[i], m, "ProviderNotConfigured", fmt.Errorf("push %s: apns: %w", m.ID, ErrProviderNotConfigured))
+				continue
+			}
+			apnsIdx = append(apnsIdx, i)
+		default:
+			s.refuse(&results[i], m, "InvalidMessage", fmt.Errorf("push %s: provider %q is not fcm or apns: %w", m.ID, m.Provider, ErrInvalidMessage))
+		}
+	}
+	var wg sync.WaitGroup
+	if len(fcmIdx) > 0 {
+		wg.Go(func() { s.fcm.send(ctx, s, msgs, fcmIdx, results, now) })
+	}
+	if len(apnsIdx) > 0 {
+		wg.Go(func() { s.apns.send(ctx, s, msgs, apnsIdx, results, now) })
+	}
+	wg.Wait()
+	return results
+}
+
+// refuse fills a Permanent result for a message refused before sending.
+func (s *Sender) refuse(r *Result, m *Message, reason string, err error) {
+	if errors.Is(err, ErrPayloadTooLarge) {
+		reason = "PayloadTooLarge"
+	}
+	r.Action, r.Reason, r.Err = Permanent, reason, err
+	s.m.result(m.Provider, Permanent)
+}
+
+// finish turns an outcome into the message's result, applying the minimum
+// durations and logging what the caller will have to handle.
+func (s *Sender) finish(ctx context.Context, r *Result, m *Message, o outcome, err error) {
+	r.Action, r.Reason, r.Status, r.RetryAfter = o.action, o.reason, o.status, o.retryAfter
+	switch o.action {
+	case Delivered:
+		r.Err = nil
+	case BackoffDevice:
+		r.RetryAfter = max(o.retryAfter, s.cfg.DeviceBackoff)
+	case PauseProvider:
+		r.RetryAfter = max(o.retryAfter, s.cfg.ProviderPause)
+	}
+	if o.action != Delivered {
+		r.Err = err
+		if o.action == PauseProvider || o.action == Permanent {
+			s.logger.WarnContext(ctx, "push rejected", "provider", string(m.Provider), "push_id", m.ID,
+				"action", o.action.String(), "reason", o.reason, "status", o.status, "err", err)
+		}
+	}
+	s.m.result(m.Provider, o.action)
+}
+
+// Close releases idle connections. Send must not be called afterwards.
+func (s *Sender) Close() {
+	if s.apns != nil {
+		s.apns.close()
+	}
+	if s.fcm != nil {
+		s.fcm.close()
+	}
+}
+
+// metrics are the sender's Prometheus collectors.
+type metrics struct {
+	results   *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	rotations prometheus.Counter
+	byAction  map[Provider][]prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nudge_push_results_total",
+			Help: "Push send outcomes by provider and action.",
+		}, []string{"provider", "action"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "nudge_push_send_seconds",
+			Help:    "Duration of one APNs push or one FCM SendEach call.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+		}, []string{"provider"}),
+		rotations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nudge_push_apns_jwt_rotations_total",
+			Help: "APNs provider JWTs signed.",
+		}),
+		byAction: make(map[Provider][]prometheus.Counter),
+	}
+	for _, p := range []Provider{FCM, APNs} {
+		cs := make([]prometheus.Counter, len(actionNames))
+		for a := range actionNames {
+			cs[a] = m.results.WithLabelValues(string(p), Action(a).String())
+		}
+		m.byAction[p] = cs
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.results, m.latency, m.rotations} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register push metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) result(p Provider, a Action) {
+	cs, ok := m.byAction[p]
+	if !ok || a < 0 || int(a) >= len(cs) {
+		m.results.WithLabelValues("unknown", a.String()).Inc()
+		return
+	}
+	cs[a].Inc()
+}
