@@ -115,7 +115,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(seed) > 0 {
 		log.InfoContext(ctx, "feed catalogue seeded", "file", v.String("feeds-file"), "feeds", len(seed))
 	}
-	registry, err := devices.New(rdb.Client, feeds, log, devices.Config{MaxFeeds: maxFeeds})
+	registry, err := devices.New(rdb.Client, feeds, devices.Config{MaxFeeds: maxFeeds})
 	if err != nil {
 		return err
 	}

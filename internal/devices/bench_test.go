@@ -2,7 +2,6 @@ package devices_test
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -68,7 +67,7 @@ func BenchmarkMemoryPerDevice(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			reg, err := devices.New(rdb, store, slog.New(slog.DiscardHandler), devices.Config{IDBlock: 1024})
+			reg, err := devices.New(rdb, store, devices.Config{IDBlock: 1024})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"log/slog"
 	"regexp"
 	"slices"
 	"strconv"
@@ -17,7 +16,6 @@ import (
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/keys"
-	"github.com/nudge-dev/nudge/internal/redact"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -74,7 +72,6 @@ func (c *Config) validate() error {
 type Registry struct {
 	rdb   redis.UniversalClient
 	feeds Catalog
-	log   *slog.Logger
 	cfg   Config
 
 	mu      sync.Mutex
@@ -82,8 +79,9 @@ type Registry struct {
 	limitID uint64 // exclusive end of the reserved block
 }
 
-// New returns a Registry.
-func New(rdb redis.UniversalClient, feeds Catalog, log *slog.Logger, cfg Config) (*Registry, error) {
+// New returns a Registry. It logs nothing: it returns errors, and the
+// caller logs with its request-scoped logger.
+func New(rdb redis.UniversalClient, feeds Catalog, cfg Config) (*Registry, error) {
 	cfg.MaxFeeds = cmp.Or(cfg.MaxFeeds, 64)
 	cfg.IDBlock = cmp.Or(cfg.IDBlock, 32)
 	if cfg.Now == nil {
@@ -92,7 +90,7 @@ func New(rdb redis.UniversalClient, feeds Catalog, log *slog.Logger, cfg Config)
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Registry{rdb: rdb, feeds: feeds, log: log, cfg: cfg}, nil
+	return &Registry{rdb: rdb, feeds: feeds, cfg: cfg}, nil
 }
 
 // claimScript points a token index entry at a device id.
@@ -296,7 +294,6 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 			return Device{}, "", false, fmt.Errorf("register: drop losing device %d: %w", id, err)
 		}
 		hit, _ = res.(string)
-		r.log.DebugContext(ctx, "concurrent registration of one token", "token", redact.Token(d.Token), "device_id", hit)
 	}
 	return Device{}, "", false, fmt.Errorf("register: %w", ErrConflict)
 }
@@ -504,7 +501,6 @@ func (r *Registry) claimFor(ctx context.Context, id uint64, token string) error 
 		if _, err := r.DeleteIfToken(ctx, otherID, token); err != nil {
 			return err
 		}
-		r.log.InfoContext(ctx, "token moved to another device", "device_id", id, "old_device_id", otherID, "token", redact.Token(token))
 		stale = other
 	}
 	return ErrConflict

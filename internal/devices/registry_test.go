@@ -3,7 +3,6 @@ package devices_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -40,7 +39,7 @@ func setup(t *testing.T, cluster bool) *bundle {
 		}
 	}
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	reg, err := devices.New(rdb, store, slog.New(slog.DiscardHandler), devices.Config{IDBlock: 4, Now: func() time.Time { return now }})
+	reg, err := devices.New(rdb, store, devices.Config{IDBlock: 4, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatalf("registry: %v", err)
 	}

@@ -82,7 +82,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 			t.Fatalf("put feed: %v", err)
 		}
 	}
-	reg, err := devices.New(rdb, store, log, devices.Config{MaxFeeds: 4})
+	reg, err := devices.New(rdb, store, devices.Config{MaxFeeds: 4})
 	if err != nil {
 		t.Fatalf("registry: %v", err)
 	}
@@ -226,7 +226,7 @@ func TestReadyzFailsWithoutRedis(t *testing.T) {
 	dead := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t)), MaxRetries: -1})
 	t.Cleanup(func() { _ = dead.Close() })
 	store, _ := catalog.NewStore(dead, catalog.Config{})
-	reg, _ := devices.New(dead, store, slog.New(slog.DiscardHandler), devices.Config{})
+	reg, _ := devices.New(dead, store, devices.Config{})
 	pr := prometheus.NewRegistry()
 	srv, err := httpapi.NewServer(httpapi.Deps{Logger: slog.New(slog.DiscardHandler), Redis: dead, Devices: reg, Catalog: store,
 		Keys: &auth.Keys{}, Metrics: pr, Gatherer: pr}, httpapi.Config{})

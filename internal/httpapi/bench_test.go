@@ -43,7 +43,7 @@ func BenchmarkRegisterHTTP(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	reg, err := devices.New(rdb, store, log, devices.Config{})
+	reg, err := devices.New(rdb, store, devices.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -283,7 +283,7 @@ func (s *Server) audit(r *http.Request, action, target string) {
 	err := s.deps.Redis.XAdd(ctx, &redis.XAddArgs{
 		Stream: keys.Audit(), MaxLen: 100_000, Approx: true,
 		Values: []any{"action", action, "target", target, "key", k.Name, "role", string(k.Role),
-			"request_id", RequestID(ctx), "at", time.Now().UTC().Format(time.RFC3339)},
+			"request_id", RequestID(ctx), "at", s.cfg.Now().UTC().Format(time.RFC3339)},
 	}).Err()
 	if err != nil {
 		log.ErrorContext(ctx, "write audit record", "action", action, "err", err)

@@ -31,6 +31,8 @@ type Config struct {
 	RegisterRateLimit int
 	// RegisterRateWindow is the window of RegisterRateLimit. Default 1m.
 	RegisterRateWindow time.Duration
+	// Now is the clock for audit records. Default time.Now.
+	Now func() time.Time
 }
 
 func (c *Config) validate() error {
@@ -82,6 +84,9 @@ func NewServer(deps Deps, cfg Config) (*Server, error) {
 	cfg.MaxBodyBytes = cmp.Or(cfg.MaxBodyBytes, 16<<10)
 	cfg.RegisterRateLimit = cmp.Or(cfg.RegisterRateLimit, 600)
 	cfg.RegisterRateWindow = cmp.Or(cfg.RegisterRateWindow, time.Minute)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
