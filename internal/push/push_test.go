@@ -350,7 +350,11 @@ func TestRefusedBeforeSending(t *testing.T) {
 		{"apns over 4096 bytes", big(APNs, IOS, apnsToken(77)), ErrPayloadTooLarge},
 		{"empty token", msg("e", FCM, Android, ""), ErrInvalidMessage},
 		{"unknown provider", msg("e", "webpush", Android, "x"), ErrInvalidMessage},
-		{"collapse id over 64 bytes", func() Message { m := msg("e", APNs, IOS, apnsToken(78)); m.CollapseID = strings.Repeat("c", 65); return m }(), ErrInvalidMessage},
+		{"collapse id over 64 bytes", func() Message {
+			m := msg("e", APNs, IOS, apnsToken(78))
+			m.CollapseID = strings.Repeat("c", 65)
+			return m
+		}(), ErrInvalidMessage},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
