@@ -23,6 +23,7 @@
 //	ev:{<id>}               HASH    one fan-out event: definition, cursor, progress
 //	audit                   STREAM  editor and admin actions
 //	stats:<minute>          HASH    fleet-wide push and wake counters of one minute
+//	pause:<provider>        STRING  set while sends to a provider are paused (expires)
 //
 // The push queue has Partitions partitions; the events queue has one.
 // A device lives in partition id % Partitions, so its registry hash, its
@@ -136,3 +137,7 @@ func Audit() string { return "audit" }
 // Stats is the hash of fleet-wide push and receipt counters for one minute
 // (unix time / 60).
 func Stats(minute int64) string { return "stats:" + strconv.FormatInt(minute, 10) }
+
+// ProviderPause is set while all sends to a provider ("fcm", "apns") are
+// paused after a project-level error; it expires when the pause ends.
+func ProviderPause(provider string) string { return "pause:" + provider }

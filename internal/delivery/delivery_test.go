@@ -1,0 +1,310 @@
+package delivery_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudge-dev/nudge/internal/catalog"
+	"github.com/nudge-dev/nudge/internal/delivery"
+	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/fanout"
+	"github.com/nudge-dev/nudge/internal/jobs"
+	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/push"
+	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/stats"
+	"github.com/nudge-dev/nudge/internal/throttle"
+)
+
+// bundle is the push pipeline from the throttle to the emulator, all real:
+// registry, throttle, planner, queue worker, sender and emulator.
+type bundle struct {
+	rdb     redis.UniversalClient
+	emu     *pushemu.Emulator
+	reg     *devices.Registry
+	planner *fanout.Planner
+	stats   *stats.Recorder
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	ctx := t.Context()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	rdb := redistest.Start(t)
+	store, err := catalog.NewStore(rdb, catalog.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"headlines", "sport"} {
+		if _, err := store.Put(ctx, catalog.Feed{ID: id, Title: id, URL: "https://news.example/" + id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg, err := devices.New(rdb, store, devices.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	th, err := throttle.New(throttle.Config{}, rdb, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	planner, err := fanout.New(fanout.Config{}, rdb, th, log, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emu, err := pushemu.New(pushemu.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := emu.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emu.Stop)
+	creds, err := emu.WriteCredentials(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := push.New(ctx, push.Config{
+		FCMCredentialsFile: creds.FCMCredentialsFile, FCMEndpoint: creds.FCMEndpoint, FCMProjectID: creds.FCMProjectID,
+		APNSKeyFile: creds.APNsKeyFile, APNSKeyID: creds.APNsKeyID, APNSTeamID: creds.APNsTeamID,
+		APNSTopic: creds.APNsTopic, APNSHost: creds.APNsHost, APNSSandboxHost: creds.APNsSandboxHost,
+		CAFile: creds.CAFile,
+	}, log, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sender.Close)
+	st := stats.NewRecorder(rdb, nil, log, nil)
+	h, err := delivery.New(delivery.Config{}, delivery.Deps{
+		Redis: rdb, Sender: sender, Pruner: reg, Events: planner, Stats: st, Logger: log,
+		Reg: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := jobs.New(rdb, jobs.Config{Name: keys.PushQueue, Partitions: keys.Partitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.EnsureGroups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w, err := jobs.NewWorker(q, h, jobs.WorkerConfig{}, log, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	return &bundle{rdb: rdb, emu: emu, reg: reg, planner: planner, stats: st}
+}
+
+func apnsToken(n int) string { return fmt.Sprintf("%064x", n+1) }
+func fcmToken(n int) string {
+	return fmt.Sprintf("d%020d:APA91b", n) + strings.Repeat("Q", 130)
+}
+
+func (b *bundle) register(t *testing.T, provider, platform, token string, enabled bool) devices.Device {
+	t.Helper()
+	d, _, _, err := b.reg.Register(t.Context(), devices.Registration{
+		Provider: provider, Token: token, Platform: platform, Feeds: []string{"headlines"},
+		Sync: devices.BackgroundSync{Enabled: enabled},
+	})
+	if err != nil {
+		t.Fatalf("register %s device: %v", platform, err)
+	}
+	return d
+}
+
+// breaking publishes and plans a breaking event on headlines.
+func (b *bundle) breaking(t *testing.T, alert *fanout.Alert) string {
+	t.Helper()
+	ctx := t.Context()
+	id, err := b.planner.NewID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := fanout.Event{ID: id, Feeds: []string{"headlines"}, Lane: throttle.LaneBreaking, Reason: "breaking",
+		Since: map[string]int64{"headlines": 41}, Alert: alert, CreatedAt: time.Now()}
+	if _, err := b.planner.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.planner.Plan(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func (b *bundle) waitProgress(t *testing.T, id string, ok func(fanout.Progress) bool) fanout.Progress {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		p, err := b.planner.Progress(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(p) {
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("event %s: progress never reached the expected state: %+v", id, p)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDeliversSilentPushesWithCursorAndAlert(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ios := b.register(t, "apns", "ios", apnsToken(1), true)
+	android := b.register(t, "fcm", "android", fcmToken(2), true)
+	iosFCM := b.register(t, "fcm", "ios", fcmToken(3), true)
+	off := b.register(t, "fcm", "android", fcmToken(4), false)
+
+	id := b.breaking(t, &fanout.Alert{Title: "Breaking", Body: "Something happened"})
+	p := b.waitProgress(t, id, func(p fanout.Progress) bool { return p.Sent == 3 })
+	if p.Targeted != 4 || p.Skipped != 1 || p.Pruned != 0 || p.Failed != 0 {
+		t.Fatalf("progress: got %+v, want 4 targeted, 1 skipped, 3 sent", p)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for _, d := range []devices.Device{ios, android, iosFCM} {
+		got, err := b.emu.WaitToken(ctx, d.Token, 1)
+		if err != nil {
+			t.Fatalf("%s device: %v", d.Platform, err)
+		}
+		del := got[0]
+		data := payload(t, del)
+		if data["type"] != "nudge.sync" || data["feeds"] != "headlines" || data["since"] != "headlines:41" || data["event"] != id || data["reason"] != "breaking" {
+			t.Fatalf("%s/%s payload: got %v", d.Provider, d.Platform, data)
+		}
+		if lane, _, err := delivery.ParsePushID(data["push_id"]); err != nil || lane != throttle.LaneBreaking {
+			t.Fatalf("push id %q: lane %q, %v", data["push_id"], lane, err)
+		}
+		if !del.Alert {
+			t.Fatalf("%s/%s: breaking push with an alert arrived without it", d.Provider, d.Platform)
+		}
+	}
+	if n := b.emu.CountToken(off.Token); n != 0 {
+		t.Fatalf("opted-out device got %d pushes", n)
+	}
+	s, err := b.stats.Summarize(t.Context(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Platforms["ios"].Sent != 2 || s.Platforms["android"].Sent != 1 {
+		t.Fatalf("stats: ios sent %d, android sent %d; want 2 and 1", s.Platforms["ios"].Sent, s.Platforms["android"].Sent)
+	}
+}
+
+// payload returns the data fields of a delivery: FCM's data map, or the
+// custom keys beside aps in an APNs body.
+func payload(t *testing.T, d pushemu.Delivery) map[string]string {
+	t.Helper()
+	if d.Provider != pushemu.APNs {
+		return d.Data
+	}
+	var body map[string]any
+	if err := json.Unmarshal(d.Body, &body); err != nil {
+		t.Fatalf("apns body: %v", err)
+	}
+	out := map[string]string{}
+	for k, v := range body {
+		if s, ok := v.(string); ok {
+			out[k] = s
+		}
+	}
+	return out
+}
+
+func TestPrunesUnregisteredTokenAfterOneSend(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	gone := b.register(t, "apns", "ios", apnsToken(7), true)
+	kept := b.register(t, "fcm", "android", fcmToken(8), true)
+	b.emu.Unregister(pushemu.APNs, gone.Token, time.Now().Add(-time.Hour))
+
+	id := b.breaking(t, nil)
+	p := b.waitProgress(t, id, func(p fanout.Progress) bool { return p.Sent+p.Pruned == 2 })
+	if p.Sent != 1 || p.Pruned != 1 {
+		t.Fatalf("progress: got sent %d pruned %d, want 1 and 1", p.Sent, p.Pruned)
+	}
+	if _, err := b.reg.Get(t.Context(), gone.ID); err == nil {
+		t.Fatal("device with an unregistered token is still in the registry")
+	}
+	if _, err := b.reg.Get(t.Context(), kept.ID); err != nil {
+		t.Fatalf("the other device was removed: %v", err)
+	}
+	if del := b.emu.Deliveries(kept.Token); len(del) != 1 || del[0].Alert {
+		t.Fatalf("kept device: got %d deliveries (alert=%v), want 1 silent", len(del), len(del) > 0 && del[0].Alert)
+	}
+}
+
+func TestProjectQuotaPausesProvider(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	d := b.register(t, "fcm", "android", fcmToken(9), true)
+	b.emu.AddFault(pushemu.Fault{Provider: pushemu.FCM, Count: 1, ProjectQuota: true, RetryAfter: 90 * time.Second})
+
+	b.breaking(t, nil)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ttl, err := b.rdb.PTTL(t.Context(), keys.ProviderPause("fcm")).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl > 0 {
+			if ttl < 80*time.Second || ttl > 90*time.Second {
+				t.Fatalf("fcm pause: got %v, want the provider's 90s Retry-After", ttl)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("fcm was never paused after a project quota error")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := b.emu.CountToken(d.Token); n != 0 {
+		t.Fatalf("device got %d pushes while fcm was over quota", n)
+	}
+	// The job waits in the retry set for the pause, not lost.
+	var retrying int64
+	for p := range keys.Partitions {
+		n, err := b.rdb.ZCard(t.Context(), keys.Retry(keys.PushQueue, p)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		retrying += n
+	}
+	if retrying != 1 {
+		t.Fatalf("jobs waiting for retry: got %d, want 1", retrying)
+	}
+}
+
+func TestPushIDRoundTrip(t *testing.T) {
+	t.Parallel()
+	sent := time.UnixMilli(1_795_000_000_123)
+	for _, lane := range []string{throttle.LaneFeed, throttle.LaneBreaking} {
+		id := delivery.PushID(lane, sent, "n1z-42")
+		gotLane, gotSent, err := delivery.ParsePushID(id)
+		if err != nil || gotLane != lane || !gotSent.Equal(sent) {
+			t.Fatalf("ParsePushID(%q): got %q %v %v", id, gotLane, gotSent, err)
+		}
+	}
+	for _, bad := range []string{"", "x", "f.abc", "zabc.def", "f!!.x", strings.Repeat("f1.", 50)} {
+		if _, _, err := delivery.ParsePushID(bad); err == nil {
+			t.Fatalf("ParsePushID(%q): got nil error", bad)
+		}
+	}
+}
