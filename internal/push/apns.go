@@ -64,8 +64,12 @@ func newAPNsSender(cfg Config, tlsCfg *tls.Config, now func() time.Time, m *metr
 			// full the transport opens another instead of stalling.
 		}
 		a.transports = append(a.transports, tr)
-		var rt http.RoundTripper = &apnsTransport{base: tr, signer: a.signer}
-		c := &apns2.Client{Host: host, HTTPClient: &http.Client{Transport: rt}}
+		c := &apns2.Client{Host: host, HTTPClient: &http.Client{Transport: &apnsTransport{base: tr}}}
+		if a.signer != nil {
+			// apns2 reads the bearer from Token. Without an AuthKey it can
+			// never re-sign on its own clock; jwtSigner sets Bearer.
+			c.Token = &token.Token{KeyID: cfg.APNSKeyID, TeamID: cfg.APNSTeamID}
+		}
 		if len(tc.Certificates) > 0 {
 			c.Certificate = tc.Certificates[0]
 		}
@@ -121,12 +125,18 @@ func (a *apnsSender) push(ctx context.Context, s *Sender, m *Message, r *Result,
 	if m.Environment == Sandbox {
 		client = a.sandbox
 	}
+	if a.signer != nil {
+		if err := a.signer.install(client.Token); err != nil {
+			s.finish(ctx, r, m, outcome{action: PauseProvider, reason: "SignProviderToken"}, err)
+			return
+		}
+	}
 	var meta respMeta
 	pctx, cancel := context.WithTimeout(context.WithValue(ctx, respMetaKey{}, &meta), s.cfg.SendTimeout)
 	start := time.Now()
 	resp, err := client.PushWithContext(pctx, n)
 	cancel()
-	s.m.latency.WithLabelValues(string(APNs)).Observe(time.Since(start).Seconds())
+	s.m.apnsLatency.Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.finish(ctx, r, m, classifyTransport(err), fmt.Errorf("apns push to %s: %w", redact.Token(m.Token), err))
 		return
@@ -157,26 +167,14 @@ type respMeta struct{ retryAfter string }
 
 type respMetaKey struct{}
 
-// apnsTransport adds the provider JWT to each request and captures the
-// Retry-After header. apns2's own token handling cannot take a clock, so
-// the client is built without a Token and auth happens here.
+// apnsTransport captures the Retry-After header, which apns2's Response
+// does not expose, into the request's respMeta.
 type apnsTransport struct {
-	base   http.RoundTripper
-	signer *jwtSigner
+	base http.RoundTripper
 }
 
 // RoundTrip implements http.RoundTripper.
 func (t *apnsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if t.signer != nil {
-		bearer, err := t.signer.token()
-		if err != nil {
-			return nil, err
-		}
-		r2 := *req
-		r2.Header = req.Header.Clone()
-		r2.Header.Set("authorization", "bearer "+bearer)
-		req = &r2
-	}
 	resp, err := t.base.RoundTrip(req)
 	if err == nil {
 		if meta, ok := req.Context().Value(respMetaKey{}).(*respMeta); ok {
@@ -223,6 +221,23 @@ func (j *jwtSigner) token() (string, error) {
 	j.bearer, j.issued, j.expired = s, now, false
 	j.rotations.Inc()
 	return s, nil
+}
+
+// install puts the current bearer into an apns2 client's Token. apns2
+// only re-signs when its own (real) clock says the token is 50 minutes
+// old and it has an AuthKey; it has none, so the bearer set here is used.
+func (j *jwtSigner) install(t *token.Token) error {
+	bearer, err := j.token()
+	if err != nil {
+		return err
+	}
+	t.Lock()
+	if t.Bearer != bearer {
+		t.Bearer = bearer
+		t.IssuedAt = time.Now().Unix()
+	}
+	t.Unlock()
+	return nil
 }
 
 // expire asks for a new token (after ExpiredProviderToken) as soon as the

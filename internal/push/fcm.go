@@ -138,7 +138,7 @@ func (f *fcmSender) sendBatch(ctx context.Context, s *Sender, msgs []Message, ba
 	defer cancel()
 	start := time.Now()
 	br, err := f.client.SendEach(ctx, batch)
-	s.m.latency.WithLabelValues(string(FCM)).Observe(time.Since(start).Seconds())
+	s.m.fcmLatency.Observe(time.Since(start).Seconds())
 	now := s.now()
 	if err != nil {
 		// The whole call failed before sending (we validate every message

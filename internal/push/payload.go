@@ -1,11 +1,11 @@
 package push
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"firebase.google.com/go/v4/messaging"
 	"github.com/sideshow/apns2"
@@ -71,48 +71,79 @@ func (f *fields) dataMap() map[string]string {
 	return d
 }
 
-type apsAlert struct {
-	Title string `json:"title,omitempty"`
-	Body  string `json:"body,omitempty"`
-}
-
-type apsDict struct {
-	Alert            *apsAlert `json:"alert,omitempty"`
-	ContentAvailable int       `json:"content-available"`
-	MutableContent   int       `json:"mutable-content,omitempty"`
-}
-
-type apnsBody struct {
-	Aps    apsDict `json:"aps"`
-	Type   string  `json:"type"`
-	Task   string  `json:"task"`
-	Feeds  string  `json:"feeds"`
-	Event  string  `json:"event,omitempty"`
-	PushID string  `json:"push_id,omitempty"`
-	Reason string  `json:"reason"`
-	Since  string  `json:"since,omitempty"`
-	SentAt string  `json:"sent_at"`
-}
-
 // apnsPayload is the APNs JSON body: aps first, custom keys beside it.
+// It is written by hand (same output as encoding/json for these string
+// fields) because it runs once per push.
 func apnsPayload(f *fields, alert *Alert) ([]byte, error) {
-	b := apnsBody{
-		Aps:  apsDict{ContentAvailable: 1},
-		Type: f.typ, Task: f.task, Feeds: f.feeds, Event: f.event,
-		PushID: f.pushID, Reason: f.reason, Since: f.since, SentAt: f.sentAt,
-	}
+	b := make([]byte, 0, 256)
+	b = append(b, `{"aps":{`...)
 	if alert != nil {
-		b.Aps.Alert = &apsAlert{Title: alert.Title, Body: alert.Body}
-		b.Aps.MutableContent = 1
+		b = append(b, `"alert":{"title":`...)
+		b = appendJSONString(b, alert.Title)
+		b = append(b, `,"body":`...)
+		b = appendJSONString(b, alert.Body)
+		b = append(b, `},"content-available":1,"mutable-content":1}`...)
+	} else {
+		b = append(b, `"content-available":1}`...)
 	}
-	p, err := json.Marshal(&b)
-	if err != nil {
-		return nil, fmt.Errorf("encode apns payload: %w", err)
+	field := func(name, v string, always bool) {
+		if v == "" && !always {
+			return
+		}
+		b = append(b, ',', '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
+		b = appendJSONString(b, v)
 	}
-	if len(p) > MaxPayload {
-		return nil, &PayloadTooLargeError{Provider: APNs, Size: len(p), Limit: MaxPayload}
+	field("type", f.typ, true)
+	field("task", f.task, true)
+	field("feeds", f.feeds, true)
+	field("event", f.event, false)
+	field("push_id", f.pushID, false)
+	field("reason", f.reason, true)
+	field("since", f.since, false)
+	field("sent_at", f.sentAt, true)
+	b = append(b, '}')
+	if len(b) > MaxPayload {
+		return nil, &PayloadTooLargeError{Provider: APNs, Size: len(b), Limit: MaxPayload}
 	}
-	return p, nil
+	return b, nil
+}
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, invalid UTF-8 replaced by U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c == '\n':
+				b = append(b, '\\', 'n')
+			case c == '\r':
+				b = append(b, '\\', 'r')
+			case c == '\t':
+				b = append(b, '\\', 't')
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
 }
 
 // checkMessage refuses what can never be sent, before composing.

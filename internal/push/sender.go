@@ -288,6 +288,8 @@ type metrics struct {
 	latency   *prometheus.HistogramVec
 	rotations prometheus.Counter
 	byAction  map[Provider][]prometheus.Counter
+	// Pre-resolved children, off the per-push path's label lookup.
+	apnsLatency, fcmLatency prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -307,6 +309,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		byAction: make(map[Provider][]prometheus.Counter),
 	}
+	m.apnsLatency = m.latency.WithLabelValues(string(APNs))
+	m.fcmLatency = m.latency.WithLabelValues(string(FCM))
 	for _, p := range []Provider{FCM, APNs} {
 		cs := make([]prometheus.Counter, len(actionNames))
 		for a := range actionNames {
