@@ -50,25 +50,34 @@ func (c *Config) validate() error {
 // Write order (each step is one atomic command or single-slot script; a
 // crash between steps leaves only what the next line says):
 //
-//	Register, new token:  1 HSET dev hash  2 claim tok index (script)  3 SETBIT subscriptions
-//	  crash after 1: a hash no index or bitmap points at; it gets no pushes
-//	  (a memory leak of one hash, never a duplicate push). The client saw
-//	  an error and retries, which creates the device properly.
+//	Register: 1 HSET a new hash under a fresh id  2 claim the token index
+//	  entry (script: set if unset or if it holds a stale id we saw)
+//	  3 SETBIT subscriptions.
+//	  crash after 1: a hash no index entry or bit points at; it gets no
+//	  pushes (a memory leak of one hash, never a duplicate push). The client
+//	  saw an error and retries.
 //	  crash after 2: a device without subscriptions; the retry finds it by
 //	  token and sets them.
-//	Register, known token / Update: 1 HSET dev hash only if its token is still
-//	  the expected one (script)  2 SETBIT/clear the subscription difference.
+//	  If the claim answers with another id, the token is known: that device
+//	  is rewritten (script, only if it still holds the token), the new hash
+//	  is deleted and its id reused by this replica (nothing ever pointed at
+//	  it), and the subscription difference is applied. So re-registering a
+//	  known token costs no id, and ids stay dense.
+//	Update: 1 rewrite the hash only if its token is still the expected one
+//	  (script)  2 SETBIT/clear the subscription difference.
 //	Token rotation: 1 claim the new token's index entry  2 rewrite the hash
 //	  (checked)  3 remove the old entry only if it still points here.
-//	Delete: 1 DEL dev hash only if its token matches (script)  2 clear
+//	Delete: 1 DEL the hash only if its token matches (script)  2 clear
 //	  subscription bits  3 remove the index entry only if it points here.
-//	  crash after 1: stale bits and a stale index entry. Ids are never
-//	  reused, fan-out skips ids that have no hash, and every index hit is
-//	  verified against the hash's "tk", so neither misroutes a push.
+//	  crash after 1: stale bits and a stale index entry. Ids of deleted
+//	  devices are never reused, fan-out skips ids that have no hash, and
+//	  every index hit is verified against the hash's "tk", so neither
+//	  misroutes a push.
 //
 // Two concurrent registrations of one token both write a hash, but only one
-// claims the index; the loser deletes its hash and updates the winner's, so
-// the token maps to exactly one device.
+// claims the index; the other finds the winner (whose hash was written
+// before its claim), updates it and drops its own hash, so the token maps
+// to exactly one device.
 type Registry struct {
 	rdb   redis.UniversalClient
 	feeds Catalog
@@ -76,7 +85,8 @@ type Registry struct {
 
 	mu      sync.Mutex
 	nextID  uint64
-	limitID uint64 // exclusive end of the reserved block
+	limitID uint64   // exclusive end of the reserved block
+	free    []uint64 // ids handed out but never indexed, to reuse
 }
 
 // New returns a Registry. It logs nothing: it returns errors, and the
@@ -128,13 +138,13 @@ return 0
 // ARGV[1] expected token ("tk")
 // ARGV[2..] field, value pairs to set
 //
-// Returns the previous "fd" (feeds) on success, nil when the hash is gone
-// or holds another token.
+// Returns {previous "fd" (feeds), "ct" (created)} on success, nil when the
+// hash is gone or holds another token.
 var updateScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], 'tk') ~= ARGV[1] then return false end
 local fd = redis.call('HGET', KEYS[1], 'fd') or ''
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-return fd
+return {fd, redis.call('HGET', KEYS[1], 'ct') or ''}
 `)
 
 // deleteScript deletes a device hash only if it holds a token.
@@ -160,6 +170,11 @@ func tokenIndex(token string) (shard, field string) {
 func (r *Registry) newID(ctx context.Context) (uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if n := len(r.free); n > 0 {
+		id := r.free[n-1]
+		r.free = r.free[:n-1]
+		return id, nil
+	}
 	if r.nextID < r.limitID {
 		id := r.nextID
 		r.nextID++
@@ -172,6 +187,15 @@ func (r *Registry) newID(ctx context.Context) (uint64, error) {
 	// The block is (end-IDBlock, end]; ids start at 1.
 	r.nextID, r.limitID = end-uint64(r.cfg.IDBlock)+2, end+1
 	return end - uint64(r.cfg.IDBlock) + 1, nil
+}
+
+// recycle returns an id that no index entry, bit or hash refers to.
+func (r *Registry) recycle(id uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.free) < 1024 {
+		r.free = append(r.free, id)
+	}
 }
 
 // checkFeeds validates, de-duplicates and looks up feed ids.
@@ -245,40 +269,23 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 	d.Updated = r.cfg.Now().UTC().Truncate(time.Second)
 	shard, field := tokenIndex(d.Token)
 
-	hit, err := r.rdb.HGet(ctx, shard, field).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return Device{}, "", false, fmt.Errorf("register: look up token: %w", err)
+	id, err := r.newID(ctx)
+	if err != nil {
+		return Device{}, "", false, fmt.Errorf("register: %w", err)
 	}
-	for range 8 {
-		stale := ""
-		if hit != "" {
-			id, perr := strconv.ParseUint(hit, 10, 64)
-			if perr != nil {
-				return Device{}, "", false, fmt.Errorf("register: token index holds %q: %w", hit, perr)
-			}
-			old, ok, err := r.rewrite(ctx, id, d.Token, &d)
-			if err != nil {
-				return Device{}, "", false, fmt.Errorf("register: %w", err)
-			}
-			if ok {
-				d.ID = id
-				if err := r.syncBits(ctx, id, old, d.Feeds); err != nil {
-					return Device{}, "", false, fmt.Errorf("register: %w", err)
-				}
-				full, err := r.Get(ctx, id)
-				if err != nil {
-					return Device{}, "", false, fmt.Errorf("register: %w", err)
-				}
-				return full, secret, false, nil
-			}
-			stale = hit // the entry points at a deleted or re-tokened device
+	d.ID, d.Created = id, d.Updated
+	// Write the device under a fresh id and claim the token for it. If the
+	// token is already known, the claim answers with its device, which we
+	// update instead; our hash is dropped and its id reused (no index entry
+	// and no bit ever pointed at it).
+	stale := ""
+	for attempt := range 8 {
+		var res any
+		if attempt == 0 {
+			res, err = r.writeAndClaim(ctx, &d, shard, field, stale)
+		} else {
+			res, err = claimScript.Run(ctx, r.rdb, []string{shard}, field, strconv.FormatUint(id, 10), stale).Result()
 		}
-		id, err := r.newID(ctx)
-		if err != nil {
-			return Device{}, "", false, fmt.Errorf("register: %w", err)
-		}
-		d.ID, d.Created = id, d.Updated
-		res, err := r.writeAndClaim(ctx, &d, shard, field, stale)
 		if err != nil {
 			return Device{}, "", false, fmt.Errorf("register: %w", err)
 		}
@@ -288,12 +295,30 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 			}
 			return d, secret, true, nil
 		}
-		// Another registration of this token won the index: drop our hash
-		// and update the winner instead.
-		if err := r.rdb.Del(ctx, keys.Device(id)).Err(); err != nil {
-			return Device{}, "", false, fmt.Errorf("register: drop losing device %d: %w", id, err)
+		cur, _ := res.(string)
+		curID, perr := strconv.ParseUint(cur, 10, 64)
+		if perr != nil {
+			return Device{}, "", false, fmt.Errorf("register: token index holds %q: %w", cur, perr)
 		}
-		hit, _ = res.(string)
+		known := d
+		known.ID = curID
+		old, created, ok, err := r.rewrite(ctx, curID, d.Token, &known)
+		if err != nil {
+			return Device{}, "", false, fmt.Errorf("register: %w", err)
+		}
+		if !ok {
+			stale = cur // the entry points at a deleted or re-tokened device
+			continue
+		}
+		if err := r.rdb.Del(ctx, keys.Device(id)).Err(); err != nil {
+			return Device{}, "", false, fmt.Errorf("register: drop unused device %d: %w", id, err)
+		}
+		r.recycle(id)
+		if err := r.syncBits(ctx, curID, old, d.Feeds); err != nil {
+			return Device{}, "", false, fmt.Errorf("register: %w", err)
+		}
+		known.Created = created
+		return known, secret, false, nil
 	}
 	return Device{}, "", false, fmt.Errorf("register: %w", ErrConflict)
 }
@@ -335,18 +360,25 @@ func (r *Registry) writeAndClaim(ctx context.Context, d *Device, shard, field, s
 }
 
 // rewrite sets every field of d on device id if the device still holds
-// token. It returns the device's previous feeds and whether it applied.
-func (r *Registry) rewrite(ctx context.Context, id uint64, token string, d *Device) (oldFeeds []string, ok bool, err error) {
+// token. It returns the device's previous feeds, its creation time and
+// whether it applied.
+func (r *Registry) rewrite(ctx context.Context, id uint64, token string, d *Device) (oldFeeds []string, created time.Time, ok bool, err error) {
 	args := append([]any{token}, d.fields()...)
 	res, err := updateScript.Run(ctx, r.rdb, []string{keys.Device(id)}, args...).Result()
 	if errors.Is(err, redis.Nil) {
-		return nil, false, nil
+		return nil, time.Time{}, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("update device %d: %w", id, err)
+		return nil, time.Time{}, false, fmt.Errorf("update device %d: %w", id, err)
 	}
-	fd, _ := res.(string)
-	return splitFeeds(fd), true, nil
+	pair, _ := res.([]any)
+	if len(pair) != 2 {
+		return nil, time.Time{}, false, fmt.Errorf("update device %d: unexpected script answer %v", id, res)
+	}
+	fd, _ := pair[0].(string)
+	ct, _ := pair[1].(string)
+	sec, _ := strconv.ParseInt(ct, 10, 64)
+	return splitFeeds(fd), time.Unix(sec, 0).UTC(), true, nil
 }
 
 // syncBits sets the subscription bits of feeds in now that are not in old,
@@ -458,7 +490,7 @@ func (r *Registry) Update(ctx context.Context, id uint64, p Patch) (Device, erro
 			return Device{}, fmt.Errorf("update device %d: %w", id, err)
 		}
 	}
-	old, ok, err := r.rewrite(ctx, id, cur.Token, &d)
+	old, _, ok, err := r.rewrite(ctx, id, cur.Token, &d)
 	if err != nil {
 		return Device{}, err
 	}

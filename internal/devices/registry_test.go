@@ -228,6 +228,31 @@ func concurrentSameToken(t *testing.T, b *bundle) {
 	}
 }
 
+func TestReRegistrationKeepsIDsDense(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	first, _, _, err := b.reg.Register(t.Context(), reg(fcmToken(1), "world"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		d, _, created, err := b.reg.Register(t.Context(), reg(fcmToken(1), "tech"))
+		if err != nil || created || d.ID != first.ID || !d.Created.Equal(first.Created) {
+			t.Fatalf("re-register: got id %d created %v at %v (%v), want id %d updated", d.ID, created, d.Created, err, first.ID)
+		}
+	}
+	second, _, _, err := b.reg.Register(t.Context(), reg(fcmToken(2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.ID != first.ID+1 {
+		t.Fatalf("next new device: got id %d, want %d (re-registrations must not use up ids)", second.ID, first.ID+1)
+	}
+	if n, _ := b.rdb.Keys(t.Context(), "dev:*").Result(); len(n) != 2 {
+		t.Fatalf("device hashes: got %d, want 2", len(n))
+	}
+}
+
 func TestConcurrentRegistrationOfOneToken(t *testing.T) {
 	t.Parallel()
 	concurrentSameToken(t, setup(t, false))
