@@ -77,3 +77,14 @@ func healthFrom(m map[string]string) Health {
 		Notified:     i64(hNotified),
 	}
 }
+
+// PollNow makes feed due at once, so the next watcher pass of any replica
+// polls it: a publisher's CMS (or an editor) calls it after publishing,
+// instead of waiting for the poll interval. The conditional GET keeps a
+// needless poll cheap.
+func PollNow(ctx context.Context, rdb redis.Cmdable, feed string) error {
+	if err := rdb.HSet(ctx, keys.FeedHealth(feed), hNextPoll, 0).Err(); err != nil {
+		return fmt.Errorf("schedule poll of feed %s: %w", feed, err)
+	}
+	return nil
+}

@@ -1,0 +1,269 @@
+// Package dispatcher assembles the dispatcher process: the feed watcher, the
+// fan-out planner on the events queue, the throttle's due scheduler, the
+// push workers on the push queue, and the queue monitor.
+//
+// The flow through it:
+//
+//	feed watcher ──FeedChanged──▶ Submitter ──▶ events queue
+//	editor (api) ──POST /v1/syncs─▶ Submitter ──▶ events queue
+//	events worker ──Plan──▶ throttle (decide + enqueue) ──▶ push queue / due set
+//	scheduler ──due set──▶ push queue
+//	push workers ──delivery──▶ FCM / APNs ──▶ prune, retry, progress, stats
+//
+// Every part keeps its state in Redis, so any number of replicas can run:
+// the watcher shares feeds through leases, the queues through consumer
+// groups, and the scheduler's moves are atomic scripts.
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudge-dev/nudge/internal/catalog"
+	"github.com/nudge-dev/nudge/internal/delivery"
+	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/fanout"
+	"github.com/nudge-dev/nudge/internal/feeds"
+	"github.com/nudge-dev/nudge/internal/jobs"
+	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/push"
+	"github.com/nudge-dev/nudge/internal/stats"
+	"github.com/nudge-dev/nudge/internal/throttle"
+)
+
+// Config configures every part of the dispatcher. Zero fields take each
+// part's defaults.
+type Config struct {
+	Watcher     feeds.Config
+	Throttle    throttle.Config
+	Scheduler   throttle.SchedulerConfig
+	Fanout      fanout.Config
+	Push        push.Config
+	PushWorker  jobs.WorkerConfig
+	EventWorker jobs.WorkerConfig
+	Monitor     jobs.MonitorConfig
+}
+
+// Deps are the dispatcher's collaborators.
+type Deps struct {
+	Redis      redis.UniversalClient // required
+	Logger     *slog.Logger          // required
+	Registerer prometheus.Registerer // nil: metrics are not exported
+	Clock      func() time.Time      // default time.Now
+	// FeedClient fetches feeds; default a client on a clone of
+	// http.DefaultTransport.
+	FeedClient *http.Client
+}
+
+// Pipeline is the part of the dispatcher that the api shares: the stores
+// and the submit path, without any background loop. Both binaries build it
+// the same way, so they agree on every setting that shapes the Redis data.
+type Pipeline struct {
+	Catalog   *catalog.Store
+	Devices   *devices.Registry
+	Throttle  *throttle.Throttle
+	Planner   *fanout.Planner
+	Events    *jobs.Queue
+	Pushes    *jobs.Queue
+	Submitter *fanout.Submitter
+	Items     *feeds.Store
+	Stats     *stats.Recorder
+}
+
+// NewPipeline builds the shared stores on rdb. reg receives the metrics of
+// the parts that have them.
+func NewPipeline(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, clock func() time.Time) (*Pipeline, error) {
+	cat, err := catalog.NewStore(rdb, catalog.Config{})
+	if err != nil {
+		return nil, err
+	}
+	reg0, err := devices.New(rdb, cat, devices.Config{Now: clock})
+	if err != nil {
+		return nil, err
+	}
+	th, err := throttle.New(cfg.Throttle, rdb, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	planner, err := fanout.New(cfg.Fanout, rdb, th, log, reg, clock)
+	if err != nil {
+		return nil, err
+	}
+	events, err := jobs.New(rdb, jobs.Config{Name: keys.EventQueue, Partitions: 1})
+	if err != nil {
+		return nil, err
+	}
+	pushes, err := jobs.New(rdb, jobs.Config{Name: keys.PushQueue, Partitions: keys.Partitions})
+	if err != nil {
+		return nil, err
+	}
+	items, err := feeds.NewStore(cfg.Watcher.Store, rdb)
+	if err != nil {
+		return nil, err
+	}
+	return &Pipeline{
+		Catalog: cat, Devices: reg0, Throttle: th, Planner: planner, Events: events, Pushes: pushes,
+		Submitter: fanout.NewSubmitter(planner, events), Items: items,
+		Stats: stats.NewRecorder(rdb, reg, log, clock),
+	}, nil
+}
+
+// Dispatcher runs the background parts. Start it once; Stop drains it.
+type Dispatcher struct {
+	log       *slog.Logger
+	pipe      *Pipeline
+	sender    *push.Sender
+	watcher   *feeds.Watcher
+	scheduler *throttle.Scheduler
+	events    *jobs.Worker
+	pushes    *jobs.Worker
+	monitor   *jobs.Monitor
+	stoppers  []func()
+}
+
+// New builds a dispatcher. It connects the push sender (reading its
+// credentials) but starts nothing.
+func New(ctx context.Context, cfg Config, d Deps) (*Dispatcher, error) {
+	if d.Redis == nil || d.Logger == nil {
+		return nil, errors.New("dispatcher: Redis and Logger are required")
+	}
+	clock := d.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	p, err := NewPipeline(cfg, d.Redis, d.Logger, d.Registerer, clock)
+	if err != nil {
+		return nil, err
+	}
+	sender, err := push.New(ctx, cfg.Push, d.Logger, clock, d.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	dis := &Dispatcher{log: d.Logger, pipe: p, sender: sender}
+	fail := func(err error) (*Dispatcher, error) {
+		sender.Close()
+		return nil, err
+	}
+
+	notify := feeds.NotifierFunc(dis.feedChanged)
+	if dis.watcher, err = feeds.NewWatcher(cfg.Watcher, feeds.Deps{
+		Redis: d.Redis, Catalog: p.Catalog, Notifier: notify, HTTPClient: d.FeedClient,
+		Registerer: d.Registerer, Logger: d.Logger, Clock: clock,
+	}); err != nil {
+		return fail(err)
+	}
+	if dis.scheduler, err = throttle.NewScheduler(cfg.Scheduler, p.Throttle, d.Logger, clock); err != nil {
+		return fail(err)
+	}
+
+	// One event per handler call: planning a big fan-out takes seconds, and
+	// the checkpoints let a slice that hits the timeout resume at once.
+	ec := cfg.EventWorker
+	ec.BatchSize = 1
+	if dis.events, err = jobs.NewWorker(p.Events, jobs.HandlerFunc(dis.plan), ec, d.Logger, clock, d.Registerer); err != nil {
+		return fail(err)
+	}
+	h, err := delivery.New(delivery.Config{MaxDeliveries: cfg.PushWorker.MaxDeliveries}, delivery.Deps{
+		Redis: d.Redis, Sender: sender, Pruner: p.Devices, Events: p.Planner, Stats: p.Stats,
+		Logger: d.Logger, Clock: clock, Reg: d.Registerer,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	if dis.pushes, err = jobs.NewWorker(p.Pushes, h, cfg.PushWorker, d.Logger, clock, d.Registerer); err != nil {
+		return fail(err)
+	}
+	if dis.monitor, err = jobs.NewMonitor([]*jobs.Queue{p.Events, p.Pushes}, cfg.Monitor, d.Logger, clock, d.Registerer); err != nil {
+		return fail(err)
+	}
+	return dis, nil
+}
+
+// Pipeline returns the stores the dispatcher runs on.
+func (d *Dispatcher) Pipeline() *Pipeline { return d.pipe }
+
+// Start creates the consumer groups and starts every loop. On an error the
+// loops already started are stopped.
+func (d *Dispatcher) Start(ctx context.Context) error {
+	for _, q := range []*jobs.Queue{d.pipe.Events, d.pipe.Pushes} {
+		if err := q.EnsureGroups(ctx); err != nil {
+			return fmt.Errorf("create consumer groups of queue %s: %w", q.Name(), err)
+		}
+	}
+	// Consumers first, producers last; Stop goes the other way.
+	parts := []struct {
+		name  string
+		start func(context.Context) error
+		stop  func()
+	}{
+		{"push workers", d.pushes.Start, d.pushes.Stop},
+		{"events worker", d.events.Start, d.events.Stop},
+		{"scheduler", d.scheduler.Start, d.scheduler.Stop},
+		{"feed watcher", d.watcher.Start, d.watcher.Stop},
+		{"queue monitor", d.monitor.Start, d.monitor.Stop},
+	}
+	for _, p := range parts {
+		if err := p.start(ctx); err != nil {
+			d.Stop()
+			return fmt.Errorf("start %s: %w", p.name, err)
+		}
+		d.stoppers = append(d.stoppers, p.stop)
+	}
+	return nil
+}
+
+// Stop stops the producers first, then drains the workers, then closes the
+// provider connections. It is safe to call twice, or before Start.
+func (d *Dispatcher) Stop() {
+	for i := len(d.stoppers) - 1; i >= 0; i-- {
+		d.stoppers[i]()
+	}
+	d.stoppers = nil
+	d.sender.Close()
+}
+
+// feedChanged turns a feed's new items into an event. The event id is the
+// feed and its head cursor, so a notification repeated after a crash
+// submits the same event again, which is a no-op.
+func (d *Dispatcher) feedChanged(ctx context.Context, feed string, since, head int64, newItems int) error {
+	id := fmt.Sprintf("feed:%s:%d", feed, head)
+	_, err := d.pipe.Submitter.Submit(ctx, fanout.Event{
+		ID: id, Feeds: []string{feed}, Lane: throttle.LaneFeed, Reason: "feed",
+		Since: map[string]int64{feed: since},
+	})
+	if err != nil {
+		return err
+	}
+	d.log.InfoContext(ctx, "feed changed", "feed", feed, "event", id, "new_items", newItems, "since", since, "head", head)
+	return nil
+}
+
+// plan is the events queue's handler: it plans the fan-out of one event.
+func (d *Dispatcher) plan(ctx context.Context, o *jobs.Outcomes, js []*jobs.Job) error {
+	for _, j := range js {
+		id := string(j.Payload)
+		pr, err := d.pipe.Planner.Plan(ctx, id)
+		switch {
+		case errors.Is(err, fanout.ErrNotFound):
+			d.log.WarnContext(ctx, "event expired before planning", "event", id)
+			o.Dead(j, "event not found")
+		case errors.Is(err, context.DeadlineExceeded):
+			// The slice ran out of time; the checkpoint keeps the progress,
+			// so go on at once from there.
+			o.Retry(j, time.Millisecond)
+		case err != nil:
+			return fmt.Errorf("plan event %s: %w", id, err)
+		default:
+			d.log.InfoContext(ctx, "event planned", "event", id, "targeted", pr.Targeted, "queued", pr.Queued,
+				"deferred", pr.Deferred, "coalesced", pr.Coalesced, "skipped", pr.Skipped)
+		}
+	}
+	return nil
+}
