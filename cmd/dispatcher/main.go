@@ -68,6 +68,8 @@ func Settings() []config.Setting {
 		{Flag: "sync-task", Env: "NUDGE_SYNC_TASK", Default: "nudge.sync", Help: "task name in the payload, for the app's callbackDispatcher"},
 		{Flag: "push-ttl", Env: "NUDGE_PUSH_TTL", Default: "1h", Help: "how long a provider keeps a push for an offline device"},
 		{Flag: "push-send-timeout", Env: "NUDGE_PUSH_SEND_TIMEOUT", Default: "10s", Help: "deadline of one APNs push or one FCM SendEach call"},
+		{Flag: "push-device-backoff", Env: "NUDGE_PUSH_DEVICE_BACKOFF", Default: "1m", Help: "least wait before retrying a device the provider says gets too many pushes"},
+		{Flag: "push-provider-pause", Env: "NUDGE_PUSH_PROVIDER_PAUSE", Default: "1m", Help: "least pause of all sends to a provider after a project-level quota error (at least 1m)"},
 
 		{Flag: "ios-push-limit", Env: "NUDGE_IOS_PUSH_LIMIT", Default: "3", Help: "iOS: most silent pushes per device in any NUDGE_IOS_PUSH_WINDOW"},
 		{Flag: "ios-push-window", Env: "NUDGE_IOS_PUSH_WINDOW", Default: "1h", Help: "iOS: sliding window of NUDGE_IOS_PUSH_LIMIT"},
@@ -231,6 +233,8 @@ func dispatcherConfig(v *config.Values) (dispatcher.Config, time.Duration, error
 			SyncTask:           v.String("sync-task"),
 			DefaultTTL:         dur("push-ttl"),
 			SendTimeout:        dur("push-send-timeout"),
+			DeviceBackoff:      dur("push-device-backoff"),
+			ProviderPause:      dur("push-provider-pause"),
 		},
 		Throttle: throttle.Config{
 			IOS: throttle.Policy{Limit: num("ios-push-limit"), Window: dur("ios-push-window"), MinGap: dur("ios-min-gap"),
@@ -262,6 +266,7 @@ func dispatcherConfig(v *config.Values) (dispatcher.Config, time.Duration, error
 		cfg.PushWorker.HandlerTimeout = min(cfg.PushWorker.ReclaimMinIdle/2, time.Minute)
 	}
 	shutdown := dur("shutdown-timeout")
+	errs = append(errs, cfg.Push.Validate())
 	return cfg, shutdown, errors.Join(errs...)
 }
 

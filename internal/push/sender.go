@@ -336,3 +336,7 @@ func (m *metrics) result(p Provider, a Action) {
 	}
 	cs[a].Inc()
 }
+
+// Validate reports every problem of the configuration, with the settings to
+// change, without connecting to anything.
+func (c Config) Validate() error { return c.withDefaults().validate() }
