@@ -1,5 +1,6 @@
 // Command api serves nudge's HTTP API: the device registry, the feed
-// catalogue, health and metrics. See README.md and docs/operations.md.
+// catalogue, editor syncs, the app's sync read and wake receipts, the
+// console, health and metrics. See README.md and docs/operations.md.
 //
 // Usage:
 //
@@ -11,166 +12,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"slices"
-	"syscall"
-	"time"
 
-	"github.com/nudge-dev/nudge/internal/auth"
-	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/config"
-	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/httpapi"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := httpapi.Run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		if errors.Is(err, config.ErrHelp) {
 			return
 		}
 		fmt.Fprintln(os.Stderr, "api:", err)
 		os.Exit(1)
 	}
-}
-
-// Settings lists every setting of the api binary: flag, environment
-// variable, default and help. docs/operations.md documents the same list.
-func Settings() []config.Setting {
-	return slices.Concat(config.RedisSettings(), config.LogSettings(), []config.Setting{
-		{Flag: "http-addr", Env: "NUDGE_HTTP_ADDR", Default: ":8080", Help: "HTTP listen address"},
-		{Flag: "api-keys-file", Env: "NUDGE_API_KEYS_FILE", Default: "",
-			Help: `API keys file: lines "<name> <role> <sha256 hex>" (make one with: api mint-key <name> <role>); empty: no key is accepted`},
-		{Flag: "feeds-file", Env: "NUDGE_FEEDS_FILE", Default: "", Help: "JSON or YAML list of feeds upserted into the catalogue at start"},
-		{Flag: "shutdown-timeout", Env: "NUDGE_SHUTDOWN_TIMEOUT", Default: "15s", Help: "how long SIGTERM waits for in-flight requests"},
-		{Flag: "register-rate-limit", Env: "NUDGE_REGISTER_RATE_LIMIT", Default: "600",
-			Help: "registrations per client IP per window (-1 disables)"},
-		{Flag: "register-rate-window", Env: "NUDGE_REGISTER_RATE_WINDOW", Default: "1m", Help: "window of NUDGE_REGISTER_RATE_LIMIT"},
-		{Flag: "max-feeds-per-device", Env: "NUDGE_MAX_FEEDS_PER_DEVICE", Default: "64", Help: "most feeds one device may subscribe to"},
-	})
-}
-
-// run is the whole program; main only calls it. It returns when ctx ends
-// or on SIGINT/SIGTERM, after draining in-flight requests.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "mint-key" {
-		return mintKey(args[1:], stdout)
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	v, err := config.Parse("api", Settings(), args, getenv, stderr)
-	if err != nil {
-		return err
-	}
-	if len(v.Args()) > 0 {
-		return fmt.Errorf("unexpected argument %q (subcommands: mint-key)", v.Args()[0])
-	}
-	level, err := v.LogLevel()
-	shutdownTimeout, err2 := v.Duration("shutdown-timeout")
-	rateLimit, err3 := v.Int("register-rate-limit")
-	rateWindow, err4 := v.Duration("register-rate-window")
-	maxFeeds, err5 := v.Int("max-feeds-per-device")
-	if err := errors.Join(err, err2, err3, err4, err5); err != nil {
-		return err
-	}
-	if v.String("http-addr") == "" {
-		return v.Invalid("http-addr", "set a listen address such as :8080")
-	}
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
-
-	keys, err := auth.LoadKeys(v.String("api-keys-file"))
-	if err != nil {
-		return err
-	}
-	if keys.Len() == 0 {
-		log.WarnContext(ctx, "no API keys configured: admin and editor routes answer 401; set NUDGE_API_KEYS_FILE")
-	}
-	var seed []catalog.Feed
-	if path := v.String("feeds-file"); path != "" {
-		if seed, err = catalog.LoadFile(path); err != nil {
-			return err
-		}
-	}
-
-	rdb, err := config.OpenRedis(ctx, v.String("redis-url"), v.String("embedded-redis-addr"), log)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-
-	feeds, err := catalog.NewStore(rdb.Client, catalog.Config{})
-	if err != nil {
-		return err
-	}
-	if err := feeds.Seed(ctx, seed); err != nil {
-		return err
-	}
-	if len(seed) > 0 {
-		log.InfoContext(ctx, "feed catalogue seeded", "file", v.String("feeds-file"), "feeds", len(seed))
-	}
-	registry, err := devices.New(rdb.Client, feeds, devices.Config{MaxFeeds: maxFeeds})
-	if err != nil {
-		return err
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := httpapi.NewServer(httpapi.Deps{
-		Logger: log, Redis: rdb.Client, Devices: registry, Catalog: feeds, Keys: keys,
-		Metrics: reg, Gatherer: reg,
-	}, httpapi.Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow})
-	if err != nil {
-		return err
-	}
-
-	ln, err := net.Listen("tcp", v.String("http-addr"))
-	if err != nil {
-		return fmt.Errorf("listen on %s (NUDGE_HTTP_ADDR): %w", v.String("http-addr"), err)
-	}
-	hs := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
-	log.InfoContext(ctx, "api listening", "addr", ln.Addr().String(), "cluster", rdb.Cluster, "embedded_redis", rdb.Embedded != nil)
-
-	select {
-	case err := <-serveErr:
-		return fmt.Errorf("serve http: %w", err)
-	case <-ctx.Done():
-	}
-	log.InfoContext(ctx, "shutting down: draining in-flight requests", "timeout", shutdownTimeout.String())
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		return fmt.Errorf("drain http requests: %w", err)
-	}
-	<-serveErr
-	log.InfoContext(sctx, "stopped")
-	return nil
-}
-
-// mintKey implements "api mint-key <name> <role>".
-func mintKey(args []string, stdout io.Writer) error {
-	if len(args) != 2 {
-		return errors.New("usage: api mint-key <name> <role>   (role: editor or admin)")
-	}
-	m, err := auth.Mint(args[0], auth.Role(args[1]))
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "API key for %s (%s), shown only this once; store it in your secret manager:\n\n  %s\n\n", args[0], args[1], m.Key)
-	fmt.Fprintf(stdout, "Add this line to the API keys file (NUDGE_API_KEYS_FILE); it holds only the key's hash:\n\n%s\n", m.Line)
-	return nil
 }

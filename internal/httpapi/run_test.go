@@ -1,4 +1,4 @@
-package main
+package httpapi_test
 
 import (
 	"bufio"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/httpapi"
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
 
@@ -54,7 +55,7 @@ func start(t *testing.T, env map[string]string) (base string, out *lineWriter, s
 	out = &lineWriter{addrC: make(chan string, 1)}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-http-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, io.Discard)
+		done <- httpapi.Run(ctx, []string{"-http-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, io.Discard)
 	}()
 	select {
 	case addr := <-out.addrC:
@@ -183,7 +184,7 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			err := run(t.Context(), nil, func(k string) string { return tt.env[k] }, io.Discard, io.Discard)
+			err := httpapi.Run(t.Context(), nil, func(k string) string { return tt.env[k] }, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got %v, want an error naming %q", err, tt.want)
 			}
@@ -194,7 +195,7 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 func TestMintKey(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	if err := run(t.Context(), []string{"mint-key", "alice", "editor"}, func(string) string { return "" }, &out, io.Discard); err != nil {
+	if err := httpapi.Run(t.Context(), []string{"mint-key", "alice", "editor"}, func(string) string { return "" }, &out, io.Discard); err != nil {
 		t.Fatalf("mint-key: %v", err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -212,7 +213,7 @@ func TestMintKey(t *testing.T) {
 	if k, ok := ks.Lookup(key); !ok || k.Name != "alice" || k.Role != auth.RoleEditor {
 		t.Fatalf("printed key does not match the printed line: %+v %v", k, ok)
 	}
-	if err := run(t.Context(), []string{"mint-key", "alice"}, func(string) string { return "" }, &out, io.Discard); err == nil {
+	if err := httpapi.Run(t.Context(), []string{"mint-key", "alice"}, func(string) string { return "" }, &out, io.Discard); err == nil {
 		t.Fatalf("mint-key without a role: got nil error")
 	}
 }
@@ -220,7 +221,7 @@ func TestMintKey(t *testing.T) {
 func TestSettingsAreUnique(t *testing.T) {
 	t.Parallel()
 	seen := map[string]bool{}
-	for _, s := range Settings() {
+	for _, s := range httpapi.Settings() {
 		if s.Flag == "" || !strings.HasPrefix(s.Env, "NUDGE_") || s.Help == "" {
 			t.Fatalf("incomplete setting %+v", s)
 		}

@@ -1,4 +1,4 @@
-package main
+package dispatcher_test
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
@@ -77,7 +78,7 @@ func TestRunServesProbesAndMetricsThenDrains(t *testing.T) {
 	out := &logs{addrC: make(chan string, 1)}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-http-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, io.Discard)
+		done <- dispatcher.Run(ctx, []string{"-http-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, io.Discard)
 	}()
 	var base string
 	select {
@@ -135,7 +136,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			tt.env["NUDGE_REDIS_URL"] = "redis://127.0.0.1:1" // never reached: config fails first
-			err := run(t.Context(), nil, func(k string) string { return tt.env[k] }, io.Discard, io.Discard)
+			err := dispatcher.Run(t.Context(), nil, func(k string) string { return tt.env[k] }, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("run: got %v, want an error naming %s", err, tt.want)
 			}
