@@ -5,34 +5,55 @@ import "github.com/redis/go-redis/v9"
 // luaCommon holds the helpers shared by the decide and move scripts. It is
 // prepended to each script body, so each script stays self-contained.
 //
-// Throttle state of one device (field <id> of thr:{pN}, cjson):
+// Throttle state of one device (field <id> of thr:{pN}) is a packed string,
+// split with one pattern match instead of a JSON decode and built with one
+// concatenation. RS is byte 0x1e, US byte 0x1f. Event ids, feeds and the
+// reason are stored as JSON string literals (quoted and escaped by the Go
+// side), which never contain a control byte, so RS and US cannot occur
+// inside them, and which are prefix-free, so a plain substring search for
+// US..<quoted id> finds exactly that id.
 //
-//	s  array  send times of the last K pushes, unix ms, oldest first
-//	e  array  the last Remember applied events, "<outcome>|<event id>"
-//	          (outcome q queued, d deferred, c coalesced)
-//	p  table  the pending push, absent when none:
-//	          t since (unix ms of the first update it holds)
-//	          u due (unix ms, also its score in due:{pN})
-//	          e event ids, oldest first, at most MaxEvents
-//	          n event ids dropped from e because of MaxEvents
-//	          f feeds, in arrival order
-//	          c feed -> min since cursor
-//	          l lane ("feed"|"breaking"), r reason
+//	state = S RS ne RS E RS t RS n RS k RS lane RS reason RS PE RS PF RS PC
+//	S      send times of the last K pushes, unix ms, oldest first, "," separated
+//	ne     number of entries in E
+//	E      the last Remember applied events: US (<quoted event id><outcome> US)*
+//	       outcome q queued, d deferred, c coalesced
+//	the pending push; all eight fields are empty when there is none:
+//	t      since (unix ms of the first update it holds)
+//	n      event ids dropped from PE because of MaxEvents
+//	k      number of event ids in PE
+//	lane   "feed" | "breaking"; reason a quoted string
+//	PE     event ids, oldest first:  US (<quoted id> US)*
+//	PF     feeds, in arrival order:  US (<quoted feed> US)*
+//	PC     min since cursor by feed: US (<quoted feed>:<cursor> US)*
+//
+// The due time of a pending push is its score in due:{pN}. A state that
+// starts with "{" is in the earlier JSON format and is converted when read.
+//
+// The hash thr:{pN} is kept in Redis's hash-table encoding once it holds
+// more than 128 devices: a listpack (used up to hash-max-listpack-entries,
+// 512 by default, when values are short) finds a field by a linear scan,
+// which made every state read and write of a 512-device batch cost several
+// microseconds. Field "~" holds a 4 KiB filler whose length exceeds any
+// sane hash-max-listpack-value, so the hash stays a hash table, also after
+// a restart. It is not a device.
 //
 // Policies arrive as ten ARGV numbers starting at a script-specific index:
 // iOS limit, window, min gap, debounce, max wait (ms), then Android's.
 const luaCommon = `
+local call, find, sub, match, gsub, byte = redis.call, string.find, string.sub, string.match, string.gsub, string.byte
+local concat, tonumber = table.concat, tonumber
+local RS, US = '\30', '\31'
+local STATE = '^([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)$'
+local NOPEND = '\30\30\30\30\30\30\30\30'
+local NOSENDS = {}
+
 local function policies(base)
   local function one(i)
     return {k = tonumber(ARGV[i]), w = tonumber(ARGV[i+1]), gap = tonumber(ARGV[i+2]),
             deb = tonumber(ARGV[i+3]), maxw = tonumber(ARGV[i+4])}
   end
   return {ios = one(base), android = one(base + 5)}
-end
-
-local function policy_of(pols, pl)
-  if pl == 'ios' then return pols.ios end
-  return pols.android
 end
 
 -- effective min gap: the policy's, or the user's min_interval if stricter.
@@ -43,26 +64,67 @@ local function gap_of(pol, mi)
   return g
 end
 
+-- sends_of splits S into its send times (strings), oldest first.
+local function sends_of(S)
+  if S == '' then return NOSENDS end
+  local s, n = {}, 0
+  for t in string.gmatch(S, '%d+') do n = n + 1; s[n] = t end
+  return s
+end
+
 -- allow_at is the earliest time at which a push keeps both limits.
-local function allow_at(st, pol, gap, now)
+local function allow_at(s, pol, gap, now)
   local a = now
-  local s = st.s
   local n = #s
+  if n == 0 then return a end
   if pol.k > 0 and n >= pol.k then
-    local t = s[n - pol.k + 1] + pol.w
+    local t = tonumber(s[n - pol.k + 1]) + pol.w
     if t > a then a = t end
   end
-  if n > 0 and s[n] + gap > a then a = s[n] + gap end
+  local t = tonumber(s[n]) + gap
+  if t > a then a = t end
   return a
 end
 
-local function load_state(thr, id)
-  local raw = redis.call('HGET', thr, id)
-  if not raw then return {s = {}, e = {}} end
+-- record returns S with the send time now_s appended, keeping the last k.
+local function record(s, pol, now_s)
+  local keep = pol.k
+  if keep < 1 then keep = 1 end
+  local n = #s
+  local from = n + 2 - keep
+  if from > n then return now_s end
+  if from < 1 then from = 1 end
+  return concat(s, ',', from, n) .. ',' .. now_s
+end
+
+-- list_json turns a US list into the body of a JSON array or object.
+local function list_json(l)
+  return (gsub(sub(l, 2, -2), US, ','))
+end
+
+local function payload(id, PE, n, PF, PC, lane, reason, now_s)
+  return '{"device":"' .. id .. '","events":[' .. list_json(PE) .. '],"dropped":' .. n ..
+    ',"feeds":[' .. list_json(PF) .. '],"since":{' .. list_json(PC) .. '},"lane":"' .. lane ..
+    '","reason":' .. reason .. ',"queued_at":' .. now_s .. '}'
+end
+
+-- legacy converts a state in the earlier JSON format.
+local function legacy(raw)
   local st = cjson.decode(raw)
-  st.s = st.s or {}
-  st.e = st.e or {}
-  return st
+  local q = cjson.encode
+  local s = {}
+  for i, t in ipairs(st.s or {}) do s[i] = string.format('%d', t) end
+  local e = {US}
+  for _, m in ipairs(st.e or {}) do e[#e + 1] = q(sub(m, 3)) .. sub(m, 1, 1) .. US end
+  local out = concat(s, ',') .. RS .. #(st.e or {}) .. RS .. concat(e)
+  local p = st.p
+  if not p then return out .. NOPEND end
+  local pe, pf, pc = {US}, {US}, {US}
+  for _, v in ipairs(p.e) do pe[#pe + 1] = q(v) .. US end
+  for _, v in ipairs(p.f) do pf[#pf + 1] = q(v) .. US end
+  for f, v in pairs(p.c) do pc[#pc + 1] = q(f) .. ':' .. string.format('%d', v) .. US end
+  return out .. RS .. string.format('%d', p.t) .. RS .. (p.n or 0) .. RS .. #p.e .. RS .. p.l ..
+    RS .. q(p.r) .. RS .. concat(pe) .. RS .. concat(pf) .. RS .. concat(pc)
 end
 
 -- bulk runs cmd key list... in slices of at most 1000 arguments (whole
@@ -70,26 +132,15 @@ end
 local function bulk(cmd, key, list, per)
   local step = 1000 - 1000 % per
   for i = 1, #list, step do
-    redis.call(cmd, key, unpack(list, i, math.min(i + step - 1, #list)))
+    call(cmd, key, unpack(list, i, math.min(i + step - 1, #list)))
   end
 end
 
-local function save_state(thr, id, st)
-  redis.call('HSET', thr, id, cjson.encode(st))
-end
-
--- send writes the pending push p of device id to the stream and records the
--- send time, keeping the last k send times.
-local function send(stream, id, st, p, pol, now)
-  local job = cjson.encode({device = id, events = p.e, dropped = p.n or 0, feeds = p.f,
-                            since = p.c, lane = p.l, reason = p.r, queued_at = now})
-  redis.call('XADD', stream, '*', 'p', job)
-  local s = st.s
-  s[#s + 1] = now
-  local keep = pol.k
-  if keep < 1 then keep = 1 end
-  while #s > keep do table.remove(s, 1) end
-  st.p = nil
+-- keep_hashtable converts a grown throttle hash to a hash table (see above).
+local function keep_hashtable(thr)
+  if call('OBJECT', 'ENCODING', thr) == 'listpack' and call('HLEN', thr) > 128 then
+    call('HSET', thr, '~', string.rep('~', 4096))
+  end
 end
 `
 
@@ -100,11 +151,11 @@ end
 // KEYS[3]  q:push:{pN}    push stream
 // KEYS[4..] dev:{pN}:<id> device hashes, one per device of the batch
 // ARGV[1]  now, unix ms
-// ARGV[2]  event id
+// ARGV[2]  event id, as a JSON string literal
 // ARGV[3]  lane "feed"|"breaking"
-// ARGV[4]  reason
-// ARGV[5]  feeds, JSON array (non-empty)
-// ARGV[6]  since cursors, JSON object feed -> cursor
+// ARGV[4]  reason, as a JSON string literal
+// ARGV[5]  feeds (non-empty), US list of JSON string literals (see luaCommon)
+// ARGV[6]  since cursors, US list of <JSON string literal>:<cursor>
 // ARGV[7..16] policies (see luaCommon)
 // ARGV[17] Remember: applied events remembered per device
 // ARGV[18] MaxEvents: event ids carried by one pending push
@@ -114,140 +165,174 @@ end
 // A duplicate (event already applied to the device) is counted under its
 // original outcome and also under duplicate.
 var decideScript = redis.NewScript(luaCommon + `
-local now = tonumber(ARGV[1])
-local ev = ARGV[2]
+local now_s = ARGV[1]
+local now = tonumber(now_s)
+local qev = ARGV[2]
 local lane = ARGV[3]
-local reason = ARGV[4]
-local feeds = cjson.decode(ARGV[5])
-local since = cjson.decode(ARGV[6])
+local qreason = ARGV[4]
+local feedsL = ARGV[5]
+local sinceL = ARGV[6]
 local pols = policies(7)
 local remember = tonumber(ARGV[17])
 local maxev = tonumber(ARGV[18])
 local cnt = {q = 0, d = 0, c = 0}
 local skipped, missing, dup = 0, 0, 0
 
+-- What every device of the call shares is built once: the needles that
+-- find this event and these feeds in a state, the pieces appended to a
+-- state, and the state and push payload of a device never seen before.
+local evNeedle = US .. qev
+local evEntry = qev .. US
+local evQ, evD, evC = qev .. 'q' .. US, qev .. 'd' .. US, qev .. 'c' .. US
+local feedNeedles, feedEntries = {}, {}
+for f in string.gmatch(feedsL, '[^\31]+') do
+  feedNeedles[#feedNeedles + 1] = US .. f .. US
+  feedEntries[#feedEntries + 1] = f .. US
+end
+local sinceNeedles, sinceVals, sinceEntries = {}, {}, {}
+for f, v in string.gmatch(sinceL, '\31([^\31]*):(%-?%d+)') do
+  sinceNeedles[#sinceNeedles + 1] = US .. f .. ':'
+  sinceVals[#sinceVals + 1] = tonumber(v)
+  sinceEntries[#sinceEntries + 1] = f .. ':' .. v
+end
+local newPending = RS .. now_s .. RS .. '0' .. RS .. '1' .. RS .. lane .. RS .. qreason .. RS ..
+  US .. evEntry .. RS .. feedsL .. RS .. sinceL
+local coldDeferred = RS .. '1' .. RS .. US .. evD .. newPending
+local coldQueued = now_s .. RS .. '1' .. RS .. US .. evQ .. NOPEND
+local jobHead = '{"device":"'
+local jobTail = '","events":[' .. qev .. '],"dropped":0,"feeds":[' .. list_json(feedsL) ..
+  '],"since":{' .. list_json(sinceL) .. '},"lane":"' .. lane .. '","reason":' .. qreason ..
+  ',"queued_at":' .. now_s .. '}'
+local stream = KEYS[3]
+
 -- One HMGET for the whole batch's state; writes are gathered and issued in
 -- bulk at the end (per-call overhead dominates small commands in Lua).
 local ids = {}
-for i = 4, #KEYS do ids[#ids + 1] = ARGV[15 + i] end
-local raws = redis.call('HMGET', KEYS[1], unpack(ids))
-local states, order, due, gone = {}, {}, {}, {}
+for i = 4, #KEYS do ids[i - 3] = ARGV[15 + i] end
+local raws = call('HMGET', KEYS[1], unpack(ids))
+local fresh, hset, zadd, zrem, gone = {}, {}, {}, {}, {}
 
-for j, id in ipairs(ids) do
-  local dev = redis.call('HMGET', KEYS[3 + j], 'pl', 'bg', 'mi')
+for j = 1, #ids do
+  local id = ids[j]
+  local dev = call('HMGET', KEYS[3 + j], 'pl', 'bg', 'mi')
   if not dev[1] and not dev[2] then
     missing = missing + 1
-    if raws[j] then gone[#gone + 1] = id; due[id] = false end
+    if raws[j] then gone[#gone + 1] = id; zrem[#zrem + 1] = id end
   elseif dev[2] == '0' then
     skipped = skipped + 1
   else
-    local st = states[id]
-    if not st then
-      if raws[j] then
-        st = cjson.decode(raws[j])
-        st.s = st.s or {}
-        st.e = st.e or {}
+    local pol = pols.android
+    if dev[1] == 'ios' then pol = pols.ios end
+    local raw = fresh[id] or raws[j]
+    local out, state
+    if not raw then
+      -- Never seen: no sends, no pending push, nothing remembered.
+      if lane ~= 'breaking' and pol.deb > 0 then
+        zadd[#zadd + 1] = now + pol.deb
+        zadd[#zadd + 1] = id
+        state, out = coldDeferred, 'd'
       else
-        st = {s = {}, e = {}}
+        call('XADD', stream, '*', 'p', jobHead .. id .. jobTail)
+        state, out = coldQueued, 'q'
       end
-      states[id] = st
-    end
-    local seen = nil
-    for _, m in ipairs(st.e) do
-      if string.sub(m, 3) == ev then seen = string.sub(m, 1, 1) end
-    end
-    if seen then
-      dup = dup + 1
-      cnt[seen] = cnt[seen] + 1
     else
-      local pol = policy_of(pols, dev[1])
-      local gap = gap_of(pol, dev[3])
-      local a = allow_at(st, pol, gap, now)
-      local out
-      local p = st.p
-      if p then
-        local e = p.e
-        e[#e + 1] = ev
-        while #e > maxev do table.remove(e, 1); p.n = (p.n or 0) + 1 end
-        for _, f in ipairs(feeds) do
-          local has = false
-          for _, g in ipairs(p.f) do if g == f then has = true end end
-          if not has then p.f[#p.f + 1] = f end
-        end
-        for f, v in pairs(since) do
-          if p.c[f] == nil or v < p.c[f] then p.c[f] = v end
-        end
-        if lane == 'breaking' and p.l ~= 'breaking' then p.l = 'breaking'; p.r = reason end
-        local d
-        if p.l == 'breaking' then
-          d = a
-        else
-          d = now + pol.deb
-          if p.t + pol.maxw < d then d = p.t + pol.maxw end
-          if a > d then d = a end
-        end
-        if d <= now then
-          send(KEYS[3], id, st, p, pol, now)
-          due[id] = false
-          out = 'q'
-        else
-          p.u = d
-          due[id] = d
-          out = 'c'
-        end
+      if byte(raw, 1) == 123 then raw = legacy(raw) end
+      local S, ne, E, t, n, k, pl, pr, PE, PF, PC = match(raw, STATE)
+      local at = find(E, evNeedle, 1, true)
+      if at then
+        local o = sub(E, at + #evNeedle, at + #evNeedle)
+        dup = dup + 1
+        cnt[o] = cnt[o] + 1
       else
-        local c = {}
-        for f, v in pairs(since) do c[f] = v end
-        p = {t = now, e = {ev}, n = 0, f = feeds, c = c, l = lane, r = reason}
-        local d = a
-        if lane ~= 'breaking' and now + pol.deb > d then d = now + pol.deb end
-        if d <= now then
-          send(KEYS[3], id, st, p, pol, now)
-          out = 'q'
+        local s = sends_of(S)
+        local a = now
+        if s ~= NOSENDS then a = allow_at(s, pol, gap_of(pol, dev[3]), now) end
+        ne = tonumber(ne) + 1
+        while ne > remember do E = sub(E, (find(E, US, 2, true))); ne = ne - 1 end
+        local head = RS .. ne .. RS .. E
+        if t ~= '' then
+          -- Coalesce into the pending push.
+          k = tonumber(k) + 1
+          local add = evEntry
+          if k > maxev then
+            PE, add, n = PE .. evEntry, '', tonumber(n)
+            while k > maxev do PE = sub(PE, (find(PE, US, 2, true))); k = k - 1; n = n + 1 end
+          end
+          for i = 1, #feedNeedles do
+            if not find(PF, feedNeedles[i], 1, true) then PF = PF .. feedEntries[i] end
+          end
+          for i = 1, #sinceNeedles do
+            local needle = sinceNeedles[i]
+            local x = find(PC, needle, 1, true)
+            if not x then
+              PC = PC .. sinceEntries[i] .. US
+            else
+              local v = match(PC, '^%-?%d+', x + #needle)
+              if sinceVals[i] < tonumber(v) then
+                PC = sub(PC, 1, x) .. sinceEntries[i] .. sub(PC, x + #needle + #v)
+              end
+            end
+          end
+          if lane == 'breaking' and pl ~= 'breaking' then pl = 'breaking'; pr = qreason end
+          local d
+          if pl == 'breaking' then
+            d = a
+          else
+            d = now + pol.deb
+            local cap = tonumber(t) + pol.maxw
+            if cap < d then d = cap end
+            if a > d then d = a end
+          end
+          if d <= now then
+            call('XADD', stream, '*', 'p', payload(id, PE .. add, n, PF, PC, pl, pr, now_s))
+            zrem[#zrem + 1] = id
+            state, out = record(s, pol, now_s) .. head .. evQ .. NOPEND, 'q'
+          else
+            zadd[#zadd + 1] = d
+            zadd[#zadd + 1] = id
+            state = S .. head .. evC .. RS .. t .. RS .. n .. RS .. k .. RS .. pl .. RS .. pr ..
+              RS .. PE .. add .. RS .. PF .. RS .. PC
+            out = 'c'
+          end
         else
-          p.u = d
-          st.p = p
-          due[id] = d
-          out = 'd'
+          local d = a
+          if lane ~= 'breaking' and now + pol.deb > d then d = now + pol.deb end
+          if d <= now then
+            call('XADD', stream, '*', 'p', jobHead .. id .. jobTail)
+            state, out = record(s, pol, now_s) .. head .. evQ .. NOPEND, 'q'
+          else
+            zadd[#zadd + 1] = d
+            zadd[#zadd + 1] = id
+            state, out = S .. head .. evD .. newPending, 'd'
+          end
         end
       end
-      local e = st.e
-      e[#e + 1] = out .. '|' .. ev
-      while #e > remember do table.remove(e, 1) end
-      if not st.dirty then st.dirty = true; order[#order + 1] = id end
+    end
+    if state then
+      fresh[id] = state
+      hset[#hset + 1] = id
+      hset[#hset + 1] = state
       cnt[out] = cnt[out] + 1
     end
   end
 end
 
-local hset, zadd, zrem = {}, {}, {}
-for _, id in ipairs(order) do
-  local st = states[id]
-  st.dirty = nil
-  hset[#hset + 1] = id
-  hset[#hset + 1] = cjson.encode(st)
-end
-for id, d in pairs(due) do
-  if d then
-    zadd[#zadd + 1] = d
-    zadd[#zadd + 1] = id
-  else
-    zrem[#zrem + 1] = id
-  end
-end
 bulk('HSET', KEYS[1], hset, 2)
 bulk('ZADD', KEYS[2], zadd, 2)
 bulk('ZREM', KEYS[2], zrem, 1)
 bulk('HDEL', KEYS[1], gone, 1)
+keep_hashtable(KEYS[1])
 return {cnt.q, cnt.d, cnt.c, skipped, missing, dup}
 `)
 
 // moveScript moves due pending pushes of one partition into its stream.
+// Like decideScript it reads the batch's due scores and states with one
+// call each and writes them back in bulk.
 //
 // KEYS[1]  thr:{pN}       throttle state hash
 // KEYS[2]  due:{pN}       deferred pushes, score = due unix ms
 // KEYS[3]  q:push:{pN}    push stream
-// KEYS[4..] dev:{pN}:<id> device hashes of the candidates
+// KEYS[4..] dev:{pN}:<id> device hashes of the candidates (distinct)
 // ARGV[1]  now, unix ms
 // ARGV[2..11] policies (see luaCommon)
 // ARGV[12..] device ids, ARGV[8+i] belongs to KEYS[i]
@@ -259,48 +344,65 @@ return {cnt.q, cnt.d, cnt.c, skipped, missing, dup}
 //
 // Returns {queued, rescheduled, skipped, missing, stale}.
 var moveScript = redis.NewScript(luaCommon + `
-local now = tonumber(ARGV[1])
+local now_s = ARGV[1]
+local now = tonumber(now_s)
 local pols = policies(2)
 local queued, resched, skipped, missing, stale = 0, 0, 0, 0, 0
-for i = 4, #KEYS do
-  local id = ARGV[8 + i]
-  local score = redis.call('ZSCORE', KEYS[2], id)
+local ids = {}
+for i = 4, #KEYS do ids[i - 3] = ARGV[8 + i] end
+if #ids == 0 then return {0, 0, 0, 0, 0} end
+local scores = call('ZMSCORE', KEYS[2], unpack(ids))
+local raws = call('HMGET', KEYS[1], unpack(ids))
+local hset, zadd, zrem, gone = {}, {}, {}, {}
+for j = 1, #ids do
+  local id = ids[j]
+  local score = scores[j]
   if not score or tonumber(score) > now then
     stale = stale + 1
   else
-    local dev = redis.call('HMGET', KEYS[i], 'pl', 'bg', 'mi')
+    local dev = call('HMGET', KEYS[3 + j], 'pl', 'bg', 'mi')
     if not dev[1] and not dev[2] then
       missing = missing + 1
-      redis.call('HDEL', KEYS[1], id)
-      redis.call('ZREM', KEYS[2], id)
+      gone[#gone + 1] = id
+      zrem[#zrem + 1] = id
     else
-      local st = load_state(KEYS[1], id)
-      if not st.p then
+      local raw = raws[j]
+      if raw and byte(raw, 1) == 123 then raw = legacy(raw) end
+      local S, ne, E, t, n, k, pl, pr, PE, PF, PC
+      if raw then S, ne, E, t, n, k, pl, pr, PE, PF, PC = match(raw, STATE) end
+      if not raw or t == '' then
         stale = stale + 1
-        redis.call('ZREM', KEYS[2], id)
+        zrem[#zrem + 1] = id
       elseif dev[2] == '0' then
         skipped = skipped + 1
-        st.p = nil
-        save_state(KEYS[1], id, st)
-        redis.call('ZREM', KEYS[2], id)
+        hset[#hset + 1] = id
+        hset[#hset + 1] = S .. RS .. ne .. RS .. E .. NOPEND
+        zrem[#zrem + 1] = id
       else
-        local pol = policy_of(pols, dev[1])
-        local a = allow_at(st, pol, gap_of(pol, dev[3]), now)
+        local pol = pols.android
+        if dev[1] == 'ios' then pol = pols.ios end
+        local s = sends_of(S)
+        local a = allow_at(s, pol, gap_of(pol, dev[3]), now)
         if a > now then
           resched = resched + 1
-          st.p.u = a
-          save_state(KEYS[1], id, st)
-          redis.call('ZADD', KEYS[2], a, id)
+          zadd[#zadd + 1] = a
+          zadd[#zadd + 1] = id
         else
           queued = queued + 1
-          send(KEYS[3], id, st, st.p, pol, now)
-          save_state(KEYS[1], id, st)
-          redis.call('ZREM', KEYS[2], id)
+          call('XADD', KEYS[3], '*', 'p', payload(id, PE, n, PF, PC, pl, pr, now_s))
+          hset[#hset + 1] = id
+          hset[#hset + 1] = record(s, pol, now_s) .. RS .. ne .. RS .. E .. NOPEND
+          zrem[#zrem + 1] = id
         end
       end
     end
   end
 end
+bulk('HSET', KEYS[1], hset, 2)
+bulk('ZADD', KEYS[2], zadd, 2)
+bulk('ZREM', KEYS[2], zrem, 1)
+bulk('HDEL', KEYS[1], gone, 1)
+keep_hashtable(KEYS[1])
 return {queued, resched, skipped, missing, stale}
 `)
 

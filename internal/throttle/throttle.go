@@ -68,8 +68,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -189,8 +193,51 @@ func (u Update) validate() error {
 		return fmt.Errorf("event %s has no feeds: %w", u.Event, ErrInvalidUpdate)
 	case u.Lane != LaneFeed && u.Lane != LaneBreaking:
 		return fmt.Errorf("event %s lane %q: %w", u.Event, u.Lane, ErrInvalidUpdate)
+	case !utf8.ValidString(u.Event) || !utf8.ValidString(u.Reason):
+		return fmt.Errorf("event %q or its reason is not UTF-8: %w", u.Event, ErrInvalidUpdate)
+	}
+	for _, f := range u.Feeds {
+		if !utf8.ValidString(f) {
+			return fmt.Errorf("event %s feed %q is not UTF-8: %w", u.Event, f, ErrInvalidUpdate)
+		}
+	}
+	for f := range u.Since {
+		if !utf8.ValidString(f) {
+			return fmt.Errorf("event %s since feed %q is not UTF-8: %w", u.Event, f, ErrInvalidUpdate)
+		}
 	}
 	return nil
+}
+
+// quote returns s as a JSON string literal. The scripts store event ids,
+// feeds and reasons in this form: it never holds a control byte, so it
+// cannot collide with the state's separators, and it goes into a push
+// payload as it is.
+func quote(s string) string {
+	b, _ := json.Marshal(s) // a valid UTF-8 string always encodes
+	return string(b)
+}
+
+// packFeeds encodes an update's feeds and since cursors as the scripts'
+// US-separated lists (see luaCommon): US ("feed" US)* and
+// US ("feed":cursor US)*, the cursors sorted by feed.
+func packFeeds(feeds []string, since map[string]int64) (string, string) {
+	var b strings.Builder
+	b.WriteByte(0x1f)
+	for _, f := range feeds {
+		b.WriteString(quote(f))
+		b.WriteByte(0x1f)
+	}
+	fl := b.String()
+	b.Reset()
+	b.WriteByte(0x1f)
+	for _, f := range slices.Sorted(maps.Keys(since)) {
+		b.WriteString(quote(f))
+		b.WriteByte(':')
+		b.WriteString(strconv.FormatInt(since[f], 10))
+		b.WriteByte(0x1f)
+	}
+	return fl, b.String()
 }
 
 // Counts are the outcomes of a Decide call, one per device.
@@ -286,22 +333,13 @@ func (t *Throttle) Decide(ctx context.Context, now time.Time, u Update, devices 
 	if err := u.validate(); err != nil {
 		return Counts{}, err
 	}
-	feeds, err := json.Marshal(u.Feeds)
-	if err != nil {
-		return Counts{}, fmt.Errorf("encode feeds: %w", err)
-	}
-	since := []byte("{}")
-	if len(u.Since) > 0 {
-		if since, err = json.Marshal(u.Since); err != nil {
-			return Counts{}, fmt.Errorf("encode since: %w", err)
-		}
-	}
+	feeds, since := packFeeds(u.Feeds, u.Since)
 	var groups [keys.Partitions][]uint64
 	for _, id := range devices {
 		p := keys.Partition(id)
 		groups[p] = append(groups[p], id)
 	}
-	head := []any{now.UnixMilli(), u.Event, u.Lane, u.Reason, string(feeds), string(since)}
+	head := []any{now.UnixMilli(), quote(u.Event), u.Lane, quote(u.Reason), feeds, since}
 	head = append(head, t.polArg...)
 	head = append(head, t.cfg.Remember, t.cfg.MaxEvents)
 
