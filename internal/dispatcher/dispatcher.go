@@ -41,6 +41,7 @@ import (
 // Config configures every part of the dispatcher. Zero fields take each
 // part's defaults.
 type Config struct {
+	Devices     devices.Config
 	Watcher     feeds.Config
 	Throttle    throttle.Config
 	Scheduler   throttle.SchedulerConfig
@@ -84,7 +85,9 @@ func NewPipeline(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg pr
 	if err != nil {
 		return nil, err
 	}
-	reg0, err := devices.New(rdb, cat, devices.Config{Now: clock})
+	dc := cfg.Devices
+	dc.Now = clock
+	reg0, err := devices.New(rdb, cat, dc)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/httpapi"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
@@ -47,6 +48,7 @@ type setupOpts struct {
 
 type bundle struct {
 	srv      *httpapi.Server
+	pipe     *dispatcher.Pipeline
 	rdb      *redis.Client
 	logs     *syncBuffer
 	adminKey string
@@ -70,29 +72,25 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	if err != nil {
 		t.Fatalf("parse keys: %v", err)
 	}
-	store, err := catalog.NewStore(rdb, catalog.Config{})
+	pipe, err := dispatcher.NewPipeline(dispatcher.Config{Devices: devices.Config{MaxFeeds: 4}}, rdb, log, nil, nil)
 	if err != nil {
-		t.Fatalf("catalog: %v", err)
+		t.Fatalf("pipeline: %v", err)
 	}
 	for _, f := range []catalog.Feed{
 		{ID: "world", Title: "World", URL: "https://example.com/world.xml"},
 		{ID: "tech", Title: "Tech", URL: "https://example.com/tech.xml", PollInterval: time.Minute},
 	} {
-		if _, err := store.Put(t.Context(), f); err != nil {
+		if _, err := pipe.Catalog.Put(t.Context(), f); err != nil {
 			t.Fatalf("put feed: %v", err)
 		}
 	}
-	reg, err := devices.New(rdb, store, devices.Config{MaxFeeds: 4})
-	if err != nil {
-		t.Fatalf("registry: %v", err)
-	}
 	pr := prometheus.NewRegistry()
-	srv, err := httpapi.NewServer(httpapi.Deps{Logger: log, Redis: rdb, Devices: reg, Catalog: store, Keys: ks, Metrics: pr, Gatherer: pr},
+	srv, err := httpapi.NewServer(httpapi.Deps{Logger: log, Redis: rdb, Pipeline: pipe, Keys: ks, Metrics: pr, Gatherer: pr},
 		httpapi.Config{RegisterRateLimit: o.rateLimit})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}
-	return &bundle{srv: srv, rdb: rdb, logs: logs, adminKey: admin.Key, editKey: editor.Key}
+	return &bundle{srv: srv, pipe: pipe, rdb: rdb, logs: logs, adminKey: admin.Key, editKey: editor.Key}
 }
 
 type response struct {
@@ -225,10 +223,12 @@ func TestReadyzFailsWithoutRedis(t *testing.T) {
 	b := setup(t, setupOpts{})
 	dead := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t)), MaxRetries: -1})
 	t.Cleanup(func() { _ = dead.Close() })
-	store, _ := catalog.NewStore(dead, catalog.Config{})
-	reg, _ := devices.New(dead, store, devices.Config{})
+	pipe, err := dispatcher.NewPipeline(dispatcher.Config{}, dead, slog.New(slog.DiscardHandler), nil, nil)
+	if err != nil {
+		t.Fatalf("pipeline: %v", err)
+	}
 	pr := prometheus.NewRegistry()
-	srv, err := httpapi.NewServer(httpapi.Deps{Logger: slog.New(slog.DiscardHandler), Redis: dead, Devices: reg, Catalog: store,
+	srv, err := httpapi.NewServer(httpapi.Deps{Logger: slog.New(slog.DiscardHandler), Redis: dead, Pipeline: pipe,
 		Keys: &auth.Keys{}, Metrics: pr, Gatherer: pr}, httpapi.Config{})
 	if err != nil {
 		t.Fatalf("new server: %v", err)

@@ -16,7 +16,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
-	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/httpapi"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,21 +34,17 @@ func BenchmarkRegisterHTTP(b *testing.B) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: benchClients})
 	b.Cleanup(func() { _ = rdb.Close() })
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	store, err := catalog.NewStore(rdb, catalog.Config{})
+	pipe, err := dispatcher.NewPipeline(dispatcher.Config{}, rdb, log, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, id := range []string{"world", "tech"} {
-		if _, err := store.Put(b.Context(), catalog.Feed{ID: id, Title: id, URL: "https://example.com/" + id}); err != nil {
+		if _, err := pipe.Catalog.Put(b.Context(), catalog.Feed{ID: id, Title: id, URL: "https://example.com/" + id}); err != nil {
 			b.Fatal(err)
 		}
 	}
-	reg, err := devices.New(rdb, store, devices.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
 	pr := prometheus.NewRegistry()
-	api, err := httpapi.NewServer(httpapi.Deps{Logger: log, Redis: rdb, Devices: reg, Catalog: store, Keys: &auth.Keys{}, Metrics: pr, Gatherer: pr},
+	api, err := httpapi.NewServer(httpapi.Deps{Logger: log, Redis: rdb, Pipeline: pipe, Keys: &auth.Keys{}, Metrics: pr, Gatherer: pr},
 		httpapi.Config{RegisterRateLimit: -1})
 	if err != nil {
 		b.Fatal(err)

@@ -123,7 +123,7 @@ func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	d, secret, created, err := s.deps.Devices.Register(r.Context(), reg)
+	d, secret, created, err := s.deps.Pipeline.Devices.Register(r.Context(), reg)
 	if err != nil {
 		return err
 	}
@@ -149,7 +149,7 @@ func (s *Server) device(r *http.Request) (devices.Device, error) {
 	if !ok {
 		return devices.Device{}, auth.ErrUnauthenticated
 	}
-	return s.deps.Devices.Authenticate(r.Context(), id, secret)
+	return s.deps.Pipeline.Devices.Authenticate(r.Context(), id, secret)
 }
 
 func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) error {
@@ -179,7 +179,7 @@ func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request) error {
 		}
 		p.SyncEnabled, p.MinInterval = &sync.Enabled, &sync.MinInterval
 	}
-	nd, err := s.deps.Devices.Update(r.Context(), d.ID, p)
+	nd, err := s.deps.Pipeline.Devices.Update(r.Context(), d.ID, p)
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if ok, err := s.deps.Devices.DeleteIfToken(r.Context(), d.ID, d.Token); err != nil {
+	if ok, err := s.deps.Pipeline.Devices.DeleteIfToken(r.Context(), d.ID, d.Token); err != nil {
 		return err
 	} else if !ok {
 		return devices.ErrConflict
@@ -208,7 +208,7 @@ type feedList struct {
 }
 
 func (s *Server) listFeeds(w http.ResponseWriter, r *http.Request) error {
-	feeds, err := s.deps.Catalog.List(r.Context())
+	feeds, err := s.deps.Pipeline.Catalog.List(r.Context())
 	if err != nil {
 		return err
 	}
@@ -244,11 +244,11 @@ func (s *Server) putFeed(w http.ResponseWriter, r *http.Request) error {
 		}
 		f.PollInterval = d
 	}
-	created, err := s.deps.Catalog.Put(r.Context(), f)
+	created, err := s.deps.Pipeline.Catalog.Put(r.Context(), f)
 	if err != nil {
 		return err
 	}
-	f, err = s.deps.Catalog.Get(r.Context(), id)
+	f, err = s.deps.Pipeline.Catalog.Get(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -263,7 +263,7 @@ func (s *Server) putFeed(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) deleteFeed(w http.ResponseWriter, r *http.Request) error {
 	id := chi.URLParam(r, "feed")
-	if err := s.deps.Catalog.Delete(r.Context(), id); err != nil {
+	if err := s.deps.Pipeline.Catalog.Delete(r.Context(), id); err != nil {
 		return err
 	}
 	s.audit(r, "feed.delete", id)

@@ -7,6 +7,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/go-chi/httprate"
 	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/console"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -17,6 +18,12 @@ func (s *Server) addRoutes(r chi.Router) {
 	r.Get("/readyz", s.handle(s.readyz))
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{}))
 
+	// The editors' console: a static page that calls the routes below.
+	r.Get("/", http.RedirectHandler(console.Path, http.StatusFound).ServeHTTP)
+	page := console.Handler().ServeHTTP
+	r.Get("/console", page)
+	r.Get("/console/*", page)
+
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.limitBody)
 		r.With(s.registerLimit()...).Post("/devices", s.handle(s.registerDevice))
@@ -25,6 +32,16 @@ func (s *Server) addRoutes(r chi.Router) {
 		r.Delete("/devices/{id}", s.handle(s.deleteDevice))
 
 		r.Get("/feeds", s.handle(s.listFeeds))
+		r.Get("/feeds/{feed}/items", s.handle(s.listItems))
+		r.Post("/devices/{id}/receipts", s.handle(s.postReceipt))
+
+		r.Group(func(r chi.Router) {
+			r.Use(s.RequireRole(auth.RoleEditor))
+			r.Post("/syncs", s.handle(s.createSync))
+			r.Get("/syncs/{id}", s.handle(s.getSync))
+			r.Post("/feeds/{feed}/poll", s.handle(s.pollFeed))
+			r.Get("/console/overview", s.handle(s.consoleOverview))
+		})
 
 		r.Route("/admin", func(r chi.Router) {
 			r.Use(s.RequireRole(auth.RoleAdmin))

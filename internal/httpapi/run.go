@@ -18,6 +18,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/config"
 	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -88,24 +89,20 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer rdb.Close()
 
-	feeds, err := catalog.NewStore(rdb.Client, catalog.Config{})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pipe, err := dispatcher.NewPipeline(dispatcher.Config{Devices: devices.Config{MaxFeeds: maxFeeds}}, rdb.Client, log, reg, nil)
 	if err != nil {
 		return err
 	}
-	if err := feeds.Seed(ctx, seed); err != nil {
+	if err := pipe.Catalog.Seed(ctx, seed); err != nil {
 		return err
 	}
 	if len(seed) > 0 {
 		log.InfoContext(ctx, "feed catalogue seeded", "file", v.String("feeds-file"), "feeds", len(seed))
 	}
-	registry, err := devices.New(rdb.Client, feeds, devices.Config{MaxFeeds: maxFeeds})
-	if err != nil {
-		return err
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := NewServer(Deps{
-		Logger: log, Redis: rdb.Client, Devices: registry, Catalog: feeds, Keys: keys,
+		Logger: log, Redis: rdb.Client, Pipeline: pipe, Keys: keys,
 		Metrics: reg, Gatherer: reg,
 	}, Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow})
 	if err != nil {

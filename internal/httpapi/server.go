@@ -15,8 +15,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/nudge-dev/nudge/internal/auth"
-	"github.com/nudge-dev/nudge/internal/catalog"
-	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -45,13 +44,13 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// Deps are the dependencies of the API. Later issues add fields here and
-// routes in routes.go.
+// Deps are the dependencies of the API.
 type Deps struct {
-	Logger   *slog.Logger
-	Redis    redis.UniversalClient // pinged by /readyz, used for audit records
-	Devices  *devices.Registry
-	Catalog  *catalog.Store
+	Logger *slog.Logger
+	Redis  redis.UniversalClient // pinged by /readyz, used for audit records
+	// Pipeline holds the stores the API reads and writes: the registry,
+	// the catalogue, the item logs, events and stats.
+	Pipeline *dispatcher.Pipeline
 	Keys     *auth.Keys
 	Metrics  prometheus.Registerer // HTTP metrics are registered here
 	Gatherer prometheus.Gatherer   // served on /metrics
@@ -60,8 +59,8 @@ type Deps struct {
 func (d *Deps) validate() error {
 	var errs []error
 	for name, missing := range map[string]bool{
-		"Logger": d.Logger == nil, "Redis": d.Redis == nil, "Devices": d.Devices == nil,
-		"Catalog": d.Catalog == nil, "Keys": d.Keys == nil, "Metrics": d.Metrics == nil, "Gatherer": d.Gatherer == nil,
+		"Logger": d.Logger == nil, "Redis": d.Redis == nil, "Pipeline": d.Pipeline == nil,
+		"Keys": d.Keys == nil, "Metrics": d.Metrics == nil, "Gatherer": d.Gatherer == nil,
 	} {
 		if missing {
 			errs = append(errs, fmt.Errorf("httpapi: Deps.%s is required", name))

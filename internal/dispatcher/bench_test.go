@@ -1,0 +1,586 @@
+package dispatcher_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	firebase "firebase.google.com/go/v4"
+	"firebase.google.com/go/v4/messaging"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/sideshow/apns2"
+	"github.com/sideshow/apns2/token"
+	"golang.org/x/net/http2"
+	"google.golang.org/api/option"
+	htransport "google.golang.org/api/transport/http"
+
+	"github.com/nudge-dev/nudge/internal/dispatcher"
+	"github.com/nudge-dev/nudge/internal/fanout"
+	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/throttle"
+)
+
+// The fleet mix, by device id: id%10 in 0-3 is iOS on APNs (40 %), 4 is
+// iOS on FCM (10 %), 5-9 is Android on FCM (50 %).
+func kindOf(id uint64) (provider, platform string) {
+	switch r := id % 10; {
+	case r < 4:
+		return "apns", "ios"
+	case r == 4:
+		return "fcm", "ios"
+	default:
+		return "fcm", "android"
+	}
+}
+
+// tokenOf is device id's push token, in its provider's real format: 64 hex
+// characters for APNs, 152 characters "<instance id>:APA91b…" for FCM.
+func tokenOf(id uint64) string {
+	if p, _ := kindOf(id); p == "apns" {
+		return fmt.Sprintf("%064x", id)
+	}
+	return fmt.Sprintf("d%021d:APA91b", id) + strings.Repeat("Q", 152-29)
+}
+
+// benchFleet is the fleet size of BenchmarkBreakingFanout:
+// $NUDGE_BENCH_DEVICES, default 100,000.
+func benchFleet(b *testing.B) int {
+	s := os.Getenv("NUDGE_BENCH_DEVICES")
+	if s == "" {
+		return 100_000
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 10 {
+		b.Fatalf("NUDGE_BENCH_DEVICES=%q: want an integer of at least 10", s)
+	}
+	return n
+}
+
+// benchBundle is a running dispatcher on a private redis-server, sending to
+// an in-process emulator.
+type benchBundle struct {
+	rdb   *redis.Client
+	emu   *pushemu.Emulator
+	creds pushemu.Credentials
+	cfg   dispatcher.Config
+	pipe  *dispatcher.Pipeline
+}
+
+// setupBench starts Redis, the emulator and a dispatcher configured from
+// the binary's settings: the emulator's credentials, every other NUDGE_*
+// variable from the environment (NUDGE_PUSH_WORKERS, NUDGE_PUSH_BATCH,
+// NUDGE_APNS_CONCURRENCY, NUDGE_FCM_CONCURRENCY…) or its default.
+func setupBench(b *testing.B) *benchBundle {
+	b.Helper()
+	rdb := redistest.Start(b)
+	// Keep one delivery per token: the counts stay exact and 100k
+	// recorded bodies do not grow the heap the benchmark runs in.
+	emu, err := pushemu.New(pushemu.Config{KeepPerToken: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := emu.Start(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(emu.Stop)
+	creds, err := emu.WriteCredentials(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, kv := range creds.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	getenv := func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		return os.Getenv(k)
+	}
+	cfg, err := dispatcher.ConfigFromEnv(getenv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	d, err := dispatcher.New(b.Context(), cfg, dispatcher.Deps{Redis: rdb, Logger: log, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := d.Start(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(d.Stop)
+	return &benchBundle{rdb: rdb, emu: emu, creds: creds, cfg: cfg, pipe: d.Pipeline()}
+}
+
+// writeDevices writes devices from..to straight into the registry's Redis
+// layout (internal/devices package doc): the device hash, the token index
+// entry and the subscription bit of feedOf(id), in pipelines. It is what
+// Registry.Register leaves behind, at a rate that populates 100k devices in
+// a second or two.
+func (bu *benchBundle) writeDevices(b *testing.B, from, to uint64, feedOf func(uint64) string) {
+	b.Helper()
+	ctx := b.Context()
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	pipe := bu.rdb.Pipeline()
+	flush := func() {
+		if _, err := pipe.Exec(ctx); err != nil {
+			b.Fatalf("write devices: %v", err)
+		}
+	}
+	for id := from; id <= to; id++ {
+		pv, pl := kindOf(id)
+		tok := tokenOf(id)
+		feed := feedOf(id)
+		sh := sha256.Sum256([]byte("secret-" + strconv.FormatUint(id, 10)))
+		pipe.HSet(ctx, keys.Device(id),
+			"tk", tok, "pv", pv, "pl", pl, "en", "production", "fd", feed, "bg", "1", "mi", "0",
+			"lo", "en-US", "tz", "Europe/Berlin", "av", "1.4.0", "sh", string(sh[:]), "ct", now, "ut", now)
+		digest := sha256.Sum256([]byte(tok))
+		pipe.HSet(ctx, keys.TokenShard(digest[:12]), string(digest[:12]), strconv.FormatUint(id, 10))
+		k, bit := keys.SubChunkOf(id)
+		pipe.SetBit(ctx, keys.SubChunk(feed, k), bit, 1)
+		if pipe.Len() >= 9000 {
+			flush()
+		}
+	}
+	flush()
+	seq, err := bu.rdb.Get(ctx, keys.DeviceSeq()).Uint64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		b.Fatalf("read device sequence: %v", err)
+	}
+	if seq < to {
+		if err := bu.rdb.Set(ctx, keys.DeviceSeq(), to, 0).Err(); err != nil {
+			b.Fatalf("set device sequence: %v", err)
+		}
+	}
+}
+
+// checkDevices reads a few written devices back through the registry, so a
+// drift between writeDevices and the registry's layout fails the benchmark.
+func (bu *benchBundle) checkDevices(b *testing.B, feed string, ids ...uint64) {
+	b.Helper()
+	for _, id := range ids {
+		d, err := bu.pipe.Devices.Get(b.Context(), id)
+		if err != nil {
+			b.Fatalf("registry cannot read written device %d: %v", id, err)
+		}
+		pv, pl := kindOf(id)
+		if d.Token != tokenOf(id) || d.Provider != pv || d.Platform != pl || !slices.Equal(d.Feeds, []string{feed}) || !d.Sync.Enabled {
+			b.Fatalf("device %d read back: got %+v, want token %s, %s/%s, feed %s, sync on", id, d, tokenOf(id), pv, pl, feed)
+		}
+	}
+}
+
+// resetThrottle drops every device's throttle state and pending push, so
+// the next breaking event finds a fresh fleet (the first push of the day).
+func (bu *benchBundle) resetThrottle(b *testing.B) {
+	b.Helper()
+	ks := make([]string, 0, 2*keys.Partitions)
+	for p := range keys.Partitions {
+		ks = append(ks, keys.Throttle(p), keys.Due(p))
+	}
+	if err := bu.rdb.Del(b.Context(), ks...).Err(); err != nil {
+		b.Fatalf("reset throttle state: %v", err)
+	}
+}
+
+// breaking is the event an editor's POST /v1/syncs submits.
+func breaking(feed string, alert *fanout.Alert) fanout.Event {
+	return fanout.Event{
+		Feeds: []string{feed}, Lane: throttle.LaneBreaking, Reason: "breaking",
+		Since: map[string]int64{feed: 120}, Alert: alert,
+	}
+}
+
+// waitSettled polls an event's progress until its fan-out is planned and
+// every targeted push has an outcome, and returns that progress.
+func (bu *benchBundle) waitSettled(b *testing.B, id string, want int64) fanout.Progress {
+	b.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		pr, err := bu.pipe.Planner.Progress(b.Context(), id)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if pr.Done && pr.Sent+pr.Pruned+pr.Failed >= want {
+			return pr
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("event %s did not settle within 2m: %+v", id, pr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// bareSender is the ceiling: the bare SDK calls, with the dispatcher's
+// provider concurrency, on prebuilt pushes to the same emulator.
+type bareSender struct {
+	apns     *apns2.Client
+	fcm      *messaging.Client
+	apnsConc int
+	fcmConc  int
+	topic    string
+}
+
+// barePushes are prebuilt pushes, split by provider.
+type barePushes struct {
+	apns []*apns2.Notification
+	fcm  []*messaging.Message
+}
+
+func (bp barePushes) len() int { return len(bp.apns) + len(bp.fcm) }
+
+func newBare(b *testing.B, bu *benchBundle) *bareSender {
+	b.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(bu.emu.CAPEM()) {
+		b.Fatal("emulator CA is not PEM")
+	}
+	key, err := token.AuthKeyFromFile(bu.creds.APNsKeyFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ac := apns2.NewTokenClient(&token.Token{AuthKey: key, KeyID: bu.creds.APNsKeyID, TeamID: bu.creds.APNsTeamID})
+	ac.Host = bu.creds.APNsHost
+	ac.HTTPClient.Transport.(*http2.Transport).TLSClientConfig = &tls.Config{RootCAs: pool}
+	b.Cleanup(ac.CloseIdleConnections)
+
+	base := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true, MaxIdleConns: 256, MaxIdleConnsPerHost: 256}
+	b.Cleanup(base.CloseIdleConnections)
+	rt, err := htransport.NewTransport(b.Context(), base,
+		option.WithAuthCredentialsFile(option.ServiceAccount, bu.creds.FCMCredentialsFile),
+		option.WithScopes("https://www.googleapis.com/auth/firebase.messaging"), option.WithTelemetryDisabled())
+	if err != nil {
+		b.Fatal(err)
+	}
+	app, err := firebase.NewApp(b.Context(), &firebase.Config{ProjectID: bu.creds.FCMProjectID},
+		option.WithHTTPClient(&http.Client{Transport: rt}), option.WithEndpoint(bu.creds.FCMEndpoint), option.WithTelemetryDisabled())
+	if err != nil {
+		b.Fatal(err)
+	}
+	fc, err := app.Messaging(b.Context())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &bareSender{
+		apns: ac, fcm: fc, topic: bu.creds.APNsTopic,
+		apnsConc: bu.cfg.Push.APNSConcurrency, fcmConc: bu.cfg.Push.FCMConcurrency,
+	}
+}
+
+// build prebuilds the silent breaking push of each device from..to, with
+// the payload fields and headers the pipeline sends.
+func (s *bareSender) build(b *testing.B, from, to uint64, feed, event string) barePushes {
+	b.Helper()
+	var bp barePushes
+	now := time.Now()
+	ttl := time.Hour
+	for id := from; id <= to; id++ {
+		collapse := "n" + strconv.FormatUint(id, 36) + "-" + event
+		data := map[string]string{
+			"type": "nudge.sync", "task": "nudge.sync", "feeds": feed, "event": event,
+			"push_id": "b" + strconv.FormatInt(now.UnixMilli(), 36) + "." + collapse,
+			"reason": "breaking", "since": feed + ":120", "sent_at": strconv.FormatInt(now.UnixMilli(), 10),
+		}
+		pv, pl := kindOf(id)
+		if pv == "apns" {
+			body := map[string]any{"aps": map[string]any{"content-available": 1}}
+			for k, v := range data {
+				body[k] = v
+			}
+			payload, err := json.Marshal(body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			bp.apns = append(bp.apns, &apns2.Notification{
+				DeviceToken: tokenOf(id), Topic: s.topic, PushType: apns2.PushTypeBackground,
+				Priority: apns2.PriorityLow, CollapseID: collapse, Expiration: now.Add(ttl), Payload: payload,
+			})
+			continue
+		}
+		m := &messaging.Message{Token: tokenOf(id), Data: data,
+			Android: &messaging.AndroidConfig{Priority: "normal", TTL: &ttl, CollapseKey: collapse}}
+		if pl == "ios" {
+			m.APNS = &messaging.APNSConfig{
+				Headers: map[string]string{"apns-push-type": "background", "apns-priority": "5",
+					"apns-expiration": strconv.FormatInt(now.Add(ttl).Unix(), 10), "apns-collapse-id": collapse},
+				Payload: &messaging.APNSPayload{Aps: &messaging.Aps{ContentAvailable: true}},
+			}
+		}
+		bp.fcm = append(bp.fcm, m)
+	}
+	return bp
+}
+
+// send sends bp: APNs with apnsConc pushes in flight and FCM in SendEach
+// calls of 500 with fcmConc calls in flight, both at once, as the push
+// sender does for a mixed batch.
+func (s *bareSender) send(ctx context.Context, bp barePushes) error {
+	var failed atomic.Int64
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(s.apnsConc, len(bp.apns)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(bp.apns) {
+					return
+				}
+				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				resp, err := s.apns.PushWithContext(pctx, bp.apns[i])
+				cancel()
+				if err != nil || resp.StatusCode != http.StatusOK {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	sem := make(chan struct{}, s.fcmConc)
+	for lo := 0; lo < len(bp.fcm); lo += 500 {
+		batch := bp.fcm[lo:min(lo+500, len(bp.fcm))]
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			br, err := s.fcm.SendEach(bctx, batch)
+			if err != nil {
+				failed.Add(int64(len(batch)))
+				return
+			}
+			failed.Add(int64(br.FailureCount))
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		return fmt.Errorf("bare loop: %d of %d pushes failed", n, bp.len())
+	}
+	return nil
+}
+
+// loadAvg is the 1-minute load average of the machine, 0 if unknown.
+func loadAvg() float64 {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f, _ := strconv.ParseFloat(strings.Fields(string(raw))[0], 64)
+	return f
+}
+
+// redisCPU is the CPU seconds the Redis main thread has used.
+func redisCPU(b *testing.B, rdb *redis.Client) float64 {
+	b.Helper()
+	info, err := rdb.Info(b.Context(), "cpu").Result()
+	if err != nil {
+		b.Fatalf("info cpu: %v", err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && (k == "used_cpu_user_main_thread" || k == "used_cpu_sys_main_thread") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return total
+}
+
+// BenchmarkBreakingFanout fans one breaking event out to a fleet of
+// NUDGE_BENCH_DEVICES devices (default 100,000: 40 % iOS on APNs, 10 % iOS
+// on FCM, 50 % Android on FCM) through the whole dispatcher: Submit, the
+// events worker, the planner and the throttle, the push queue, the push
+// workers and the provider SDKs, until the emulator has accepted every
+// push. In the same op the bare SDK loop sends the same pushes to the same
+// emulator, half before and half after the pipeline so both see the same
+// machine load; ratio = pipeline pushes/s ÷ bare pushes/s (the bar is
+// 0.7). Each op starts from a fresh throttle state.
+func BenchmarkBreakingFanout(b *testing.B) {
+	n := uint64(benchFleet(b))
+	bu := setupBench(b)
+	const feed, warmFeed = "headlines", "warmup"
+	const warm = 256
+	bu.writeDevices(b, 1, n, func(uint64) string { return feed })
+	bu.writeDevices(b, n+1, n+warm, func(uint64) string { return warmFeed })
+	bu.checkDevices(b, feed, 1, 4, 5, n)
+	bare := newBare(b, bu)
+
+	// Warm both paths: TLS connections, the APNs JWT, the OAuth token, the
+	// scripts in Redis.
+	ctx := b.Context()
+	if err := bare.send(ctx, bare.build(b, n+1, n+warm, warmFeed, "warm")); err != nil {
+		b.Fatal(err)
+	}
+	base := bu.emu.Count()
+	id, err := bu.pipe.Submitter.Submit(ctx, breaking(warmFeed, nil))
+	if err != nil {
+		b.Fatal(err)
+	}
+	bu.waitSettled(b, id, warm)
+	if got := bu.emu.Count() - base; got != warm {
+		b.Fatalf("warm-up pushes at the emulator: got %d, want %d", got, warm)
+	}
+	halves := [2]barePushes{
+		bare.build(b, 1, n/2, feed, "bare"),
+		bare.build(b, n/2+1, n, feed, "bare"),
+	}
+
+	var pipeWall, bareWall, planWall time.Duration
+	var redisSec float64
+	ops := 0
+	load0 := loadAvg()
+	for b.Loop() {
+		bu.resetThrottle(b)
+		t0 := time.Now()
+		if err := bare.send(ctx, halves[0]); err != nil {
+			b.Fatal(err)
+		}
+		bareWall += time.Since(t0)
+
+		base := bu.emu.Count()
+		cpu0 := redisCPU(b, bu.rdb)
+		start := time.Now()
+		id, err := bu.pipe.Submitter.Submit(ctx, breaking(feed, nil))
+		if err != nil {
+			b.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		err = bu.emu.WaitCount(wctx, base+int(n))
+		cancel()
+		if err != nil {
+			b.Fatalf("pipeline: %d of %d pushes at the emulator: %v", bu.emu.Count()-base, n, err)
+		}
+		pipeWall += time.Since(start)
+		redisSec += redisCPU(b, bu.rdb) - cpu0
+		pr := bu.waitSettled(b, id, int64(n))
+		if pr.Targeted != int64(n) || pr.Queued != int64(n) || pr.Sent != int64(n) {
+			b.Fatalf("event %s: got %+v, want %d targeted, queued and sent", id, pr, n)
+		}
+		planWall += pr.FinishedAt.Sub(start)
+
+		t0 = time.Now()
+		if err := bare.send(ctx, halves[1]); err != nil {
+			b.Fatal(err)
+		}
+		bareWall += time.Since(t0)
+		ops++
+	}
+	total := float64(n) * float64(ops)
+	pps, bps := total/pipeWall.Seconds(), total/bareWall.Seconds()
+	b.ReportMetric(pps, "pushes/s")
+	b.ReportMetric(bps, "bare_pushes/s")
+	b.ReportMetric(pps/bps, "ratio")
+	b.ReportMetric(planWall.Seconds()/float64(ops), "plan_s/op")
+	b.ReportMetric(pipeWall.Seconds()/float64(ops), "fanout_s/op")
+	b.ReportMetric(redisSec/float64(ops), "redis_cpu_s/op")
+	b.ReportMetric((load0+loadAvg())/2, "load1")
+}
+
+// BenchmarkTriggerLatency measures, per editor trigger, the time from
+// Submitter.Submit of a breaking event with an alert (what POST /v1/syncs
+// does) to the first push of that event at the emulator, and to the last
+// of its fleet. Each trigger goes to a fresh feed with its own four devices
+// (iOS on APNs, iOS on FCM, two Android), so every trigger is the first
+// push of those devices and the throttle lets it through at once, as it
+// does for a breaking event to a rested fleet. Triggers run one at a time.
+func BenchmarkTriggerLatency(b *testing.B) {
+	bu := setupBench(b)
+	ctx := b.Context()
+	deliveries, unsubscribe := bu.emu.Subscribe(1024)
+	defer unsubscribe()
+	alert := &fanout.Alert{Title: "Breaking", Body: "Something happened"}
+
+	// trigger submits one event to a fresh group of four devices and
+	// returns the latency of its first and its last push.
+	const group = 10
+	next := uint64(1)
+	trigger := func(i int) (first, last time.Duration) {
+		feed := "t" + strconv.Itoa(i)
+		from := next
+		// Ids of one group: provider mix 40/10/50 by id%10; pick one APNs,
+		// one iOS FCM and two Android FCM ids out of ten.
+		ids := []uint64{from, from + 4, from + 5, from + 6}
+		next += group
+		bu.writeDevices(b, from, from+group-1, func(id uint64) string {
+			if slices.Contains(ids, id) {
+				return feed
+			}
+			return "idle"
+		})
+		start := time.Now()
+		id, err := bu.pipe.Submitter.Submit(ctx, breaking(feed, alert))
+		if err != nil {
+			b.Fatal(err)
+		}
+		timeout := time.NewTimer(30 * time.Second)
+		defer timeout.Stop()
+		for got := 0; got < len(ids); {
+			select {
+			case d, ok := <-deliveries:
+				if !ok {
+					b.Fatal("emulator stopped")
+				}
+				if d.Data["event"] != id {
+					continue
+				}
+				if got == 0 {
+					first = d.At.Sub(start)
+				}
+				last = d.At.Sub(start)
+				got++
+			case <-timeout.C:
+				b.Fatalf("trigger %d (event %s): %d of %d pushes within 30s", i, id, got, len(ids))
+			}
+		}
+		return first, last
+	}
+	for i := range 3 { // warm connections, tokens and scripts
+		trigger(-1 - i)
+	}
+
+	var firsts, lasts []time.Duration
+	load0 := loadAvg()
+	i := 0
+	for b.Loop() {
+		f, l := trigger(i)
+		firsts = append(firsts, f)
+		lasts = append(lasts, l)
+		i++
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(quantile(firsts, 0.50)), "p50_ms")
+	b.ReportMetric(ms(quantile(firsts, 0.99)), "p99_ms")
+	b.ReportMetric(ms(quantile(lasts, 0.50)), "all_p50_ms")
+	b.ReportMetric(ms(quantile(lasts, 0.99)), "all_p99_ms")
+	b.ReportMetric((load0+loadAvg())/2, "load1")
+}
+
+// quantile returns the q-quantile of ds (nearest rank).
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[max(int(math.Ceil(q*float64(len(s))))-1, 0)]
+}

@@ -1,0 +1,18 @@
+package dispatcher
+
+import (
+	"io"
+
+	"github.com/nudge-dev/nudge/internal/config"
+)
+
+// ConfigFromEnv maps environment variables to a Config exactly as Run does,
+// defaults included, so tests and benchmarks run with the binary's settings.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	v, err := config.Parse("dispatcher", Settings(), nil, getenv, io.Discard)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg, _, err := dispatcherConfig(v)
+	return cfg, err
+}

@@ -1,0 +1,255 @@
+package httpapi
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/delivery"
+	"github.com/nudge-dev/nudge/internal/feeds"
+	"github.com/nudge-dev/nudge/internal/jobs"
+	"github.com/nudge-dev/nudge/internal/stats"
+)
+
+// Limits of the sync read.
+const (
+	defaultItemsLimit = 50
+	maxItemsLimit     = 200
+)
+
+type itemsView struct {
+	Feed      string     `json:"feed"`
+	Items     []itemView `json:"items"`
+	Next      int64        `json:"next"`
+	Head      int64        `json:"head"`
+	Truncated bool         `json:"truncated"`
+}
+
+// itemView is one item as the app reads it.
+type itemView struct {
+	Cursor    int64      `json:"cursor"`
+	ID        string     `json:"id"`
+	Title     string     `json:"title"`
+	Summary   string     `json:"summary,omitempty"`
+	URL       string     `json:"url,omitempty"`
+	Image     string     `json:"image,omitempty"`
+	Published *time.Time `json:"published,omitempty"`
+	Updated   *time.Time `json:"updated,omitempty"`
+}
+
+// listItems is GET /v1/feeds/{feed}/items?since=&limit=: the app's sync
+// read, the one small request a woken app makes per feed. The ETag is a
+// hash of the page, so a repeated read answers 304 with no body.
+func (s *Server) listItems(w http.ResponseWriter, r *http.Request) error {
+	f, err := s.feedOf(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	since, limit := int64(0), defaultItemsLimit
+	if v := q.Get("since"); v != "" {
+		if since, err = strconv.ParseInt(v, 10, 64); err != nil || since < 0 {
+			return badRequest("since", "since: want the cursor from the push payload or a previous page's next (a whole number ≥ 0)")
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxItemsLimit {
+			return badRequest("limit", "limit: want a whole number from 1 to 200")
+		}
+	}
+	page, err := s.deps.Pipeline.Items.Page(r.Context(), f.ID, since, limit)
+	if err != nil {
+		return err
+	}
+	items := make([]itemView, len(page.Items))
+	for i, it := range page.Items {
+		items[i] = itemView{Cursor: it.Cursor, ID: it.ID, Title: it.Title, Summary: it.Summary, URL: it.URL,
+			Image: it.Image, Published: timePtr(it.Published), Updated: timePtr(it.Updated)}
+	}
+	body, err := json.Marshal(itemsView{Feed: f.ID, Items: items, Next: page.Next, Head: page.Head, Truncated: page.Truncated})
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(body)
+	etag := `"` + hex.EncodeToString(sum[:12]) + `"`
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Cache-Control", "no-cache")
+	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(append(body, '\n'))
+	return nil
+}
+
+// etagMatch reports whether an If-None-Match header lists etag (weak
+// comparison, as RFC 9110 asks for If-None-Match).
+func etagMatch(header, etag string) bool {
+	for t := range strings.SplitSeq(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == etag || t == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+type receiptRequest struct {
+	PushID     string    `json:"push_id"`
+	ReceivedAt time.Time `json:"received_at"`
+	Outcome    string    `json:"outcome"`
+	Items      *int      `json:"items"`
+}
+
+// maxReceiptAge bounds how late a receipt may arrive and still count.
+const maxReceiptAge = 7 * 24 * time.Hour
+
+// postReceipt is POST /v1/devices/{id}/receipts: a woken app reports that
+// it woke, and what its sync found. Receipts give the wake rate and the
+// wake latency per platform and lane.
+func (s *Server) postReceipt(w http.ResponseWriter, r *http.Request) error {
+	d, err := s.device(r)
+	if err != nil {
+		return err
+	}
+	var req receiptRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	lane, sent, err := delivery.ParsePushID(req.PushID)
+	if err != nil {
+		return badRequest("push_id", "push_id: send the push_id of the push that woke the app")
+	}
+	switch req.Outcome {
+	case "synced", "no_data", "failed":
+	default:
+		return badRequest("outcome", `outcome: want "synced", "no_data" or "failed"`)
+	}
+	if req.ReceivedAt.IsZero() {
+		return badRequest("received_at", "received_at: want the RFC 3339 time the app woke")
+	}
+	now := s.cfg.Now()
+	if req.ReceivedAt.After(now.Add(time.Hour)) || req.ReceivedAt.Before(sent.Add(-time.Hour)) || now.Sub(sent) > maxReceiptAge {
+		return badRequest("received_at", "received_at is too far from the push's send time; check the device clock")
+	}
+	if req.Items != nil && *req.Items < 0 {
+		return badRequest("items", "items: want the number of items synced (≥ 0)")
+	}
+	if err := s.deps.Pipeline.Stats.Receipt(r.Context(), d.Platform, lane, req.Outcome, req.ReceivedAt.Sub(sent)); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// statsWindow is the span of the console's figures.
+const statsWindow = time.Hour
+
+type feedOverview struct {
+	ID                  string       `json:"id"`
+	Title               string       `json:"title"`
+	URL                 string       `json:"url"`
+	PollIntervalSeconds int64        `json:"poll_interval_seconds"`
+	Health              healthView   `json:"health"`
+	HeadCursor          int64        `json:"head_cursor"`
+	Latest              []latestItem `json:"latest"`
+}
+
+type healthView struct {
+	LastSuccess         *time.Time `json:"last_success"`
+	LastError           *string    `json:"last_error"`
+	LastStatus          int        `json:"last_status"`
+	ConsecutiveFailures int        `json:"consecutive_failures"`
+	NextPoll            *time.Time `json:"next_poll"`
+}
+
+type latestItem struct {
+	Title     string     `json:"title"`
+	URL       string     `json:"url"`
+	Published *time.Time `json:"published"`
+}
+
+type queueView struct {
+	Depth   int64 `json:"depth"`
+	Pending int64 `json:"pending"`
+	Retry   int64 `json:"retry"`
+	Dead    int64 `json:"dead"`
+}
+
+type overview struct {
+	Whoami    map[string]string          `json:"whoami"`
+	Feeds     []feedOverview             `json:"feeds"`
+	Queues    map[string]queueView       `json:"queues"`
+	Platforms map[string]*stats.Platform `json:"platforms"`
+	Series    stats.Series               `json:"series"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
+// consoleOverview is GET /v1/console/overview: everything the console shows
+// at a glance, in one request.
+func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	k, _ := auth.KeyFrom(ctx)
+	p := s.deps.Pipeline
+	list, err := p.Catalog.List(ctx)
+	if err != nil {
+		return err
+	}
+	out := overview{
+		Whoami: map[string]string{"name": k.Name, "role": string(k.Role)},
+		Feeds:  make([]feedOverview, 0, len(list)),
+		Queues: map[string]queueView{},
+	}
+	for _, f := range list {
+		h, err := feeds.ReadHealth(ctx, s.deps.Redis, f.ID)
+		if err != nil {
+			return err
+		}
+		latest, err := p.Items.Latest(ctx, f.ID, 5)
+		if err != nil {
+			return err
+		}
+		fo := feedOverview{
+			ID: f.ID, Title: f.Title, URL: f.URL, PollIntervalSeconds: int64(f.PollInterval / time.Second),
+			HeadCursor: h.Head, Latest: make([]latestItem, 0, len(latest)),
+			Health: healthView{
+				LastSuccess: timePtr(h.LastSuccess), LastStatus: h.LastStatus,
+				ConsecutiveFailures: h.Failures, NextPoll: timePtr(h.NextPoll),
+			},
+		}
+		if h.LastError != "" {
+			fo.Health.LastError = &h.LastError
+		}
+		for _, it := range latest {
+			fo.Latest = append(fo.Latest, latestItem{Title: it.Title, URL: it.URL, Published: timePtr(it.Published)})
+		}
+		out.Feeds = append(out.Feeds, fo)
+	}
+	for name, q := range map[string]*jobs.Queue{"push": p.Pushes, "events": p.Events} {
+		st, err := q.Stats(ctx)
+		if err != nil {
+			return err
+		}
+		out.Queues[name] = queueView{Depth: st.Depth, Pending: st.Pending, Retry: st.Retry, Dead: st.Dead}
+	}
+	sum, err := p.Stats.Summarize(ctx, statsWindow)
+	if err != nil {
+		return err
+	}
+	out.Platforms, out.Series = sum.Platforms, sum.Series
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

@@ -1,0 +1,166 @@
+package httpapi
+
+import (
+	"cmp"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/nudge-dev/nudge/internal/catalog"
+	"github.com/nudge-dev/nudge/internal/fanout"
+	"github.com/nudge-dev/nudge/internal/feeds"
+	"github.com/nudge-dev/nudge/internal/throttle"
+)
+
+// Limits of an editor's sync request.
+const (
+	maxSyncFeeds   = 64
+	maxAlertTitle  = 120
+	maxAlertBody   = 1000
+	maxEventIDSize = 128
+)
+
+type syncRequest struct {
+	Feeds []string `json:"feeds"`
+	Lane  string   `json:"lane"`
+	Alert *struct {
+		Title string `json:"title"`
+		Body  string `json:"body"`
+	} `json:"alert"`
+}
+
+// progressView is the progress of one sync as editors see it.
+type progressView struct {
+	ID        string    `json:"id"`
+	Feeds     []string  `json:"feeds"`
+	Lane      string    `json:"lane"`
+	CreatedAt time.Time `json:"created_at"`
+	State     string    `json:"state"` // planning, planned
+	Targeted  int64     `json:"targeted"`
+	Queued    int64     `json:"queued"`
+	Sent      int64     `json:"sent"`
+	Deferred  int64     `json:"deferred"`
+	Coalesced int64     `json:"coalesced"`
+	Skipped   int64     `json:"skipped"` // opted out, or gone before planning
+	Pruned    int64     `json:"pruned"`
+	Failed    int64     `json:"failed"`
+}
+
+// createSync is POST /v1/syncs: an editor asks subscribers of some feeds to
+// sync now. The sync is an event on the breaking lane by default, which
+// skips the debounce but not the platforms' budgets.
+func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
+	var req syncRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	ev := fanout.Event{Lane: cmp.Or(req.Lane, throttle.LaneBreaking), Reason: "breaking"}
+	switch ev.Lane {
+	case throttle.LaneBreaking:
+	case throttle.LaneFeed:
+		ev.Reason = "feed"
+	default:
+		return badRequest("lane", `lane: want "breaking" or "feed"`)
+	}
+	if len(req.Feeds) == 0 || len(req.Feeds) > maxSyncFeeds {
+		return badRequest("feeds", "feeds: list 1 to 64 feed ids")
+	}
+	seen := map[string]bool{}
+	for _, f := range req.Feeds {
+		if !seen[f] {
+			seen[f] = true
+			ev.Feeds = append(ev.Feeds, f)
+		}
+	}
+	missing, err := s.deps.Pipeline.Catalog.Missing(r.Context(), ev.Feeds)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return badRequest("feeds", "unknown feeds: "+strings.Join(missing, ", "))
+	}
+	if a := req.Alert; a != nil && (a.Title != "" || a.Body != "") {
+		if ev.Lane != throttle.LaneBreaking {
+			return badRequest("alert", "an alert goes only with the breaking lane")
+		}
+		if utf8.RuneCountInString(a.Title) > maxAlertTitle || utf8.RuneCountInString(a.Body) > maxAlertBody {
+			return badRequest("alert", "alert: title up to 120 characters, body up to 1000")
+		}
+		ev.Alert = &fanout.Alert{Title: a.Title, Body: a.Body}
+	}
+	// A sync names no new items: it carries each feed's head, and the app
+	// fetches from the smaller of that and its own cursor, as always.
+	ev.Since = map[string]int64{}
+	for _, f := range ev.Feeds {
+		head, err := s.deps.Pipeline.Items.Head(r.Context(), f)
+		if err != nil {
+			return err
+		}
+		ev.Since[f] = head
+	}
+	id, err := s.deps.Pipeline.Submitter.Submit(r.Context(), ev)
+	if err != nil {
+		return err
+	}
+	s.audit(r, "sync.create", id+" lane="+ev.Lane+" feeds="+strings.Join(ev.Feeds, ","))
+	w.Header().Set("Location", "/v1/syncs/"+id)
+	writeJSON(w, http.StatusAccepted, map[string]string{"id": id})
+	return nil
+}
+
+// getSync is GET /v1/syncs/{id}: live progress of a sync.
+func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
+	id := chi.URLParam(r, "id")
+	if id == "" || len(id) > maxEventIDSize {
+		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found"}
+	}
+	ev, err := s.deps.Pipeline.Planner.Event(r.Context(), id)
+	if err == nil {
+		var p fanout.Progress
+		p, err = s.deps.Pipeline.Planner.Progress(r.Context(), id)
+		if err == nil {
+			writeJSON(w, http.StatusOK, viewOfProgress(ev, p))
+			return nil
+		}
+	}
+	if errors.Is(err, fanout.ErrNotFound) {
+		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found", Err: err}
+	}
+	return err
+}
+
+func viewOfProgress(ev fanout.Event, p fanout.Progress) progressView {
+	state := "planning"
+	if p.Done {
+		state = "planned"
+	}
+	return progressView{
+		ID: ev.ID, Feeds: ev.Feeds, Lane: ev.Lane, CreatedAt: ev.CreatedAt.UTC(), State: state,
+		Targeted: p.Targeted, Queued: p.Queued, Sent: p.Sent, Deferred: p.Deferred, Coalesced: p.Coalesced,
+		Skipped: p.Skipped + p.Missing, Pruned: p.Pruned, Failed: p.Failed,
+	}
+}
+
+// pollFeed is POST /v1/feeds/{feed}/poll: a CMS or an editor asks for the
+// feed to be polled at once rather than at its next interval.
+func (s *Server) pollFeed(w http.ResponseWriter, r *http.Request) error {
+	id := chi.URLParam(r, "feed")
+	if _, err := s.deps.Pipeline.Catalog.Get(r.Context(), id); err != nil {
+		return err
+	}
+	if err := feeds.PollNow(r.Context(), s.deps.Redis, id); err != nil {
+		return err
+	}
+	s.audit(r, "feed.poll", id)
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+// feedOf returns the catalogue entry of the path's feed, or a 404.
+func (s *Server) feedOf(r *http.Request) (catalog.Feed, error) {
+	return s.deps.Pipeline.Catalog.Get(r.Context(), chi.URLParam(r, "feed"))
+}
