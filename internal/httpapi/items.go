@@ -25,9 +25,9 @@ const (
 type itemsView struct {
 	Feed      string     `json:"feed"`
 	Items     []itemView `json:"items"`
-	Next      int64        `json:"next"`
-	Head      int64        `json:"head"`
-	Truncated bool         `json:"truncated"`
+	Next      int64      `json:"next"`
+	Head      int64      `json:"head"`
+	Truncated bool       `json:"truncated"`
 }
 
 // itemView is one item as the app reads it.
