@@ -25,10 +25,13 @@ type Feed struct {
 // ErrNotFound is returned for a feed id that is not in the catalogue.
 var ErrNotFound = errors.New("feed not found")
 
-// Limits of a feed's fields.
+// Limits of a feed's fields. The floor suits a newsroom polling its own
+// origin; for other publishers' feeds a minute or more is the courtesy, and
+// POST /v1/feeds/{feed}/poll serves "right after publishing" better than
+// any interval.
 const (
 	DefaultPollInterval = 5 * time.Minute
-	MinPollInterval     = 30 * time.Second
+	MinPollInterval     = 10 * time.Second
 	MaxPollInterval     = 24 * time.Hour
 	maxTitle            = 200
 	maxURL              = 2048
