@@ -279,7 +279,7 @@ func (s *Server) audit(r *http.Request, action, target string) {
 	ctx := r.Context()
 	k, _ := auth.KeyFrom(ctx)
 	log := logFrom(ctx)
-	log.InfoContext(ctx, "audit", "action", action, "target", target, "api_key", k.Name, "role", string(k.Role))
+	log.InfoContext(ctx, "audit", "action", action, "target", target, "role", string(k.Role)) // api_key is on the logger
 	err := s.deps.Redis.XAdd(ctx, &redis.XAddArgs{
 		Stream: keys.Audit(), MaxLen: 100_000, Approx: true,
 		Values: []any{"action", action, "target", target, "key", k.Name, "role", string(k.Role),
