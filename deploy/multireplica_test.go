@@ -3,6 +3,8 @@ package deploy_test
 import (
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/redistest"
@@ -50,12 +53,20 @@ func TestMultiReplicaOnCluster(t *testing.T) {
 	fsrv := newFeedServer(t)
 	feedsFile := fsrv.feedsFile(t, "small", "big")
 	redisURL := "redis://" + cluster.Seeds()
+	editor, err := auth.Mint("deploy-test", auth.RoleEditor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keysFile := filepath.Join(t.TempDir(), "api-keys.txt")
+	if err := os.WriteFile(keysFile, []byte(editor.Line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	var apis []string
 	for range 2 {
 		addr := freeAddr(t)
 		p := stacktest.Start(t, "api", []string{
-			"NUDGE_REDIS_URL=" + redisURL, "NUDGE_HTTP_ADDR=" + addr, "NUDGE_FEEDS_FILE=" + feedsFile,
+			"NUDGE_REDIS_URL=" + redisURL, "NUDGE_HTTP_ADDR=" + addr, "NUDGE_FEEDS_FILE=" + feedsFile, "NUDGE_API_KEYS_FILE=" + keysFile,
 			"NUDGE_REGISTER_RATE_LIMIT=-1", "NUDGE_LOG_LEVEL=warn",
 		})
 		p.WaitHealthy(t, "http://"+addr+"/readyz", 90*time.Second)
@@ -108,11 +119,20 @@ func TestMultiReplicaOnCluster(t *testing.T) {
 		}
 		return devs
 	}
+	// publish changes the feed and asks for a poll now, as a publisher's
+	// CMS would (POST /v1/feeds/{feed}/poll, editor role).
 	publish := func(feed string) {
 		t.Helper()
 		fsrv.publish(feed, "story at "+time.Now().Format(time.RFC3339Nano))
-		if err := feeds.PollNow(t.Context(), rdb, feed); err != nil {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, apis[1]+"/v1/feeds/"+feed+"/poll", nil)
+		req.Header.Set("Authorization", "Bearer "+editor.Key)
+		resp, err := client.Do(req)
+		if err != nil {
 			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("POST /v1/feeds/%s/poll: %d", feed, resp.StatusCode)
 		}
 	}
 	waitAll := func(devs []device, timeout time.Duration) {
