@@ -39,6 +39,6 @@ func TestCluster(t *testing.T) {
 		return nil
 	})
 	if err != nil || masters.Load() != 3 {
-		t.Fatalf("masters = %d, %v; want 3", masters, err)
+		t.Fatalf("masters = %d, %v; want 3", masters.Load(), err)
 	}
 }
