@@ -6,29 +6,32 @@ import "github.com/redis/go-redis/v9"
 // prepended to each script body, so each script stays self-contained.
 //
 // Throttle state of one device (field <id> of thr:{pN}) is a packed string,
-// split with one pattern match instead of a JSON decode and built with one
-// concatenation. RS is byte 0x1e, US byte 0x1f. Event ids, feeds and the
-// reason are stored as JSON string literals (quoted and escaped by the Go
-// side), which never contain a control byte, so RS and US cannot occur
-// inside them, and which are prefix-free, so a plain substring search for
-// US..<quoted id> finds exactly that id.
+// read with plain substring searches (memchr speed) rather than a JSON
+// decode or a pattern over the whole string, and written with one
+// concatenation. RS, GS and US are bytes 0x1e, 0x1d and 0x1f. Event ids,
+// feeds and the reason are stored as JSON string literals (quoted and
+// escaped by the Go side), which never contain a control byte, so the
+// separators cannot occur inside them, and which are prefix-free, so a
+// plain search for GS..<quoted id> finds exactly that id.
 //
-//	state = S RS ne RS E RS t RS n RS k RS lane RS reason RS PE RS PF RS PC
-//	S      send times of the last K pushes, unix ms, oldest first, "," separated
-//	ne     number of entries in E
-//	E      the last Remember applied events: US (<quoted event id><outcome> US)*
-//	       outcome q queued, d deferred, c coalesced
-//	the pending push; all eight fields are empty when there is none:
-//	t      since (unix ms of the first update it holds)
-//	n      event ids dropped from PE because of MaxEvents
-//	k      number of event ids in PE
-//	lane   "feed" | "breaking"; reason a quoted string
-//	PE     event ids, oldest first:  US (<quoted id> US)*
-//	PF     feeds, in arrival order:  US (<quoted feed> US)*
-//	PC     min since cursor by feed: US (<quoted feed>:<cursor> US)*
+//	state = ne "," k "," n "," t "," lane RS S RS PF RS PC RS reason RS E RS PE
+//	ne      number of entries in E
+//	k       number of event ids in PE; 0 when no push is pending
+//	n       event ids dropped from PE because of MaxEvents
+//	t       since of the pending push (unix ms of its first update)
+//	lane    "feed" | "breaking" of the pending push
+//	S       send times of the last K pushes, unix ms, oldest first, "," separated
+//	PF      feeds of the pending push, in arrival order: US (<quoted feed> US)*
+//	PC      its min since cursor by feed: US (<quoted feed>:<cursor> US)*
+//	reason  its reason, quoted
+//	E       the last Remember applied events: (GS <quoted event id><outcome>)*
+//	        outcome q queued, d deferred, c coalesced
+//	PE      its event ids, oldest first: (US <quoted id>)*
 //
-// The due time of a pending push is its score in due:{pN}. A state that
-// starts with "{" is in the earlier JSON format and is converted when read.
+// Without a pending push k and n are 0 and t, lane, PF, PC, reason and PE
+// are empty. The due time of a pending push is its score in due:{pN}. A
+// state that starts with "{" is in the earlier JSON format and is
+// converted when read.
 //
 // The hash thr:{pN} is kept in Redis's hash-table encoding once it holds
 // more than 128 devices: a listpack (used up to hash-max-listpack-entries,
@@ -43,9 +46,8 @@ import "github.com/redis/go-redis/v9"
 const luaCommon = `
 local call, find, sub, match, gsub, byte = redis.call, string.find, string.sub, string.match, string.gsub, string.byte
 local concat, tonumber = table.concat, tonumber
-local RS, US = '\30', '\31'
-local STATE = '^([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)\30([^\30]*)$'
-local NOPEND = '\30\30\30\30\30\30\30\30'
+local RS, GS, US = '\30', '\29', '\31'
+local HEAD = '^(%d+),(%d+),(%d+),(%d*),(%a*)()'
 local NOSENDS = {}
 
 local function policies(base)
@@ -97,9 +99,27 @@ local function record(s, pol, now_s)
   return concat(s, ',', from, n) .. ',' .. now_s
 end
 
+-- state_of splits a state into its fields (numbers for ne, k and n).
+local function state_of(raw)
+  local ne, k, n, t, lane, p = match(raw, HEAD)
+  local p1 = find(raw, RS, p + 1, true)
+  local p2 = find(raw, RS, p1 + 1, true)
+  local p3 = find(raw, RS, p2 + 1, true)
+  local p4 = find(raw, RS, p3 + 1, true)
+  local p5 = find(raw, RS, p4 + 1, true)
+  return tonumber(ne), tonumber(k), tonumber(n), t, lane, sub(raw, p + 1, p1 - 1), sub(raw, p1 + 1, p2 - 1),
+    sub(raw, p2 + 1, p3 - 1), sub(raw, p3 + 1, p4 - 1), sub(raw, p4 + 1, p5 - 1), sub(raw, p5 + 1)
+end
+
+local function state(ne, k, n, t, lane, S, PF, PC, reason, E, PE)
+  return ne .. ',' .. k .. ',' .. n .. ',' .. t .. ',' .. lane .. RS .. S .. RS .. PF .. RS .. PC .. RS ..
+    reason .. RS .. E .. RS .. PE
+end
+
 -- list_json turns a US list into the body of a JSON array or object.
 local function list_json(l)
-  return (gsub(sub(l, 2, -2), US, ','))
+  if byte(l, -1) == 31 then l = sub(l, 1, -2) end
+  return (gsub(sub(l, 2), US, ','))
 end
 
 local function payload(id, PE, n, PF, PC, lane, reason, now_s)
@@ -114,17 +134,16 @@ local function legacy(raw)
   local q = cjson.encode
   local s = {}
   for i, t in ipairs(st.s or {}) do s[i] = string.format('%d', t) end
-  local e = {US}
-  for _, m in ipairs(st.e or {}) do e[#e + 1] = q(sub(m, 3)) .. sub(m, 1, 1) .. US end
-  local out = concat(s, ',') .. RS .. #(st.e or {}) .. RS .. concat(e)
+  local e = {}
+  for _, m in ipairs(st.e or {}) do e[#e + 1] = GS .. q(sub(m, 3)) .. sub(m, 1, 1) end
   local p = st.p
-  if not p then return out .. NOPEND end
-  local pe, pf, pc = {US}, {US}, {US}
-  for _, v in ipairs(p.e) do pe[#pe + 1] = q(v) .. US end
+  if not p then return state(#e, 0, 0, '', '', concat(s, ','), '', '', '', concat(e), '') end
+  local pe, pf, pc = {}, {US}, {US}
+  for _, v in ipairs(p.e) do pe[#pe + 1] = US .. q(v) end
   for _, v in ipairs(p.f) do pf[#pf + 1] = q(v) .. US end
   for f, v in pairs(p.c) do pc[#pc + 1] = q(f) .. ':' .. string.format('%d', v) .. US end
-  return out .. RS .. string.format('%d', p.t) .. RS .. (p.n or 0) .. RS .. #p.e .. RS .. p.l ..
-    RS .. q(p.r) .. RS .. concat(pe) .. RS .. concat(pf) .. RS .. concat(pc)
+  return state(#e, #pe, p.n or 0, string.format('%d', p.t), p.l, concat(s, ','), concat(pf), concat(pc),
+    q(p.r), concat(e), concat(pe))
 end
 
 -- bulk runs cmd key list... in slices of at most 1000 arguments (whole
@@ -154,8 +173,8 @@ end
 // ARGV[2]  event id, as a JSON string literal
 // ARGV[3]  lane "feed"|"breaking"
 // ARGV[4]  reason, as a JSON string literal
-// ARGV[5]  feeds (non-empty), US list of JSON string literals (see luaCommon)
-// ARGV[6]  since cursors, US list of <JSON string literal>:<cursor>
+// ARGV[5]  feeds (non-empty): US (<JSON string literal> US)*
+// ARGV[6]  since cursors: US (<JSON string literal>:<cursor> US)*
 // ARGV[7..16] policies (see luaCommon)
 // ARGV[17] Remember: applied events remembered per device
 // ARGV[18] MaxEvents: event ids carried by one pending push
@@ -164,7 +183,13 @@ end
 // Returns {queued, deferred, coalesced, skipped, missing, duplicate}.
 // A duplicate (event already applied to the device) is counted under its
 // original outcome and also under duplicate.
-var decideScript = redis.NewScript(luaCommon + `
+var decideScript = redis.NewScript(luaCommon + decideLua)
+
+// decideLua is the body of decideScript. The tests also run it with the
+// coalesce fast path switched off (FAST) to check that both paths write
+// the same states.
+const decideLua = `
+local FAST = true
 local now_s = ARGV[1]
 local now = tonumber(now_s)
 local qev = ARGV[2]
@@ -175,15 +200,16 @@ local sinceL = ARGV[6]
 local pols = policies(7)
 local remember = tonumber(ARGV[17])
 local maxev = tonumber(ARGV[18])
+local stream = KEYS[3]
 local cnt = {q = 0, d = 0, c = 0}
 local skipped, missing, dup = 0, 0, 0
+local hset, zadd, zrem, gone = {}, {}, {}, {}
+local id -- the device being decided
 
 -- What every device of the call shares is built once: the needles that
 -- find this event and these feeds in a state, the pieces appended to a
 -- state, and the state and push payload of a device never seen before.
-local evNeedle = US .. qev
-local evEntry = qev .. US
-local evQ, evD, evC = qev .. 'q' .. US, qev .. 'd' .. US, qev .. 'c' .. US
+local evNeedle, evPE = GS .. qev, US .. qev
 local feedNeedles, feedEntries = {}, {}
 for f in string.gmatch(feedsL, '[^\31]+') do
   feedNeedles[#feedNeedles + 1] = US .. f .. US
@@ -195,25 +221,134 @@ for f, v in string.gmatch(sinceL, '\31([^\31]*):(%-?%d+)') do
   sinceVals[#sinceVals + 1] = tonumber(v)
   sinceEntries[#sinceEntries + 1] = f .. ':' .. v
 end
-local newPending = RS .. now_s .. RS .. '0' .. RS .. '1' .. RS .. lane .. RS .. qreason .. RS ..
-  US .. evEntry .. RS .. feedsL .. RS .. sinceL
-local coldDeferred = RS .. '1' .. RS .. US .. evD .. newPending
-local coldQueued = now_s .. RS .. '1' .. RS .. US .. evQ .. NOPEND
+local coldDeferred = state(1, 1, 0, now_s, lane, '', feedsL, sinceL, qreason, evNeedle .. 'd', evPE)
+local coldQueued = state(1, 0, 0, '', '', now_s, '', '', '', evNeedle .. 'q', '')
 local jobHead = '{"device":"'
 local jobTail = '","events":[' .. qev .. '],"dropped":0,"feeds":[' .. list_json(feedsL) ..
   '],"since":{' .. list_json(sinceL) .. '},"lane":"' .. lane .. '","reason":' .. qreason ..
   ',"queued_at":' .. now_s .. '}'
-local stream = KEYS[3]
+
+-- coalesce is the fast path of the common case: the update merges into the
+-- pending push without changing its feeds, cursors, lane or due-before-now
+-- status, and no list needs more than one entry dropped. It splices the
+-- new entries into raw without splitting it. It returns nil when the case
+-- is not that simple.
+local function coalesce(raw, ne_s, k_s, t, pl, p, pol, mi)
+  local k = tonumber(k_s)
+  if not FAST or k == 0 or k >= maxev or (lane == 'breaking' and pl ~= 'breaking') then return nil end
+  local sEnd = find(raw, RS, p + 1, true)
+  local a = now
+  if sEnd > p + 1 then a = allow_at(sends_of(sub(raw, p + 1, sEnd - 1)), pol, gap_of(pol, mi), now) end
+  local d = a
+  if pl ~= 'breaking' then
+    d = now + pol.deb
+    local cap = tonumber(t) + pol.maxw
+    if cap < d then d = cap end
+    if a > d then d = a end
+  end
+  if d <= now then return nil end
+  local fEnd = find(raw, RS, sEnd + 1, true)
+  for i = 1, #feedNeedles do
+    local x = find(raw, feedNeedles[i], sEnd, true)
+    if not x or x > fEnd then return nil end
+  end
+  for i = 1, #sinceNeedles do
+    local needle = sinceNeedles[i]
+    local x = find(raw, needle, fEnd, true)
+    if not x or sinceVals[i] < tonumber(match(raw, '^%-?%d+', x + #needle)) then return nil end
+  end
+  local eStart = find(raw, GS, fEnd, true)
+  if not eStart then return nil end
+  local eEnd = find(raw, RS, eStart, true)
+  local ne = tonumber(ne_s) + 1
+  local from = eStart
+  if ne > remember then
+    if ne > remember + 1 then return nil end
+    from = find(raw, GS, eStart + 1, true) or eEnd
+    ne = ne - 1
+  end
+  zadd[#zadd + 1] = d
+  zadd[#zadd + 1] = id
+  -- raw from the comma before n up to E is kept as it is.
+  return ne .. ',' .. (k + 1) .. sub(raw, #ne_s + #k_s + 2, eStart - 1) .. sub(raw, from, eEnd - 1) ..
+    evNeedle .. 'c' .. sub(raw, eEnd) .. evPE
+end
+
+-- decide is the general path: it splits the state, applies the policy and
+-- joins the state again.
+local function decide(id, raw, pol, mi)
+  local ne, k, n, t, pl, S, PF, PC, pr, E, PE = state_of(raw)
+  local s = sends_of(S)
+  local a = allow_at(s, pol, gap_of(pol, mi), now)
+  local out
+  if k > 0 then
+    k = k + 1
+    PE = PE .. evPE
+    while k > maxev do PE = sub(PE, (find(PE, US, 2, true))); k = k - 1; n = n + 1 end
+    for i = 1, #feedNeedles do
+      if not find(PF, feedNeedles[i], 1, true) then PF = PF .. feedEntries[i] end
+    end
+    for i = 1, #sinceNeedles do
+      local needle = sinceNeedles[i]
+      local x = find(PC, needle, 1, true)
+      if not x then
+        PC = PC .. sinceEntries[i] .. US
+      else
+        local v = match(PC, '^%-?%d+', x + #needle)
+        if sinceVals[i] < tonumber(v) then
+          PC = sub(PC, 1, x) .. sinceEntries[i] .. sub(PC, x + #needle + #v)
+        end
+      end
+    end
+    if lane == 'breaking' and pl ~= 'breaking' then pl = 'breaking'; pr = qreason end
+    local d
+    if pl == 'breaking' then
+      d = a
+    else
+      d = now + pol.deb
+      local cap = tonumber(t) + pol.maxw
+      if cap < d then d = cap end
+      if a > d then d = a end
+    end
+    if d <= now then
+      call('XADD', stream, '*', 'p', payload(id, PE, n, PF, PC, pl, pr, now_s))
+      zrem[#zrem + 1] = id
+      S, k, n, t, pl, PF, PC, pr, PE = record(s, pol, now_s), 0, 0, '', '', '', '', '', ''
+      out = 'q'
+    else
+      zadd[#zadd + 1] = d
+      zadd[#zadd + 1] = id
+      out = 'c'
+    end
+  else
+    local d = a
+    if lane ~= 'breaking' and now + pol.deb > d then d = now + pol.deb end
+    if d <= now then
+      call('XADD', stream, '*', 'p', jobHead .. id .. jobTail)
+      S = record(s, pol, now_s)
+      out = 'q'
+    else
+      zadd[#zadd + 1] = d
+      zadd[#zadd + 1] = id
+      k, n, t, pl, PF, PC, pr, PE = 1, 0, now_s, lane, feedsL, sinceL, qreason, evPE
+      out = 'd'
+    end
+  end
+  ne = ne + 1
+  E = E .. evNeedle .. out
+  while ne > remember do E = sub(E, (find(E, GS, 2, true))); ne = ne - 1 end
+  return state(ne, k, n, t, pl, S, PF, PC, pr, E, PE), out
+end
 
 -- One HMGET for the whole batch's state; writes are gathered and issued in
 -- bulk at the end (per-call overhead dominates small commands in Lua).
 local ids = {}
 for i = 4, #KEYS do ids[i - 3] = ARGV[15 + i] end
 local raws = call('HMGET', KEYS[1], unpack(ids))
-local fresh, hset, zadd, zrem, gone = {}, {}, {}, {}, {}
+local fresh = {}
 
 for j = 1, #ids do
-  local id = ids[j]
+  id = ids[j]
   local dev = call('HMGET', KEYS[3 + j], 'pl', 'bg', 'mi')
   if not dev[1] and not dev[2] then
     missing = missing + 1
@@ -224,94 +359,35 @@ for j = 1, #ids do
     local pol = pols.android
     if dev[1] == 'ios' then pol = pols.ios end
     local raw = fresh[id] or raws[j]
-    local out, state
+    local out, st
     if not raw then
       -- Never seen: no sends, no pending push, nothing remembered.
       if lane ~= 'breaking' and pol.deb > 0 then
         zadd[#zadd + 1] = now + pol.deb
         zadd[#zadd + 1] = id
-        state, out = coldDeferred, 'd'
+        st, out = coldDeferred, 'd'
       else
         call('XADD', stream, '*', 'p', jobHead .. id .. jobTail)
-        state, out = coldQueued, 'q'
+        st, out = coldQueued, 'q'
       end
     else
       if byte(raw, 1) == 123 then raw = legacy(raw) end
-      local S, ne, E, t, n, k, pl, pr, PE, PF, PC = match(raw, STATE)
-      local at = find(E, evNeedle, 1, true)
+      local ne, k, n, t, pl, p = match(raw, HEAD)
+      local at = find(raw, evNeedle, p, true)
       if at then
-        local o = sub(E, at + #evNeedle, at + #evNeedle)
+        local o = sub(raw, at + #evNeedle, at + #evNeedle)
         dup = dup + 1
         cnt[o] = cnt[o] + 1
       else
-        local s = sends_of(S)
-        local a = now
-        if s ~= NOSENDS then a = allow_at(s, pol, gap_of(pol, dev[3]), now) end
-        ne = tonumber(ne) + 1
-        while ne > remember do E = sub(E, (find(E, US, 2, true))); ne = ne - 1 end
-        local head = RS .. ne .. RS .. E
-        if t ~= '' then
-          -- Coalesce into the pending push.
-          k = tonumber(k) + 1
-          local add = evEntry
-          if k > maxev then
-            PE, add, n = PE .. evEntry, '', tonumber(n)
-            while k > maxev do PE = sub(PE, (find(PE, US, 2, true))); k = k - 1; n = n + 1 end
-          end
-          for i = 1, #feedNeedles do
-            if not find(PF, feedNeedles[i], 1, true) then PF = PF .. feedEntries[i] end
-          end
-          for i = 1, #sinceNeedles do
-            local needle = sinceNeedles[i]
-            local x = find(PC, needle, 1, true)
-            if not x then
-              PC = PC .. sinceEntries[i] .. US
-            else
-              local v = match(PC, '^%-?%d+', x + #needle)
-              if sinceVals[i] < tonumber(v) then
-                PC = sub(PC, 1, x) .. sinceEntries[i] .. sub(PC, x + #needle + #v)
-              end
-            end
-          end
-          if lane == 'breaking' and pl ~= 'breaking' then pl = 'breaking'; pr = qreason end
-          local d
-          if pl == 'breaking' then
-            d = a
-          else
-            d = now + pol.deb
-            local cap = tonumber(t) + pol.maxw
-            if cap < d then d = cap end
-            if a > d then d = a end
-          end
-          if d <= now then
-            call('XADD', stream, '*', 'p', payload(id, PE .. add, n, PF, PC, pl, pr, now_s))
-            zrem[#zrem + 1] = id
-            state, out = record(s, pol, now_s) .. head .. evQ .. NOPEND, 'q'
-          else
-            zadd[#zadd + 1] = d
-            zadd[#zadd + 1] = id
-            state = S .. head .. evC .. RS .. t .. RS .. n .. RS .. k .. RS .. pl .. RS .. pr ..
-              RS .. PE .. add .. RS .. PF .. RS .. PC
-            out = 'c'
-          end
-        else
-          local d = a
-          if lane ~= 'breaking' and now + pol.deb > d then d = now + pol.deb end
-          if d <= now then
-            call('XADD', stream, '*', 'p', jobHead .. id .. jobTail)
-            state, out = record(s, pol, now_s) .. head .. evQ .. NOPEND, 'q'
-          else
-            zadd[#zadd + 1] = d
-            zadd[#zadd + 1] = id
-            state, out = S .. head .. evD .. newPending, 'd'
-          end
-        end
+        st = coalesce(raw, ne, k, t, pl, p, pol, dev[3])
+        out = 'c'
+        if not st then st, out = decide(id, raw, pol, dev[3]) end
       end
     end
-    if state then
-      fresh[id] = state
+    if st then
+      fresh[id] = st
       hset[#hset + 1] = id
-      hset[#hset + 1] = state
+      hset[#hset + 1] = st
       cnt[out] = cnt[out] + 1
     end
   end
@@ -323,7 +399,7 @@ bulk('ZREM', KEYS[2], zrem, 1)
 bulk('HDEL', KEYS[1], gone, 1)
 keep_hashtable(KEYS[1])
 return {cnt.q, cnt.d, cnt.c, skipped, missing, dup}
-`)
+`
 
 // moveScript moves due pending pushes of one partition into its stream.
 // Like decideScript it reads the batch's due scores and states with one
@@ -368,15 +444,15 @@ for j = 1, #ids do
     else
       local raw = raws[j]
       if raw and byte(raw, 1) == 123 then raw = legacy(raw) end
-      local S, ne, E, t, n, k, pl, pr, PE, PF, PC
-      if raw then S, ne, E, t, n, k, pl, pr, PE, PF, PC = match(raw, STATE) end
-      if not raw or t == '' then
+      local ne, k, n, t, pl, S, PF, PC, pr, E, PE
+      if raw then ne, k, n, t, pl, S, PF, PC, pr, E, PE = state_of(raw) end
+      if not raw or k == 0 then
         stale = stale + 1
         zrem[#zrem + 1] = id
       elseif dev[2] == '0' then
         skipped = skipped + 1
         hset[#hset + 1] = id
-        hset[#hset + 1] = S .. RS .. ne .. RS .. E .. NOPEND
+        hset[#hset + 1] = state(ne, 0, 0, '', '', S, '', '', '', E, '')
         zrem[#zrem + 1] = id
       else
         local pol = pols.android
@@ -391,7 +467,7 @@ for j = 1, #ids do
           queued = queued + 1
           call('XADD', KEYS[3], '*', 'p', payload(id, PE, n, PF, PC, pl, pr, now_s))
           hset[#hset + 1] = id
-          hset[#hset + 1] = record(s, pol, now_s) .. RS .. ne .. RS .. E .. NOPEND
+          hset[#hset + 1] = state(ne, 0, 0, '', '', record(s, pol, now_s), '', '', '', E, '')
           zrem[#zrem + 1] = id
         end
       end

@@ -272,6 +272,7 @@ type Throttle struct {
 	rdb    redis.UniversalClient
 	log    *slog.Logger
 	polArg []any // iOS then Android policy, script arguments
+	decide *redis.Script
 
 	decisions *prometheus.CounterVec
 	moves     *prometheus.CounterVec
@@ -293,6 +294,7 @@ func New(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus
 		rdb:    rdb,
 		log:    log,
 		polArg: append(cfg.IOS.args(), cfg.Android.args()...),
+		decide: decideScript,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_throttle_decisions_total",
 			Help: "Throttle decisions by outcome (queued, deferred, coalesced, skipped, missing, duplicate) and lane.",
@@ -361,7 +363,7 @@ func (t *Throttle) Decide(ctx context.Context, now time.Time, u Update, devices 
 			ids = ids[n:]
 		}
 	}
-	if err := t.run(ctx, decideScript, calls); err != nil {
+	if err := t.run(ctx, t.decide, calls); err != nil {
 		return Counts{}, fmt.Errorf("decide event %s: %w", u.Event, err)
 	}
 	var total Counts

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -281,6 +282,110 @@ func TestScenarios(t *testing.T) {
 				t.Fatalf("counts: got %+v, want two missing", got)
 			}
 		}},
+		{"max events keeps the newest and counts the dropped", func(t *testing.T, e *env) {
+			e.th.cfg.MaxEvents = 3
+			e.addDevices(t, android)
+			for i := range 5 {
+				e.decide(t, t0.Add(time.Duration(i)*time.Second), feedUpdate(fmt.Sprint("e", i), int64(10-i), "a"), android.id)
+			}
+			if m := e.step(t, t0.Add(3*time.Minute)); m.Queued != 1 {
+				t.Fatalf("moves: got %+v, want 1 queued", m)
+			}
+			ps := e.pushes(t)[android.id]
+			if len(ps) != 1 || fmt.Sprint(ps[0].Events, ps[0].Dropped, ps[0].Since["a"]) != "[e2 e3 e4] 2 6" {
+				t.Fatalf("pushes: got %+v, want one with events [e2 e3 e4], 2 dropped, since a=6", ps)
+			}
+		}},
+		{"ids and feeds with separators and quotes", func(t *testing.T, e *env) {
+			e.addDevices(t, android)
+			odd := []string{`e1`, `e10`, `a"e1`, `x\y`, "c,d:1", "tab\there", "ünï|q", "e1\u0000"}
+			feeds := []string{`f"1`, "f:2", "f,3"}
+			for i, ev := range odd {
+				u := Update{Event: ev, Feeds: []string{feeds[i%3]}, Lane: LaneFeed, Reason: "re\"ason", Since: map[string]int64{feeds[i%3]: int64(100 - i)}}
+				if got := e.decide(t, t0.Add(time.Duration(i)*time.Second), u, android.id); got.Duplicate != 0 {
+					t.Fatalf("event %q: got %+v, want no duplicate", ev, got)
+				}
+			}
+			again := Update{Event: `a"e1`, Feeds: []string{"f:2"}, Lane: LaneFeed, Reason: "feed"}
+			if got := e.decide(t, t0.Add(time.Minute), again, android.id); got != (Counts{Coalesced: 1, Duplicate: 1}) {
+				t.Fatalf("repeat of a\"e1: got %+v, want a coalesced duplicate", got)
+			}
+			e.step(t, t0.Add(time.Hour))
+			ps := e.pushes(t)[android.id]
+			if len(ps) != 1 || !slices.Equal(ps[0].Events, odd) || !slices.Equal(ps[0].Feeds, feeds) || ps[0].Reason != "re\"ason" {
+				t.Fatalf("pushes: got %+v, want one with events %q and feeds %q", ps, odd, feeds)
+			}
+			if got := fmt.Sprint(ps[0].Since[`f"1`], ps[0].Since["f:2"], ps[0].Since["f,3"]); got != "94 93 95" {
+				t.Fatalf("since: got %v, want the minimum per feed 94 93 95", ps[0].Since)
+			}
+		}},
+		{"a state in the earlier JSON format is converted", func(t *testing.T, e *env) {
+			e.addDevices(t, ios)
+			p := keys.Partition(ios.id)
+			old := fmt.Sprintf(`{"s":[%d],"e":["q|b0","d|e1"],"p":{"t":%d,"u":%d,"e":["e1"],"n":2,"f":["a"],"c":{"a":4},"l":"feed","r":"feed"}}`,
+				t0.Add(-time.Hour+time.Minute).UnixMilli(), t0.UnixMilli(), t0.Add(2*time.Minute).UnixMilli())
+			if err := e.rdb.HSet(t.Context(), keys.Throttle(p), strconv.FormatUint(ios.id, 10), old).Err(); err != nil {
+				t.Fatalf("write old state: %v", err)
+			}
+			if err := e.rdb.ZAdd(t.Context(), keys.Due(p), redis.Z{Score: float64(t0.Add(2 * time.Minute).UnixMilli()), Member: strconv.FormatUint(ios.id, 10)}).Err(); err != nil {
+				t.Fatalf("write due: %v", err)
+			}
+			if got := e.decide(t, t0.Add(time.Second), feedUpdate("e1", 4, "a"), ios.id); got != (Counts{Deferred: 1, Duplicate: 1}) {
+				t.Fatalf("repeat of e1: got %+v, want a deferred duplicate", got)
+			}
+			if got := e.decide(t, t0.Add(time.Minute), feedUpdate("e2", 9, "a", "b"), ios.id); got != (Counts{Coalesced: 1}) {
+				t.Fatalf("e2: got %+v, want coalesced", got)
+			}
+			if m := e.step(t, t0.Add(3*time.Minute)); m.Queued != 1 {
+				t.Fatalf("moves: got %+v, want 1 queued", m)
+			}
+			ps := e.pushes(t)[ios.id]
+			if len(ps) != 1 || fmt.Sprint(ps[0].Events, ps[0].Dropped, ps[0].Feeds, ps[0].Since["a"], ps[0].Since["b"]) != "[e1 e2] 2 [a b] 4 9" {
+				t.Fatalf("pushes: got %+v, want one for [e1 e2] with 2 dropped, feeds [a b], since a=4 b=9", ps)
+			}
+		}},
+		{"the scheduler settles a mixed batch", func(t *testing.T, e *env) {
+			strict := device{id: 64 + ios.id, pl: "android", bg: true}
+			off := device{id: 128 + ios.id, pl: "android", bg: true}
+			gone := device{id: 192 + ios.id, pl: "ios", bg: true}
+			e.addDevices(t, ios, strict, off, gone)
+			e.decide(t, t0, breaking("b0"), strict.id)
+			e.decide(t, t0.Add(time.Minute), feedUpdate("e1", 1, "a"), ios.id, strict.id, off.id, gone.id)
+			e.addDevices(t, device{id: strict.id, pl: "android", bg: true, mi: 3600}, device{id: off.id, pl: "android"})
+			if err := e.rdb.Del(t.Context(), keys.Device(gone.id)).Err(); err != nil {
+				t.Fatalf("delete device: %v", err)
+			}
+			if m := e.step(t, t0.Add(5*time.Minute)); m != (Moves{Queued: 1, Rescheduled: 1, Skipped: 1, Missing: 1}) {
+				t.Fatalf("moves: got %+v, want one each of queued, rescheduled, skipped, missing", m)
+			}
+			if n, _ := e.th.DueCount(t.Context()); n != 1 {
+				t.Fatalf("due: got %d, want the rescheduled one", n)
+			}
+			if m := e.step(t, t0.Add(time.Hour)); m != (Moves{Queued: 1}) {
+				t.Fatalf("moves at +1h: got %+v, want the rescheduled push queued", m)
+			}
+			if got := fmt.Sprint(len(e.pushes(t)[ios.id]), len(e.pushes(t)[strict.id]), len(e.pushes(t)[off.id])); got != "1 2 0" {
+				t.Fatalf("pushes per device: got %s, want 1 2 0", got)
+			}
+		}},
+		{"a large partition's state hash is a hash table", func(t *testing.T, e *env) {
+			var devs []device
+			var ids []uint64
+			for i := range 200 {
+				devs = append(devs, device{id: uint64(64 * (i + 1)), pl: "ios", bg: true})
+				ids = append(ids, uint64(64*(i+1)))
+			}
+			e.addDevices(t, devs...)
+			if got := e.decide(t, t0, feedUpdate("e1", 1, "a"), ids...); got != (Counts{Deferred: 200}) {
+				t.Fatalf("counts: got %+v, want 200 deferred", got)
+			}
+			if enc, err := e.rdb.ObjectEncoding(t.Context(), keys.Throttle(0)).Result(); err != nil || enc != "hashtable" {
+				t.Fatalf("encoding of %s: got %q (%v), want hashtable", keys.Throttle(0), enc, err)
+			}
+			if m := e.step(t, t0.Add(time.Hour)); m != (Moves{Queued: 200}) {
+				t.Fatalf("moves: got %+v, want 200 queued over two rounds", m)
+			}
+		}},
 		{"an event applied twice counts once", func(t *testing.T, e *env) {
 			e.addDevices(t, ios, android)
 			first := e.decide(t, t0, feedUpdate("e1", 1, "a"), ios.id, android.id)
@@ -501,5 +606,84 @@ func TestCollapseID(t *testing.T) {
 	}
 	if got := (Push{Device: 35, Events: []string{"e1", "e2"}}).CollapseID(); got != "nz-e1" {
 		t.Fatalf("collapse id: got %q, want %q", got, "nz-e1")
+	}
+}
+
+// TestFastPathMatchesGeneral runs one random schedule twice, with and
+// without the decide script's coalesce fast path, and checks that both
+// runs leave byte-identical states, due sets and push jobs.
+func TestFastPathMatchesGeneral(t *testing.T) {
+	t.Parallel()
+	general := strings.Replace(decideLua, "local FAST = true\n", "local FAST = false\n", 1)
+	if general == decideLua {
+		t.Fatalf("the decide script has no FAST switch to turn off")
+	}
+	run := func(t *testing.T, s *redis.Script) map[string]string {
+		e := setup(t, redistest.Start(t), Config{MaxEvents: 5, Remember: 3})
+		e.th.decide = s
+		rng := rand.New(rand.NewPCG(7, 8))
+		var devs []device
+		for i := range 300 {
+			devs = append(devs, device{id: uint64(i + 1), pl: []string{"ios", "android"}[i%2], bg: i%7 != 0, mi: []int{0, 0, 600}[i%3]})
+		}
+		e.addDevices(t, devs...)
+		now := t0
+		feeds := []string{"a", "b", `c"`}
+		for n := range 300 {
+			now = now.Add(time.Duration(rng.IntN(120)) * time.Second)
+			f := feeds[rng.IntN(len(feeds))]
+			u := Update{Event: fmt.Sprint("e", n), Feeds: []string{f}, Lane: LaneFeed, Reason: "feed", Since: map[string]int64{f: int64(rng.IntN(50))}}
+			if rng.IntN(6) == 0 {
+				u.Lane, u.Reason = LaneBreaking, "breaking"
+			}
+			var ids []uint64
+			for _, d := range devs {
+				if rng.IntN(3) == 0 {
+					ids = append(ids, d.id)
+				}
+			}
+			e.decide(t, now, u, ids...)
+			if rng.IntN(4) == 0 {
+				e.decide(t, now, u, ids...) // a re-run: duplicates
+			}
+			e.step(t, now)
+		}
+		out := map[string]string{}
+		for p := range keys.Partitions {
+			states, err := e.rdb.HGetAll(t.Context(), keys.Throttle(p)).Result()
+			if err != nil {
+				t.Fatalf("read states: %v", err)
+			}
+			for id, st := range states {
+				out["state "+id] = st
+			}
+			due, err := e.rdb.ZRangeWithScores(t.Context(), keys.Due(p), 0, -1).Result()
+			if err != nil {
+				t.Fatalf("read due: %v", err)
+			}
+			for _, z := range due {
+				out[fmt.Sprint("due ", z.Member)] = fmt.Sprint(z.Score)
+			}
+			msgs, err := e.rdb.XRange(t.Context(), keys.Stream(keys.PushQueue, p), "-", "+").Result()
+			if err != nil {
+				t.Fatalf("read stream: %v", err)
+			}
+			for i, m := range msgs {
+				out[fmt.Sprint("job ", p, " ", i)] = fmt.Sprint(m.Values["p"])
+			}
+		}
+		return out
+	}
+	fast, slow := run(t, decideScript), run(t, redis.NewScript(luaCommon+general))
+	if len(fast) != len(slow) {
+		t.Fatalf("entries: got %d with the fast path, %d without", len(fast), len(slow))
+	}
+	for k, v := range fast {
+		if slow[k] != v {
+			t.Fatalf("%s: got %q with the fast path, %q without", k, v, slow[k])
+		}
+	}
+	if len(fast) < 1000 {
+		t.Fatalf("only %d entries compared; the schedule is too thin to mean much", len(fast))
 	}
 }
