@@ -347,11 +347,19 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 	}
 	win := uint64(p.cfg.Window)
 	cur := pr.Cursor / win * win
+	// The next window's subscribers are read while the throttle decides the
+	// current one, so the bitmap reads and the id extraction overlap with
+	// the Redis work of the decision.
+	pre := p.prefetch(ctx, ev.Feeds, cur)
+	defer func() { pre.wait() }()
 	for cur <= seq {
 		next := cur + win
-		ids, err := p.window(ctx, ev.Feeds, cur)
+		ids, err := pre.wait()
 		if err != nil {
 			return pr, fmt.Errorf("plan event %s at %d: %w", id, cur, err)
+		}
+		if next <= seq {
+			pre = p.prefetch(ctx, ev.Feeds, next)
 		}
 		var c throttle.Counts
 		if len(ids) > 0 {
@@ -375,6 +383,8 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 				return pr, nil
 			}
 			cur = pr.Cursor / win * win
+			pre.wait()
+			pre = p.prefetch(ctx, ev.Feeds, cur)
 			continue
 		}
 		pr.Cursor = next
@@ -405,6 +415,31 @@ func (p *Planner) observe(c throttle.Counts) {
 			p.devices.WithLabelValues(o.name).Add(float64(o.n))
 		}
 	}
+}
+
+// pending is a window read that runs in its own goroutine.
+type pending struct {
+	done chan struct{}
+	ids  []uint64
+	err  error
+}
+
+// wait waits for the read and returns its result. It may be called more
+// than once.
+func (w *pending) wait() ([]uint64, error) {
+	<-w.done
+	return w.ids, w.err
+}
+
+// prefetch starts reading the window at start. Whoever holds the result
+// waits for it, so the goroutine never outlives Plan.
+func (p *Planner) prefetch(ctx context.Context, feeds []string, start uint64) *pending {
+	w := &pending{done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		w.ids, w.err = p.window(ctx, feeds, start)
+	}()
+	return w
 }
 
 // window returns the ids in [start, start+Window) subscribed to any of

@@ -77,6 +77,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nudge-dev/nudge/internal/keys"
 )
@@ -321,6 +322,9 @@ func New(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus
 // Config returns the effective configuration, defaults applied.
 func (t *Throttle) Config() Config { return t.cfg }
 
+// pipelineCalls is how many script calls Decide sends in one pipeline.
+const pipelineCalls = 16
+
 type call struct {
 	keys []string
 	args []any
@@ -345,7 +349,17 @@ func (t *Throttle) Decide(ctx context.Context, now time.Time, u Update, devices 
 	head = append(head, t.polArg...)
 	head = append(head, t.cfg.Remember, t.cfg.MaxEvents)
 
+	// The calls go out in pipelines of pipelineCalls, two at a time, so that
+	// building the next pipeline's arguments overlaps with Redis running the
+	// previous one. The order between calls does not matter: each touches
+	// one partition and is atomic.
 	var calls []*call
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(2)
+	flush := func(batch []*call) {
+		g.Go(func() error { return t.run(gctx, t.decide, batch) })
+	}
+	from := 0
 	for p, ids := range groups {
 		for len(ids) > 0 {
 			n := min(len(ids), t.cfg.Batch)
@@ -361,9 +375,16 @@ func (t *Throttle) Decide(ctx context.Context, now time.Time, u Update, devices 
 			}
 			calls = append(calls, c)
 			ids = ids[n:]
+			if len(calls)-from == pipelineCalls {
+				flush(calls[from:])
+				from = len(calls)
+			}
 		}
 	}
-	if err := t.run(ctx, t.decide, calls); err != nil {
+	if from < len(calls) {
+		flush(calls[from:])
+	}
+	if err := g.Wait(); err != nil {
 		return Counts{}, fmt.Errorf("decide event %s: %w", u.Event, err)
 	}
 	var total Counts
