@@ -1,4 +1,4 @@
-# nudge: common tasks. `make run` starts the api, `make test` runs the tests.
+# nudge: common tasks. `make run` starts the whole local stack, `make test` runs the tests.
 
 GO            ?= go
 STATICCHECK   ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -10,9 +10,10 @@ export NUDGE_FEEDS_FILE
 
 .PHONY: run test bench lint build clean
 
-## run: start the api on :8080 (embedded in-memory Redis unless NUDGE_REDIS_URL is set)
+## run: the whole local stack in one process (cmd/devstack): embedded Redis (or NUDGE_REDIS_URL),
+## api on :8080 with the console, dispatcher, push emulators, a news room and 1,000 simulated devices
 run:
-	$(GO) run ./cmd/api
+	$(GO) run ./cmd/devstack
 
 ## test: vet, then every test with the race detector (needs redis-server on PATH)
 test:

@@ -1,0 +1,537 @@
+package devstack
+
+import (
+	"cmp"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/redact"
+)
+
+// DeliverySource streams the pushes the provider emulators accepted.
+// *pushemu.Emulator is one.
+type DeliverySource interface {
+	Subscribe(buf int) (<-chan pushemu.Delivery, func())
+}
+
+// FleetConfig configures a Fleet.
+type FleetConfig struct {
+	// Devices is the number of simulated devices; default 1,000.
+	Devices int
+	// Feeds are the feed ids devices subscribe to (each device a random,
+	// non-empty subset); default the news room's feeds.
+	Feeds []string
+	// Seed makes the fleet (tokens, platforms, subscriptions, wake
+	// behaviour) reproducible; default 1.
+	Seed uint64
+	// RegisterConcurrency bounds registrations in flight; default 16.
+	RegisterConcurrency int
+	// WakeConcurrency bounds woken apps talking to the api at once;
+	// default 32.
+	WakeConcurrency int
+	// MissRate is the fraction of pushes that never wake the app (the OS
+	// dropped it, the app was force-quit, the phone was off); default
+	// 0.05. A negative value means every push wakes the app.
+	MissRate float64
+	// WakeDelayMin and WakeDelayMax bound the random time between a push's
+	// delivery and the app waking; defaults 100ms and 2s.
+	WakeDelayMin, WakeDelayMax time.Duration
+	// OptOutRate is the fraction of devices with background sync disabled;
+	// default 0.05. A negative value means none.
+	OptOutRate float64
+}
+
+func (c FleetConfig) withDefaults() FleetConfig {
+	c.Devices = cmp.Or(c.Devices, 1000)
+	if len(c.Feeds) == 0 {
+		for _, f := range NewsroomFeeds {
+			c.Feeds = append(c.Feeds, f.ID)
+		}
+	}
+	c.Seed = cmp.Or(c.Seed, 1)
+	c.RegisterConcurrency = cmp.Or(c.RegisterConcurrency, 16)
+	c.WakeConcurrency = cmp.Or(c.WakeConcurrency, 32)
+	c.MissRate = cmp.Or(c.MissRate, 0.05)
+	c.MissRate = max(c.MissRate, 0)
+	c.WakeDelayMin = cmp.Or(c.WakeDelayMin, 100*time.Millisecond)
+	c.WakeDelayMax = cmp.Or(c.WakeDelayMax, 2*time.Second)
+	c.OptOutRate = cmp.Or(c.OptOutRate, 0.05)
+	c.OptOutRate = max(c.OptOutRate, 0)
+	return c
+}
+
+func (c FleetConfig) validate() error {
+	switch {
+	case c.Devices < 1 || c.Devices > 1_000_000:
+		return fmt.Errorf("fleet: %d devices: set NUDGE_DEVSTACK_DEVICES (-devices) between 1 and 1000000", c.Devices)
+	case c.RegisterConcurrency < 1 || c.WakeConcurrency < 1:
+		return errors.New("fleet: RegisterConcurrency and WakeConcurrency must be at least 1")
+	case c.MissRate >= 1:
+		return fmt.Errorf("fleet: miss rate %g leaves no push that wakes an app: set NUDGE_DEVSTACK_MISS_RATE (-miss-rate) below 1", c.MissRate)
+	case c.OptOutRate >= 1:
+		return fmt.Errorf("fleet: opt-out rate %g must be below 1", c.OptOutRate)
+	case c.WakeDelayMin < 0 || c.WakeDelayMax < c.WakeDelayMin:
+		return fmt.Errorf("fleet: wake delay range [%s, %s] is empty", c.WakeDelayMin, c.WakeDelayMax)
+	}
+	return nil
+}
+
+// simDevice is one simulated phone with the app installed.
+type simDevice struct {
+	reg registration
+
+	mu      sync.Mutex
+	id      uint64
+	secret  string
+	cursors map[string]int64 // feed -> last cursor the app synced to
+}
+
+func (d *simDevice) creds() (uint64, string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.id, d.secret
+}
+
+// FleetStats counts what the simulated apps did. The devstack's summary
+// line shows nudge's own figures instead; these are for tests and logs.
+type FleetStats struct {
+	Devices        int   // simulated devices
+	Registered     int64 // registrations the api accepted
+	RegisterFailed int64 // registrations that failed after retries
+	Deliveries     int64 // pushes the emulators delivered to fleet tokens
+	Unknown        int64 // deliveries to a token the fleet does not know (yet)
+	Missed         int64 // deliveries that did not wake the app, by design
+	Wakes          int64 // app wakes (each fetches, then posts a receipt)
+	Receipts       int64 // receipts the api accepted
+	Failed         int64 // wakes whose fetch or receipt failed
+}
+
+// Fleet is a simulated fleet of phones running a news app: they register
+// through the api, are woken by the emulators' deliveries, read the new
+// items of each feed in the push and post a wake receipt, as the real app
+// does. Start it once; Stop ends it.
+type Fleet struct {
+	cfg    FleetConfig
+	log    *slog.Logger
+	now    func() time.Time
+	api    *client
+	source DeliverySource
+
+	devices []*simDevice
+	byToken map[string]*simDevice // read-only after NewFleet
+	rng     *rand.Rand            // used by the consumer goroutine only
+	wakeSem chan struct{}
+
+	registered, regFailed, deliveries, unknown, missed, wakes, receipts, failed atomic.Int64
+	regDone                                                                     chan struct{}
+
+	startMu sync.Mutex
+	started bool
+	stopped bool
+	cancel  context.CancelFunc
+	unsub   func()
+	wg      sync.WaitGroup
+}
+
+// NewFleet generates the fleet's devices. apiURL is the api's base URL
+// (http://host:port); source streams the emulators' deliveries. now may
+// be nil for time.Now.
+func NewFleet(cfg FleetConfig, apiURL string, source DeliverySource, log *slog.Logger, now func() time.Time) (*Fleet, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if now == nil {
+		now = time.Now
+	}
+	f := &Fleet{
+		cfg: cfg, log: log, now: now,
+		api:     newClient(apiURL, cfg.RegisterConcurrency+cfg.WakeConcurrency),
+		source:  source,
+		byToken: make(map[string]*simDevice, cfg.Devices),
+		rng:     rand.New(rand.NewPCG(cfg.Seed, 0x666c656574)),
+		wakeSem: make(chan struct{}, cfg.WakeConcurrency),
+		regDone: make(chan struct{}),
+	}
+	for range cfg.Devices {
+		d := f.newDevice()
+		for f.byToken[d.reg.Token] != nil { // astronomically unlikely
+			d = f.newDevice()
+		}
+		f.devices = append(f.devices, d)
+		f.byToken[d.reg.Token] = d
+	}
+	return f, nil
+}
+
+var (
+	locales   = []string{"en-US", "en-GB", "de-DE", "fr-FR", "es-ES", "it-IT", "nl-NL", "pt-BR"}
+	timezones = []string{"America/New_York", "Europe/London", "Europe/Berlin", "Europe/Paris", "Europe/Madrid",
+		"Europe/Rome", "Europe/Amsterdam", "America/Sao_Paulo"}
+	appVersions = []string{"4.2.0", "4.2.1", "4.3.0"}
+)
+
+// newDevice draws one device: half Android on FCM, 30 % iOS on APNs
+// production, 5 % iOS on the APNs sandbox (debug builds), 15 % iOS on FCM.
+func (f *Fleet) newDevice() *simDevice {
+	r := f.rng
+	reg := registration{
+		Locale:     locales[r.IntN(len(locales))],
+		Timezone:   timezones[r.IntN(len(timezones))],
+		AppVersion: appVersions[r.IntN(len(appVersions))],
+	}
+	switch p := r.Float64(); {
+	case p < 0.50:
+		reg.Provider, reg.Platform, reg.Token = "fcm", "android", fcmToken(r)
+	case p < 0.80:
+		reg.Provider, reg.Platform, reg.Environment, reg.Token = "apns", "ios", "production", apnsToken(r)
+	case p < 0.85:
+		reg.Provider, reg.Platform, reg.Environment, reg.Token = "apns", "ios", "sandbox", apnsToken(r)
+	default:
+		reg.Provider, reg.Platform, reg.Token = "fcm", "ios", fcmToken(r)
+	}
+	for _, feed := range f.cfg.Feeds {
+		if r.Float64() < 0.6 {
+			reg.Feeds = append(reg.Feeds, feed)
+		}
+	}
+	if len(reg.Feeds) == 0 {
+		reg.Feeds = []string{f.cfg.Feeds[r.IntN(len(f.cfg.Feeds))]}
+	}
+	reg.BackgroundSync = backgroundSync{Enabled: r.Float64() >= f.cfg.OptOutRate}
+	// A user's min_interval can only make the throttle stricter; on the
+	// demo time scale a few users ask for 30 s or a minute between syncs.
+	switch p := r.Float64(); {
+	case p < 0.1:
+		reg.BackgroundSync.MinInterval = "1m"
+	case p < 0.3:
+		reg.BackgroundSync.MinInterval = "30s"
+	}
+	return &simDevice{reg: reg, cursors: map[string]int64{}}
+}
+
+func apnsToken(r *rand.Rand) string {
+	b := make([]byte, 32)
+	for i := range b {
+		b[i] = byte(r.UintN(256))
+	}
+	return hex.EncodeToString(b)
+}
+
+const fcmAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+// fcmToken draws a token of the shape FCM hands out: an instance id, a
+// colon and a long opaque part, 163 characters in all.
+func fcmToken(r *rand.Rand) string {
+	var b strings.Builder
+	for range 22 {
+		b.WriteByte(fcmAlphabet[r.IntN(len(fcmAlphabet))])
+	}
+	b.WriteString(":APA91b")
+	for range 134 {
+		b.WriteByte(fcmAlphabet[r.IntN(len(fcmAlphabet))])
+	}
+	return b.String()
+}
+
+// Start subscribes to the emulators' deliveries and registers every device
+// in the background (RegisterConcurrency at a time). ctx bounds the
+// fleet's life as well as Stop does.
+func (f *Fleet) Start(ctx context.Context) error {
+	f.startMu.Lock()
+	defer f.startMu.Unlock()
+	if f.started || f.stopped {
+		return errors.New("fleet: already started or stopped")
+	}
+	f.started = true
+	ctx, f.cancel = context.WithCancel(ctx)
+	// Subscribe before the first registration, so no push is missed.
+	ch, unsub := f.source.Subscribe(max(4096, 4*f.cfg.Devices))
+	f.unsub = unsub
+	f.wg.Add(2)
+	go func() {
+		defer f.wg.Done()
+		f.consume(ctx, ch)
+	}()
+	go func() {
+		defer f.wg.Done()
+		defer close(f.regDone)
+		f.registerAll(ctx)
+	}()
+	return nil
+}
+
+// Stop ends registration and every simulated app, and waits for them. It
+// is safe to call twice or before Start.
+func (f *Fleet) Stop() {
+	f.startMu.Lock()
+	defer f.startMu.Unlock()
+	if !f.started || f.stopped {
+		f.stopped = true
+		return
+	}
+	f.stopped = true
+	f.cancel()
+	f.unsub()
+	f.wg.Wait()
+}
+
+// Registered is closed once every device's registration has finished,
+// accepted or failed.
+func (f *Fleet) Registered() <-chan struct{} { return f.regDone }
+
+// Stats returns the fleet's counters.
+func (f *Fleet) Stats() FleetStats {
+	return FleetStats{
+		Devices: len(f.devices), Registered: f.registered.Load(), RegisterFailed: f.regFailed.Load(),
+		Deliveries: f.deliveries.Load(), Unknown: f.unknown.Load(), Missed: f.missed.Load(),
+		Wakes: f.wakes.Load(), Receipts: f.receipts.Load(), Failed: f.failed.Load(),
+	}
+}
+
+// Subscribers returns how many registered fleet devices subscribe to feed,
+// and how many of them have background sync enabled.
+func (f *Fleet) Subscribers(feed string) (all, syncing int) {
+	for _, d := range f.devices {
+		if id, _ := d.creds(); id == 0 {
+			continue
+		}
+		for _, x := range d.reg.Feeds {
+			if x == feed {
+				all++
+				if d.reg.BackgroundSync.Enabled {
+					syncing++
+				}
+			}
+		}
+	}
+	return all, syncing
+}
+
+func (f *Fleet) registerAll(ctx context.Context) {
+	sem := make(chan struct{}, f.cfg.RegisterConcurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, d := range f.devices {
+		select {
+		case <-ctx.Done():
+			return
+		case sem <- struct{}{}:
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f.register(ctx, d)
+		}()
+	}
+}
+
+// register registers one device, retrying transient failures a few times.
+func (f *Fleet) register(ctx context.Context, d *simDevice) {
+	var err error
+	for attempt := range 4 {
+		if attempt > 0 {
+			if !sleep(ctx, time.Duration(attempt)*250*time.Millisecond) {
+				return
+			}
+		}
+		var out registered
+		out, err = f.api.register(ctx, d.reg)
+		if err == nil {
+			d.mu.Lock()
+			d.id, d.secret = out.ID, out.Secret
+			d.mu.Unlock()
+			f.registered.Add(1)
+			return
+		}
+		if ae, ok := errors.AsType[*APIError](err); ok && ae.Status < 500 && ae.Status != 429 {
+			break // the api refused this device; retrying will not help
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+	if n := f.regFailed.Add(1); n <= 5 {
+		f.log.WarnContext(ctx, "fleet: device registration failed", "token", redact.Token(d.reg.Token),
+			"platform", d.reg.Platform, "provider", d.reg.Provider, "err", err)
+	}
+}
+
+// consume turns each delivery into an app wake, after a random delay, or
+// into nothing for the pushes that do not wake the app.
+func (f *Fleet) consume(ctx context.Context, ch <-chan pushemu.Delivery) {
+	var wakers sync.WaitGroup
+	defer wakers.Wait()
+	for {
+		var dl pushemu.Delivery
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return
+		case dl, ok = <-ch:
+			if !ok {
+				return
+			}
+		}
+		d := f.byToken[dl.Token]
+		if d == nil {
+			f.unknown.Add(1)
+			continue
+		}
+		f.deliveries.Add(1)
+		data := payloadOf(dl)
+		if data["type"] != "nudge.sync" {
+			continue // not ours (a visible-only push, say): the app has nothing to sync
+		}
+		if f.rng.Float64() < f.cfg.MissRate {
+			f.missed.Add(1)
+			continue
+		}
+		delay := f.cfg.WakeDelayMin
+		if span := f.cfg.WakeDelayMax - f.cfg.WakeDelayMin; span > 0 {
+			delay += time.Duration(f.rng.Int64N(int64(span)))
+		}
+		wakers.Add(1)
+		go func() {
+			defer wakers.Done()
+			if !sleep(ctx, delay) {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case f.wakeSem <- struct{}{}:
+			}
+			defer func() { <-f.wakeSem }()
+			f.wake(ctx, d, data)
+		}()
+	}
+}
+
+// wake is the app's background handler: read each feed of the push since
+// its cursor, then post the receipt.
+func (f *Fleet) wake(ctx context.Context, d *simDevice, data map[string]string) {
+	f.wakes.Add(1)
+	wokeAt := f.now()
+	id, secret := d.creds()
+	if id == 0 {
+		f.failed.Add(1) // pushed before the registration answer arrived
+		return
+	}
+	since := parseSince(data["since"])
+	if len(since) == 0 {
+		d.mu.Lock()
+		for _, feed := range strings.Split(data["feeds"], ",") {
+			if feed != "" {
+				since[feed] = d.cursors[feed]
+			}
+		}
+		d.mu.Unlock()
+	}
+	const limit, maxPages = 50, 4
+	items, outcome := 0, "no_data"
+	var fetchErr error
+	for feed, cursor := range since {
+		for range maxPages {
+			page, err := f.api.items(ctx, feed, cursor, limit)
+			if err != nil {
+				fetchErr = err
+				break
+			}
+			items += len(page.Items)
+			if page.Next > cursor {
+				cursor = page.Next
+			}
+			if len(page.Items) < limit {
+				break
+			}
+		}
+		d.mu.Lock()
+		d.cursors[feed] = max(d.cursors[feed], cursor)
+		d.mu.Unlock()
+	}
+	switch {
+	case fetchErr != nil:
+		outcome = "failed"
+	case items > 0:
+		outcome = "synced"
+	}
+	err := f.api.postReceipt(ctx, id, secret, receipt{
+		PushID: data["push_id"], ReceivedAt: wokeAt.UTC().Format(time.RFC3339Nano), Outcome: outcome, Items: items,
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			if n := f.failed.Add(1); n <= 5 {
+				f.log.WarnContext(ctx, "fleet: posting a wake receipt failed", "device_id", id, "err", err)
+			}
+		}
+		return
+	}
+	if fetchErr != nil && f.failed.Add(1) <= 5 {
+		f.log.WarnContext(ctx, "fleet: reading feed items failed", "device_id", id, "err", fetchErr)
+	}
+	f.receipts.Add(1)
+}
+
+// payloadOf returns the push's custom data: the FCM data map, or the keys
+// beside aps in an APNs body (all strings by contract).
+func payloadOf(d pushemu.Delivery) map[string]string {
+	if d.Provider == pushemu.FCM {
+		return d.Data
+	}
+	var body map[string]any
+	if err := json.Unmarshal(d.Body, &body); err != nil {
+		return nil
+	}
+	out := make(map[string]string, len(body))
+	for k, v := range body {
+		if s, ok := v.(string); ok && k != "aps" {
+			out[k] = s
+		}
+	}
+	return out
+}
+
+// parseSince parses "headlines:120,recent:88" into feed -> cursor.
+func parseSince(s string) map[string]int64 {
+	out := map[string]int64{}
+	for part := range strings.SplitSeq(s, ",") {
+		feed, c, ok := strings.Cut(part, ":")
+		if !ok || feed == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(c, 10, 64)
+		if err != nil {
+			continue
+		}
+		out[feed] = n
+	}
+	return out
+}
+
+// sleep waits d or until ctx ends; it reports whether the wait completed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

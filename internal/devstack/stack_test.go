@@ -1,0 +1,195 @@
+package devstack_test
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nudge-dev/nudge/internal/devstack"
+)
+
+// lockedBuffer is a bytes.Buffer safe for the stack's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// testDevices is the fleet size of the tests: big enough for every kind of
+// device, small enough for two shared cores under -race.
+const testDevices = 200
+
+// startStack starts a devstack on free loopback ports with the embedded
+// Redis and a fast news room. It is stopped in the test's cleanup; a
+// failing test gets the stack's logs.
+func startStack(t *testing.T, cfg devstack.Config) *devstack.Stack {
+	t.Helper()
+	cfg.Devices = cmp.Or(cfg.Devices, testDevices)
+	cfg.ArticleInterval = cmp.Or(cfg.ArticleInterval, time.Second)
+	logs := &lockedBuffer{}
+	s, err := devstack.New(cfg, nil, logs)
+	if err != nil {
+		t.Fatalf("new devstack: %v", err)
+	}
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("---- devstack logs ----\n%s", tail(logs.String(), 200))
+		}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatalf("start devstack: %v", err)
+	}
+	return s
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// waitSummary polls the stack's summary until ok holds or the deadline
+// passes, and returns the last summary.
+func waitSummary(t *testing.T, s *devstack.Stack, what string, timeout time.Duration, ok func(devstack.Summary) bool) devstack.Summary {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last devstack.Summary
+	for {
+		sum, err := s.Summary(t.Context())
+		if err != nil {
+			t.Fatalf("summary: %v", err)
+		}
+		last = sum
+		if ok(sum) {
+			return sum
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not reached within %v; last summary: %s; fleet: %+v", what, timeout, last, s.Fleet().Stats())
+		}
+		select {
+		case <-s.Failed():
+			t.Fatalf("a process of the stack stopped: %v", s.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// TestStackWakesTheFleet is the newcomer's acceptance: within 60 s of the
+// start, nudge's own figures show pushes sent to the simulated devices and
+// receipts coming back from them.
+func TestStackWakesTheFleet(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, devstack.Config{Seed: 7})
+
+	sum := waitSummary(t, s, "pushes sent and receipts back", 60*time.Second, func(m devstack.Summary) bool {
+		return m.Sent > 0 && m.Receipts > 0
+	})
+	t.Logf("summary: %s", sum)
+
+	if sum.Registered == 0 || sum.Registered > testDevices {
+		t.Fatalf("registered devices: got %d, want 1..%d", sum.Registered, testDevices)
+	}
+	if sum.Articles == 0 {
+		t.Fatalf("articles published: got 0, want some")
+	}
+	if sum.WakeRate <= 0 || sum.WakeRate > 1 {
+		t.Fatalf("wake rate: got %v, want within (0, 1]", sum.WakeRate)
+	}
+	if len(sum.WakeP50) == 0 {
+		t.Fatalf("wake latency p50: got none, want one per platform with receipts")
+	}
+	// The pushes nudge counts as sent really reached the fleet through
+	// the emulators, and the receipts nudge counts came from the fleet.
+	fs := s.Fleet().Stats()
+	if fs.Deliveries == 0 {
+		t.Fatalf("deliveries the fleet saw: got 0, want some (nudge says %d sent)", sum.Sent)
+	}
+	if fs.Unknown != 0 {
+		t.Fatalf("deliveries to tokens outside the fleet: got %d, want 0", fs.Unknown)
+	}
+	if sum.Receipts > fs.Receipts {
+		t.Fatalf("receipts nudge counted: got %d, more than the fleet posted (%d)", sum.Receipts, fs.Receipts)
+	}
+	if !strings.Contains(sum.String(), "wakes ") {
+		t.Fatalf("summary line %q lacks the wakes", sum.String())
+	}
+}
+
+// TestStackWakeRateBelowOne checks the simulated wake behaviour: with a
+// large miss rate, fewer pushes wake the app than were sent.
+func TestStackWakeRateBelowOne(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, devstack.Config{Devices: 100, Seed: 3, MissRate: 0.5})
+	sum := waitSummary(t, s, "a wake rate below 1 over 40+ pushes", 60*time.Second, func(m devstack.Summary) bool {
+		fs := s.Fleet().Stats()
+		return m.Sent >= 40 && fs.Missed > 0 && m.Receipts > 0
+	})
+	fs := s.Fleet().Stats()
+	if fs.Missed == 0 {
+		t.Fatalf("pushes that did not wake the app: got 0, want some")
+	}
+	if sum.WakeRate >= 1 {
+		t.Fatalf("wake rate with half the pushes missed: got %v, want below 1", sum.WakeRate)
+	}
+}
+
+func TestStackStopIsSafe(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		start bool
+	}{
+		{"before start", false},
+		{"twice after start", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if !tt.start {
+				s, err := devstack.New(devstack.Config{}, nil, nil)
+				if err != nil {
+					t.Fatalf("new: %v", err)
+				}
+				s.Stop()
+				s.Stop()
+				return
+			}
+			s := startStack(t, devstack.Config{Devices: 10})
+			s.Stop()
+			s.Stop()
+			select {
+			case <-s.Failed():
+				t.Fatalf("stopping the stack counted as a process failure: %v", s.Err())
+			default:
+			}
+		})
+	}
+}
+
+func TestNewRejectsShortPollInterval(t *testing.T) {
+	t.Parallel()
+	_, err := devstack.New(devstack.Config{FeedPollInterval: time.Second}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "NUDGE_DEVSTACK_FEED_POLL_INTERVAL") {
+		t.Fatalf("error: got %v, want one naming NUDGE_DEVSTACK_FEED_POLL_INTERVAL", err)
+	}
+}
