@@ -110,6 +110,7 @@ type FleetStats struct {
 	Registered     int64 // registrations the api accepted
 	RegisterFailed int64 // registrations that failed after retries
 	Deliveries     int64 // pushes the emulators delivered to fleet tokens
+	Breaking       int64 // of which breaking-news syncs (reason "breaking")
 	Unknown        int64 // deliveries to a token the fleet does not know (yet)
 	Missed         int64 // deliveries that did not wake the app, by design
 	Wakes          int64 // app wakes (each fetches, then posts a receipt)
@@ -133,8 +134,9 @@ type Fleet struct {
 	rng     *rand.Rand            // used by the consumer goroutine only
 	wakeSem chan struct{}
 
-	registered, regFailed, deliveries, unknown, missed, wakes, receipts, failed atomic.Int64
-	regDone                                                                     chan struct{}
+	registered, regFailed, deliveries, breaking, unknown, missed, wakes, receipts, failed atomic.Int64
+
+	regDone chan struct{}
 
 	startMu sync.Mutex
 	started bool
@@ -295,7 +297,7 @@ func (f *Fleet) Registered() <-chan struct{} { return f.regDone }
 func (f *Fleet) Stats() FleetStats {
 	return FleetStats{
 		Devices: len(f.devices), Registered: f.registered.Load(), RegisterFailed: f.regFailed.Load(),
-		Deliveries: f.deliveries.Load(), Unknown: f.unknown.Load(), Missed: f.missed.Load(),
+		Deliveries: f.deliveries.Load(), Breaking: f.breaking.Load(), Unknown: f.unknown.Load(), Missed: f.missed.Load(),
 		Wakes: f.wakes.Load(), Receipts: f.receipts.Load(), Failed: f.failed.Load(),
 	}
 }
@@ -394,6 +396,9 @@ func (f *Fleet) consume(ctx context.Context, ch <-chan pushemu.Delivery) {
 		data := payloadOf(dl)
 		if data["type"] != "nudge.sync" {
 			continue // not ours (a visible-only push, say): the app has nothing to sync
+		}
+		if data["reason"] == "breaking" {
+			f.breaking.Add(1)
 		}
 		if f.rng.Float64() < f.cfg.MissRate {
 			f.missed.Add(1)

@@ -251,7 +251,7 @@ func (n *Newsroom) addLocked(feed string, at time.Time) {
 }
 
 var (
-	subjects = []string{"City council", "Central bank", "Local team", "Researchers", "Rail operator", "Weather service",
+	subjects = []string{"City council", "Central bank", "Local team", "University lab", "Rail operator", "Weather service",
 		"Museum", "Health ministry", "Tech startup", "Harbour authority", "School board", "Orchestra"}
 	verbs = []string{"approves", "delays", "unveils", "questions", "celebrates", "cancels", "expands", "reviews",
 		"wins", "announces"}

@@ -140,9 +140,9 @@ func TestStackWakesTheFleet(t *testing.T) {
 func TestStackWakeRateBelowOne(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, devstack.Config{Devices: 100, Seed: 3, MissRate: 0.5})
-	sum := waitSummary(t, s, "a wake rate below 1 over 40+ pushes", 60*time.Second, func(m devstack.Summary) bool {
+	sum := waitSummary(t, s, "a wake rate below 1 over 20+ pushes", 60*time.Second, func(m devstack.Summary) bool {
 		fs := s.Fleet().Stats()
-		return m.Sent >= 40 && fs.Missed > 0 && m.Receipts > 0
+		return m.Sent >= 20 && fs.Missed > 0 && m.Receipts > 0
 	})
 	fs := s.Fleet().Stats()
 	if fs.Missed == 0 {

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRunPrintsWhereToLookAndStopsCleanly runs the program as `make run`
+// does (on free ports, with a small fleet), waits for the banner and a
+// summary line, then cancels, as Ctrl-C does, and expects a clean exit.
+func TestRunPrintsWhereToLookAndStopsCleanly(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{
+		"NUDGE_DEVSTACK_API_ADDR":           "127.0.0.1:0",
+		"NUDGE_DEVSTACK_DISPATCHER_ADDR":    "127.0.0.1:0",
+		"NUDGE_DEVSTACK_NEWSROOM_ADDR":      "127.0.0.1:0",
+		"NUDGE_DEVSTACK_PUSHEMU_ADDR":       "127.0.0.1:0",
+		"NUDGE_DEVSTACK_DEVICES":            "20",
+		"NUDGE_DEVSTACK_SUMMARY_INTERVAL":   "200ms",
+		"NUDGE_DEVSTACK_LOG_FILE":           t.TempDir() + "/devstack.log",
+		"NUDGE_DEVSTACK_ARTICLE_INTERVAL":   "1s",
+		"NUDGE_DEVSTACK_FEED_POLL_INTERVAL": "30s",
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, stdout, stderr) }()
+
+	deadline := time.After(60 * time.Second)
+	for !strings.Contains(stdout.String(), "devices 20/20") {
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+		case <-deadline:
+			t.Fatalf("no summary line with all 20 devices registered within 60s:\n%s", stdout)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	out := stdout.String()
+	for _, want := range []string{"console      http://127.0.0.1:", "log in with the admin key nk_", "/metrics", "/admin/stats",
+		"DEMO TIME SCALE", "DEBOUNCE=5s", "embedded, in memory"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run after cancel: got %v, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("run did not return within 30s of the cancel")
+	}
+	if out := stdout.String(); !strings.HasSuffix(out, "nudge devstack: stopped\n") {
+		t.Fatalf("output does not end with the stop line:\n%s", out[max(0, len(out)-500):])
+	}
+}
+
+func TestRunRejectsBadSettings(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, env, value, want string
+	}{
+		{"devices", "NUDGE_DEVSTACK_DEVICES", "0", "NUDGE_DEVSTACK_DEVICES"},
+		{"miss rate", "NUDGE_DEVSTACK_MISS_RATE", "1.5", "NUDGE_DEVSTACK_MISS_RATE"},
+		{"article interval", "NUDGE_DEVSTACK_ARTICLE_INTERVAL", "soon", "NUDGE_DEVSTACK_ARTICLE_INTERVAL"},
+		{"poll interval", "NUDGE_DEVSTACK_FEED_POLL_INTERVAL", "1s", "NUDGE_DEVSTACK_FEED_POLL_INTERVAL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := map[string]string{tt.env: tt.value, "NUDGE_DEVSTACK_LOG_FILE": t.TempDir() + "/log"}
+			err := run(t.Context(), nil, func(k string) string { return env[k] }, &lockedBuffer{}, &lockedBuffer{})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("run with %s=%s: got %v, want an error naming %s", tt.env, tt.value, err, tt.want)
+			}
+		})
+	}
+}
