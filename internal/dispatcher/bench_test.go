@@ -17,12 +17,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	firebase "firebase.google.com/go/v4"
 	"firebase.google.com/go/v4/messaging"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/token"
@@ -82,6 +84,7 @@ type benchBundle struct {
 	creds pushemu.Credentials
 	cfg   dispatcher.Config
 	pipe  *dispatcher.Pipeline
+	reg   *prometheus.Registry
 }
 
 // setupBench starts Redis, the emulator and a dispatcher configured from
@@ -121,7 +124,8 @@ func setupBench(b *testing.B) *benchBundle {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	d, err := dispatcher.New(b.Context(), cfg, dispatcher.Deps{Redis: rdb, Logger: log, Registerer: prometheus.NewRegistry()})
+	reg := prometheus.NewRegistry()
+	d, err := dispatcher.New(b.Context(), cfg, dispatcher.Deps{Redis: rdb, Logger: log, Registerer: reg})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -129,7 +133,7 @@ func setupBench(b *testing.B) *benchBundle {
 		b.Fatal(err)
 	}
 	b.Cleanup(d.Stop)
-	return &benchBundle{rdb: rdb, emu: emu, creds: creds, cfg: cfg, pipe: d.Pipeline()}
+	return &benchBundle{rdb: rdb, emu: emu, creds: creds, cfg: cfg, pipe: d.Pipeline(), reg: reg}
 }
 
 // writeDevices writes devices from..to straight into the registry's Redis
@@ -300,7 +304,7 @@ func (s *bareSender) build(b *testing.B, from, to uint64, feed, event string) ba
 		data := map[string]string{
 			"type": "nudge.sync", "task": "nudge.sync", "feeds": feed, "event": event,
 			"push_id": "b" + strconv.FormatInt(now.UnixMilli(), 36) + "." + collapse,
-			"reason": "breaking", "since": feed + ":120", "sent_at": strconv.FormatInt(now.UnixMilli(), 10),
+			"reason":  "breaking", "since": feed + ":120", "sent_at": strconv.FormatInt(now.UnixMilli(), 10),
 		}
 		pv, pl := kindOf(id)
 		if pv == "apns" {
@@ -388,6 +392,45 @@ func loadAvg() float64 {
 	return f
 }
 
+// metric sums the samples of a metric family whose labels include every
+// pair of match: a counter's value, or a histogram's sum and count.
+func (bu *benchBundle) metric(b *testing.B, name string, match map[string]string) (sum float64, count uint64) {
+	b.Helper()
+	mfs, err := bu.reg.Gather()
+	if err != nil {
+		b.Fatalf("gather metrics: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for k, v := range match {
+				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == k && l.GetValue() == v }) {
+					continue next
+				}
+			}
+			if h := m.GetHistogram(); h != nil {
+				sum += h.GetSampleSum()
+				count += h.GetSampleCount()
+			} else if c := m.GetCounter(); c != nil {
+				sum += c.GetValue()
+			}
+		}
+	}
+	return sum, count
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // redisCPU is the CPU seconds the Redis main thread has used.
 func redisCPU(b *testing.B, rdb *redis.Client) float64 {
 	b.Helper()
@@ -445,20 +488,22 @@ func BenchmarkBreakingFanout(b *testing.B) {
 		bare.build(b, n/2+1, n, feed, "bare"),
 	}
 
-	var pipeWall, bareWall, planWall time.Duration
+	var pipeWall, bareWall, planWall, pipeCPU, bareCPU time.Duration
 	var redisSec float64
 	ops := 0
 	load0 := loadAvg()
 	for b.Loop() {
 		bu.resetThrottle(b)
-		t0 := time.Now()
+		t0, c0 := time.Now(), processCPU()
 		if err := bare.send(ctx, halves[0]); err != nil {
 			b.Fatal(err)
 		}
 		bareWall += time.Since(t0)
+		bareCPU += processCPU() - c0
 
 		base := bu.emu.Count()
 		cpu0 := redisCPU(b, bu.rdb)
+		c0 = processCPU()
 		start := time.Now()
 		id, err := bu.pipe.Submitter.Submit(ctx, breaking(feed, nil))
 		if err != nil {
@@ -471,6 +516,7 @@ func BenchmarkBreakingFanout(b *testing.B) {
 			b.Fatalf("pipeline: %d of %d pushes at the emulator: %v", bu.emu.Count()-base, n, err)
 		}
 		pipeWall += time.Since(start)
+		pipeCPU += processCPU() - c0
 		redisSec += redisCPU(b, bu.rdb) - cpu0
 		pr := bu.waitSettled(b, id, int64(n))
 		if pr.Targeted != int64(n) || pr.Queued != int64(n) || pr.Sent != int64(n) {
@@ -478,11 +524,12 @@ func BenchmarkBreakingFanout(b *testing.B) {
 		}
 		planWall += pr.FinishedAt.Sub(start)
 
-		t0 = time.Now()
+		t0, c0 = time.Now(), processCPU()
 		if err := bare.send(ctx, halves[1]); err != nil {
 			b.Fatal(err)
 		}
 		bareWall += time.Since(t0)
+		bareCPU += processCPU() - c0
 		ops++
 	}
 	total := float64(n) * float64(ops)
@@ -493,7 +540,20 @@ func BenchmarkBreakingFanout(b *testing.B) {
 	b.ReportMetric(planWall.Seconds()/float64(ops), "plan_s/op")
 	b.ReportMetric(pipeWall.Seconds()/float64(ops), "fanout_s/op")
 	b.ReportMetric(redisSec/float64(ops), "redis_cpu_s/op")
+	// CPU per push: this process (dispatcher, SDKs and the emulator's
+	// share, the same for both sides) plus, for the pipeline, Redis.
+	b.ReportMetric((pipeCPU.Seconds()+redisSec)*1e6/total, "cpu_µs/push")
+	b.ReportMetric(bareCPU.Seconds()*1e6/total, "bare_cpu_µs/push")
 	b.ReportMetric((load0+loadAvg())/2, "load1")
+	// Where the push workers spend their time, over the whole run.
+	hs, hn := bu.metric(b, "nudge_queue_handler_duration_seconds", map[string]string{"queue": keys.PushQueue})
+	jobs, _ := bu.metric(b, "nudge_queue_jobs_handled_total", map[string]string{"queue": keys.PushQueue})
+	fs, fn := bu.metric(b, "nudge_push_send_seconds", map[string]string{"provider": "fcm"})
+	if hn > 0 && fn > 0 {
+		b.ReportMetric(hs/float64(hn)*1000, "handler_ms")
+		b.ReportMetric(jobs/float64(hn), "jobs/handler")
+		b.ReportMetric(fs/float64(fn)*1000, "sendeach_ms")
+	}
 }
 
 // BenchmarkTriggerLatency measures, per editor trigger, the time from
