@@ -2,6 +2,7 @@ package throttle
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,11 +18,19 @@ import (
 // call, pipelined). On the feed lane the first event defers every device and
 // later ones coalesce into the pending push (the path of a burst of feed
 // changes). On the breaking lane the first event queues a push per device
-// and later ones defer or coalesce behind the min gap.
+// and later ones defer or coalesce behind the min gap. In both, devices that
+// got the same events share one state, so the script's per-call memo of
+// decisions mostly hits. feed-distinct first applies 12 events to random
+// halves of the devices, untimed, so that nearly every device has a state
+// of its own and the memo mostly misses: the cost of a fan-out to devices
+// with diverse histories.
 func BenchmarkDecide(b *testing.B) {
 	const n = 64 * 512
-	for _, lane := range []string{LaneFeed, LaneBreaking} {
-		b.Run(lane, func(b *testing.B) {
+	for _, bc := range []struct {
+		name, lane string
+		distinct   bool
+	}{{"feed", LaneFeed, false}, {"breaking", LaneBreaking, false}, {"feed-distinct", LaneFeed, true}} {
+		b.Run(bc.name, func(b *testing.B) {
 			e := setup(b, redistest.Start(b), Config{})
 			devs := make([]device, n)
 			ids := make([]uint64, n)
@@ -31,10 +40,26 @@ func BenchmarkDecide(b *testing.B) {
 			}
 			e.addDevices(b, devs...)
 			now := t0
+			if bc.distinct {
+				rng := rand.New(rand.NewPCG(5, 6))
+				for w := range 12 {
+					var half []uint64
+					for _, id := range ids {
+						if rng.IntN(2) == 0 {
+							half = append(half, id)
+						}
+					}
+					u := Update{Event: fmt.Sprint("w", w), Feeds: []string{"a"}, Lane: LaneFeed, Reason: "feed", Since: map[string]int64{"a": int64(w)}}
+					if _, err := e.th.Decide(b.Context(), now, u, half); err != nil {
+						b.Fatalf("decide: %v", err)
+					}
+					now = now.Add(time.Second)
+				}
+			}
 			i := 0
 			cpu0 := redisCPU(b, e.rdb)
 			for b.Loop() {
-				u := Update{Event: fmt.Sprint("e", i), Feeds: []string{"a"}, Lane: lane, Reason: "feed", Since: map[string]int64{"a": int64(i)}}
+				u := Update{Event: fmt.Sprint("e", i), Feeds: []string{"a"}, Lane: bc.lane, Reason: "feed", Since: map[string]int64{"a": int64(i)}}
 				if _, err := e.th.Decide(b.Context(), now, u, ids); err != nil {
 					b.Fatalf("decide: %v", err)
 				}
@@ -45,6 +70,45 @@ func BenchmarkDecide(b *testing.B) {
 			b.ReportMetric(float64(n)*float64(b.N)/(redisCPU(b, e.rdb)-cpu0), "decisions/redis-cpu-s")
 		})
 	}
+}
+
+// BenchmarkStep measures the scheduler: each iteration defers one feed
+// update to 32,768 devices (64 partitions x 512) and then moves all of them
+// into the push streams with one Step, 256 devices per partition per script
+// call. Only the Step is timed.
+func BenchmarkStep(b *testing.B) {
+	const n = 64 * 512
+	e := setup(b, redistest.Start(b), Config{})
+	devs := make([]device, n)
+	ids := make([]uint64, n)
+	for i := range devs {
+		devs[i] = device{id: uint64(i + 1), pl: []string{"ios", "android"}[i%2], bg: true}
+		ids[i] = devs[i].id
+	}
+	e.addDevices(b, devs...)
+	now := t0
+	i := 0
+	var cpu float64
+	for b.Loop() {
+		b.StopTimer()
+		u := Update{Event: fmt.Sprint("e", i), Feeds: []string{"a"}, Lane: LaneFeed, Reason: "feed", Since: map[string]int64{"a": int64(i)}}
+		if _, err := e.th.Decide(b.Context(), now, u, ids); err != nil {
+			b.Fatalf("decide: %v", err)
+		}
+		now = now.Add(time.Hour) // past the debounce and any limit
+		cpu0 := redisCPU(b, e.rdb)
+		b.StartTimer()
+		m, err := e.th.Step(b.Context(), now, 256)
+		if err != nil || m.Queued != n {
+			b.Fatalf("step: got %+v, %v, want %d queued", m, err, n)
+		}
+		b.StopTimer()
+		cpu += redisCPU(b, e.rdb) - cpu0
+		b.StartTimer()
+		i++
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "moves/s")
+	b.ReportMetric(float64(n)*float64(b.N)/cpu, "moves/redis-cpu-s")
 }
 
 // redisCPU returns the CPU seconds the Redis main thread has used, to tell

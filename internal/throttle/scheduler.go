@@ -76,7 +76,7 @@ func (t *Throttle) Step(ctx context.Context, now time.Time, limit int) (Moves, e
 			}
 			calls = append(calls, c)
 		}
-		if err := t.run(ctx, moveScript, calls); err != nil {
+		if err := t.run(ctx, t.move, calls); err != nil {
 			return total, fmt.Errorf("scheduler: move due pushes: %w", err)
 		}
 		var round Moves

@@ -122,8 +122,12 @@ local function list_json(l)
   return (gsub(sub(l, 2), US, ','))
 end
 
-local function payload(id, PE, n, PF, PC, lane, reason, now_s)
-  return '{"device":"' .. id .. '","events":[' .. list_json(PE) .. '],"dropped":' .. n ..
+-- JOB_HEAD starts a push job payload; tail returns the rest after the
+-- device id, so one tail serves every device with the same pending push.
+local JOB_HEAD = '{"device":"'
+
+local function tail(PE, n, PF, PC, lane, reason, now_s)
+  return '","events":[' .. list_json(PE) .. '],"dropped":' .. n ..
     ',"feeds":[' .. list_json(PF) .. '],"since":{' .. list_json(PC) .. '},"lane":"' .. lane ..
     '","reason":' .. reason .. ',"queued_at":' .. now_s .. '}'
 end
@@ -189,7 +193,7 @@ var decideScript = redis.NewScript(luaCommon + decideLua)
 // coalesce fast path switched off (FAST) to check that both paths write
 // the same states.
 const decideLua = `
-local FAST = true
+local FAST, MEMO = true, true
 local now_s = ARGV[1]
 local now = tonumber(now_s)
 local qev = ARGV[2]
@@ -204,7 +208,6 @@ local stream = KEYS[3]
 local cnt = {q = 0, d = 0, c = 0}
 local skipped, missing, dup = 0, 0, 0
 local hset, zadd, zrem, gone = {}, {}, {}, {}
-local id -- the device being decided
 
 -- What every device of the call shares is built once: the needles that
 -- find this event and these feeds in a state, the pieces appended to a
@@ -223,10 +226,14 @@ for f, v in string.gmatch(sinceL, '\31([^\31]*):(%-?%d+)') do
 end
 local coldDeferred = state(1, 1, 0, now_s, lane, '', feedsL, sinceL, qreason, evNeedle .. 'd', evPE)
 local coldQueued = state(1, 0, 0, '', '', now_s, '', '', '', evNeedle .. 'q', '')
-local jobHead = '{"device":"'
-local jobTail = '","events":[' .. qev .. '],"dropped":0,"feeds":[' .. list_json(feedsL) ..
+local newTail = '","events":[' .. qev .. '],"dropped":0,"feeds":[' .. list_json(feedsL) ..
   '],"since":{' .. list_json(sinceL) .. '},"lane":"' .. lane .. '","reason":' .. qreason ..
   ',"queued_at":' .. now_s .. '}'
+
+-- A decision is a table: st the new state, out its outcome, d the due
+-- time to set, unq true to remove the device from the due set, job the
+-- payload tail of a push to queue now, dup true for an event already
+-- applied (out is then the original outcome and nothing is written).
 
 -- coalesce is the fast path of the common case: the update merges into the
 -- pending push without changing its feeds, cursors, lane or due-before-now
@@ -267,20 +274,17 @@ local function coalesce(raw, ne_s, k_s, t, pl, p, pol, mi)
     from = find(raw, GS, eStart + 1, true) or eEnd
     ne = ne - 1
   end
-  zadd[#zadd + 1] = d
-  zadd[#zadd + 1] = id
   -- raw from the comma before n up to E is kept as it is.
-  return ne .. ',' .. (k + 1) .. sub(raw, #ne_s + #k_s + 2, eStart - 1) .. sub(raw, from, eEnd - 1) ..
-    evNeedle .. 'c' .. sub(raw, eEnd) .. evPE
+  return {out = 'c', d = d, st = ne .. ',' .. (k + 1) .. sub(raw, #ne_s + #k_s + 2, eStart - 1) ..
+    sub(raw, from, eEnd - 1) .. evNeedle .. 'c' .. sub(raw, eEnd) .. evPE}
 end
 
--- decide is the general path: it splits the state, applies the policy and
--- joins the state again.
-local function decide(id, raw, pol, mi)
+-- general splits the state, applies the policy and joins the state again.
+local function general(raw, pol, mi)
   local ne, k, n, t, pl, S, PF, PC, pr, E, PE = state_of(raw)
   local s = sends_of(S)
   local a = allow_at(s, pol, gap_of(pol, mi), now)
-  local out
+  local r = {}
   if k > 0 then
     k = k + 1
     PE = PE .. evPE
@@ -311,33 +315,46 @@ local function decide(id, raw, pol, mi)
       if a > d then d = a end
     end
     if d <= now then
-      call('XADD', stream, '*', 'p', payload(id, PE, n, PF, PC, pl, pr, now_s))
-      zrem[#zrem + 1] = id
+      r.job, r.unq, r.out = tail(PE, n, PF, PC, pl, pr, now_s), true, 'q'
       S, k, n, t, pl, PF, PC, pr, PE = record(s, pol, now_s), 0, 0, '', '', '', '', '', ''
-      out = 'q'
     else
-      zadd[#zadd + 1] = d
-      zadd[#zadd + 1] = id
-      out = 'c'
+      r.d, r.out = d, 'c'
     end
   else
     local d = a
     if lane ~= 'breaking' and now + pol.deb > d then d = now + pol.deb end
     if d <= now then
-      call('XADD', stream, '*', 'p', jobHead .. id .. jobTail)
+      r.job, r.out = newTail, 'q'
       S = record(s, pol, now_s)
-      out = 'q'
     else
-      zadd[#zadd + 1] = d
-      zadd[#zadd + 1] = id
+      r.d, r.out = d, 'd'
       k, n, t, pl, PF, PC, pr, PE = 1, 0, now_s, lane, feedsL, sinceL, qreason, evPE
-      out = 'd'
     end
   end
   ne = ne + 1
-  E = E .. evNeedle .. out
+  E = E .. evNeedle .. r.out
   while ne > remember do E = sub(E, (find(E, GS, 2, true))); ne = ne - 1 end
-  return state(ne, k, n, t, pl, S, PF, PC, pr, E, PE), out
+  r.st = state(ne, k, n, t, pl, S, PF, PC, pr, E, PE)
+  return r
+end
+
+-- apply decides one device from its state raw (nil: never seen), policy
+-- and min_interval. It has no side effects and depends on nothing else but
+-- the call's update, so its result is memoised per call: the devices of
+-- one fan-out mostly share a state (same feeds, same events, same sends).
+local function apply(raw, pol, mi)
+  if not raw then
+    -- Never seen: no sends, no pending push, nothing remembered.
+    if lane ~= 'breaking' and pol.deb > 0 then
+      return {st = coldDeferred, out = 'd', d = now + pol.deb}
+    end
+    return {st = coldQueued, out = 'q', job = newTail}
+  end
+  if byte(raw, 1) == 123 then raw = legacy(raw) end
+  local ne, k, n, t, pl, p = match(raw, HEAD)
+  local at = find(raw, evNeedle, p, true)
+  if at then return {dup = true, out = sub(raw, at + #evNeedle, at + #evNeedle)} end
+  return coalesce(raw, ne, k, t, pl, p, pol, mi) or general(raw, pol, mi)
 end
 
 -- One HMGET for the whole batch's state; writes are gathered and issued in
@@ -346,9 +363,10 @@ local ids = {}
 for i = 4, #KEYS do ids[i - 3] = ARGV[15 + i] end
 local raws = call('HMGET', KEYS[1], unpack(ids))
 local fresh = {}
+local memo = {[pols.ios] = {}, [pols.android] = {}}
 
 for j = 1, #ids do
-  id = ids[j]
+  local id = ids[j]
   local dev = call('HMGET', KEYS[3 + j], 'pl', 'bg', 'mi')
   if not dev[1] and not dev[2] then
     missing = missing + 1
@@ -359,36 +377,34 @@ for j = 1, #ids do
     local pol = pols.android
     if dev[1] == 'ios' then pol = pols.ios end
     local raw = fresh[id] or raws[j]
-    local out, st
-    if not raw then
-      -- Never seen: no sends, no pending push, nothing remembered.
-      if lane ~= 'breaking' and pol.deb > 0 then
-        zadd[#zadd + 1] = now + pol.deb
-        zadd[#zadd + 1] = id
-        st, out = coldDeferred, 'd'
-      else
-        call('XADD', stream, '*', 'p', jobHead .. id .. jobTail)
-        st, out = coldQueued, 'q'
+    local mi = dev[3]
+    local r
+    if MEMO then
+      local m = memo[pol]
+      r = m[raw or '']
+      if not r or r.mi ~= mi then
+        r = apply(raw, pol, mi)
+        r.mi = mi
+        m[raw or ''] = r
       end
     else
-      if byte(raw, 1) == 123 then raw = legacy(raw) end
-      local ne, k, n, t, pl, p = match(raw, HEAD)
-      local at = find(raw, evNeedle, p, true)
-      if at then
-        local o = sub(raw, at + #evNeedle, at + #evNeedle)
-        dup = dup + 1
-        cnt[o] = cnt[o] + 1
-      else
-        st = coalesce(raw, ne, k, t, pl, p, pol, dev[3])
-        out = 'c'
-        if not st then st, out = decide(id, raw, pol, dev[3]) end
-      end
+      r = apply(raw, pol, mi)
     end
-    if st then
-      fresh[id] = st
+    if r.dup then
+      dup = dup + 1
+      cnt[r.out] = cnt[r.out] + 1
+    else
+      if r.job then call('XADD', stream, '*', 'p', JOB_HEAD .. id .. r.job) end
+      if r.d then
+        zadd[#zadd + 1] = r.d
+        zadd[#zadd + 1] = id
+      elseif r.unq then
+        zrem[#zrem + 1] = id
+      end
+      fresh[id] = r.st
       hset[#hset + 1] = id
-      hset[#hset + 1] = st
-      cnt[out] = cnt[out] + 1
+      hset[#hset + 1] = r.st
+      cnt[r.out] = cnt[r.out] + 1
     end
   end
 end
@@ -419,7 +435,11 @@ return {cnt.q, cnt.d, cnt.c, skipped, missing, dup}
 // rescheduled to the time they do.
 //
 // Returns {queued, rescheduled, skipped, missing, stale}.
-var moveScript = redis.NewScript(luaCommon + `
+var moveScript = redis.NewScript(luaCommon + moveLua)
+
+// moveLua is the body of moveScript; MEMO switches its memo off in tests.
+const moveLua = `
+local MEMO = true
 local now_s = ARGV[1]
 local now = tonumber(now_s)
 local pols = policies(2)
@@ -430,6 +450,25 @@ if #ids == 0 then return {0, 0, 0, 0, 0} end
 local scores = call('ZMSCORE', KEYS[2], unpack(ids))
 local raws = call('HMGET', KEYS[1], unpack(ids))
 local hset, zadd, zrem, gone = {}, {}, {}, {}
+
+-- move decides one due device from its state raw, background sync flag,
+-- policy and min_interval, without side effects (memoised like decide's
+-- apply): stale true when there is no pending push; st the new state (nil:
+-- unchanged); at a later due time; job the payload tail of the push.
+local function move(raw, bg, pol, mi)
+  if not raw then return {stale = true} end
+  if byte(raw, 1) == 123 then raw = legacy(raw) end
+  local ne, k, n, t, pl, S, PF, PC, pr, E, PE = state_of(raw)
+  if k == 0 then return {stale = true} end
+  if bg == '0' then return {skip = true, st = state(ne, 0, 0, '', '', S, '', '', '', E, '')} end
+  local s = sends_of(S)
+  local a = allow_at(s, pol, gap_of(pol, mi), now)
+  if a > now then return {at = a} end
+  return {job = tail(PE, n, PF, PC, pl, pr, now_s),
+          st = state(ne, 0, 0, '', '', record(s, pol, now_s), '', '', '', E, '')}
+end
+
+local memo = {[pols.ios] = {}, [pols.android] = {}}
 for j = 1, #ids do
   local id = ids[j]
   local score = scores[j]
@@ -442,34 +481,38 @@ for j = 1, #ids do
       gone[#gone + 1] = id
       zrem[#zrem + 1] = id
     else
-      local raw = raws[j]
-      if raw and byte(raw, 1) == 123 then raw = legacy(raw) end
-      local ne, k, n, t, pl, S, PF, PC, pr, E, PE
-      if raw then ne, k, n, t, pl, S, PF, PC, pr, E, PE = state_of(raw) end
-      if not raw or k == 0 then
+      local pol = pols.android
+      if dev[1] == 'ios' then pol = pols.ios end
+      local raw, bg, mi = raws[j], dev[2], dev[3]
+      local r
+      if MEMO and raw then
+        local m = memo[pol]
+        r = m[raw]
+        if not r or r.mi ~= mi or r.bg ~= bg then
+          r = move(raw, bg, pol, mi)
+          r.mi, r.bg = mi, bg
+          m[raw] = r
+        end
+      else
+        r = move(raw, bg, pol, mi)
+      end
+      if r.stale then
         stale = stale + 1
         zrem[#zrem + 1] = id
-      elseif dev[2] == '0' then
-        skipped = skipped + 1
-        hset[#hset + 1] = id
-        hset[#hset + 1] = state(ne, 0, 0, '', '', S, '', '', '', E, '')
-        zrem[#zrem + 1] = id
+      elseif r.at then
+        resched = resched + 1
+        zadd[#zadd + 1] = r.at
+        zadd[#zadd + 1] = id
       else
-        local pol = pols.android
-        if dev[1] == 'ios' then pol = pols.ios end
-        local s = sends_of(S)
-        local a = allow_at(s, pol, gap_of(pol, dev[3]), now)
-        if a > now then
-          resched = resched + 1
-          zadd[#zadd + 1] = a
-          zadd[#zadd + 1] = id
+        if r.skip then
+          skipped = skipped + 1
         else
           queued = queued + 1
-          call('XADD', KEYS[3], '*', 'p', payload(id, PE, n, PF, PC, pl, pr, now_s))
-          hset[#hset + 1] = id
-          hset[#hset + 1] = state(ne, 0, 0, '', '', record(s, pol, now_s), '', '', '', E, '')
-          zrem[#zrem + 1] = id
+          call('XADD', KEYS[3], '*', 'p', JOB_HEAD .. id .. r.job)
         end
+        hset[#hset + 1] = id
+        hset[#hset + 1] = r.st
+        zrem[#zrem + 1] = id
       end
     end
   end
@@ -480,7 +523,7 @@ bulk('ZREM', KEYS[2], zrem, 1)
 bulk('HDEL', KEYS[1], gone, 1)
 keep_hashtable(KEYS[1])
 return {queued, resched, skipped, missing, stale}
-`)
+`
 
 // forgetScript drops the throttle state and pending push of one device.
 //

@@ -272,8 +272,9 @@ type Throttle struct {
 	cfg    Config
 	rdb    redis.UniversalClient
 	log    *slog.Logger
-	polArg []any // iOS then Android policy, script arguments
-	decide *redis.Script
+	polArg []any         // iOS then Android policy, script arguments
+	decide *redis.Script // decideScript; tests swap in variants
+	move   *redis.Script // moveScript; tests swap in variants
 
 	decisions *prometheus.CounterVec
 	moves     *prometheus.CounterVec
@@ -296,6 +297,7 @@ func New(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus
 		log:    log,
 		polArg: append(cfg.IOS.args(), cfg.Android.args()...),
 		decide: decideScript,
+		move:   moveScript,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_throttle_decisions_total",
 			Help: "Throttle decisions by outcome (queued, deferred, coalesced, skipped, missing, duplicate) and lane.",

@@ -609,18 +609,29 @@ func TestCollapseID(t *testing.T) {
 	}
 }
 
-// TestFastPathMatchesGeneral runs one random schedule twice, with and
-// without the decide script's coalesce fast path, and checks that both
-// runs leave byte-identical states, due sets and push jobs.
-func TestFastPathMatchesGeneral(t *testing.T) {
+// TestShortcutsMatchGeneral runs one random schedule with the scripts'
+// shortcuts (the coalesce fast path, the per-call memo of decisions and of
+// scheduler moves) switched on and off, and checks that every run leaves
+// byte-identical states, due sets and push jobs.
+func TestShortcutsMatchGeneral(t *testing.T) {
 	t.Parallel()
-	general := strings.Replace(decideLua, "local FAST = true\n", "local FAST = false\n", 1)
-	if general == decideLua {
-		t.Fatalf("the decide script has no FAST switch to turn off")
+	variant := func(src, old, new string) *redis.Script {
+		t.Helper()
+		v := strings.Replace(src, old, new, 1)
+		if v == src {
+			t.Fatalf("script has no %q to switch", old)
+		}
+		return redis.NewScript(luaCommon + v)
 	}
-	run := func(t *testing.T, s *redis.Script) map[string]string {
+	type scripts struct{ decide, move *redis.Script }
+	variants := map[string]scripts{
+		"no fast path": {variant(decideLua, "local FAST, MEMO = true, true\n", "local FAST, MEMO = false, true\n"), moveScript},
+		"no memo":      {variant(decideLua, "local FAST, MEMO = true, true\n", "local FAST, MEMO = true, false\n"), variant(moveLua, "local MEMO = true\n", "local MEMO = false\n")},
+		"neither":      {variant(decideLua, "local FAST, MEMO = true, true\n", "local FAST, MEMO = false, false\n"), variant(moveLua, "local MEMO = true\n", "local MEMO = false\n")},
+	}
+	run := func(t *testing.T, s scripts) map[string]string {
 		e := setup(t, redistest.Start(t), Config{MaxEvents: 5, Remember: 3})
-		e.th.decide = s
+		e.th.decide, e.th.move = s.decide, s.move
 		rng := rand.New(rand.NewPCG(7, 8))
 		var devs []device
 		for i := range 300 {
@@ -674,16 +685,22 @@ func TestFastPathMatchesGeneral(t *testing.T) {
 		}
 		return out
 	}
-	fast, slow := run(t, decideScript), run(t, redis.NewScript(luaCommon+general))
-	if len(fast) != len(slow) {
-		t.Fatalf("entries: got %d with the fast path, %d without", len(fast), len(slow))
+	want := run(t, scripts{decideScript, moveScript})
+	if len(want) < 1000 {
+		t.Fatalf("only %d entries to compare; the schedule is too thin to mean much", len(want))
 	}
-	for k, v := range fast {
-		if slow[k] != v {
-			t.Fatalf("%s: got %q with the fast path, %q without", k, v, slow[k])
-		}
-	}
-	if len(fast) < 1000 {
-		t.Fatalf("only %d entries compared; the schedule is too thin to mean much", len(fast))
+	for name, v := range variants {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			got := run(t, v)
+			if len(got) != len(want) {
+				t.Fatalf("entries: got %d, want %d as with every shortcut", len(got), len(want))
+			}
+			for k, w := range want {
+				if got[k] != w {
+					t.Fatalf("%s: got %q, want %q as with every shortcut", k, got[k], w)
+				}
+			}
+		})
 	}
 }
