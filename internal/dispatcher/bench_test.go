@@ -91,7 +91,7 @@ type benchBundle struct {
 // the binary's settings: the emulator's credentials, every other NUDGE_*
 // variable from the environment (NUDGE_PUSH_WORKERS, NUDGE_PUSH_BATCH,
 // NUDGE_APNS_CONCURRENCY, NUDGE_FCM_CONCURRENCY…) or its default.
-func setupBench(b *testing.B) *benchBundle {
+func setupBench(b testing.TB) *benchBundle {
 	b.Helper()
 	rdb := redistest.Start(b)
 	// Keep one delivery per token: the counts stay exact and 100k
@@ -141,7 +141,7 @@ func setupBench(b *testing.B) *benchBundle {
 // entry and the subscription bit of feedOf(id), in pipelines. It is what
 // Registry.Register leaves behind, at a rate that populates 100k devices in
 // a second or two.
-func (bu *benchBundle) writeDevices(b *testing.B, from, to uint64, feedOf func(uint64) string) {
+func (bu *benchBundle) writeDevices(b testing.TB, from, to uint64, feedOf func(uint64) string) {
 	b.Helper()
 	ctx := b.Context()
 	now := strconv.FormatInt(time.Now().Unix(), 10)
@@ -181,7 +181,7 @@ func (bu *benchBundle) writeDevices(b *testing.B, from, to uint64, feedOf func(u
 
 // checkDevices reads a few written devices back through the registry, so a
 // drift between writeDevices and the registry's layout fails the benchmark.
-func (bu *benchBundle) checkDevices(b *testing.B, feed string, ids ...uint64) {
+func (bu *benchBundle) checkDevices(b testing.TB, feed string, ids ...uint64) {
 	b.Helper()
 	for _, id := range ids {
 		d, err := bu.pipe.Devices.Get(b.Context(), id)
@@ -218,7 +218,7 @@ func breaking(feed string, alert *fanout.Alert) fanout.Event {
 
 // waitSettled polls an event's progress until its fan-out is planned and
 // every targeted push has an outcome, and returns that progress.
-func (bu *benchBundle) waitSettled(b *testing.B, id string, want int64) fanout.Progress {
+func (bu *benchBundle) waitSettled(b testing.TB, id string, want int64) fanout.Progress {
 	b.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -254,7 +254,7 @@ type barePushes struct {
 
 func (bp barePushes) len() int { return len(bp.apns) + len(bp.fcm) }
 
-func newBare(b *testing.B, bu *benchBundle) *bareSender {
+func newBare(b testing.TB, bu *benchBundle) *bareSender {
 	b.Helper()
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(bu.emu.CAPEM()) {
@@ -294,7 +294,7 @@ func newBare(b *testing.B, bu *benchBundle) *bareSender {
 
 // build prebuilds the silent breaking push of each device from..to, with
 // the payload fields and headers the pipeline sends.
-func (s *bareSender) build(b *testing.B, from, to uint64, feed, event string) barePushes {
+func (s *bareSender) build(b testing.TB, from, to uint64, feed, event string) barePushes {
 	b.Helper()
 	var bp barePushes
 	now := time.Now()
