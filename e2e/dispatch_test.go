@@ -42,7 +42,7 @@ func TestFeedChangeWakesExactlyTheSubscribedDevices(t *testing.T) {
 		if len(got) != 1 {
 			t.Fatalf("%s device: got %d pushes, want 1", d.Platform, len(got))
 		}
-		p := payload(t, got[0])
+		p := got[0].Data
 		if p["type"] != "nudge.sync" || p["feeds"] != "headlines" || p["reason"] != "feed" || p["event"] != eventID || p["task"] != "nudge.sync" {
 			t.Fatalf("%s payload: got %v", d.Platform, p)
 		}
@@ -64,7 +64,7 @@ func TestFeedChangeWakesExactlyTheSubscribedDevices(t *testing.T) {
 	}
 
 	// The woken app reports back; the console shows the wake.
-	p := payload(t, s.emu.Deliveries(ios.Token)[0])
+	p := s.emu.Deliveries(ios.Token)[0].Data
 	receipt := map[string]any{"push_id": p["push_id"], "received_at": time.Now().Format(time.RFC3339Nano), "outcome": "synced", "items": 1}
 	if code := s.call("POST", fmt.Sprintf("/v1/devices/%d/receipts", ios.ID), ios.Secret, receipt, nil); code != http.StatusNoContent {
 		t.Fatalf("receipt: status %d", code)
@@ -105,7 +105,7 @@ func TestTenUpdatesInAMinuteStayWithinTheIOSBudget(t *testing.T) {
 		if len(pushes) == 0 {
 			return false
 		}
-		since := sinceOf(t, payload(t, pushes[len(pushes)-1]), "headlines")
+		since := sinceOf(t, pushes[len(pushes)-1].Data, "headlines")
 		return slices.Contains(s.itemTitles("headlines", since), last)
 	})
 	if len(pushes) > 10 || len(pushes) < 1 {
@@ -152,7 +152,7 @@ func TestBreakingSyncArrivesInsideTheDebounce(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: no breaking push within 20s: %v", d.Platform, err)
 		}
-		p := payload(t, got[0])
+		p := got[0].Data
 		if p["reason"] != "breaking" || !got[0].Alert || p["event"] != created.ID {
 			t.Fatalf("%s: got %v (alert %v), want the breaking sync %s with its alert", d.Platform, p, got[0].Alert, created.ID)
 		}

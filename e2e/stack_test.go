@@ -305,7 +305,7 @@ func (s *stack) publish(feed, title string) {
 
 // progress is GET /v1/syncs/{id}.
 type progress struct {
-	State                                                                 string
+	State                                                                string
 	Targeted, Queued, Sent, Deferred, Coalesced, Skipped, Pruned, Failed int64
 }
 
@@ -318,26 +318,6 @@ func (s *stack) progress(id string) progress {
 		s.t.Fatalf("progress of %s: status %d", id, code)
 	}
 	return p
-}
-
-// payload returns a delivery's data fields: FCM's data map, or the keys
-// beside aps in an APNs body.
-func payload(t *testing.T, d pushemu.Delivery) map[string]string {
-	t.Helper()
-	if d.Provider != pushemu.APNs {
-		return d.Data
-	}
-	var body map[string]any
-	if err := json.Unmarshal(d.Body, &body); err != nil {
-		t.Fatalf("apns body: %v", err)
-	}
-	out := map[string]string{}
-	for k, v := range body {
-		if s, ok := v.(string); ok {
-			out[k] = s
-		}
-	}
-	return out
 }
 
 // sinceOf returns the cursor a payload's since field names for feed.

@@ -2,7 +2,6 @@ package delivery_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -185,7 +184,7 @@ func TestDeliversSilentPushesWithCursorAndAlert(t *testing.T) {
 			t.Fatalf("%s device: %v", d.Platform, err)
 		}
 		del := got[0]
-		data := payload(t, del)
+		data := del.Data
 		if data["type"] != "nudge.sync" || data["feeds"] != "headlines" || data["since"] != "headlines:41" || data["event"] != id || data["reason"] != "breaking" {
 			t.Fatalf("%s/%s payload: got %v", d.Provider, d.Platform, data)
 		}
@@ -206,26 +205,6 @@ func TestDeliversSilentPushesWithCursorAndAlert(t *testing.T) {
 	if s.Platforms["ios"].Sent != 2 || s.Platforms["android"].Sent != 1 {
 		t.Fatalf("stats: ios sent %d, android sent %d; want 2 and 1", s.Platforms["ios"].Sent, s.Platforms["android"].Sent)
 	}
-}
-
-// payload returns the data fields of a delivery: FCM's data map, or the
-// custom keys beside aps in an APNs body.
-func payload(t *testing.T, d pushemu.Delivery) map[string]string {
-	t.Helper()
-	if d.Provider != pushemu.APNs {
-		return d.Data
-	}
-	var body map[string]any
-	if err := json.Unmarshal(d.Body, &body); err != nil {
-		t.Fatalf("apns body: %v", err)
-	}
-	out := map[string]string{}
-	for k, v := range body {
-		if s, ok := v.(string); ok {
-			out[k] = s
-		}
-	}
-	return out
 }
 
 func TestPrunesUnregisteredTokenAfterOneSend(t *testing.T) {
