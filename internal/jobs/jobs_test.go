@@ -249,13 +249,27 @@ func testBatching(t *testing.T, b *bundle) {
 	rec.mu.Lock()
 	batches := slices.Clone(rec.batches)
 	rec.mu.Unlock()
-	if got, want := slices.Max(batches), 50; got != want {
-		t.Fatalf("largest batch: got %d, want %d (batches %v)", got, want, batches)
-	}
-	if got, want := len(batches), 3; got != want {
-		t.Fatalf("handler calls for 120 jobs with BatchSize 50: got %d, want %d (batches %v)", got, want, batches)
+	// A read over P streams takes about BatchSize×Concurrency jobs in all
+	// (COUNT is per stream), so one partition's backlog comes in slices of
+	// BatchSize×Concurrency/P; a handler call never gets more than BatchSize.
+	perRead := max(1, (50+b.q.Partitions()-1)/b.q.Partitions()) // a reader reads at most all partitions
+	if got := slices.Max(batches); got > 50 || got < min(perRead, 50) {
+		t.Fatalf("largest batch: got %d, want between %d and 50 (batches %v)", got, perRead, batches)
 	}
 	b.waitEmpty(t)
+}
+
+func TestReadsTakeAboutWhatTheHandlersCanDo(t *testing.T) {
+	t.Parallel()
+	w := &Worker{cfg: WorkerConfig{BatchSize: 500, Concurrency: 4}}
+	for _, tt := range []struct {
+		streams int
+		want    int64
+	}{{1, 500}, {4, 500}, {8, 250}, {64, 32}, {5000, 1}} {
+		if got := w.perStream(tt.streams); got != tt.want {
+			t.Fatalf("perStream(%d): got %d, want %d", tt.streams, got, tt.want)
+		}
+	}
 }
 
 func testPartitionRouting(t *testing.T, b *bundle) {

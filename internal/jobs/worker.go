@@ -325,11 +325,21 @@ func (w *Worker) readLoop(loopCtx, handlerCtx, base context.Context, parts []int
 	}
 }
 
+// perStream is the XREADGROUP COUNT for a read over n streams. COUNT
+// applies to each stream, so a read over 64 partitions with the full batch
+// size could take 64 batches at once and leave other replicas idle while
+// this one works through them. One read takes about enough to fill every
+// handler slot.
+func (w *Worker) perStream(n int) int64 {
+	want := w.cfg.BatchSize * w.cfg.Concurrency
+	return int64(min(w.cfg.BatchSize, max(1, (want+n-1)/n)))
+}
+
 // readMulti reads new jobs of many streams in one blocking XREADGROUP.
 func (w *Worker) readMulti(ctx context.Context, streams []string) ([]*Job, error) {
 	res, err := w.q.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: Group, Consumer: w.cfg.Consumer, Streams: streams,
-		Count: int64(w.cfg.BatchSize), Block: w.cfg.Block,
+		Count: w.perStream(len(streams) / 2), Block: w.cfg.Block,
 	}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
@@ -349,7 +359,7 @@ func (w *Worker) readEach(ctx context.Context, parts []int) ([]*Job, error) {
 		cmds[i] = pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
 			Group: Group, Consumer: w.cfg.Consumer,
 			Streams: []string{w.q.parts[p].stream, ">"},
-			Count:   int64(w.cfg.BatchSize), Block: -1,
+			Count:   w.perStream(len(parts)), Block: -1,
 		})
 	}
 	_, _ = pipe.Exec(ctx)
