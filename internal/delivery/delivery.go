@@ -94,7 +94,8 @@ type Handler struct {
 	log    *slog.Logger
 	now    func() time.Time
 
-	alerts sync.Map // event id -> *push.Alert (nil for none); events never change
+	alertsMu sync.Mutex
+	alerts   map[string]*push.Alert // event id -> alert (nil: none); events never change
 
 	results *prometheus.CounterVec
 	paused  *prometheus.CounterVec
@@ -123,7 +124,7 @@ func New(cfg Config, d Deps) (*Handler, error) {
 	}
 	h := &Handler{
 		cfg: cfg, rdb: d.Redis, sender: d.Sender, pruner: d.Pruner, events: d.Events,
-		stats: d.Stats, log: d.Logger, now: d.Clock,
+		stats: d.Stats, log: d.Logger, now: d.Clock, alerts: map[string]*push.Alert{},
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_delivery_results_total",
 			Help: "Provider send results by provider, action (delivered, prune_token, retry, backoff_device, pause_provider, permanent) and reason.",
@@ -259,30 +260,43 @@ func (h *Handler) alert(ctx context.Context, p throttle.Push) (*push.Alert, erro
 		return nil, nil
 	}
 	for _, id := range slices.Backward(p.Events) {
-		if a, ok := h.alerts.Load(id); ok {
-			if a := a.(*push.Alert); a != nil {
-				return a, nil
+		a, ok := h.cachedAlert(id)
+		if !ok {
+			ev, err := h.events.Event(ctx, id)
+			switch {
+			case errors.Is(err, fanout.ErrNotFound):
+			case err != nil:
+				return nil, fmt.Errorf("load event %s: %w", id, err)
+			case ev.Alert != nil && (ev.Alert.Title != "" || ev.Alert.Body != ""):
+				a = &push.Alert{Title: ev.Alert.Title, Body: ev.Alert.Body}
 			}
-			continue
+			h.cacheAlert(id, a)
 		}
-		ev, err := h.events.Event(ctx, id)
-		if errors.Is(err, fanout.ErrNotFound) {
-			h.alerts.Store(id, (*push.Alert)(nil))
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("load event %s: %w", id, err)
-		}
-		var a *push.Alert
-		if ev.Alert != nil && (ev.Alert.Title != "" || ev.Alert.Body != "") {
-			a = &push.Alert{Title: ev.Alert.Title, Body: ev.Alert.Body}
-		}
-		h.alerts.Store(id, a)
 		if a != nil {
 			return a, nil
 		}
 	}
 	return nil, nil
+}
+
+// maxCachedAlerts bounds the alert cache; breaking events are few, and a
+// miss costs one HGET.
+const maxCachedAlerts = 1024
+
+func (h *Handler) cachedAlert(id string) (*push.Alert, bool) {
+	h.alertsMu.Lock()
+	defer h.alertsMu.Unlock()
+	a, ok := h.alerts[id]
+	return a, ok
+}
+
+func (h *Handler) cacheAlert(id string, a *push.Alert) {
+	h.alertsMu.Lock()
+	defer h.alertsMu.Unlock()
+	if len(h.alerts) >= maxCachedAlerts {
+		clear(h.alerts)
+	}
+	h.alerts[id] = a
 }
 
 func cursors(since map[string]int64) []push.Cursor {

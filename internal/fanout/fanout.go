@@ -273,35 +273,44 @@ const (
 // recordScript adds one to a push outcome counter of an event that still
 // exists (an expired event is not recreated).
 //
-// KEYS[1] ev:{id}; ARGV[1] counter field.
+// KEYS[1] ev:{id}; ARGV[1] counter field, ARGV[2] increment.
 // Returns 1 if counted, 0 if the event is gone.
 var recordScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 return 1
 `)
 
-// Record counts one push outcome for each of the events the push covered.
+// Record counts one push outcome for each entry of eventIDs: an event listed
+// n times (n pushes of a batch covered it) is counted n times, in one call.
 func (p *Planner) Record(ctx context.Context, eventIDs []string, o Outcome) error {
 	if o != OutcomeSent && o != OutcomePruned && o != OutcomeFailed {
 		return fmt.Errorf("record outcome %q: want sent, pruned or failed", o)
 	}
-	if len(eventIDs) == 0 {
+	counts := map[string]int{}
+	var ids []string
+	for _, id := range eventIDs {
+		if counts[id] == 0 {
+			ids = append(ids, id)
+		}
+		counts[id]++
+	}
+	if len(ids) == 0 {
 		return nil
 	}
 	pipe := p.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(eventIDs))
-	for i, id := range eventIDs {
-		cmds[i] = recordScript.EvalSha(ctx, pipe, []string{keys.Event(id)}, string(o))
+	cmds := make([]*redis.Cmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = recordScript.EvalSha(ctx, pipe, []string{keys.Event(id)}, string(o), counts[id])
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command, checked below
 	for i, c := range cmds {
 		err := c.Err()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			err = recordScript.Run(ctx, p.rdb, []string{keys.Event(eventIDs[i])}, string(o)).Err()
+			err = recordScript.Run(ctx, p.rdb, []string{keys.Event(ids[i])}, string(o), counts[ids[i]]).Err()
 		}
 		if err != nil {
-			return fmt.Errorf("record %s for event %s: %w", o, eventIDs[i], err)
+			return fmt.Errorf("record %s for event %s: %w", o, ids[i], err)
 		}
 	}
 	return nil
