@@ -2,11 +2,9 @@ package dispatcher_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -32,6 +30,7 @@ import (
 	"google.golang.org/api/option"
 	htransport "google.golang.org/api/transport/http"
 
+	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/keys"
@@ -39,28 +38,6 @@ import (
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
-
-// The fleet mix, by device id: id%10 in 0-3 is iOS on APNs (40 %), 4 is
-// iOS on FCM (10 %), 5-9 is Android on FCM (50 %).
-func kindOf(id uint64) (provider, platform string) {
-	switch r := id % 10; {
-	case r < 4:
-		return "apns", "ios"
-	case r == 4:
-		return "fcm", "ios"
-	default:
-		return "fcm", "android"
-	}
-}
-
-// tokenOf is device id's push token, in its provider's real format: 64 hex
-// characters for APNs, 152 characters "<instance id>:APA91b…" for FCM.
-func tokenOf(id uint64) string {
-	if p, _ := kindOf(id); p == "apns" {
-		return fmt.Sprintf("%064x", id)
-	}
-	return fmt.Sprintf("d%021d:APA91b", id) + strings.Repeat("Q", 152-29)
-}
 
 // benchFleet is the fleet size of BenchmarkBreakingFanout:
 // $NUDGE_BENCH_DEVICES, default 100,000.
@@ -136,51 +113,8 @@ func setupBench(b testing.TB) *benchBundle {
 	return &benchBundle{rdb: rdb, emu: emu, creds: creds, cfg: cfg, pipe: d.Pipeline(), reg: reg}
 }
 
-// writeDevices writes devices from..to straight into the registry's Redis
-// layout (internal/devices package doc): the device hash, the token index
-// entry and the subscription bit of feedOf(id), in pipelines. It is what
-// Registry.Register leaves behind, at a rate that populates 100k devices in
-// a second or two.
-func (bu *benchBundle) writeDevices(b testing.TB, from, to uint64, feedOf func(uint64) string) {
-	b.Helper()
-	ctx := b.Context()
-	now := strconv.FormatInt(time.Now().Unix(), 10)
-	pipe := bu.rdb.Pipeline()
-	flush := func() {
-		if _, err := pipe.Exec(ctx); err != nil {
-			b.Fatalf("write devices: %v", err)
-		}
-	}
-	for id := from; id <= to; id++ {
-		pv, pl := kindOf(id)
-		tok := tokenOf(id)
-		feed := feedOf(id)
-		sh := sha256.Sum256([]byte("secret-" + strconv.FormatUint(id, 10)))
-		pipe.HSet(ctx, keys.Device(id),
-			"tk", tok, "pv", pv, "pl", pl, "en", "production", "fd", feed, "bg", "1", "mi", "0",
-			"lo", "en-US", "tz", "Europe/Berlin", "av", "1.4.0", "sh", string(sh[:]), "ct", now, "ut", now)
-		digest := sha256.Sum256([]byte(tok))
-		pipe.HSet(ctx, keys.TokenShard(digest[:12]), string(digest[:12]), strconv.FormatUint(id, 10))
-		k, bit := keys.SubChunkOf(id)
-		pipe.SetBit(ctx, keys.SubChunk(feed, k), bit, 1)
-		if pipe.Len() >= 9000 {
-			flush()
-		}
-	}
-	flush()
-	seq, err := bu.rdb.Get(ctx, keys.DeviceSeq()).Uint64()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		b.Fatalf("read device sequence: %v", err)
-	}
-	if seq < to {
-		if err := bu.rdb.Set(ctx, keys.DeviceSeq(), to, 0).Err(); err != nil {
-			b.Fatalf("set device sequence: %v", err)
-		}
-	}
-}
-
 // checkDevices reads a few written devices back through the registry, so a
-// drift between writeDevices and the registry's layout fails the benchmark.
+// drift between devicestest.Write and the registry's layout fails the benchmark.
 func (bu *benchBundle) checkDevices(b testing.TB, feed string, ids ...uint64) {
 	b.Helper()
 	for _, id := range ids {
@@ -188,9 +122,9 @@ func (bu *benchBundle) checkDevices(b testing.TB, feed string, ids ...uint64) {
 		if err != nil {
 			b.Fatalf("registry cannot read written device %d: %v", id, err)
 		}
-		pv, pl := kindOf(id)
-		if d.Token != tokenOf(id) || d.Provider != pv || d.Platform != pl || !slices.Equal(d.Feeds, []string{feed}) || !d.Sync.Enabled {
-			b.Fatalf("device %d read back: got %+v, want token %s, %s/%s, feed %s, sync on", id, d, tokenOf(id), pv, pl, feed)
+		pv, pl := devicestest.Kind(id)
+		if d.Token != devicestest.Token(id) || d.Provider != pv || d.Platform != pl || !slices.Equal(d.Feeds, []string{feed}) || !d.Sync.Enabled {
+			b.Fatalf("device %d read back: got %+v, want token %s, %s/%s, feed %s, sync on", id, d, devicestest.Token(id), pv, pl, feed)
 		}
 	}
 }
@@ -306,7 +240,7 @@ func (s *bareSender) build(b testing.TB, from, to uint64, feed, event string) ba
 			"push_id": "b" + strconv.FormatInt(now.UnixMilli(), 36) + "." + collapse,
 			"reason":  "breaking", "since": feed + ":120", "sent_at": strconv.FormatInt(now.UnixMilli(), 10),
 		}
-		pv, pl := kindOf(id)
+		pv, pl := devicestest.Kind(id)
 		if pv == "apns" {
 			body := map[string]any{"aps": map[string]any{"content-available": 1}}
 			for k, v := range data {
@@ -317,12 +251,12 @@ func (s *bareSender) build(b testing.TB, from, to uint64, feed, event string) ba
 				b.Fatal(err)
 			}
 			bp.apns = append(bp.apns, &apns2.Notification{
-				DeviceToken: tokenOf(id), Topic: s.topic, PushType: apns2.PushTypeBackground,
+				DeviceToken: devicestest.Token(id), Topic: s.topic, PushType: apns2.PushTypeBackground,
 				Priority: apns2.PriorityLow, CollapseID: collapse, Expiration: now.Add(ttl), Payload: payload,
 			})
 			continue
 		}
-		m := &messaging.Message{Token: tokenOf(id), Data: data,
+		m := &messaging.Message{Token: devicestest.Token(id), Data: data,
 			Android: &messaging.AndroidConfig{Priority: "normal", TTL: &ttl, CollapseKey: collapse}}
 		if pl == "ios" {
 			m.APNS = &messaging.APNSConfig{
@@ -463,8 +397,8 @@ func BenchmarkBreakingFanout(b *testing.B) {
 	bu := setupBench(b)
 	const feed, warmFeed = "headlines", "warmup"
 	const warm = 256
-	bu.writeDevices(b, 1, n, func(uint64) string { return feed })
-	bu.writeDevices(b, n+1, n+warm, func(uint64) string { return warmFeed })
+	devicestest.Write(b, bu.rdb, 1, n, func(uint64) string { return feed })
+	devicestest.Write(b, bu.rdb, n+1, n+warm, func(uint64) string { return warmFeed })
 	bu.checkDevices(b, feed, 1, 4, 5, n)
 	bare := newBare(b, bu)
 
@@ -581,7 +515,7 @@ func BenchmarkTriggerLatency(b *testing.B) {
 		// one iOS FCM and two Android FCM ids out of ten.
 		ids := []uint64{from, from + 4, from + 5, from + 6}
 		next += group
-		bu.writeDevices(b, from, from+group-1, func(id uint64) string {
+		devicestest.Write(b, bu.rdb, from, from+group-1, func(id uint64) string {
 			if slices.Contains(ids, id) {
 				return feed
 			}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/delivery"
+	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
@@ -22,7 +23,7 @@ func TestBreakingEventReachesEveryDevice(t *testing.T) {
 	t.Parallel()
 	bu := setupBench(t)
 	const n, feed = 200, "headlines"
-	bu.writeDevices(t, 1, n, func(uint64) string { return feed })
+	devicestest.Write(t, bu.rdb, 1, n, func(uint64) string { return feed })
 	bu.checkDevices(t, feed, 1, 4, 5, n)
 
 	start := time.Now()
@@ -40,13 +41,13 @@ func TestBreakingEventReachesEveryDevice(t *testing.T) {
 
 	pipeline := map[uint64]pushemu.Delivery{}
 	for id := uint64(1); id <= n; id++ {
-		ds := bu.emu.Deliveries(tokenOf(id))
+		ds := bu.emu.Deliveries(devicestest.Token(id))
 		if len(ds) != 1 {
 			t.Fatalf("device %d: got %d pushes, want 1", id, len(ds))
 		}
 		d := ds[0]
 		pipeline[id] = d
-		pv, pl := kindOf(id)
+		pv, pl := devicestest.Kind(id)
 		if string(d.Provider) != pv {
 			t.Fatalf("device %d: provider got %s, want %s", id, d.Provider, pv)
 		}
@@ -82,9 +83,9 @@ func TestBreakingEventReachesEveryDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	for id := uint64(1); id <= m; id++ {
-		ds := bu.emu.Deliveries(tokenOf(id)) // the emulator keeps the last one per token
-		if len(ds) != 1 || bu.emu.CountToken(tokenOf(id)) != 2 {
-			t.Fatalf("device %d: got %d pushes, want the pipeline's and the bare loop's", id, bu.emu.CountToken(tokenOf(id)))
+		ds := bu.emu.Deliveries(devicestest.Token(id)) // the emulator keeps the last one per token
+		if len(ds) != 1 || bu.emu.CountToken(devicestest.Token(id)) != 2 {
+			t.Fatalf("device %d: got %d pushes, want the pipeline's and the bare loop's", id, bu.emu.CountToken(devicestest.Token(id)))
 		}
 		b, p := ds[0], pipeline[id]
 		if got, want := slices.Sorted(maps.Keys(b.Data)), slices.Sorted(maps.Keys(p.Data)); !slices.Equal(got, want) {
