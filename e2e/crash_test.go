@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/nudge-dev/nudge/internal/devices/devicestest"
+	"github.com/nudge-dev/nudge/internal/keys"
+)
+
+// TestKilledDispatcherLosesNoPush kills the dispatcher with SIGKILL at
+// random points of a breaking fan-out to 100k devices and starts a new one
+// each time. Every device must get the push; the only duplicates allowed
+// are the pushes in flight at a kill (at most push workers × batch per
+// kill), and a duplicate carries the same collapse id, so a phone shows it
+// once.
+func TestKilledDispatcherLosesNoPush(t *testing.T) {
+	t.Parallel()
+	const (
+		fleet   = 100_000
+		workers = 4
+		batch   = 250
+		kills   = 3
+	)
+	s := start(t, options{env: map[string]string{
+		"NUDGE_PUSH_WORKERS": "4", "NUDGE_PUSH_BATCH": "250", "NUDGE_RECLAIM_AFTER": "3s",
+	}})
+	devicestest.Write(t, s.rdb, 1, fleet, func(uint64) string { return "headlines" })
+
+	var created struct{ ID string }
+	if code := s.call("POST", "/v1/syncs", s.editorKey, map[string]any{"feeds": []string{"headlines"}}, &created); code != http.StatusAccepted {
+		t.Fatalf("create sync: status %d", code)
+	}
+	// Kill at random fractions of the fan-out, each time once the
+	// deliveries have passed that point.
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	for k := range kills {
+		at := fleet * (k*30 + 5 + rng.IntN(25)) / 100 // in 5–30%, 35–60%, 65–90%
+		waitFor(t, 3*time.Minute, "deliveries to pass the kill point", func() bool { return s.emu.Stats().Delivered >= at })
+		victim := s.dispatchers[len(s.dispatchers)-1]
+		victim.Kill()
+		t.Logf("kill %d at %d deliveries", k+1, s.emu.Stats().Delivered)
+		s.startDispatcher()
+	}
+	waitFor(t, 5*time.Minute, "every device to get its push", func() bool {
+		return s.progress(created.ID).Sent >= fleet
+	})
+	// Let the last redeliveries land, then count per token.
+	waitFor(t, time.Minute, "the push queue to drain", func() bool { return pushesPending(t, s) == 0 })
+	var missing, dups int
+	for id := uint64(1); id <= fleet; id++ {
+		ds := s.emu.Deliveries(devicestest.Token(id))
+		switch {
+		case len(ds) == 0:
+			missing++
+		case len(ds) > 1:
+			dups += len(ds) - 1
+			for _, d := range ds[1:] {
+				if d.CollapseID != ds[0].CollapseID {
+					t.Fatalf("device %d: duplicate with collapse id %q, first had %q", id, d.CollapseID, ds[0].CollapseID)
+				}
+			}
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%d of %d devices got no push", missing, fleet)
+	}
+	if limit := kills * workers * batch; dups > limit {
+		t.Fatalf("duplicates: %d, over the in-flight bound of %d (%d kills × %d workers × %d per batch)", dups, limit, kills, workers, batch)
+	}
+	t.Logf("%d devices, %d kills: %d duplicate pushes (bound %d), none lost", fleet, kills, dups, kills*workers*batch)
+}
+
+// pushesPending counts the push jobs still in the streams or waiting to be
+// retried.
+func pushesPending(t *testing.T, s *stack) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	for p := range keys.Partitions {
+		pipe.XLen(ctx, keys.Stream(keys.PushQueue, p))
+		pipe.ZCard(ctx, keys.Retry(keys.PushQueue, p))
+	}
+	cmds, err := pipe.Exec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.(interface{ Val() int64 }).Val()
+	}
+	return n
+}
