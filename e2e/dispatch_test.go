@@ -125,6 +125,14 @@ func TestTenUpdatesInAMinuteStayWithinTheIOSBudget(t *testing.T) {
 			t.Fatalf("%d pushes within %v of push %d, over the budget of %d", inWindow, window, i, limit)
 		}
 	}
+	// The console counts the updates the budget held back or merged.
+	var ov struct {
+		Platforms map[string]struct{ Sent, Deferred, Coalesced int64 }
+	}
+	s.call("GET", "/v1/console/overview", s.editorKey, nil, &ov)
+	if ios := ov.Platforms["ios"]; ios.Deferred == 0 || ios.Coalesced == 0 || ios.Sent != int64(len(pushes)) {
+		t.Fatalf("console iOS figures: got %+v for %d pushes, want deferred and coalesced updates counted", ios, len(pushes))
+	}
 	t.Logf("10 updates reached the iOS device as %d pushes", len(pushes))
 }
 

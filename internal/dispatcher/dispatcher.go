@@ -95,7 +95,8 @@ func NewPipeline(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg pr
 	if err != nil {
 		return nil, err
 	}
-	planner, err := fanout.New(cfg.Fanout, rdb, th, log, reg, clock)
+	st := stats.NewRecorder(rdb, reg, log, clock)
+	planner, err := fanout.New(cfg.Fanout, rdb, countingDecider{th, st, log}, log, reg, clock)
 	if err != nil {
 		return nil, err
 	}
@@ -114,8 +115,37 @@ func NewPipeline(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg pr
 	return &Pipeline{
 		Catalog: cat, Devices: reg0, Throttle: th, Planner: planner, Events: events, Pushes: pushes,
 		Submitter: fanout.NewSubmitter(planner, events), Items: items,
-		Stats: stats.NewRecorder(rdb, reg, log, clock),
+		Stats: st,
 	}, nil
+}
+
+// countingDecider adds the throttle's deferred and coalesced decisions to
+// the fleet stats; sent, pruned and failed are counted by delivery.
+type countingDecider struct {
+	th  *throttle.Throttle
+	st  *stats.Recorder
+	log *slog.Logger
+}
+
+func (d countingDecider) Decide(ctx context.Context, now time.Time, u throttle.Update, devices []uint64) (throttle.Counts, error) {
+	c, err := d.th.Decide(ctx, now, u, devices)
+	if err != nil {
+		return c, err
+	}
+	for _, n := range []struct {
+		platform, outcome string
+		n                 int64
+	}{
+		{"ios", stats.Deferred, c.IOS.Deferred},
+		{"android", stats.Deferred, c.Android.Deferred},
+		{"ios", stats.Coalesced, c.IOS.Coalesced},
+		{"android", stats.Coalesced, c.Android.Coalesced},
+	} {
+		if err := d.st.Pushes(ctx, n.platform, u.Lane, n.outcome, int(n.n)); err != nil {
+			d.log.WarnContext(ctx, "record throttle stats", "err", err)
+		}
+	}
+	return c, nil
 }
 
 // Dispatcher runs the background parts. Start it once; Stop drains it.

@@ -160,8 +160,10 @@ local function bulk(cmd, key, list, per)
 end
 
 -- keep_hashtable converts a grown throttle hash to a hash table (see above).
+-- A server without OBJECT ENCODING (the embedded dev Redis) is left as is.
 local function keep_hashtable(thr)
-  if call('OBJECT', 'ENCODING', thr) == 'listpack' and call('HLEN', thr) > 128 then
+  local ok, enc = pcall(call, 'OBJECT', 'ENCODING', thr)
+  if ok and enc == 'listpack' and call('HLEN', thr) > 128 then
     call('HSET', thr, '~', string.rep('~', 4096))
   end
 end
@@ -184,9 +186,11 @@ end
 // ARGV[18] MaxEvents: event ids carried by one pending push
 // ARGV[19..] device ids, ARGV[15+i] belongs to KEYS[i]
 //
-// Returns {queued, deferred, coalesced, skipped, missing, duplicate}.
-// A duplicate (event already applied to the device) is counted under its
-// original outcome and also under duplicate.
+// Returns {queued, deferred, coalesced, skipped, missing, duplicate,
+// deferred iOS, coalesced iOS, deferred Android, coalesced Android}. A
+// duplicate (event already applied to the device) is counted under its
+// original outcome and also under duplicate; the per-platform counts are of
+// fresh decisions only.
 var decideScript = redis.NewScript(luaCommon + decideLua)
 
 // decideLua is the body of decideScript. The tests also run it with the
@@ -206,6 +210,7 @@ local remember = tonumber(ARGV[17])
 local maxev = tonumber(ARGV[18])
 local stream = KEYS[3]
 local cnt = {q = 0, d = 0, c = 0}
+local ios, android = {q = 0, d = 0, c = 0}, {q = 0, d = 0, c = 0}
 local skipped, missing, dup = 0, 0, 0
 local hset, zadd, zrem, gone = {}, {}, {}, {}
 
@@ -405,6 +410,9 @@ for j = 1, #ids do
       hset[#hset + 1] = id
       hset[#hset + 1] = r.st
       cnt[r.out] = cnt[r.out] + 1
+      local per = android
+      if pol == pols.ios then per = ios end
+      per[r.out] = per[r.out] + 1
     end
   end
 end
@@ -414,7 +422,7 @@ bulk('ZADD', KEYS[2], zadd, 2)
 bulk('ZREM', KEYS[2], zrem, 1)
 bulk('HDEL', KEYS[1], gone, 1)
 keep_hashtable(KEYS[1])
-return {cnt.q, cnt.d, cnt.c, skipped, missing, dup}
+return {cnt.q, cnt.d, cnt.c, skipped, missing, dup, ios.d, ios.c, android.d, android.c}
 `
 
 // moveScript moves due pending pushes of one partition into its stream.

@@ -258,6 +258,15 @@ type Counts struct {
 	Skipped   int64 // background sync off
 	Missing   int64 // no device hash (pruned or unregistered)
 	Duplicate int64 // event already applied; also counted in its original outcome
+
+	// IOS and Android split the fresh (not duplicate) decisions by platform.
+	IOS, Android PlatformCounts
+}
+
+// PlatformCounts are one platform's share of the deferred and coalesced
+// decisions.
+type PlatformCounts struct {
+	Deferred, Coalesced int64
 }
 
 // Add adds o to c.
@@ -268,6 +277,10 @@ func (c *Counts) Add(o Counts) {
 	c.Skipped += o.Skipped
 	c.Missing += o.Missing
 	c.Duplicate += o.Duplicate
+	c.IOS.Deferred += o.IOS.Deferred
+	c.IOS.Coalesced += o.IOS.Coalesced
+	c.Android.Deferred += o.Android.Deferred
+	c.Android.Coalesced += o.Android.Coalesced
 }
 
 // Total is the number of devices the counts cover (duplicates are already
@@ -401,10 +414,11 @@ func (t *Throttle) Decide(ctx context.Context, now time.Time, u Update, devices 
 	var total Counts
 	for _, c := range calls {
 		v, err := c.cmd.Int64Slice()
-		if err != nil || len(v) != 6 {
+		if err != nil || len(v) != 10 {
 			return total, fmt.Errorf("decide event %s: script reply %v: %w", u.Event, c.cmd.Val(), err)
 		}
-		total.Add(Counts{Queued: v[0], Deferred: v[1], Coalesced: v[2], Skipped: v[3], Missing: v[4], Duplicate: v[5]})
+		total.Add(Counts{Queued: v[0], Deferred: v[1], Coalesced: v[2], Skipped: v[3], Missing: v[4], Duplicate: v[5],
+			IOS: PlatformCounts{v[6], v[7]}, Android: PlatformCounts{v[8], v[9]}})
 	}
 	t.observe(u.Lane, total)
 	return total, nil

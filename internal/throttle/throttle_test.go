@@ -154,7 +154,7 @@ func TestScenarios(t *testing.T) {
 	}{
 		{"feed update waits the debounce", func(t *testing.T, e *env) {
 			e.addDevices(t, ios)
-			if got := e.decide(t, t0, feedUpdate("e1", 5, "a"), ios.id); got != (Counts{Deferred: 1}) {
+			if got := e.decide(t, t0, feedUpdate("e1", 5, "a"), ios.id); got != (Counts{Deferred: 1, IOS: PlatformCounts{Deferred: 1}}) {
 				t.Fatalf("counts: got %+v, want one deferred", got)
 			}
 			if m := e.step(t, t0.Add(2*time.Minute-time.Millisecond)); m.Queued != 0 {
@@ -203,7 +203,7 @@ func TestScenarios(t *testing.T) {
 			e.decide(t, t0, feedUpdate("e1", 5, "a"), android.id)
 			u := feedUpdate("e2", 7, "a", "b")
 			u.Since["a"] = 3
-			if got := e.decide(t, t0.Add(time.Minute), u, android.id); got != (Counts{Coalesced: 1}) {
+			if got := e.decide(t, t0.Add(time.Minute), u, android.id); got != (Counts{Coalesced: 1, Android: PlatformCounts{Coalesced: 1}}) {
 				t.Fatalf("counts: got %+v, want one coalesced", got)
 			}
 			e.step(t, t0.Add(3*time.Minute))
@@ -333,7 +333,7 @@ func TestScenarios(t *testing.T) {
 			if got := e.decide(t, t0.Add(time.Second), feedUpdate("e1", 4, "a"), ios.id); got != (Counts{Deferred: 1, Duplicate: 1}) {
 				t.Fatalf("repeat of e1: got %+v, want a deferred duplicate", got)
 			}
-			if got := e.decide(t, t0.Add(time.Minute), feedUpdate("e2", 9, "a", "b"), ios.id); got != (Counts{Coalesced: 1}) {
+			if got := e.decide(t, t0.Add(time.Minute), feedUpdate("e2", 9, "a", "b"), ios.id); got != (Counts{Coalesced: 1, IOS: PlatformCounts{Coalesced: 1}}) {
 				t.Fatalf("e2: got %+v, want coalesced", got)
 			}
 			if m := e.step(t, t0.Add(3*time.Minute)); m.Queued != 1 {
@@ -376,7 +376,7 @@ func TestScenarios(t *testing.T) {
 				ids = append(ids, uint64(64*(i+1)))
 			}
 			e.addDevices(t, devs...)
-			if got := e.decide(t, t0, feedUpdate("e1", 1, "a"), ids...); got != (Counts{Deferred: 200}) {
+			if got := e.decide(t, t0, feedUpdate("e1", 1, "a"), ids...); got.Deferred != 200 {
 				t.Fatalf("counts: got %+v, want 200 deferred", got)
 			}
 			if enc, err := e.rdb.ObjectEncoding(t.Context(), keys.Throttle(0)).Result(); err != nil || enc != "hashtable" {
@@ -390,7 +390,7 @@ func TestScenarios(t *testing.T) {
 			e.addDevices(t, ios, android)
 			first := e.decide(t, t0, feedUpdate("e1", 1, "a"), ios.id, android.id)
 			again := e.decide(t, t0.Add(time.Second), feedUpdate("e1", 1, "a"), ios.id, android.id, ios.id)
-			if first != (Counts{Deferred: 2}) || again != (Counts{Deferred: 3, Duplicate: 3}) {
+			if first != (Counts{Deferred: 2, IOS: PlatformCounts{Deferred: 1}, Android: PlatformCounts{Deferred: 1}}) || again != (Counts{Deferred: 3, Duplicate: 3}) {
 				t.Fatalf("counts: got %+v then %+v, want 2 deferred then 3 deferred duplicates", first, again)
 			}
 			e.decide(t, t0.Add(2*time.Second), breaking("b1"), ios.id)
