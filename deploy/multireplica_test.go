@@ -15,6 +15,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/stacktest"
 )
@@ -38,18 +39,7 @@ func TestMultiReplicaOnCluster(t *testing.T) {
 	t.Parallel()
 	cluster := redistest.StartCluster(t)
 	rdb := cluster.Client(t)
-	emu, err := pushemu.New(pushemu.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emu.Stop)
-	creds, err := emu.WriteCredentials(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	emu, creds := pushemutest.Start(t, pushemu.Config{})
 	fsrv := newFeedServer(t)
 	feedsFile := fsrv.feedsFile(t, "small", "big")
 	redisURL := "redis://" + cluster.Seeds()

@@ -27,6 +27,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/stacktest"
 )
@@ -132,18 +133,7 @@ func start(t *testing.T, o options) *stack {
 	o.dispatchers = max(o.dispatchers, 1)
 	dir := t.TempDir()
 	redisSrv := redistest.StartServer(t)
-	emu, err := pushemu.New(pushemu.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emu.Stop)
-	creds, err := emu.WriteCredentials(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	emu, creds := pushemutest.Start(t, pushemu.Config{})
 	key, err := auth.Mint("e2e-desk", auth.RoleAdmin)
 	if err != nil {
 		t.Fatal(err)

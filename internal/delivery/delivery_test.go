@@ -20,6 +20,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/push"
 	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/stats"
 	"github.com/nudge-dev/nudge/internal/throttle"
@@ -61,18 +62,7 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emu, err := pushemu.New(pushemu.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emu.Stop)
-	creds, err := emu.WriteCredentials(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	emu, creds := pushemutest.Start(t, pushemu.Config{})
 	sender, err := push.New(ctx, push.Config{
 		FCMCredentialsFile: creds.FCMCredentialsFile, FCMEndpoint: creds.FCMEndpoint, FCMProjectID: creds.FCMProjectID,
 		APNSKeyFile: creds.APNsKeyFile, APNSKeyID: creds.APNsKeyID, APNSTeamID: creds.APNsTeamID,

@@ -35,6 +35,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
@@ -73,18 +74,7 @@ func setupBench(b testing.TB) *benchBundle {
 	rdb := redistest.Start(b)
 	// Keep one delivery per token: the counts stay exact and 100k
 	// recorded bodies do not grow the heap the benchmark runs in.
-	emu, err := pushemu.New(pushemu.Config{KeepPerToken: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := emu.Start(b.Context()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(emu.Stop)
-	creds, err := emu.WriteCredentials(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
+	emu, creds := pushemutest.Start(b, pushemu.Config{KeepPerToken: 1})
 	env := map[string]string{}
 	for _, kv := range creds.Env() {
 		k, v, _ := strings.Cut(kv, "=")

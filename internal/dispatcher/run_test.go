@@ -14,6 +14,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
 
@@ -49,18 +50,7 @@ func (w *logs) String() string {
 // emulatorEnv starts the push emulator and returns its sender settings.
 func emulatorEnv(t *testing.T) map[string]string {
 	t.Helper()
-	emu, err := pushemu.New(pushemu.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emu.Stop)
-	creds, err := emu.WriteCredentials(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, creds := pushemutest.Start(t, pushemu.Config{})
 	env := map[string]string{}
 	for _, kv := range creds.Env() {
 		k, v, _ := strings.Cut(kv, "=")

@@ -24,6 +24,7 @@ import (
 	htransport "google.golang.org/api/transport/http"
 
 	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 )
 
 // benchPushes is the number of pushes per side per benchmark op;
@@ -92,18 +93,7 @@ func report(b *testing.B, n int, sender, base usage) {
 }
 
 func benchEmulator(b *testing.B) (*pushemu.Emulator, pushemu.Credentials) {
-	emu, err := pushemu.New(pushemu.Config{KeepPerToken: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := emu.Start(b.Context()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(emu.Stop)
-	creds, err := emu.WriteCredentials(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
+	emu, creds := pushemutest.Start(b, pushemu.Config{KeepPerToken: 1})
 	return emu, creds
 }
 

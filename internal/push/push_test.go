@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 )
 
 type clock struct {
@@ -53,18 +54,7 @@ func emuConfig(c pushemu.Credentials) Config {
 func setup(t *testing.T, mod ...func(*Config)) *bundle {
 	t.Helper()
 	clk := &clock{t: time.Now()}
-	emu, err := pushemu.New(pushemu.Config{Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := emu.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emu.Stop)
-	creds, err := emu.WriteCredentials(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	emu, creds := pushemutest.Start(t, pushemu.Config{Now: clk.Now})
 	cfg := emuConfig(creds)
 	for _, m := range mod {
 		m(&cfg)
