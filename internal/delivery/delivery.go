@@ -187,6 +187,10 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 	}
 	results := h.sender.Send(ctx, msgs)
 
+	// The pushes went out: what follows records that, and must happen even
+	// when the send used up the handler's deadline.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	// Done records first: from here on a crash must not send these again.
 	var done []*jobs.Job
 	for i, r := range results {
@@ -204,6 +208,10 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 	h.flush(ctx, tally)
 	return nil
 }
+
+// recordTimeout bounds the bookkeeping after a send: done records, prunes,
+// pauses, progress and stats.
+const recordTimeout = 10 * time.Second
 
 // lookup loads the devices of the items in one pipeline and composes their
 // messages. Items whose device is gone are dropped from the slice.
