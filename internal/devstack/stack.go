@@ -29,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/config"
 	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/httpapi"
 	"github.com/nudge-dev/nudge/internal/pushemu"
@@ -232,12 +233,12 @@ func (s *Stack) Start(ctx context.Context) (err error) {
 			return DemoPolicy[k]
 		}
 	}
-	apiAddr, err := s.runProcess(ctx, runCtx, "api", "api listening", httpapi.Run, env(s.cfg.APIAddr))
+	apiAddr, err := s.runProcess(ctx, runCtx, "api", config.ReadyAPI, httpapi.Run, env(s.cfg.APIAddr))
 	if err != nil {
 		return err
 	}
 	s.apiURL = "http://" + loopbackAddr(apiAddr)
-	dispAddr, err := s.runProcess(ctx, runCtx, "dispatcher", "dispatcher running", dispatcher.Run, env(s.cfg.DispatcherAddr))
+	dispAddr, err := s.runProcess(ctx, runCtx, "dispatcher", config.ReadyDispatcher, dispatcher.Run, env(s.cfg.DispatcherAddr))
 	if err != nil {
 		return err
 	}
@@ -260,7 +261,7 @@ func (s *Stack) Start(ctx context.Context) (err error) {
 func (s *Stack) runProcess(ctx, runCtx context.Context, name, ready string,
 	run func(context.Context, []string, func(string) string, io.Writer, io.Writer) error,
 	getenv func(string) string) (string, error) {
-	sink := newLogSink(s.logs, name, ready)
+	sink := config.NewReadyWriter(s.logs, ready)
 	exited := make(chan error, 1)
 	s.procs.Add(1)
 	go func() {
@@ -275,7 +276,7 @@ func (s *Stack) runProcess(ctx, runCtx context.Context, name, ready string,
 		}
 	}()
 	select {
-	case addr := <-sink.ready:
+	case addr := <-sink.Ready():
 		return addr, nil
 	case err := <-exited:
 		return "", fmt.Errorf("devstack: %s did not start: %w", name, cmp.Or(err, errors.New("it returned at once")))

@@ -124,7 +124,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		_ = hs.Close()
 		return err
 	}
-	log.InfoContext(ctx, "dispatcher running", "addr", ln.Addr().String(), "cluster", rdb.Cluster, "embedded_redis", rdb.Embedded != nil)
+	log.InfoContext(ctx, config.ReadyDispatcher, "addr", ln.Addr().String(), "cluster", rdb.Cluster, "embedded_redis", rdb.Embedded != nil)
 
 	select {
 	case err = <-serveErr:

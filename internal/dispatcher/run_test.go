@@ -1,10 +1,8 @@
 package dispatcher_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -12,39 +10,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/config"
 	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
 
-// logs captures the JSON log and reports the listen address.
-type logs struct {
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	addrC chan string
-	once  sync.Once
+// logBuffer is a log sink safe for concurrent writes and reads.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
-func (w *logs) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf.Write(p)
-	sc := bufio.NewScanner(bytes.NewReader(p))
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "dispatcher running" {
-			addr, _ := m["addr"].(string)
-			w.once.Do(func() { w.addrC <- addr })
-		}
-	}
-	return len(p), nil
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
 }
 
-func (w *logs) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // emulatorEnv starts the push emulator and returns its sender settings.
@@ -65,14 +53,15 @@ func TestRunServesProbesAndMetricsThenDrains(t *testing.T) {
 	env["NUDGE_REDIS_URL"] = redistest.StartServer(t).URL()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	out := &logs{addrC: make(chan string, 1)}
+	out := &logBuffer{}
+	logs := config.NewReadyWriter(out, config.ReadyDispatcher)
 	done := make(chan error, 1)
 	go func() {
-		done <- dispatcher.Run(ctx, []string{"-http-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, io.Discard)
+		done <- dispatcher.Run(ctx, []string{"-http-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, logs, io.Discard)
 	}()
 	var base string
 	select {
-	case addr := <-out.addrC:
+	case addr := <-logs.Ready():
 		base = "http://" + addr
 	case err := <-done:
 		t.Fatalf("run returned early: %v\n%s", err, out.String())

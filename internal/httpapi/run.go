@@ -123,7 +123,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
-	log.InfoContext(ctx, "api listening", "addr", ln.Addr().String(), "cluster", rdb.Cluster, "embedded_redis", rdb.Embedded != nil)
+	log.InfoContext(ctx, config.ReadyAPI, "addr", ln.Addr().String(), "cluster", rdb.Cluster, "embedded_redis", rdb.Embedded != nil)
 
 	select {
 	case err := <-serveErr:

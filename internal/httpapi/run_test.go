@@ -1,10 +1,8 @@
 package httpapi_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -15,50 +13,23 @@ import (
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/config"
 	"github.com/nudge-dev/nudge/internal/httpapi"
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
 
-// lineWriter captures log output and reports the listen address.
-type lineWriter struct {
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	addrC chan string
-	once  sync.Once
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf.Write(p)
-	sc := bufio.NewScanner(bytes.NewReader(p))
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "api listening" {
-			addr, _ := m["addr"].(string)
-			w.once.Do(func() { w.addrC <- addr })
-		}
-	}
-	return len(p), nil
-}
-
-func (w *lineWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
-}
-
 // start runs the api and waits until /healthz answers.
-func start(t *testing.T, env map[string]string) (base string, out *lineWriter, stop func() error) {
+func start(t *testing.T, env map[string]string) (base string, out *syncBuffer, stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	out = &lineWriter{addrC: make(chan string, 1)}
+	out = &syncBuffer{}
+	logs := config.NewReadyWriter(out, config.ReadyAPI)
 	done := make(chan error, 1)
 	go func() {
-		done <- httpapi.Run(ctx, []string{"-http-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, io.Discard)
+		done <- httpapi.Run(ctx, []string{"-http-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, logs, io.Discard)
 	}()
 	select {
-	case addr := <-out.addrC:
+	case addr := <-logs.Ready():
 		base = "http://" + addr
 	case err := <-done:
 		cancel()
