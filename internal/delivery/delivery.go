@@ -411,10 +411,12 @@ func (t *tally) add(it *item, statOutcome string, o fanout.Outcome) {
 }
 
 func (h *Handler) flush(ctx context.Context, t *tally) {
+	counts := make([]stats.Count, 0, len(t.stats))
 	for k, n := range t.stats {
-		if err := h.stats.Pushes(ctx, k[0], k[1], k[2], n); err != nil {
-			h.log.WarnContext(ctx, "record push stats", "err", err)
-		}
+		counts = append(counts, stats.Count{Platform: k[0], Lane: k[1], Outcome: k[2], N: n})
+	}
+	if err := h.stats.Pushes(ctx, counts...); err != nil {
+		h.log.WarnContext(ctx, "record push stats", "err", err)
 	}
 	for o, ids := range t.events {
 		if err := h.events.Record(ctx, ids, o); err != nil {

@@ -132,18 +132,14 @@ func (d countingDecider) Decide(ctx context.Context, now time.Time, u throttle.U
 	if err != nil {
 		return c, err
 	}
-	for _, n := range []struct {
-		platform, outcome string
-		n                 int64
-	}{
-		{"ios", stats.Deferred, c.IOS.Deferred},
-		{"android", stats.Deferred, c.Android.Deferred},
-		{"ios", stats.Coalesced, c.IOS.Coalesced},
-		{"android", stats.Coalesced, c.Android.Coalesced},
-	} {
-		if err := d.st.Pushes(ctx, n.platform, u.Lane, n.outcome, int(n.n)); err != nil {
-			d.log.WarnContext(ctx, "record throttle stats", "err", err)
-		}
+	err = d.st.Pushes(ctx,
+		stats.Count{Platform: "ios", Lane: u.Lane, Outcome: stats.Deferred, N: int(c.IOS.Deferred)},
+		stats.Count{Platform: "android", Lane: u.Lane, Outcome: stats.Deferred, N: int(c.Android.Deferred)},
+		stats.Count{Platform: "ios", Lane: u.Lane, Outcome: stats.Coalesced, N: int(c.IOS.Coalesced)},
+		stats.Count{Platform: "android", Lane: u.Lane, Outcome: stats.Coalesced, N: int(c.Android.Coalesced)},
+	)
+	if err != nil {
+		d.log.WarnContext(ctx, "record throttle stats", "err", err)
 	}
 	return c, nil
 }

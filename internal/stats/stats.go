@@ -111,14 +111,27 @@ func known(v string, set []string) string {
 	return "other"
 }
 
-// Pushes records n pushes with the same platform, lane and outcome.
-func (r *Recorder) Pushes(ctx context.Context, platform, lane, outcome string, n int) error {
-	if n <= 0 {
+// Count is n pushes of one platform, lane and outcome.
+type Count struct {
+	Platform, Lane, Outcome string
+	N                       int
+}
+
+// Pushes records push outcomes, all in one round trip.
+func (r *Recorder) Pushes(ctx context.Context, counts ...Count) error {
+	fields := map[string]int64{}
+	for _, c := range counts {
+		if c.N <= 0 {
+			continue
+		}
+		platform, lane := known(c.Platform, platforms), known(c.Lane, lanes)
+		r.pushes.WithLabelValues(platform, lane, c.Outcome).Add(float64(c.N))
+		fields[platform+"|"+c.Outcome] += int64(c.N)
+	}
+	if len(fields) == 0 {
 		return nil
 	}
-	platform, lane = known(platform, platforms), known(lane, lanes)
-	r.pushes.WithLabelValues(platform, lane, outcome).Add(float64(n))
-	return r.incr(ctx, map[string]int64{platform + "|" + outcome: int64(n)})
+	return r.incr(ctx, fields)
 }
 
 // Receipt records one wake receipt. latency is the time from send to wake;

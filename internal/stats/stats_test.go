@@ -34,15 +34,15 @@ func TestSummarizeAcrossMinutes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(b.rec.Pushes(ctx, "ios", "feed", Sent, 4))
-	must(b.rec.Pushes(ctx, "ios", "feed", Deferred, 3))
-	must(b.rec.Pushes(ctx, "android", "breaking", Sent, 10))
+	must(b.rec.Pushes(ctx, Count{"ios", "feed", Sent, 4}))
+	must(b.rec.Pushes(ctx, Count{"ios", "feed", Deferred, 3}))
+	must(b.rec.Pushes(ctx, Count{"android", "breaking", Sent, 10}))
 	must(b.rec.Receipt(ctx, "ios", "feed", "synced", 800*time.Millisecond))
 	*b.now = b.now.Add(2 * time.Minute)
-	must(b.rec.Pushes(ctx, "ios", "feed", Pruned, 1))
+	must(b.rec.Pushes(ctx, Count{"ios", "feed", Pruned, 1}))
 	must(b.rec.Receipt(ctx, "ios", "feed", "synced", 4*time.Second))
 	must(b.rec.Receipt(ctx, "android", "breaking", "no_data", -time.Second))
-	must(b.rec.Pushes(ctx, "windows", "feed", Sent, 7)) // unknown platform: metrics only
+	must(b.rec.Pushes(ctx, Count{"windows", "feed", Sent, 7})) // unknown platform: metrics only
 
 	s, err := b.rec.Summarize(ctx, 5*time.Minute)
 	if err != nil {
