@@ -355,24 +355,6 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// redisCPU is the CPU seconds the Redis main thread has used.
-func redisCPU(b *testing.B, rdb *redis.Client) float64 {
-	b.Helper()
-	info, err := rdb.Info(b.Context(), "cpu").Result()
-	if err != nil {
-		b.Fatalf("info cpu: %v", err)
-	}
-	var total float64
-	for _, line := range strings.Split(info, "\r\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if ok && (k == "used_cpu_user_main_thread" || k == "used_cpu_sys_main_thread") {
-			f, _ := strconv.ParseFloat(v, 64)
-			total += f
-		}
-	}
-	return total
-}
-
 // BenchmarkBreakingFanout fans one breaking event out to a fleet of
 // NUDGE_BENCH_DEVICES devices (default 100,000: 40 % iOS on APNs, 10 % iOS
 // on FCM, 50 % Android on FCM) through the whole dispatcher: Submit, the
@@ -426,7 +408,7 @@ func BenchmarkBreakingFanout(b *testing.B) {
 		bareCPU += processCPU() - c0
 
 		base := bu.emu.Count()
-		cpu0 := redisCPU(b, bu.rdb)
+		cpu0 := redistest.MainThreadCPU(b, bu.rdb)
 		c0 = processCPU()
 		start := time.Now()
 		id, err := bu.pipe.Submitter.Submit(ctx, breaking(feed, nil))
@@ -441,7 +423,7 @@ func BenchmarkBreakingFanout(b *testing.B) {
 		}
 		pipeWall += time.Since(start)
 		pipeCPU += processCPU() - c0
-		redisSec += redisCPU(b, bu.rdb) - cpu0
+		redisSec += redistest.MainThreadCPU(b, bu.rdb) - cpu0
 		pr := bu.waitSettled(b, id, int64(n))
 		if pr.Targeted != int64(n) || pr.Queued != int64(n) || pr.Sent != int64(n) {
 			b.Fatalf("event %s: got %+v, want %d targeted, queued and sent", id, pr, n)

@@ -2,11 +2,7 @@ package fanout
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 	"testing"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/throttle"
@@ -26,7 +22,7 @@ func BenchmarkPlan1M(b *testing.B) {
 			bu.devices(b, 1, n, 0)
 			bu.subscribe(b, "a", 1, n)
 			i := 0
-			cpu0 := redisCPU(b, bu.rdb)
+			cpu0 := redistest.MainThreadCPU(b, bu.rdb)
 			for b.Loop() {
 				ev := Event{ID: fmt.Sprint("e", i), Feeds: []string{"a"}, Lane: lane, Reason: "feed"}
 				if lane == throttle.LaneBreaking {
@@ -39,28 +35,9 @@ func BenchmarkPlan1M(b *testing.B) {
 				}
 				i++
 			}
-			b.ReportMetric((redisCPU(b, bu.rdb)-cpu0)/float64(b.N), "redis-cpu-s/fanout")
+			b.ReportMetric((redistest.MainThreadCPU(b, bu.rdb)-cpu0)/float64(b.N), "redis-cpu-s/fanout")
 			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/fanout")
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "devices/s")
 		})
 	}
-}
-
-// redisCPU returns the CPU seconds the Redis main thread has used, to tell
-// Redis's own cost from time spent waiting for a busy shared machine.
-func redisCPU(b *testing.B, rdb redis.UniversalClient) float64 {
-	b.Helper()
-	info, err := rdb.Info(b.Context(), "cpu").Result()
-	if err != nil {
-		b.Fatalf("info cpu: %v", err)
-	}
-	var total float64
-	for _, line := range strings.Split(info, "\r\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if ok && (k == "used_cpu_user_main_thread" || k == "used_cpu_sys_main_thread") {
-			f, _ := strconv.ParseFloat(v, 64)
-			total += f
-		}
-	}
-	return total
 }

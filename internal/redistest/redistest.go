@@ -243,3 +243,23 @@ func StartCluster(tb testing.TB) *Cluster {
 	}
 	return c
 }
+
+// MainThreadCPU returns the CPU seconds the Redis main thread has used
+// (INFO cpu), so a benchmark can tell Redis's own cost from time spent
+// waiting on a busy shared machine.
+func MainThreadCPU(tb testing.TB, rdb redis.UniversalClient) float64 {
+	tb.Helper()
+	info, err := rdb.Info(tb.Context(), "cpu").Result()
+	if err != nil {
+		tb.Fatalf("info cpu: %v", err)
+	}
+	var total float64
+	for line := range strings.SplitSeq(info, "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && (k == "used_cpu_user_main_thread" || k == "used_cpu_sys_main_thread") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return total
+}

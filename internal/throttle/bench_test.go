@@ -3,12 +3,8 @@ package throttle
 import (
 	"fmt"
 	"math/rand/v2"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
@@ -57,7 +53,7 @@ func BenchmarkDecide(b *testing.B) {
 				}
 			}
 			i := 0
-			cpu0 := redisCPU(b, e.rdb)
+			cpu0 := redistest.MainThreadCPU(b, e.rdb)
 			for b.Loop() {
 				u := Update{Event: fmt.Sprint("e", i), Feeds: []string{"a"}, Lane: bc.lane, Reason: "feed", Since: map[string]int64{"a": int64(i)}}
 				if _, err := e.th.Decide(b.Context(), now, u, ids); err != nil {
@@ -67,7 +63,7 @@ func BenchmarkDecide(b *testing.B) {
 				i++
 			}
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
-			b.ReportMetric(float64(n)*float64(b.N)/(redisCPU(b, e.rdb)-cpu0), "decisions/redis-cpu-s")
+			b.ReportMetric(float64(n)*float64(b.N)/(redistest.MainThreadCPU(b, e.rdb)-cpu0), "decisions/redis-cpu-s")
 		})
 	}
 }
@@ -96,36 +92,17 @@ func BenchmarkStep(b *testing.B) {
 			b.Fatalf("decide: %v", err)
 		}
 		now = now.Add(time.Hour) // past the debounce and any limit
-		cpu0 := redisCPU(b, e.rdb)
+		cpu0 := redistest.MainThreadCPU(b, e.rdb)
 		b.StartTimer()
 		m, err := e.th.Step(b.Context(), now, 256)
 		if err != nil || m.Queued != n {
 			b.Fatalf("step: got %+v, %v, want %d queued", m, err, n)
 		}
 		b.StopTimer()
-		cpu += redisCPU(b, e.rdb) - cpu0
+		cpu += redistest.MainThreadCPU(b, e.rdb) - cpu0
 		b.StartTimer()
 		i++
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "moves/s")
 	b.ReportMetric(float64(n)*float64(b.N)/cpu, "moves/redis-cpu-s")
-}
-
-// redisCPU returns the CPU seconds the Redis main thread has used, to tell
-// Redis's own cost from time spent waiting for a busy shared machine.
-func redisCPU(b *testing.B, rdb redis.UniversalClient) float64 {
-	b.Helper()
-	info, err := rdb.Info(b.Context(), "cpu").Result()
-	if err != nil {
-		b.Fatalf("info cpu: %v", err)
-	}
-	var total float64
-	for _, line := range strings.Split(info, "\r\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if ok && (k == "used_cpu_user_main_thread" || k == "used_cpu_sys_main_thread") {
-			f, _ := strconv.ParseFloat(v, 64)
-			total += f
-		}
-	}
-	return total
 }
