@@ -156,12 +156,16 @@ func sourceMetrics(t *testing.T) map[string][]string {
 				return err
 			}
 			src := string(b)
+			declare := func(name string) { // keep labels found elsewhere
+				if _, ok := out[name]; !ok {
+					out[name] = nil
+				}
+			}
 			for _, m := range srcNameRE.FindAllStringSubmatch(src, -1) {
-				out[m[1]] = out[m[1]]
+				declare(m[1])
 			}
 			for _, m := range srcNSRE.FindAllStringSubmatch(src, -1) {
-				name := m[1] + "_" + m[2] + "_" + m[3]
-				out[name] = out[name]
+				declare(m[1] + "_" + m[2] + "_" + m[3])
 			}
 			if strings.Contains(src, `Subsystem: "queue", Name: name`) {
 				for _, m := range srcMonitorRE.FindAllStringSubmatch(src, -1) {

@@ -1,5 +1,7 @@
 package push
 
+//lint:file-ignore SA1019 apns2.Client is built on x/net/http2.Transport; its TLS and ping settings live there.
+
 import (
 	"context"
 	"crypto/ecdsa"

@@ -1,5 +1,7 @@
 package push
 
+//lint:file-ignore SA1019 the bare apns2 loop configures apns2's x/net/http2.Transport.
+
 import (
 	"context"
 	"crypto/tls"

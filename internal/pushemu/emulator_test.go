@@ -1,5 +1,7 @@
 package pushemu
 
+//lint:file-ignore SA1019 the apns2 client under test is built on x/net/http2.Transport.
+
 import (
 	"context"
 	"crypto/tls"
