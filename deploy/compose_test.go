@@ -384,8 +384,11 @@ func TestComposeStackRunsLocally(t *testing.T) {
 	api := "http://" + l.value(t, "127.0.0.1:"+portOf(t, httpAddr(t, cf.Services["api"])))
 	waitFor(t, 30*time.Second, "first poll of feed local", func() (bool, error) {
 		h, err := feeds.ReadHealth(t.Context(), rdb, "local")
-		return !h.LastPoll.IsZero() && h.Head == 1, err
+		return !h.LastPoll.IsZero() && h.Head == 1 && h.Notified == h.Head, err
 	})
+	// The first poll's event must be planned before devices register, or
+	// they would get its push too.
+	waitFor(t, 30*time.Second, "first event planned", func() (bool, error) { return quiet(t.Context(), rdb) })
 	devs := []device{newDevice(0), newDevice(1)}
 	for _, d := range devs {
 		if err := register(t.Context(), http.DefaultClient, api, d, "local"); err != nil {

@@ -80,9 +80,12 @@ func TestMultiReplicaOnCluster(t *testing.T) {
 	for _, f := range []string{"small", "big"} {
 		waitFor(t, 30*time.Second, "first poll of feed "+f, func() (bool, error) {
 			h, err := feeds.ReadHealth(t.Context(), rdb, f)
-			return !h.LastPoll.IsZero(), err
+			return !h.LastPoll.IsZero() && h.Notified == h.Head, err
 		})
 	}
+	// The first poll's event must be planned before devices register, or
+	// they would get its push too.
+	waitFor(t, 30*time.Second, "first events planned", func() (bool, error) { return quiet(t.Context(), rdb) })
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}, Timeout: 30 * time.Second}
 	registerAll := func(from, n int, feed string) []device {
 		devs := make([]device, n)

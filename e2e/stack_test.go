@@ -189,8 +189,9 @@ func (s *stack) startDispatcher() *stacktest.Process {
 	return p
 }
 
-// waitFeedSettled waits until the feed was polled and every change of it
-// was handed to the planner.
+// waitFeedSettled waits until the feed was polled, every change of it was
+// handed to the planner, and the latest change's fan-out was planned, so
+// devices registered afterwards are not targeted by it.
 func (s *stack) waitFeedSettled(feed string) feeds.Health {
 	s.t.Helper()
 	var h feeds.Health
@@ -199,6 +200,10 @@ func (s *stack) waitFeedSettled(feed string) feeds.Health {
 		h, err = feeds.ReadHealth(s.t.Context(), s.rdb, feed)
 		return err == nil && !h.LastSuccess.IsZero() && h.Notified == h.Head
 	})
+	if h.Head > 0 {
+		id := fmt.Sprintf("feed:%s:%d", feed, h.Head)
+		waitFor(s.t, 30*time.Second, "event "+id+" planned", func() bool { return s.progress(id).State == "planned" })
+	}
 	return h
 }
 
