@@ -4,10 +4,6 @@ GO            ?= go
 STATICCHECK   ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCH         ?= .
 BENCHTIME     ?= 3s
-# The demo catalogue for `make run`; set NUDGE_FEEDS_FILE to override.
-NUDGE_FEEDS_FILE ?= examples/feeds.yaml
-export NUDGE_FEEDS_FILE
-
 .PHONY: run test bench lint build clean
 
 ## run: the whole local stack in one process (cmd/devstack): embedded Redis (or NUDGE_REDIS_URL),
