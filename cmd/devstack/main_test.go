@@ -1,30 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/nudge-dev/nudge/internal/stacktest"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestRunPrintsWhereToLookAndStopsCleanly runs the program as `make run`
 // does (on free ports, with a small fleet), waits for the banner and a
@@ -44,7 +27,7 @@ func TestRunPrintsWhereToLookAndStopsCleanly(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+	stdout, stderr := &stacktest.Buffer{}, &stacktest.Buffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, stdout, stderr) }()
 
@@ -94,7 +77,7 @@ func TestRunRejectsBadSettings(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			env := map[string]string{tt.env: tt.value, "NUDGE_DEVSTACK_LOG_FILE": t.TempDir() + "/log"}
-			err := run(t.Context(), nil, func(k string) string { return env[k] }, &lockedBuffer{}, &lockedBuffer{})
+			err := run(t.Context(), nil, func(k string) string { return env[k] }, &stacktest.Buffer{}, &stacktest.Buffer{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("run with %s=%s: got %v, want an error naming %s", tt.env, tt.value, err, tt.want)
 			}

@@ -1,34 +1,16 @@
 package devstack_test
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/stacktest"
+
 	"github.com/nudge-dev/nudge/internal/devstack"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the stack's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // testDevices is the fleet size of the tests: big enough for every kind of
 // device, small enough for two shared cores under -race.
@@ -41,7 +23,7 @@ func startStack(t *testing.T, cfg devstack.Config) *devstack.Stack {
 	t.Helper()
 	cfg.Devices = cmp.Or(cfg.Devices, testDevices)
 	cfg.ArticleInterval = cmp.Or(cfg.ArticleInterval, time.Second)
-	logs := &lockedBuffer{}
+	logs := &stacktest.Buffer{}
 	s, err := devstack.New(cfg, nil, logs)
 	if err != nil {
 		t.Fatalf("new devstack: %v", err)

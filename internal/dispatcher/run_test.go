@@ -1,14 +1,14 @@
 package dispatcher_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/nudge-dev/nudge/internal/stacktest"
 
 	"github.com/nudge-dev/nudge/internal/config"
 	"github.com/nudge-dev/nudge/internal/dispatcher"
@@ -16,24 +16,6 @@ import (
 	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
-
-// logBuffer is a log sink safe for concurrent writes and reads.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // emulatorEnv starts the push emulator and returns its sender settings.
 func emulatorEnv(t *testing.T) map[string]string {
@@ -53,7 +35,7 @@ func TestRunServesProbesAndMetricsThenDrains(t *testing.T) {
 	env["NUDGE_REDIS_URL"] = redistest.StartServer(t).URL()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	out := &logBuffer{}
+	out := &stacktest.Buffer{}
 	logs := config.NewReadyWriter(out, config.ReadyDispatcher)
 	done := make(chan error, 1)
 	go func() {

@@ -9,9 +9,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/nudge-dev/nudge/internal/stacktest"
 
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
@@ -24,24 +25,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type setupOpts struct {
 	rateLimit int
 }
@@ -50,7 +33,7 @@ type bundle struct {
 	srv      *httpapi.Server
 	pipe     *dispatcher.Pipeline
 	rdb      *redis.Client
-	logs     *syncBuffer
+	logs     *stacktest.Buffer
 	adminKey string
 	editKey  string
 }
@@ -58,7 +41,7 @@ type bundle struct {
 func setup(t *testing.T, o setupOpts) *bundle {
 	t.Helper()
 	rdb := redistest.Start(t)
-	logs := &syncBuffer{}
+	logs := &stacktest.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	admin, err := auth.Mint("ops-admin", auth.RoleAdmin)
 	if err != nil {

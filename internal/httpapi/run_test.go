@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/stacktest"
+
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/config"
 	"github.com/nudge-dev/nudge/internal/httpapi"
@@ -19,10 +21,10 @@ import (
 )
 
 // start runs the api and waits until /healthz answers.
-func start(t *testing.T, env map[string]string) (base string, out *syncBuffer, stop func() error) {
+func start(t *testing.T, env map[string]string) (base string, out *stacktest.Buffer, stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	out = &syncBuffer{}
+	out = &stacktest.Buffer{}
 	logs := config.NewReadyWriter(out, config.ReadyAPI)
 	done := make(chan error, 1)
 	go func() {
