@@ -2,9 +2,9 @@ package devices
 
 import (
 	"cmp"
-	_ "embed"
 	"context"
 	"crypto/sha256"
+	_ "embed"
 	"errors"
 	"fmt"
 	"regexp"
@@ -433,6 +433,14 @@ func bitsOf(m map[string]string) bitsState {
 	return bitsState{version: cmp.Or(m["bv"], "0"), set: splitFeeds(m["fd"]), clear: splitFeeds(m["xf"]), pending: m["bp"] != ""}
 }
 
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
 // settleTimeout bounds the bits step, which runs to its end even if the
 // caller's context is cancelled (a client that hung up): the hash already
 // says what the bits must be, and stopping half-way only leaves work for
@@ -471,7 +479,8 @@ func (r *Registry) settle(ctx context.Context, id uint64, st bitsState) error {
 					return fmt.Errorf("update subscriptions of device %d: %w", id, err)
 				}
 			}
-			res, err = settleScript.Run(ctx, r.rdb, []string{dev}, st.version, bit, 0).Result()
+			args := append([]any{st.version, bit, 0, "1"}, anys(st.set)...)
+			res, err = settleScript.Run(ctx, r.rdb, []string{dev}, args...).Result()
 		} else {
 			ks := make([]string, 0, 1+len(st.set)+len(st.clear))
 			ks = append(ks, dev)
@@ -481,7 +490,7 @@ func (r *Registry) settle(ctx context.Context, id uint64, st bitsState) error {
 			for _, f := range st.clear {
 				ks = append(ks, keys.SubChunk(f, k))
 			}
-			res, err = settleScript.Run(ctx, r.rdb, ks, st.version, bit, len(st.set)).Result()
+			res, err = settleScript.Run(ctx, r.rdb, ks, st.version, bit, len(st.set), "0").Result()
 		}
 		if err != nil {
 			return fmt.Errorf("update subscriptions of device %d: %w", id, err)
