@@ -149,6 +149,14 @@ var settleLua string
 
 var settleScript = redis.NewScript(settleLua)
 
+// claimSubscribeScript claims a token for a new device and sets its bits
+// in one step (single server); see claimsub.lua for its contract.
+//
+//go:embed claimsub.lua
+var claimSubLua string
+
+var claimSubscribeScript = redis.NewScript(claimSubLua)
+
 // deleteScript deletes a device hash only if it holds a token.
 //
 // KEYS[1] device hash; ARGV[1] token.
@@ -287,8 +295,9 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 	stale := ""
 	for attempt := range 8 {
 		var res any
+		settled := false
 		if attempt == 0 {
-			res, err = r.writeAndClaim(ctx, &d, shard, field, stale)
+			res, settled, err = r.writeAndClaim(ctx, &d, shard, field, stale)
 		} else {
 			res, err = claimScript.Run(ctx, r.rdb, []string{shard}, field, strconv.FormatUint(id, 10), stale).Result()
 		}
@@ -296,7 +305,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 			return Device{}, "", false, fmt.Errorf("register: %w", err)
 		}
 		if n, ok := res.(int64); ok && n == 0 {
-			if len(d.Feeds) > 0 {
+			if len(d.Feeds) > 0 && !settled {
 				if err := r.settle(ctx, id, bitsState{version: "1", set: d.Feeds, pending: true}); err != nil {
 					return Device{}, "", false, fmt.Errorf("register: %w", err)
 				}
@@ -333,15 +342,18 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 }
 
 // writeAndClaim writes the new device hash, then claims the token index
-// entry for it, and returns the claim script's answer.
+// entry for it, and returns the claim script's answer and whether the
+// subscription bits were set with the claim.
 //
 // On a single server both commands go in one pipeline: one connection
 // delivers them in order and the server runs them in order, so the hash is
 // written before the claim, and a crash can only cut the sequence after a
-// prefix, which is the same guarantee as two round trips. On a cluster the
-// two keys live on different nodes and a pipeline would run them in
-// parallel, so the claim waits for the hash.
-func (r *Registry) writeAndClaim(ctx context.Context, d *Device, shard, field, stale string) (any, error) {
+// prefix, which is the same guarantee as two round trips. The claim sets
+// the bits in the same script (claimsub.lua), so a new device costs one
+// round trip. On a cluster the keys live on different nodes and a pipeline
+// would run them in parallel, so the claim waits for the hash, and the
+// bits come after (settle).
+func (r *Registry) writeAndClaim(ctx context.Context, d *Device, shard, field, stale string) (res any, settled bool, err error) {
 	fields := append(d.fields(), "fd", strings.Join(d.Feeds, ","), "ct", strconv.FormatInt(d.Created.Unix(), 10))
 	if len(d.Feeds) > 0 {
 		fields = append(fields, "bv", "1", "bp", "1") // bits of version 1 pending
@@ -349,26 +361,35 @@ func (r *Registry) writeAndClaim(ctx context.Context, d *Device, shard, field, s
 	idStr := strconv.FormatUint(d.ID, 10)
 	if r.cluster() {
 		if err := r.rdb.HSet(ctx, keys.Device(d.ID), fields...).Err(); err != nil {
-			return nil, fmt.Errorf("write device %d: %w", d.ID, err)
+			return nil, false, fmt.Errorf("write device %d: %w", d.ID, err)
 		}
 		res, err := claimScript.Run(ctx, r.rdb, []string{shard}, field, idStr, stale).Result()
 		if err != nil {
-			return nil, fmt.Errorf("claim token index: %w", err)
+			return nil, false, fmt.Errorf("claim token index: %w", err)
 		}
-		return res, nil
+		return res, false, nil
+	}
+	k, bit := keys.SubChunkOf(d.ID)
+	ks := make([]string, 0, 2+len(d.Feeds))
+	ks = append(ks, shard, keys.Device(d.ID))
+	for _, f := range d.Feeds {
+		ks = append(ks, keys.SubChunk(f, k))
 	}
 	pipe := r.rdb.Pipeline()
 	hset := pipe.HSet(ctx, keys.Device(d.ID), fields...)
-	claim := claimScript.Eval(ctx, pipe, []string{shard}, field, idStr, stale)
+	claim := claimSubscribeScript.Eval(ctx, pipe, ks, field, idStr, stale, bit)
 	_, _ = pipe.Exec(ctx)
 	if err := hset.Err(); err != nil {
-		return nil, fmt.Errorf("write device %d: %w", d.ID, err)
+		return nil, false, fmt.Errorf("write device %d: %w", d.ID, err)
 	}
-	res, err := claim.Result()
+	res, err = claim.Result()
 	if err != nil {
-		return nil, fmt.Errorf("claim token index: %w", err)
+		return nil, false, fmt.Errorf("claim token index: %w", err)
 	}
-	return res, nil
+	if n, ok := res.(int64); ok && n < 0 {
+		return nil, false, fmt.Errorf("claim token index: device %d not written", d.ID)
+	}
+	return res, true, nil
 }
 
 // cluster tells whether the registry runs on a Redis Cluster, where the
