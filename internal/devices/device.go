@@ -12,11 +12,14 @@
 // Device hash fields: tk token · pv provider · pl platform · en environment ·
 // fd feeds (comma-separated) · bg background sync "1"|"0" · mi min interval
 // seconds · lo locale · tz timezone · av app version · sh sha256 of the
-// secret (32 raw bytes) · ct/ut created/updated unix seconds.
+// secret (32 raw bytes) · ct/ut created/updated unix seconds · bv bits
+// version · bp "1" while the bits of version bv are not known to be applied
+// · xf feeds whose bits may still be set though fd no longer lists them.
 //
 // The keys of one device live in different cluster slots, so no single
 // script can update them together. Writes are ordered so that a crash at any
-// point leaves nothing that misroutes a push; see Registry for the order.
+// point leaves nothing that misroutes a push, and the next write of a
+// device repairs its subscription bits; see Registry for the order.
 package devices
 
 import (

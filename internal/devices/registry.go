@@ -48,26 +48,28 @@ func (c *Config) validate() error {
 
 // Registry stores devices in Redis.
 //
-// Write order (each step is one atomic command or single-slot script; a
-// crash between steps leaves only what the next line says):
+// Write order (each step is one atomic command or single-slot script on a
+// cluster; a crash between steps leaves only what the next line says):
 //
-//	Register: 1 HSET a new hash under a fresh id  2 claim the token index
-//	  entry (script: set if unset or if it holds a stale id we saw)
-//	  3 SETBIT subscriptions.
+//	Register: 1 HSET a new hash under a fresh id, bits pending (bp)
+//	  2 claim the token index entry (script: set if unset or if it holds a
+//	  stale id we saw)  3 settle the subscription bits. On a single server
+//	  1 goes in one pipeline with 2+3, which are one script (claimsub.lua).
 //	  crash after 1: a hash no index entry or bit points at; it gets no
 //	  pushes (a memory leak of one hash, never a duplicate push). The client
 //	  saw an error and retries.
-//	  crash after 2: a device without subscriptions; the retry finds it by
-//	  token and sets them.
+//	  crash after 2: a device with bp set; the retry finds it by token and
+//	  settles its bits.
 //	  If the claim answers with another id, the token is known: that device
-//	  is rewritten (script, only if it still holds the token), the new hash
-//	  is deleted and its id reused by this replica (nothing ever pointed at
-//	  it), and the subscription difference is applied. So re-registering a
-//	  known token costs no id, and ids stay dense.
-//	Update: 1 rewrite the hash only if its token is still the expected one
-//	  (script)  2 SETBIT/clear the subscription difference.
-//	Token rotation: 1 claim the new token's index entry  2 rewrite the hash
-//	  (checked)  3 remove the old entry only if it still points here.
+//	  is rewritten (write.lua, only if it still holds the token), the new
+//	  hash is deleted and its id reused by this replica (nothing ever
+//	  pointed at it), and the bits are settled if pending. So
+//	  re-registering a known token costs no id, and ids stay dense.
+//	Update: 1 write.lua writes the named fields only if the secret hash
+//	  (and, rotating, the token) is the one that authenticated the call
+//	  2 settle the bits if pending.
+//	Token rotation: 1 claim the new token's index entry  2 write.lua
+//	  3 remove the old entry only if it still points here  4 settle.
 //	Delete: 1 DEL the hash only if its token matches (script)  2 clear
 //	  subscription bits  3 remove the index entry only if it points here.
 //	  crash after 1: stale bits and a stale index entry. Ids of deleted
@@ -75,10 +77,17 @@ func (c *Config) validate() error {
 //	  every index hit is verified against the hash's "tk", so neither
 //	  misroutes a push.
 //
+// Bits converge: a change of fd records the feeds left in xf, bumps bv and
+// sets bp (write.lua); settling sets the bits of fd, clears those of xf and
+// clears bp only if bv is unchanged (settle.lua), else starts over. Every
+// step is idempotent and every later write of the device settles a
+// pending bp, so a retry or a re-registration repairs what a failed call
+// left.
+//
 // Two concurrent registrations of one token both write a hash, but only one
-// claims the index; the other finds the winner (whose hash was written
-// before its claim), updates it and drops its own hash, so the token maps
-// to exactly one device.
+// claims the index; the other finds the winner (whose hash was written before
+// its claim), updates it and drops its own hash, so the token maps to
+// exactly one device.
 type Registry struct {
 	rdb   redis.UniversalClient
 	feeds Catalog
