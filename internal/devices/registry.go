@@ -386,12 +386,17 @@ func (r *Registry) writeAndClaim(ctx context.Context, d *Device, shard, field, s
 	}
 	pipe := r.rdb.Pipeline()
 	hset := pipe.HSet(ctx, keys.Device(d.ID), fields...)
-	claim := claimSubscribeScript.Eval(ctx, pipe, ks, field, idStr, stale, bit)
+	claim := claimSubscribeScript.EvalSha(ctx, pipe, ks, field, idStr, stale, bit)
 	_, _ = pipe.Exec(ctx)
 	if err := hset.Err(); err != nil {
 		return nil, false, fmt.Errorf("write device %d: %w", d.ID, err)
 	}
 	res, err = claim.Result()
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Not loaded yet on this server (first call, or after a restart):
+		// Run sends the body once; the hash is written already.
+		res, err = claimSubscribeScript.Run(ctx, r.rdb, ks, field, idStr, stale, bit).Result()
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("claim token index: %w", err)
 	}
