@@ -396,3 +396,59 @@ func TestSubscriptionsConvergeAfterFaultsOnCluster(t *testing.T) {
 	b.rdb.AddHook(hook)
 	runFaults(t, b, hook)
 }
+
+// cancelHook cancels a context right after the first script on one key
+// has run: a client hanging up between a call's hash write and its bits.
+type cancelHook struct {
+	mu     sync.Mutex
+	key    string
+	cancel context.CancelFunc
+}
+
+func (h *cancelHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *cancelHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if args := cmd.Args(); err == nil && h.cancel != nil && len(args) > 3 && args[3] == h.key {
+			h.cancel()
+			h.cancel = nil
+		}
+		return err
+	}
+}
+
+func (h *cancelHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestHungUpClientStillSettlesBits cancels the caller's context right after
+// a PATCH wrote the new feeds: the bits are still brought in step, without
+// any retry.
+func TestHungUpClientStillSettlesBits(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false)
+	hook := &cancelHook{}
+	b.rdb.AddHook(hook)
+	d, _, _, err := b.reg.Register(t.Context(), reg(fcmToken(7), "world"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	hook.mu.Lock()
+	hook.key, hook.cancel = keys.Device(d.ID), cancel
+	hook.mu.Unlock()
+	if _, err := b.reg.Update(ctx, d, feedsPatch("tech", "sport")); err != nil {
+		t.Fatalf("patch: %v", err)
+	}
+	if ctx.Err() == nil {
+		t.Fatalf("the hook did not cancel the call's context")
+	}
+	checkConverged(t, b.rdb, false)
+	if bit(t, b.rdb, "sport", d.ID) != 1 || bit(t, b.rdb, "world", d.ID) != 0 {
+		t.Fatalf("bits of the patched feeds not applied")
+	}
+}
