@@ -206,10 +206,12 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 	} else if !ok {
 		return devices.ErrConflict
 	}
-	// A deleted device leaves no throttle state. The device is gone
-	// already, so a failure here is logged, not answered: the throttle's
-	// scripts drop the state of a device without a hash when they meet it.
-	if err := s.deps.Pipeline.Throttle.Forget(r.Context(), d.ID); err != nil {
+	// A deleted device leaves no throttle state, even if the client hangs
+	// up now. The device is gone already, so a failure is logged, not
+	// answered (a retry would only find no device).
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
+	defer cancel()
+	if err := s.deps.Pipeline.Throttle.Forget(fctx, d.ID); err != nil {
 		logFrom(r.Context()).ErrorContext(r.Context(), "forget throttle state of deleted device", "device_id", d.ID, "err", err)
 	}
 	logFrom(r.Context()).InfoContext(r.Context(), "device unregistered", "device_id", d.ID)
