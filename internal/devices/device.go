@@ -12,11 +12,14 @@
 // Device hash fields: tk token · pv provider · pl platform · en environment ·
 // fd feeds (comma-separated) · bg background sync "1"|"0" · mi min interval
 // seconds · lo locale · tz timezone · av app version · sh sha256 of the
-// secret (32 raw bytes) · ct/ut created/updated unix seconds.
+// secret (32 raw bytes) · ct/ut created/updated unix seconds · bv bits
+// version · bp "1" while the bits of version bv are not known to be applied
+// · xf feeds whose bits may still be set though fd no longer lists them.
 //
 // The keys of one device live in different cluster slots, so no single
 // script can update them together. Writes are ordered so that a crash at any
-// point leaves nothing that misroutes a push; see Registry for the order.
+// point leaves nothing that misroutes a push, and the next write of a
+// device repairs its subscription bits; see Registry for the order.
 package devices
 
 import (
@@ -80,6 +83,12 @@ type Registration struct {
 	Locale      string
 	Timezone    string
 	AppVersion  string
+	// KeepEnabled and KeepMinInterval leave that part of a known device's
+	// stored background-sync setting as it is (the request did not name
+	// it), so a re-registration does not undo the user's opt-out. A new
+	// device always takes Sync.
+	KeepEnabled     bool
+	KeepMinInterval bool
 }
 
 // Patch is the input of Registry.Update; nil fields are left as they are.
@@ -201,19 +210,39 @@ func checkMinInterval(d time.Duration) error {
 	return nil
 }
 
-// fields returns the device hash fields of d, without ct.
+// fields returns the device hash fields of d that a registration writes,
+// without fd (feeds, which the callers handle with the bits bookkeeping)
+// and ct.
 func (d *Device) fields() []any {
-	bg := "0"
-	if d.Sync.Enabled {
-		bg = "1"
-	}
 	return []any{
 		"tk", d.Token, "pv", d.Provider, "pl", d.Platform, "en", d.Environment,
-		"fd", strings.Join(d.Feeds, ","), "bg", bg,
+		"bg", boolField(d.Sync.Enabled),
 		"mi", strconv.FormatInt(int64(d.Sync.MinInterval/time.Second), 10),
 		"lo", d.Locale, "tz", d.Timezone, "av", d.AppVersion,
 		"sh", string(d.secretHash), "ut", strconv.FormatInt(d.Updated.Unix(), 10),
 	}
+}
+
+// registerFields returns the fields a re-registration writes on the known
+// device of its token: fields without the parts of the sync setting that
+// reg leaves alone.
+func (d *Device) registerFields(reg Registration) []any {
+	all := d.fields()
+	out := make([]any, 0, len(all))
+	for i := 0; i < len(all); i += 2 {
+		if (all[i] == "bg" && reg.KeepEnabled) || (all[i] == "mi" && reg.KeepMinInterval) {
+			continue
+		}
+		out = append(out, all[i], all[i+1])
+	}
+	return out
+}
+
+func boolField(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 // parseDevice reads a device hash as HGETALL returns it.

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	_ "embed"
 	"errors"
 	"fmt"
 	"regexp"
@@ -47,26 +48,28 @@ func (c *Config) validate() error {
 
 // Registry stores devices in Redis.
 //
-// Write order (each step is one atomic command or single-slot script; a
-// crash between steps leaves only what the next line says):
+// Write order (each step is one atomic command or single-slot script on a
+// cluster; a crash between steps leaves only what the next line says):
 //
-//	Register: 1 HSET a new hash under a fresh id  2 claim the token index
-//	  entry (script: set if unset or if it holds a stale id we saw)
-//	  3 SETBIT subscriptions.
+//	Register: 1 HSET a new hash under a fresh id, bits pending (bp)
+//	  2 claim the token index entry (script: set if unset or if it holds a
+//	  stale id we saw)  3 settle the subscription bits. On a single server
+//	  1 goes in one pipeline with 2+3, which are one script (claimsub.lua).
 //	  crash after 1: a hash no index entry or bit points at; it gets no
 //	  pushes (a memory leak of one hash, never a duplicate push). The client
 //	  saw an error and retries.
-//	  crash after 2: a device without subscriptions; the retry finds it by
-//	  token and sets them.
+//	  crash after 2: a device with bp set; the retry finds it by token and
+//	  settles its bits.
 //	  If the claim answers with another id, the token is known: that device
-//	  is rewritten (script, only if it still holds the token), the new hash
-//	  is deleted and its id reused by this replica (nothing ever pointed at
-//	  it), and the subscription difference is applied. So re-registering a
-//	  known token costs no id, and ids stay dense.
-//	Update: 1 rewrite the hash only if its token is still the expected one
-//	  (script)  2 SETBIT/clear the subscription difference.
-//	Token rotation: 1 claim the new token's index entry  2 rewrite the hash
-//	  (checked)  3 remove the old entry only if it still points here.
+//	  is rewritten (write.lua, only if it still holds the token), the new
+//	  hash is deleted and its id reused by this replica (nothing ever
+//	  pointed at it), and the bits are settled if pending. So
+//	  re-registering a known token costs no id, and ids stay dense.
+//	Update: 1 write.lua writes the named fields only if the secret hash
+//	  (and, rotating, the token) is the one that authenticated the call
+//	  2 settle the bits if pending.
+//	Token rotation: 1 claim the new token's index entry  2 write.lua
+//	  3 remove the old entry only if it still points here  4 settle.
 //	Delete: 1 DEL the hash only if its token matches (script)  2 clear
 //	  subscription bits  3 remove the index entry only if it points here.
 //	  crash after 1: stale bits and a stale index entry. Ids of deleted
@@ -74,10 +77,17 @@ func (c *Config) validate() error {
 //	  every index hit is verified against the hash's "tk", so neither
 //	  misroutes a push.
 //
+// Bits converge: a change of fd records the feeds left in xf, bumps bv and
+// sets bp (write.lua); settling sets the bits of fd, clears those of xf and
+// clears bp only if bv is unchanged (settle.lua), else starts over. Every
+// step is idempotent and every later write of the device settles a
+// pending bp, so a retry or a re-registration repairs what a failed call
+// left.
+//
 // Two concurrent registrations of one token both write a hash, but only one
-// claims the index; the other finds the winner (whose hash was written
-// before its claim), updates it and drops its own hash, so the token maps
-// to exactly one device.
+// claims the index; the other finds the winner (whose hash was written before
+// its claim), updates it and drops its own hash, so the token maps to
+// exactly one device.
 type Registry struct {
 	rdb   redis.UniversalClient
 	feeds Catalog
@@ -132,20 +142,29 @@ end
 return 0
 `)
 
-// updateScript rewrites a device hash only if it still holds a token.
+// writeScript changes the named fields of a device after checking the
+// credential; see write.lua for its contract.
 //
-// KEYS[1] device hash
-// ARGV[1] expected token ("tk")
-// ARGV[2..] field, value pairs to set
+//go:embed write.lua
+var writeLua string
+
+var writeScript = redis.NewScript(writeLua)
+
+// settleScript marks a device's subscription bits as applied (and, on a
+// single server, applies them); see settle.lua for its contract.
 //
-// Returns {previous "fd" (feeds), "ct" (created)} on success, nil when the
-// hash is gone or holds another token.
-var updateScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'tk') ~= ARGV[1] then return false end
-local fd = redis.call('HGET', KEYS[1], 'fd') or ''
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-return {fd, redis.call('HGET', KEYS[1], 'ct') or ''}
-`)
+//go:embed settle.lua
+var settleLua string
+
+var settleScript = redis.NewScript(settleLua)
+
+// claimSubscribeScript claims a token for a new device and sets its bits
+// in one step (single server); see claimsub.lua for its contract.
+//
+//go:embed claimsub.lua
+var claimSubLua string
+
+var claimSubscribeScript = redis.NewScript(claimSubLua)
 
 // deleteScript deletes a device hash only if it holds a token.
 //
@@ -259,6 +278,10 @@ func (r *Registry) validate(ctx context.Context, reg Registration) (Device, erro
 // Register creates a device, or updates the device that already holds the
 // token (same id). Either way it returns a fresh secret, shown to the app
 // once; only its hash is stored. created tells whether the device is new.
+//
+// A known device keeps its stored background-sync setting where reg says
+// so (KeepEnabled, KeepMinInterval). Its subscription bits are brought in
+// step with the feeds even when an earlier call failed half-way.
 func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, secret string, created bool, err error) {
 	d, err = r.validate(ctx, reg)
 	if err != nil {
@@ -281,8 +304,9 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 	stale := ""
 	for attempt := range 8 {
 		var res any
+		settled := false
 		if attempt == 0 {
-			res, err = r.writeAndClaim(ctx, &d, shard, field, stale)
+			res, settled, err = r.writeAndClaim(ctx, &d, shard, field, stale)
 		} else {
 			res, err = claimScript.Run(ctx, r.rdb, []string{shard}, field, strconv.FormatUint(id, 10), stale).Result()
 		}
@@ -290,8 +314,10 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 			return Device{}, "", false, fmt.Errorf("register: %w", err)
 		}
 		if n, ok := res.(int64); ok && n == 0 {
-			if err := r.syncBits(ctx, id, nil, d.Feeds); err != nil {
-				return Device{}, "", false, fmt.Errorf("register: %w", err)
+			if len(d.Feeds) > 0 && !settled {
+				if err := r.settle(ctx, id, bitsState{version: "1", set: d.Feeds, pending: true}); err != nil {
+					return Device{}, "", false, fmt.Errorf("register: %w", err)
+				}
 			}
 			return d, secret, true, nil
 		}
@@ -300,85 +326,220 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 		if perr != nil {
 			return Device{}, "", false, fmt.Errorf("register: token index holds %q: %w", cur, perr)
 		}
-		known := d
-		known.ID = curID
-		old, created, ok, err := r.rewrite(ctx, curID, d.Token, &known)
-		if err != nil {
-			return Device{}, "", false, fmt.Errorf("register: %w", err)
-		}
-		if !ok {
+		m, err := r.write(ctx, curID, d.Token, nil, d.Feeds, d.registerFields(reg))
+		if errors.Is(err, errGone) || errors.Is(err, errChanged) {
 			stale = cur // the entry points at a deleted or re-tokened device
 			continue
+		}
+		if err != nil {
+			return Device{}, "", false, fmt.Errorf("register: %w", err)
 		}
 		if err := r.rdb.Del(ctx, keys.Device(id)).Err(); err != nil {
 			return Device{}, "", false, fmt.Errorf("register: drop unused device %d: %w", id, err)
 		}
 		r.recycle(id)
-		if err := r.syncBits(ctx, curID, old, d.Feeds); err != nil {
+		known, err := parseDevice(curID, m)
+		if err != nil {
 			return Device{}, "", false, fmt.Errorf("register: %w", err)
 		}
-		known.Created = created
+		if err := r.settle(ctx, curID, bitsOf(m)); err != nil {
+			return Device{}, "", false, fmt.Errorf("register: %w", err)
+		}
 		return known, secret, false, nil
 	}
 	return Device{}, "", false, fmt.Errorf("register: %w", ErrConflict)
 }
 
 // writeAndClaim writes the new device hash, then claims the token index
-// entry for it, and returns the claim script's answer.
+// entry for it, and returns the claim script's answer and whether the
+// subscription bits were set with the claim.
 //
 // On a single server both commands go in one pipeline: one connection
 // delivers them in order and the server runs them in order, so the hash is
 // written before the claim, and a crash can only cut the sequence after a
-// prefix, which is the same guarantee as two round trips. On a cluster the
-// two keys live on different nodes and a pipeline would run them in
-// parallel, so the claim waits for the hash.
-func (r *Registry) writeAndClaim(ctx context.Context, d *Device, shard, field, stale string) (any, error) {
-	fields := append(d.fields(), "ct", strconv.FormatInt(d.Created.Unix(), 10))
+// prefix, which is the same guarantee as two round trips. The claim sets
+// the bits in the same script (claimsub.lua), so a new device costs one
+// round trip. On a cluster the keys live on different nodes and a pipeline
+// would run them in parallel, so the claim waits for the hash, and the
+// bits come after (settle).
+func (r *Registry) writeAndClaim(ctx context.Context, d *Device, shard, field, stale string) (res any, settled bool, err error) {
+	fields := append(d.fields(), "fd", strings.Join(d.Feeds, ","), "ct", strconv.FormatInt(d.Created.Unix(), 10))
+	if len(d.Feeds) > 0 {
+		fields = append(fields, "bv", "1", "bp", "1") // bits of version 1 pending
+	}
 	idStr := strconv.FormatUint(d.ID, 10)
-	if _, cluster := r.rdb.(*redis.ClusterClient); cluster {
+	if r.cluster() {
 		if err := r.rdb.HSet(ctx, keys.Device(d.ID), fields...).Err(); err != nil {
-			return nil, fmt.Errorf("write device %d: %w", d.ID, err)
+			return nil, false, fmt.Errorf("write device %d: %w", d.ID, err)
 		}
 		res, err := claimScript.Run(ctx, r.rdb, []string{shard}, field, idStr, stale).Result()
 		if err != nil {
-			return nil, fmt.Errorf("claim token index: %w", err)
+			return nil, false, fmt.Errorf("claim token index: %w", err)
 		}
-		return res, nil
+		return res, false, nil
+	}
+	k, bit := keys.SubChunkOf(d.ID)
+	ks := make([]string, 0, 2+len(d.Feeds))
+	ks = append(ks, shard, keys.Device(d.ID))
+	for _, f := range d.Feeds {
+		ks = append(ks, keys.SubChunk(f, k))
 	}
 	pipe := r.rdb.Pipeline()
 	hset := pipe.HSet(ctx, keys.Device(d.ID), fields...)
-	claim := claimScript.Eval(ctx, pipe, []string{shard}, field, idStr, stale)
+	claim := claimSubscribeScript.EvalSha(ctx, pipe, ks, field, idStr, stale, bit)
 	_, _ = pipe.Exec(ctx)
 	if err := hset.Err(); err != nil {
-		return nil, fmt.Errorf("write device %d: %w", d.ID, err)
+		return nil, false, fmt.Errorf("write device %d: %w", d.ID, err)
 	}
-	res, err := claim.Result()
+	res, err = claim.Result()
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Not loaded yet on this server (first call, or after a restart):
+		// Run sends the body once; the hash is written already.
+		res, err = claimSubscribeScript.Run(ctx, r.rdb, ks, field, idStr, stale, bit).Result()
+	}
 	if err != nil {
-		return nil, fmt.Errorf("claim token index: %w", err)
+		return nil, false, fmt.Errorf("claim token index: %w", err)
 	}
-	return res, nil
+	if n, ok := res.(int64); ok && n < 0 {
+		return nil, false, fmt.Errorf("claim token index: device %d not written", d.ID)
+	}
+	return res, true, nil
 }
 
-// rewrite sets every field of d on device id if the device still holds
-// token. It returns the device's previous feeds, its creation time and
-// whether it applied.
-func (r *Registry) rewrite(ctx context.Context, id uint64, token string, d *Device) (oldFeeds []string, created time.Time, ok bool, err error) {
-	args := append([]any{token}, d.fields()...)
-	res, err := updateScript.Run(ctx, r.rdb, []string{keys.Device(id)}, args...).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, time.Time{}, false, nil
+// cluster tells whether the registry runs on a Redis Cluster, where the
+// keys of one device live in different slots.
+func (r *Registry) cluster() bool {
+	_, ok := r.rdb.(*redis.ClusterClient)
+	return ok
+}
+
+// Internal answers of write.
+var (
+	errGone    = errors.New("device hash gone")
+	errChanged = errors.New("device holds another token or secret")
+)
+
+// write runs write.lua on device id: it checks the token (if token is not
+// "") and the secret hash (if sh is not nil), sets fields, and replaces the
+// feeds if feeds is not nil. It returns the hash after the write, errGone
+// or errChanged.
+func (r *Registry) write(ctx context.Context, id uint64, token string, sh []byte, feeds []string, fields []any) (map[string]string, error) {
+	named, fd := "0", ""
+	if feeds != nil {
+		named, fd = "1", strings.Join(feeds, ",")
 	}
+	args := append([]any{token, string(sh), named, fd}, fields...)
+	res, err := writeScript.Run(ctx, r.rdb, []string{keys.Device(id)}, args...).Result()
 	if err != nil {
-		return nil, time.Time{}, false, fmt.Errorf("update device %d: %w", id, err)
+		return nil, fmt.Errorf("write device %d: %w", id, err)
 	}
-	pair, _ := res.([]any)
-	if len(pair) != 2 {
-		return nil, time.Time{}, false, fmt.Errorf("update device %d: unexpected script answer %v", id, res)
+	switch v := res.(type) {
+	case int64:
+		if v == 0 {
+			return nil, fmt.Errorf("write device %d: %w", id, errGone)
+		}
+		return nil, fmt.Errorf("write device %d: %w", id, errChanged)
+	case []any:
+		return hashOf(v), nil
 	}
-	fd, _ := pair[0].(string)
-	ct, _ := pair[1].(string)
-	sec, _ := strconv.ParseInt(ct, 10, 64)
-	return splitFeeds(fd), time.Unix(sec, 0).UTC(), true, nil
+	return nil, fmt.Errorf("write device %d: unexpected script answer %v", id, res)
+}
+
+// hashOf turns an HGETALL answer of a script into a map.
+func hashOf(flat []any) map[string]string {
+	m := make(map[string]string, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		v, _ := flat[i+1].(string)
+		m[k] = v
+	}
+	return m
+}
+
+// bitsState is what a device hash says about its subscription bits.
+type bitsState struct {
+	version string   // "bv"
+	set     []string // feeds whose bits must be set ("fd")
+	clear   []string // feeds whose bits must be cleared ("xf")
+	pending bool     // "bp": the bits of version are not known to be applied
+}
+
+func bitsOf(m map[string]string) bitsState {
+	return bitsState{version: cmp.Or(m["bv"], "0"), set: splitFeeds(m["fd"]), clear: splitFeeds(m["xf"]), pending: m["bp"] != ""}
+}
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+// settleTimeout bounds the bits step, which runs to its end even if the
+// caller's context is cancelled (a client that hung up): the hash already
+// says what the bits must be, and stopping half-way only leaves work for
+// the next call.
+const settleTimeout = 5 * time.Second
+
+// settle brings the subscription bits of device id in step with its hash,
+// as long as st says they are pending: it sets the bits of the feeds and
+// clears those of the feeds left, then marks the version applied. If the
+// feeds changed meanwhile it starts over from the newer hash. Every step
+// is idempotent, so a call that fails half-way leaves "bp" set and the
+// next write of the device (a retry, a re-registration, a PATCH) finishes
+// the job.
+func (r *Registry) settle(ctx context.Context, id uint64, st bitsState) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	k, bit := keys.SubChunkOf(id)
+	dev := keys.Device(id)
+	for range 8 {
+		if !st.pending {
+			return nil
+		}
+		var res any
+		var err error
+		if r.cluster() {
+			// The chunks live in other slots: bits first, then the check.
+			pipe := r.rdb.Pipeline()
+			for _, f := range st.set {
+				pipe.SetBit(ctx, keys.SubChunk(f, k), bit, 1)
+			}
+			for _, f := range st.clear {
+				pipe.SetBit(ctx, keys.SubChunk(f, k), bit, 0)
+			}
+			if pipe.Len() > 0 {
+				if _, err := pipe.Exec(ctx); err != nil {
+					return fmt.Errorf("update subscriptions of device %d: %w", id, err)
+				}
+			}
+			args := append([]any{st.version, bit, 0, "1"}, anys(st.set)...)
+			res, err = settleScript.Run(ctx, r.rdb, []string{dev}, args...).Result()
+		} else {
+			ks := make([]string, 0, 1+len(st.set)+len(st.clear))
+			ks = append(ks, dev)
+			for _, f := range st.set {
+				ks = append(ks, keys.SubChunk(f, k))
+			}
+			for _, f := range st.clear {
+				ks = append(ks, keys.SubChunk(f, k))
+			}
+			res, err = settleScript.Run(ctx, r.rdb, ks, st.version, bit, len(st.set), "0").Result()
+		}
+		if err != nil {
+			return fmt.Errorf("update subscriptions of device %d: %w", id, err)
+		}
+		switch v := res.(type) {
+		case int64:
+			return nil // settled, or the device is gone
+		case []any:
+			st = bitsOf(hashOf(v)) // the feeds changed meanwhile
+		default:
+			return fmt.Errorf("update subscriptions of device %d: unexpected script answer %v", id, res)
+		}
+	}
+	return fmt.Errorf("update subscriptions of device %d: %w", id, ErrConflict)
 }
 
 // syncBits sets the subscription bits of feeds in now that are not in old,
@@ -435,69 +596,84 @@ func (r *Registry) Authenticate(ctx context.Context, id uint64, secret string) (
 	return d, nil
 }
 
-// Update applies a patch to a device: token rotation, environment, feeds
-// and settings. A new token that another device holds moves to this device
-// and the other device is deleted (it was an older registration of the
-// same app install).
-func (r *Registry) Update(ctx context.Context, id uint64, p Patch) (Device, error) {
-	cur, err := r.Get(ctx, id)
-	if err != nil {
-		return Device{}, err
-	}
-	d := cur
+// Update applies a patch to device cur, as Authenticate returned it: token
+// rotation, environment, feeds and settings. It writes only the fields p
+// names (never the secret hash), and only if the device still holds the
+// secret hash that authenticated the request (and, for a rotation, the
+// token cur holds): otherwise a concurrent change won and it returns
+// ErrConflict; a device deleted meanwhile gives ErrNotFound. A new token
+// that another device holds moves to this device and the other device is
+// deleted (it was an older registration of the same app install).
+func (r *Registry) Update(ctx context.Context, cur Device, p Patch) (Device, error) {
+	id := cur.ID
+	var fields []any
+	token := cur.Token
 	if p.Token != nil {
-		if d.Token, err = NormalizeToken(d.Provider, *p.Token); err != nil {
+		t, err := NormalizeToken(cur.Provider, *p.Token)
+		if err != nil {
 			return Device{}, err
+		}
+		if t != cur.Token {
+			token = t
+			fields = append(fields, "tk", t)
 		}
 	}
 	if p.Environment != nil {
-		if d.Environment, err = checkEnvironment(d.Provider, *p.Environment); err != nil {
+		env, err := checkEnvironment(cur.Provider, *p.Environment)
+		if err != nil {
 			return Device{}, err
 		}
+		fields = append(fields, "en", env)
 	}
+	var feeds []string
 	if p.Feeds != nil {
-		if d.Feeds, err = r.checkFeeds(ctx, *p.Feeds); err != nil {
+		var err error
+		if feeds, err = r.checkFeeds(ctx, *p.Feeds); err != nil {
 			return Device{}, err
 		}
 	}
 	if p.SyncEnabled != nil {
-		d.Sync.Enabled = *p.SyncEnabled
+		fields = append(fields, "bg", boolField(*p.SyncEnabled))
 	}
 	if p.MinInterval != nil {
 		if err := checkMinInterval(*p.MinInterval); err != nil {
 			return Device{}, err
 		}
-		d.Sync.MinInterval = *p.MinInterval
+		fields = append(fields, "mi", strconv.FormatInt(int64(*p.MinInterval/time.Second), 10))
 	}
 	for _, c := range []struct {
-		field string
-		v     *string
-		dst   *string
-		re    *regexp.Regexp
-	}{{"locale", p.Locale, &d.Locale, localeRE}, {"timezone", p.Timezone, &d.Timezone, timezoneRE}, {"app_version", p.AppVersion, &d.AppVersion, appVersionRE}} {
+		field, key string
+		v          *string
+		re         *regexp.Regexp
+	}{{"locale", "lo", p.Locale, localeRE}, {"timezone", "tz", p.Timezone, timezoneRE}, {"app_version", "av", p.AppVersion, appVersionRE}} {
 		if c.v != nil {
 			if err := checkOptional(c.field, *c.v, c.re); err != nil {
 				return Device{}, err
 			}
-			*c.dst = *c.v
+			fields = append(fields, c.key, *c.v)
 		}
 	}
-	d.Updated = r.cfg.Now().UTC().Truncate(time.Second)
+	fields = append(fields, "ut", strconv.FormatInt(r.cfg.Now().Unix(), 10))
 
-	rotated := d.Token != cur.Token
+	rotated := token != cur.Token
+	expectTk := ""
 	if rotated {
-		if err := r.claimFor(ctx, id, d.Token); err != nil {
+		if err := r.claimFor(ctx, id, token); err != nil {
 			return Device{}, fmt.Errorf("update device %d: %w", id, err)
 		}
+		expectTk = cur.Token
 	}
-	old, _, ok, err := r.rewrite(ctx, id, cur.Token, &d)
-	if err != nil {
-		return Device{}, err
-	}
-	if !ok {
-		// Deleted or rotated since we read it. A claimed new index entry
-		// stays behind but is harmless: every index hit is verified.
+	m, err := r.write(ctx, id, expectTk, cur.secretHash, feeds, fields)
+	switch {
+	case errors.Is(err, errGone):
+		return Device{}, fmt.Errorf("update device %d: %w", id, ErrNotFound)
+	case errors.Is(err, errChanged):
+		// Re-registered (new secret) or rotated since the request was
+		// authenticated. A claimed new index entry stays behind but is
+		// harmless: every index hit is verified against "tk".
 		return Device{}, fmt.Errorf("update device %d: %w", id, ErrConflict)
+	case err != nil:
+		return Device{}, err
 	}
 	if rotated {
 		shard, field := tokenIndex(cur.Token)
@@ -505,7 +681,11 @@ func (r *Registry) Update(ctx context.Context, id uint64, p Patch) (Device, erro
 			return Device{}, fmt.Errorf("update device %d: release old token: %w", id, err)
 		}
 	}
-	if err := r.syncBits(ctx, id, old, d.Feeds); err != nil {
+	d, err := parseDevice(id, m)
+	if err != nil {
+		return Device{}, fmt.Errorf("update device %d: %w", id, err)
+	}
+	if err := r.settle(ctx, id, bitsOf(m)); err != nil {
 		return Device{}, err
 	}
 	return d, nil

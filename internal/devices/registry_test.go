@@ -125,7 +125,7 @@ func registryOps(t *testing.T, b *bundle) {
 
 	// Rotation: a moves to tokB; a prune of tokA must not delete it.
 	newTok := tokB
-	if _, err := b.reg.Update(ctx, a.ID, devices.Patch{Token: &newTok}); err != nil {
+	if _, err := b.reg.Update(ctx, a2, devices.Patch{Token: &newTok}); err != nil {
 		t.Fatalf("rotate: %v", err)
 	}
 	if ok, err := b.reg.DeleteIfToken(ctx, a.ID, tokA); err != nil || ok {
@@ -143,7 +143,7 @@ func registryOps(t *testing.T, b *bundle) {
 	if err != nil {
 		t.Fatalf("register c: %v", err)
 	}
-	if _, err := b.reg.Update(ctx, c.ID, devices.Patch{Token: &newTok}); err != nil {
+	if _, err := b.reg.Update(ctx, c, devices.Patch{Token: &newTok}); err != nil {
 		t.Fatalf("rotate c onto a's token: %v", err)
 	}
 	if _, err := b.reg.Get(ctx, a.ID); err == nil {

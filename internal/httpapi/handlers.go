@@ -123,6 +123,9 @@ func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	// A known device keeps the parts of the user's setting not named here.
+	reg.KeepEnabled = req.BackgroundSync == nil || req.BackgroundSync.Enabled == nil
+	reg.KeepMinInterval = req.BackgroundSync == nil || req.BackgroundSync.MinInterval == nil
 	d, secret, created, err := s.deps.Pipeline.Devices.Register(r.Context(), reg)
 	if err != nil {
 		return err
@@ -172,14 +175,19 @@ func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request) error {
 	}
 	p := devices.Patch{Token: req.Token, Environment: req.Environment, Feeds: req.Feeds,
 		Locale: req.Locale, Timezone: req.Timezone, AppVersion: req.AppVersion}
-	if req.BackgroundSync != nil {
-		sync := d.Sync
-		if err := parseSync(req.BackgroundSync, &sync); err != nil {
-			return err
+	if bs := req.BackgroundSync; bs != nil {
+		// Only the parts named: the other one may be changing concurrently.
+		p.SyncEnabled = bs.Enabled
+		if bs.MinInterval != nil {
+			mi, err := devices.ParseMinInterval(*bs.MinInterval)
+			if err != nil {
+				return err
+			}
+			p.MinInterval = &mi
 		}
-		p.SyncEnabled, p.MinInterval = &sync.Enabled, &sync.MinInterval
 	}
-	nd, err := s.deps.Pipeline.Devices.Update(r.Context(), d.ID, p)
+	// Update writes only if d's secret is still current (409 otherwise).
+	nd, err := s.deps.Pipeline.Devices.Update(r.Context(), d, p)
 	if err != nil {
 		return err
 	}
@@ -197,6 +205,14 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 		return err
 	} else if !ok {
 		return devices.ErrConflict
+	}
+	// A deleted device leaves no throttle state, even if the client hangs
+	// up now. The device is gone already, so a failure is logged, not
+	// answered (a retry would only find no device).
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
+	defer cancel()
+	if err := s.deps.Pipeline.Throttle.Forget(fctx, d.ID); err != nil {
+		logFrom(r.Context()).ErrorContext(r.Context(), "forget throttle state of deleted device", "device_id", d.ID, "err", err)
 	}
 	logFrom(r.Context()).InfoContext(r.Context(), "device unregistered", "device_id", d.ID)
 	w.WriteHeader(http.StatusNoContent)
