@@ -31,11 +31,12 @@ func setupStore(t *testing.T, cfg StoreConfig) *storeBundle {
 func mkItem(n, rev int) Item {
 	it := Item{
 		ID:        fmt.Sprintf("guid-%d", n),
+		GUID:      fmt.Sprintf("guid-%d", n),
 		Title:     fmt.Sprintf("title %d rev %d", n, rev),
 		URL:       fmt.Sprintf("https://news.example.test/a/%d", n),
 		Published: time.Unix(1_600_000_000+int64(n)*60, 0).UTC(),
 	}
-	it.Hash = contentHash(it.Title, it.Summary, it.URL)
+	it.Hash = itemHash(it)
 	return it
 }
 
@@ -73,7 +74,7 @@ func TestStoreSave(t *testing.T) {
 			t.Fatalf("%s: %v", st.name, err)
 		}
 		want := SaveResult{Since: st.since, Head: st.head, New: st.newItems, Changed: st.changed}
-		if got != want {
+		if got.Records = 0; got != want {
 			t.Fatalf("%s: got %+v, want %+v", st.name, got, want)
 		}
 	}
@@ -178,34 +179,48 @@ func cursors(items []Item) string {
 	return fmt.Sprint(out)
 }
 
-func TestStoreSeenBounded(t *testing.T) {
+// TestStoreMemoryBounded rolls a feed forward by 10 items a poll and
+// checks that the memory forgets by time, never what it saw within Memory.
+// Memory is scaled from 30 days to 1 hour; polls are a minute apart on an
+// injected clock.
+func TestStoreMemoryBounded(t *testing.T) {
 	t.Parallel()
-	b := setupStore(t, StoreConfig{LogCap: 20, SeenCap: 40})
+	b := setupStore(t, StoreConfig{LogCap: 20, Memory: time.Hour})
 	ctx := t.Context()
-	// A feed of 10 items that rolls forward by 10 every poll.
-	for i := 0; i < 30; i++ {
+	for i := 0; i < 120; i++ {
 		now := b.now.Add(time.Duration(i) * time.Minute)
-		if _, err := b.store.Save(ctx, "roll", doc(i*10+1, i*10+10), now); err != nil {
-			t.Fatal(err)
-		}
-		n, err := b.rdb.HLen(ctx, keys.FeedSeen("roll")).Result()
+		res, err := b.store.Save(ctx, "roll", doc(i*10+1, i*10+10), now)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n > 40 {
-			t.Fatalf("poll %d: seen set has %d entries, want ≤ 40", i, n)
+		// Two records (guid and link alias) per article seen in the last
+		// hour, plus up to one sweep period (6 minutes) of older ones.
+		if max := 2 * 10 * (60 + 6 + 1); res.Records > max {
+			t.Fatalf("poll %d: memory has %d records, want ≤ %d", i, res.Records, max)
 		}
 		if c, _ := b.rdb.ZCard(ctx, keys.FeedItems("roll")).Result(); c > 20 {
 			t.Fatalf("poll %d: log has %d items, want ≤ 20", i, c)
 		}
 	}
-	// The latest document is still known: re-fetching it is a no-op.
-	res, err := b.store.Save(ctx, "roll", doc(291, 300), b.now.Add(time.Hour))
+	last := b.now.Add(119 * time.Minute)
+	// Items seen 50 minutes ago return: not new.
+	res, err := b.store.Save(ctx, "roll", doc(691, 700), last.Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.New != 0 || res.Changed != 0 {
-		t.Fatalf("re-fetch after trimming: got %+v, want no new or changed", res)
+		t.Fatalf("return within memory: got %+v, want no new or changed", res)
+	}
+	// Items last seen 100 minutes ago are forgotten: new again.
+	res, err = b.store.Save(ctx, "roll", doc(191, 200), last.Add(2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.New != 10 {
+		t.Fatalf("return after memory: got %+v, want 10 new", res)
+	}
+	if n, _ := b.rdb.HLen(ctx, keys.FeedSeen("roll")).Result(); int(n) != res.Records {
+		t.Fatalf("records: HLEN %d, script said %d", n, res.Records)
 	}
 }
 

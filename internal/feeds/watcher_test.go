@@ -506,7 +506,7 @@ func TestWatcherConfig(t *testing.T) {
 		{"lease shorter than timeout", Config{RequestTimeout: time.Minute, LeaseTTL: time.Second}, deps, "LeaseTTL"},
 		{"jitter", Config{Jitter: 1.5}, deps, "Jitter"},
 		{"tiny body cap", Config{MaxBodyBytes: 10}, deps, "MaxBodyBytes"},
-		{"store caps", Config{Store: StoreConfig{LogCap: 100, SeenCap: 10}}, deps, "SeenCap"},
+		{"store memory", Config{Store: StoreConfig{Memory: time.Millisecond}}, deps, "NUDGE_FEED_MEMORY"},
 		{"no redis", Config{}, Deps{Catalog: sliceCatalog{}, Notifier: &recorder{}}, "Deps.Redis"},
 		{"no notifier", Config{}, Deps{Redis: rdb, Catalog: sliceCatalog{}}, "Deps.Notifier"},
 		{"ok", Config{}, deps, ""},
