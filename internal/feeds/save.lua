@@ -13,17 +13,19 @@
 -- ARGV[2] log cap: the item log keeps the newest N entries
 -- ARGV[3] memory, ms: a record not seen for this long is forgotten
 -- ARGV[4] sweep period, ms: how often the memory is swept of old records
--- ARGV[5..] quintuples, oldest item first: id, guid, link, content hash, item JSON
+-- ARGV[5..] quintuples, oldest item first: id, guid, link key, content hash, item JSON;
+--         the link key is the item's link, or "<link>#<hash8>" when items of
+--         different content share the link in this document (empty: no link)
 --
 -- Identity: an item is the article of the record found, in this order:
 --   1. exactly: "g:<id>" for an item with a GUID, "l:<link>" for one without
 --      (when that record has no GUID either), "i:<id>" otherwise; or a record
 --      of the format before this one under the bare id (taken as unchanged);
 --   2. by alias, for items still unmatched, in id order: a duplicate-GUID copy
---      by "g:<guid>" with the same hash; else "l:<link>" when at most one of
---      the item and the record has a GUID, or both have the same GUID (a
---      link-duplicate copy only with the same hash).
--- A record matched once in a call is not matched again by another item.
+--      by "g:<guid>" with the same hash; else "l:<link key>" when at most one
+--      of the item and the record has a GUID, or both have the same GUID.
+-- A record last seen more than `memory` ms ago is never matched (the sweep
+-- below deletes it later). A record matched once in a call is not matched again by another item.
 -- A matched record with the same hash changes nothing but its last-seen
 -- time; with another hash the item is edited: its old log entry goes, it is
 -- appended at the next cursor with replaces = the old cursor, under the id it
@@ -41,8 +43,8 @@ local function parse(v, key)
   if not v then
     return nil
   end
-  local c, h, id, g, l = string.match(v, '^(%d+)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31%d+$')
-  if c then
+  local c, h, id, g, l, at = string.match(v, '^(%d+)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31(%d+)$')
+  if c and tonumber(at) >= now - memory then
     return {cursor = c, hash = h, id = id, guid = g, link = l, key = key}
   end
   return nil
@@ -82,8 +84,8 @@ for _, it in ipairs(items) do
   if not r then
     local legacy = redis.call('HGET', KEYS[2], it.id)
     if legacy then
-      local lc = string.match(legacy, '^%S+ (%d+) %d+$')
-      if lc then
+      local lc, lat = string.match(legacy, '^%S+ (%d+) (%d+)$')
+      if lc and tonumber(lat) >= now - memory then
         r = {cursor = lc, hash = it.hash, id = it.id, guid = it.guid, link = it.link, legacy = it.id}
       end
     end
@@ -112,13 +114,7 @@ for _, it in ipairs(rest) do
     local k = 'l:' .. it.link
     local r = parse(redis.call('HGET', KEYS[2], k), k)
     if r then
-      local ok
-      if it.guid == '' then
-        ok = it.id == it.link or r.hash == it.hash
-      else
-        ok = r.guid == '' or r.guid == it.guid
-      end
-      if ok then
+      if it.guid == '' or r.guid == '' or r.guid == it.guid then
         claim(it, r)
       end
     end

@@ -94,8 +94,9 @@ type SaveResult struct {
 func (s *Store) Save(ctx context.Context, feed string, items []Item, now time.Time) (SaveResult, error) {
 	args := make([]any, 0, 4+5*len(items))
 	args = append(args, now.UnixMilli(), s.cfg.LogCap, s.cfg.Memory.Milliseconds(), s.cfg.sweepEvery().Milliseconds())
+	links := linkKeys(items)
 	for _, it := range chronological(items) {
-		id, guid, link, hash := it.ID, it.GUID, it.URL, it.Hash
+		id, guid, link, hash := it.ID, it.GUID, links[it.ID], it.Hash
 		// The log member carries the id and the cursors; the JSON the rest.
 		it.Cursor, it.ID, it.Replaces = 0, "", 0
 		body, err := json.Marshal(it)
@@ -113,6 +114,34 @@ func (s *Store) Save(ctx context.Context, feed string, items []Item, now time.Ti
 		return SaveResult{}, fmt.Errorf("store items of feed %s: script returned %d values, want 5", feed, len(res))
 	}
 	return SaveResult{Since: res[0], Head: res[1], New: int(res[2]), Changed: int(res[3]), Records: int(res[4])}, nil
+}
+
+// linkKeys maps each item's id to its link key: its URL, or, when items of
+// different content share that URL in the document, "<URL>#<hash8>" (as
+// assignIDs names items without GUID), so that a link alias never joins
+// two articles of one document.
+func linkKeys(items []Item) map[string]string {
+	hashes := make(map[string]map[string]bool, len(items))
+	for _, it := range items {
+		if it.URL == "" {
+			continue
+		}
+		if hashes[it.URL] == nil {
+			hashes[it.URL] = map[string]bool{}
+		}
+		hashes[it.URL][it.Hash] = true
+	}
+	out := make(map[string]string, len(items))
+	for _, it := range items {
+		switch {
+		case it.URL == "":
+		case len(hashes[it.URL]) > 1:
+			out[it.ID] = it.URL + "#" + it.Hash[:8]
+		default:
+			out[it.ID] = it.URL
+		}
+	}
+	return out
 }
 
 func chronological(items []Item) []Item {
