@@ -48,7 +48,7 @@ func assignIDs(items []Item) []Item {
 		b := baseID(out[i])
 		id := b
 		if len(groups[b].hashes) > 1 {
-			id = b + "#" + out[i].Hash[:8]
+			id = b + "#" + hashPrefix(out[i].Hash)
 		}
 		out[i].ID = id
 		if h, ok := owner[id]; !ok || out[i].Hash < h {
@@ -132,3 +132,7 @@ func newest(items []Item, limit int, oldestFirstDoc bool) ([]Item, int) {
 	}
 	return out, dropped
 }
+
+// hashPrefix is the first 8 characters of a content hash, the suffix that
+// tells apart items sharing a GUID or link.
+func hashPrefix(h string) string { return h[:min(8, len(h))] }

@@ -136,7 +136,7 @@ func linkKeys(items []Item) map[string]string {
 		switch {
 		case it.URL == "":
 		case len(hashes[it.URL]) > 1:
-			out[it.ID] = it.URL + "#" + it.Hash[:8]
+			out[it.ID] = it.URL + "#" + hashPrefix(it.Hash)
 		default:
 			out[it.ID] = it.URL
 		}

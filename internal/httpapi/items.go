@@ -40,6 +40,11 @@ type itemView struct {
 	Image     string     `json:"image,omitempty"`
 	Published *time.Time `json:"published,omitempty"`
 	Updated   *time.Time `json:"updated,omitempty"`
+	// Edited marks an edit of an item the app may hold already (its title,
+	// summary, link or date changed): Replaces is the cursor it had, and
+	// ID is the same, so the app replaces the item instead of adding it.
+	Edited   bool  `json:"edited,omitempty"`
+	Replaces int64 `json:"replaces,omitempty"`
 }
 
 // listItems is GET /v1/feeds/{feed}/items?since=&limit=: the app's sync
@@ -69,7 +74,8 @@ func (s *Server) listItems(w http.ResponseWriter, r *http.Request) error {
 	items := make([]itemView, len(page.Items))
 	for i, it := range page.Items {
 		items[i] = itemView{Cursor: it.Cursor, ID: it.ID, Title: it.Title, Summary: it.Summary, URL: it.URL,
-			Image: it.Image, Published: timePtr(it.Published), Updated: timePtr(it.Updated)}
+			Image: it.Image, Published: timePtr(it.Published), Updated: timePtr(it.Updated),
+			Edited: it.Replaces > 0, Replaces: it.Replaces}
 	}
 	body, err := json.Marshal(itemsView{Feed: f.ID, Items: items, Next: page.Next, Head: page.Head, Truncated: page.Truncated})
 	if err != nil {
