@@ -1,11 +1,18 @@
 package feeds
 
 import (
+	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
 
@@ -75,6 +82,93 @@ func BenchmarkStoreSave(b *testing.B) {
 				items += len(d)
 			}
 			b.ReportMetric(float64(items)/b.Elapsed().Seconds(), "items/s")
+		})
+	}
+}
+
+// bigFeed is an RSS document of about size bytes: items of ~2 KB.
+func bigFeed(size int) []byte {
+	var b strings.Builder
+	b.WriteString(`<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>big</title><link>https://big.example.test/</link>`)
+	para := strings.Repeat("A paragraph of article text, as a full-content feed carries it. ", 30)
+	for i := 0; b.Len() < size-200; i++ {
+		fmt.Fprintf(&b, "<item><guid>big-%d</guid><title>Article %d</title><link>https://big.example.test/a/%d</link><pubDate>%s</pubDate><description><![CDATA[<p>%s</p>]]></description></item>",
+			i, i, i, time.Unix(1_700_000_000-int64(i)*60, 0).UTC().Format(time.RFC1123Z), para)
+	}
+	b.WriteString("</channel></rss>")
+	return []byte(b.String())
+}
+
+// BenchmarkWatcherPeakHeap polls NUDGE_FEED_CONCURRENCY (8) feeds of
+// 9.5 MB (just under the 10 MiB body cap) at once through a Watcher and
+// reports the peak Go heap (live + unswept objects, sampled every 2 ms)
+// and the peak heap memory held from the OS (HeapSys − HeapReleased, what
+// the pod's RSS follows) over one round: with the default parse budget (2 × the body cap) and
+// with a budget so large it bounds nothing (the behaviour before).
+func BenchmarkWatcherPeakHeap(b *testing.B) {
+	body := bigFeed(9_500_000)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/rss+xml")
+		w.Write(body)
+	}))
+	b.Cleanup(srv.Close)
+	for _, bc := range []struct {
+		name   string
+		budget int64
+	}{{"budget_default", 0}, {"budget_unbounded", 1 << 40}} {
+		b.Run(bc.name, func(b *testing.B) {
+			rdb := redistest.Start(b)
+			peak, peakSys := uint64(0), uint64(0)
+			round := 0
+			for b.Loop() {
+				round++
+				cat := sliceCatalog{}
+				for i := range 8 {
+					cat = append(cat, catalog.Feed{ID: fmt.Sprintf("big%d-%d", i, round), URL: fmt.Sprintf("%s/f%d", srv.URL, i), PollInterval: time.Hour})
+				}
+				var polled atomic.Int64
+				all := make(chan struct{})
+				w, err := NewWatcher(Config{Tick: 10 * time.Millisecond, ParseBudget: bc.budget, Store: StoreConfig{LogCap: 1000}},
+					Deps{Redis: rdb, Catalog: cat, Notifier: NotifierFunc(func(context.Context, string, int64, int64, int) error {
+						if polled.Add(1) == 8 {
+							close(all)
+						}
+						return nil
+					})})
+				if err != nil {
+					b.Fatal(err)
+				}
+				runtime.GC()
+				stop := make(chan struct{})
+				done := make(chan [2]uint64)
+				go func() {
+					var m runtime.MemStats
+					var p, sys uint64
+					t := time.NewTicker(2 * time.Millisecond)
+					defer t.Stop()
+					for {
+						runtime.ReadMemStats(&m)
+						p = max(p, m.HeapAlloc)
+						sys = max(sys, m.HeapSys-m.HeapReleased)
+						select {
+						case <-stop:
+							done <- [2]uint64{p, sys}
+							return
+						case <-t.C:
+						}
+					}
+				}()
+				if err := w.Start(b.Context()); err != nil {
+					b.Fatal(err)
+				}
+				<-all
+				w.Stop()
+				close(stop)
+				got := <-done
+				peak, peakSys = max(peak, got[0]), max(peakSys, got[1])
+			}
+			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+			b.ReportMetric(float64(peakSys)/(1<<20), "peak-heap-held-MiB")
 		})
 	}
 }
