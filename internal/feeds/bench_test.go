@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/catalog"
+	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
 
@@ -107,11 +108,17 @@ func bigFeed(size int) []byte {
 // with a budget so large it bounds nothing (the behaviour before).
 func BenchmarkWatcherPeakHeap(b *testing.B) {
 	body := bigFeed(9_500_000)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/rss+xml")
-		w.Write(body)
-	}))
-	b.Cleanup(srv.Close)
+	// One origin per feed, so that per-host slot limits do not serialise
+	// the polls: the parse budget alone bounds them.
+	var urls []string
+	for range 8 {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/rss+xml")
+			w.Write(body)
+		}))
+		b.Cleanup(srv.Close)
+		urls = append(urls, srv.URL)
+	}
 	for _, bc := range []struct {
 		name   string
 		budget int64
@@ -124,7 +131,7 @@ func BenchmarkWatcherPeakHeap(b *testing.B) {
 				round++
 				cat := sliceCatalog{}
 				for i := range 8 {
-					cat = append(cat, catalog.Feed{ID: fmt.Sprintf("big%d-%d", i, round), URL: fmt.Sprintf("%s/f%d", srv.URL, i), PollInterval: time.Hour})
+					cat = append(cat, catalog.Feed{ID: fmt.Sprintf("big%d-%d", i, round), URL: urls[i] + "/feed", PollInterval: time.Hour})
 				}
 				var polled atomic.Int64
 				all := make(chan struct{})
@@ -171,4 +178,42 @@ func BenchmarkWatcherPeakHeap(b *testing.B) {
 			b.ReportMetric(float64(peakSys)/(1<<20), "peak-heap-held-MiB")
 		})
 	}
+}
+
+// BenchmarkStoreMemorySize measures the announced-memory of one feed in
+// steady state: a news feed of 50 items that publishes 100 articles a day,
+// polled every 30 minutes for 35 days of injected clock (past the 30-day
+// memory), with 50-item documents (GUID and link, so two records per
+// article). It reports the records and the bytes Redis holds for the
+// feed's memory key (MEMORY USAGE).
+func BenchmarkStoreMemorySize(b *testing.B) {
+	rdb := redistest.Start(b)
+	s, err := NewStore(StoreConfig{}, rdb)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := b.Context()
+	var records, bytes int64
+	round := 0
+	for b.Loop() {
+		round++
+		feed := fmt.Sprintf("mem%d", round)
+		now := time.Unix(1_700_000_000, 0)
+		top := 50
+		for poll := 0; poll < 35*48; poll++ {
+			now = now.Add(30 * time.Minute)
+			if poll%12 == 0 {
+				top += 25 // 100 a day, in bursts of 25 every 6 hours
+			}
+			d := doc(top-49, top)
+			if _, err := s.Save(ctx, feed, d, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+		records, _ = rdb.HLen(ctx, keys.FeedSeen(feed)).Result()
+		bytes, _ = rdb.MemoryUsage(ctx, keys.FeedSeen(feed), 0).Result()
+	}
+	b.ReportMetric(float64(records), "records")
+	b.ReportMetric(float64(bytes)/(1<<10), "KiB/feed")
+	b.ReportMetric(float64(bytes)/float64(records)*2, "B/article")
 }

@@ -222,3 +222,67 @@ func TestWatcherMaxPerHost(t *testing.T) {
 		t.Fatalf("concurrent fetches from one origin: got %d, want MaxPerHost 1", got)
 	}
 }
+
+// datedItem is an RSS item published n minutes after a fixed time.
+func datedItem(n int) string {
+	return fmt.Sprintf("<item><guid>d%d</guid><title>Dated %d</title><link>/d/%d</link><pubDate>%s</pubDate></item>",
+		n, n, n, time.Unix(1_700_000_000+int64(n)*60, 0).UTC().Format(time.RFC1123Z))
+}
+
+// TestWatcherItemLimit serves an oldest-first feed longer than the item
+// limit (scaled from 1,000 to 10): the newest 10 are kept, the rest show
+// in the feed's health and the metric, and items appended at the bottom
+// are announced, exactly those.
+func TestWatcherItemLimit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const interval = time.Minute
+	var items []string
+	for n := 1; n <= 30; n++ {
+		items = append(items, datedItem(n)) // oldest first
+	}
+	b.srv.set("", items...)
+	w := b.start(t, Config{Parser: ParserConfig{MaxItems: 10}}, sliceCatalog{{ID: "old1st", URL: b.url + "/old1st", PollInterval: interval}})
+	eventually(t, "first poll stored", func() bool { return health(t, b.rdb, "old1st").Head == 10 })
+	if h := health(t, b.rdb, "old1st"); h.Dropped != 20 {
+		t.Fatalf("dropped in health: got %d, want 20", h.Dropped)
+	}
+	page, err := w.Store().Page(t.Context(), "old1st", 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := idsOf(page.Items), idsOf(itemsNamed("d", 21, 30)); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("kept: got %v, want %v", got, want)
+	}
+	for n := 31; n <= 35; n++ {
+		items = append(items, datedItem(n))
+	}
+	b.srv.set("", items...)
+	b.clock.Advance(interval)
+	eventually(t, "second poll stored", func() bool { return health(t, b.rdb, "old1st").Head == 15 })
+	page, err = w.Store().Page(t.Context(), "old1st", 10, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := idsOf(page.Items), idsOf(itemsNamed("d", 31, 35)); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("announced: got %v, want %v", got, want)
+	}
+	if h := health(t, b.rdb, "old1st"); h.Dropped != 25 {
+		t.Fatalf("dropped in health: got %d, want 25", h.Dropped)
+	}
+	if got := testutil.ToFloat64(w.metrics.dropped); got != 45 {
+		t.Fatalf("dropped metric: got %v, want 45", got)
+	}
+	if calls := b.notifier.snapshot(); len(calls) != 2 || calls[1] != (call{"old1st", 10, 15, 5}) {
+		t.Fatalf("notifications: got %+v, want a second one for cursors 10→15, 5 items", calls)
+	}
+}
+
+// itemsNamed returns items with ids prefix+n for n in [from, to].
+func itemsNamed(prefix string, from, to int) []Item {
+	var out []Item
+	for n := from; n <= to; n++ {
+		out = append(out, Item{ID: fmt.Sprintf("%s%d", prefix, n)})
+	}
+	return out
+}

@@ -97,7 +97,7 @@ func (c ParserConfig) validate() error {
 		return fmt.Errorf("feeds parser: SummaryMax is %d: set it to at least 16 runes", c.SummaryMax)
 	}
 	if c.MaxItems < 1 {
-		return fmt.Errorf("feeds parser: MaxItems is %d: set it to at least 1", c.MaxItems)
+		return fmt.Errorf("feeds parser: MaxItems is %d: set NUDGE_FEED_MAX_ITEMS to at least 1 (default 1000)", c.MaxItems)
 	}
 	return nil
 }

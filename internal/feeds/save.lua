@@ -12,7 +12,8 @@
 -- ARGV[1] now, unix ms
 -- ARGV[2] log cap: the item log keeps the newest N entries
 -- ARGV[3] memory, ms: a record not seen for this long is forgotten
--- ARGV[4] sweep period, ms: how often the memory is swept of old records
+-- ARGV[4] sweep period, ms: how often the memory is swept of old records, and
+--         how often an unchanged article's last-seen time is refreshed
 -- ARGV[5..] quintuples, oldest item first: id, guid, link key, content hash, item JSON;
 --         the link key is the item's link, or "<link>#<hash8>" when items of
 --         different content share the link in this document (empty: no link)
@@ -45,7 +46,7 @@ local function parse(v, key)
   end
   local c, h, id, g, l, at = string.match(v, '^(%d+)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31(%d+)$')
   if c and tonumber(at) >= now - memory then
-    return {cursor = c, hash = h, id = id, guid = g, link = l, key = key}
+    return {cursor = c, hash = h, id = id, guid = g, link = l, key = key, at = tonumber(at)}
   end
   return nil
 end
@@ -158,8 +159,23 @@ for _, it in ipairs(items) do
     cur = tostring(head)
     redis.call('ZADD', KEYS[1], head, cur .. SEP .. replaces .. SEP .. id .. SEP .. it.body)
   end
-  local rec = cur .. SEP .. it.hash .. SEP .. id .. SEP .. guid .. SEP .. it.link .. SEP .. ARGV[1]
+  local primary
   if it.guid ~= '' then
+    primary = 'g:' .. it.id
+  elseif it.link ~= '' and it.id == it.link then
+    primary = 'l:' .. it.link
+  else
+    primary = 'i:' .. it.id
+  end
+  -- An unchanged article found under its own key whose records were
+  -- written less than sweepEvery ago keeps them as they are: last-seen
+  -- times are refreshed at most that often (so an article may be forgotten
+  -- up to sweepEvery before `memory` has passed since it was last seen).
+  local fresh = r and r.at and r.hash == it.hash and r.key == primary and now - r.at < sweepEvery
+  local rec = cur .. SEP .. it.hash .. SEP .. id .. SEP .. guid .. SEP .. it.link .. SEP .. ARGV[1]
+  if fresh then
+    -- nothing to write
+  elseif it.guid ~= '' then
     redis.call('HSET', KEYS[2], 'g:' .. it.id, rec)
     if it.link ~= '' then
       redis.call('HSET', KEYS[2], 'l:' .. it.link, rec)
@@ -169,7 +185,7 @@ for _, it in ipairs(items) do
   else
     redis.call('HSET', KEYS[2], 'i:' .. it.id, rec)
   end
-  if r and r.key then
+  if r and r.key and not fresh then
     redis.call('HSET', KEYS[2], r.key, rec)
   end
 end

@@ -506,6 +506,8 @@ func TestWatcherConfig(t *testing.T) {
 		{"lease shorter than timeout", Config{RequestTimeout: time.Minute, LeaseTTL: time.Second}, deps, "LeaseTTL"},
 		{"jitter", Config{Jitter: 1.5}, deps, "Jitter"},
 		{"tiny body cap", Config{MaxBodyBytes: 10}, deps, "MaxBodyBytes"},
+		{"parse budget under the body cap", Config{ParseBudget: 2048, MaxBodyBytes: 4096}, deps, "NUDGE_FEED_PARSE_BUDGET"},
+		{"item limit", Config{Parser: ParserConfig{MaxItems: -1}}, deps, "MaxItems"},
 		{"store memory", Config{Store: StoreConfig{Memory: time.Millisecond}}, deps, "NUDGE_FEED_MEMORY"},
 		{"no redis", Config{}, Deps{Catalog: sliceCatalog{}, Notifier: &recorder{}}, "Deps.Redis"},
 		{"no notifier", Config{}, Deps{Redis: rdb, Catalog: sliceCatalog{}}, "Deps.Notifier"},
