@@ -133,7 +133,7 @@ func (s *slowOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // TestWatcherFairness polls 8 feeds on 8 origins that trickle 1 byte/s
 // (filling all 8 default slots) beside one fast feed, with the default
 // tick of 1s. A publisher's ping of the fast feed is served within a few
-// seconds (measured against 42 s before this bound existed); a scheduled
+// seconds (42 s before; the bound is 4 s for a loaded CI box); a scheduled
 // poll of it gets a slot once a slow fetch has had its fair share (scaled
 // from 10 s to 1 s here) and is cut.
 func TestWatcherFairness(t *testing.T) {
@@ -169,8 +169,8 @@ func TestWatcherFairness(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "pinged item stored", func() bool { return health(t, b.rdb, "fast").Head == 2 })
-	if took := time.Since(start); took > 3*time.Second {
-		t.Fatalf("ping with 8 slow feeds polling: stored after %v, want within 3s (tick 1s)", took)
+	if took := time.Since(start); took > 4*time.Second {
+		t.Fatalf("ping with 8 slow feeds polling: stored after %v, want within 4s (tick 1s)", took)
 	}
 	if got := testutil.ToFloat64(w.metrics.cut); got != 0 {
 		t.Fatalf("fetches cut for a ping: got %v, want 0 (it has its own slot)", got)
@@ -182,8 +182,8 @@ func TestWatcherFairness(t *testing.T) {
 	b.clock.Advance(interval)
 	start = time.Now()
 	eventually(t, "scheduled item stored", func() bool { return health(t, b.rdb, "fast").Head == 3 })
-	if took := time.Since(start); took > 5*time.Second {
-		t.Fatalf("scheduled poll with 8 slow feeds polling: stored after %v, want within 5s (tick 1s, fair share 1s)", took)
+	if took := time.Since(start); took > 6*time.Second {
+		t.Fatalf("scheduled poll with 8 slow feeds polling: stored after %v, want within 6s (tick 1s, fair share 1s)", took)
 	}
 	if got := testutil.ToFloat64(w.metrics.cut); got < 1 {
 		t.Fatalf("fetches cut: got %v, want ≥ 1", got)
@@ -243,7 +243,10 @@ func TestWatcherItemLimit(t *testing.T) {
 	}
 	b.srv.set("", items...)
 	w := b.start(t, Config{Parser: ParserConfig{MaxItems: 10}}, sliceCatalog{{ID: "old1st", URL: b.url + "/old1st", PollInterval: interval}})
-	eventually(t, "first poll stored", func() bool { return health(t, b.rdb, "old1st").Head == 10 })
+	eventually(t, "first poll recorded", func() bool {
+		h := health(t, b.rdb, "old1st")
+		return h.Head == 10 && !h.LastPoll.IsZero() // LastPoll comes with dropped, after the items
+	})
 	if h := health(t, b.rdb, "old1st"); h.Dropped != 20 {
 		t.Fatalf("dropped in health: got %d, want 20", h.Dropped)
 	}
@@ -259,7 +262,10 @@ func TestWatcherItemLimit(t *testing.T) {
 	}
 	b.srv.set("", items...)
 	b.clock.Advance(interval)
-	eventually(t, "second poll stored", func() bool { return health(t, b.rdb, "old1st").Head == 15 })
+	eventually(t, "second poll recorded", func() bool {
+		h := health(t, b.rdb, "old1st")
+		return h.Head == 15 && h.LastPoll.Equal(b.clock.Now())
+	})
 	page, err = w.Store().Page(t.Context(), "old1st", 10, 100)
 	if err != nil {
 		t.Fatal(err)
@@ -273,6 +279,7 @@ func TestWatcherItemLimit(t *testing.T) {
 	if got := testutil.ToFloat64(w.metrics.dropped); got != 45 {
 		t.Fatalf("dropped metric: got %v, want 45", got)
 	}
+	eventually(t, "second notification", func() bool { return len(b.notifier.snapshot()) >= 2 })
 	if calls := b.notifier.snapshot(); len(calls) != 2 || calls[1] != (call{"old1st", 10, 15, 5}) {
 		t.Fatalf("notifications: got %+v, want a second one for cursors 10→15, 5 items", calls)
 	}
