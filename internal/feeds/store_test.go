@@ -249,3 +249,49 @@ func TestStoreCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreEarlierFormat upgrades a feed stored by the previous release
+// (seen set "<hash> <cursor> <ms>" under the bare id, log members
+// "<cursor> <json>"): its items are read as before, re-fetching them
+// announces nothing (though the hash now covers the date), and a new item
+// is still new.
+func TestStoreEarlierFormat(t *testing.T) {
+	t.Parallel()
+	b := setupStore(t, StoreConfig{})
+	ctx := t.Context()
+	for n := 1; n <= 3; n++ {
+		it := mkItem(n, 0)
+		body := fmt.Sprintf(`{"id":%q,"title":%q,"url":%q,"hash":"oldhash%d"}`, it.ID, it.Title, it.URL, n)
+		if err := b.rdb.ZAdd(ctx, keys.FeedItems("old"), redis.Z{Score: float64(n), Member: fmt.Sprintf("%d %s", n, body)}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.rdb.HSet(ctx, keys.FeedSeen("old"), it.ID, fmt.Sprintf("oldhash%d %d %d", n, n, b.now.UnixMilli())).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.rdb.Set(ctx, keys.FeedCursor("old"), 3, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.store.Page(ctx, "old", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(idsOf(p.Items)); got != "[guid-1 guid-2 guid-3]" || cursors(p.Items) != "[1 2 3]" {
+		t.Fatalf("earlier log: got %s %s", got, cursors(p.Items))
+	}
+	res, err := b.store.Save(ctx, "old", doc(1, 4), b.now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.New != 1 || res.Changed != 0 || res.Head != 4 {
+		t.Fatalf("first save after the upgrade: got %+v, want guid-4 alone new at 4", res)
+	}
+	// The earlier records were replaced by records of the new format.
+	if n, _ := b.rdb.HExists(ctx, keys.FeedSeen("old"), "guid-1").Result(); n {
+		t.Fatalf("earlier record of guid-1 still there")
+	}
+	res, err = b.store.Save(ctx, "old", doc(1, 4), b.now.Add(2*time.Minute))
+	if err != nil || res.New+res.Changed != 0 {
+		t.Fatalf("second save: got %+v, %v, want nothing new", res, err)
+	}
+}
