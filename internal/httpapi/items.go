@@ -173,6 +173,9 @@ type healthView struct {
 	LastStatus          int        `json:"last_status"`
 	ConsecutiveFailures int        `json:"consecutive_failures"`
 	NextPoll            *time.Time `json:"next_poll"`
+	// DroppedItems is how many items the feed's last document had over the
+	// item limit (NUDGE_FEED_MAX_ITEMS): the oldest, left out.
+	DroppedItems int `json:"dropped_items"`
 }
 
 type latestItem struct {
@@ -233,7 +236,7 @@ func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) error {
 			HeadCursor: h.Head, Latest: make([]latestItem, 0, len(latest)),
 			Health: healthView{
 				LastSuccess: timePtr(h.LastSuccess), LastStatus: h.LastStatus,
-				ConsecutiveFailures: h.Failures, NextPoll: timePtr(h.NextPoll),
+				ConsecutiveFailures: h.Failures, NextPoll: timePtr(h.NextPoll), DroppedItems: h.Dropped,
 			},
 		}
 		if h.LastError != "" {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/feeds"
+	"github.com/nudge-dev/nudge/internal/keys"
 )
 
 // TestItemsEditMarked stores an item, then an edit of its date and title,
@@ -46,5 +47,32 @@ func TestItemsEditMarked(t *testing.T) {
 	p = decode[page](t, b.do(t, "GET", "/v1/feeds/{feed}/items", "/v1/feeds/world/items?since=0", "", nil))
 	if len(p.Items) != 2 || p.Items[0].ID != "g2" || p.Items[0].Edited || p.Items[0].Replaces != 0 {
 		t.Fatalf("full page: got %+v", p.Items)
+	}
+}
+
+// TestOverviewShowsDroppedItems: a feed whose last document was over the
+// item limit shows how many items were left out in the console overview.
+func TestOverviewShowsDroppedItems(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	if err := b.rdb.HSet(t.Context(), keys.FeedHealth("world"), "dropped", 7).Err(); err != nil {
+		t.Fatal(err)
+	}
+	type overview struct {
+		Feeds []struct {
+			ID     string
+			Health struct {
+				DroppedItems int `json:"dropped_items"`
+			}
+		}
+	}
+	r := b.do(t, "GET", "/v1/console/overview", "/v1/console/overview", b.editKey, nil)
+	o := decode[overview](t, r)
+	got := map[string]int{}
+	for _, f := range o.Feeds {
+		got[f.ID] = f.Health.DroppedItems
+	}
+	if r.code != 200 || got["world"] != 7 || got["sport"] != 0 {
+		t.Fatalf("dropped items in overview: got %d %v, want world 7", r.code, got)
 	}
 }
