@@ -66,6 +66,11 @@ func Settings() []config.Setting {
 		{Flag: "feed-timeout", Env: "NUDGE_FEED_TIMEOUT", Default: "30s", Help: "deadline of one feed fetch, body included"},
 		{Flag: "feed-max-bytes", Env: "NUDGE_FEED_MAX_BYTES", Default: "10485760", Help: "largest feed body accepted, in bytes"},
 		{Flag: "feed-concurrency", Env: "NUDGE_FEED_CONCURRENCY", Default: "8", Help: "feeds one replica polls at once"},
+		{Flag: "feed-max-per-host", Env: "NUDGE_FEED_MAX_PER_HOST", Help: "most of those slots the feeds of one host hold at once (empty: NUDGE_FEED_CONCURRENCY/4, at least 1)"},
+		{Flag: "feed-fair-share", Env: "NUDGE_FEED_FAIR_SHARE", Help: "how long a fetch may run while due feeds wait for a slot (empty: NUDGE_FEED_TIMEOUT/3)"},
+		{Flag: "feed-parse-budget", Env: "NUDGE_FEED_PARSE_BUDGET", Help: "feed bytes parsed at once by one replica (empty: 2×NUDGE_FEED_MAX_BYTES)"},
+		{Flag: "feed-max-items", Env: "NUDGE_FEED_MAX_ITEMS", Default: "1000", Help: "most items taken from one feed document (the newest)"},
+		{Flag: "feed-memory", Env: "NUDGE_FEED_MEMORY", Default: "720h", Help: "how long an announced article is remembered after it was last in its feed"},
 
 		{Flag: "push-workers", Env: "NUDGE_PUSH_WORKERS", Default: "4", Help: "push batches sent at once by this replica"},
 		{Flag: "push-batch", Env: "NUDGE_PUSH_BATCH", Default: "500", Help: "most push jobs per batch (one FCM SendEach call)"},
@@ -230,6 +235,11 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 			RequestTimeout:  dur("feed-timeout"),
 			MaxBodyBytes:    int64(num("feed-max-bytes")),
 			Concurrency:     num("feed-concurrency"),
+			MaxPerHost:      num("feed-max-per-host"),
+			FairShare:       dur("feed-fair-share"),
+			ParseBudget:     int64(num("feed-parse-budget")),
+			Parser:          feeds.ParserConfig{MaxItems: num("feed-max-items")},
+			Store:           feeds.StoreConfig{Memory: dur("feed-memory")},
 		},
 		PushWorker: jobs.WorkerConfig{
 			Concurrency:    num("push-workers"),

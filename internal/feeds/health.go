@@ -26,6 +26,9 @@ const (
 	hHead         = "head"          // the feed's cursor (written by saveScript)
 	hNotified     = "notified"      // cursor up to which the Notifier succeeded
 	hTrimmed      = "trimmed"       // highest cursor dropped from the log (saveScript)
+	hDropped      = "dropped"       // items left out of the last fetched document (item limit)
+	hPollGen      = "poll_gen"      // PollNow calls so far; a poll that saw another value re-polls
+	hSeen         = "seen"          // records in the feed's memory (saveScript)
 )
 
 // Health is the poll state of one feed, for the console and the API.
@@ -42,6 +45,14 @@ type Health struct {
 	Items        int       // items in the feed's log
 	Head         int64     // the feed's cursor
 	Notified     int64     // cursor up to which subscribers were notified
+	// Dropped is how many items the last fetched document had over the
+	// item limit (NUDGE_FEED_MAX_ITEMS); 0 when it fit.
+	Dropped int
+	// PollGen counts PollNow calls; a poll compares it at its commit.
+	PollGen int64
+	// Records is the size of the feed's memory of announced articles (two
+	// records for an article with both a GUID and a link).
+	Records int
 }
 
 // ReadHealth reads the health of feed; a feed never polled has a zero
@@ -75,15 +86,25 @@ func healthFrom(m map[string]string) Health {
 		Items:        int(i64(hItems)),
 		Head:         i64(hHead),
 		Notified:     i64(hNotified),
+		Dropped:      int(i64(hDropped)),
+		PollGen:      i64(hPollGen),
+		Records:      int(i64(hSeen)),
 	}
 }
 
 // PollNow makes feed due at once, so the next watcher pass of any replica
 // polls it: a publisher's CMS (or an editor) calls it after publishing,
 // instead of waiting for the poll interval. The conditional GET keeps a
-// needless poll cheap.
+// needless poll cheap. It also moves the feed's poll generation on, so a
+// poll already running when it arrives is followed by another one at once
+// (the running one may have fetched before the publish).
 func PollNow(ctx context.Context, rdb redis.Cmdable, feed string) error {
-	if err := rdb.HSet(ctx, keys.FeedHealth(feed), hNextPoll, 0).Err(); err != nil {
+	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, keys.FeedHealth(feed), hNextPoll, 0)
+		p.HIncrBy(ctx, keys.FeedHealth(feed), hPollGen, 1)
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("schedule poll of feed %s: %w", feed, err)
 	}
 	return nil

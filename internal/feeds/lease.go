@@ -57,6 +57,30 @@ redis.call('HSET', KEYS[2], unpack(ARGV, 2))
 return 1
 `)
 
+// commitPollScript is commitScript for the outcome of a poll: when the
+// feed's poll generation moved on since the poll began (a PollNow arrived
+// while it ran), the feed is made due at once, whatever next_poll the
+// fields set.
+//
+// KEYS[1] feed:{f}:lease   STRING holder token
+// KEYS[2] feed:{f}:health  HASH
+// ARGV[1] the caller's token
+// ARGV[2] the poll generation (field poll_gen) the poll began with
+// ARGV[3..] field, value pairs
+// Returns 1 when written, 2 when written and made due again, 0 when the
+// lease was not the caller's.
+var commitPollScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+if (redis.call('HGET', KEYS[2], 'poll_gen') or '0') ~= ARGV[2] then
+  redis.call('HSET', KEYS[2], 'next_poll', 0)
+  return 2
+end
+return 1
+`)
+
 // leases hands out and returns the per-feed polling leases of one replica.
 type leases struct {
 	rdb   redis.UniversalClient
@@ -94,6 +118,20 @@ func (l *leases) release(ctx context.Context, feed string) error {
 func (l *leases) commit(ctx context.Context, feed string, fields ...any) error {
 	args := append([]any{l.token}, fields...)
 	n, err := commitScript.Run(ctx, l.rdb, []string{keys.FeedLease(feed), keys.FeedHealth(feed)}, args...).Int()
+	if err != nil {
+		return fmt.Errorf("write health of feed %s: %w", feed, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("write health of feed %s: %w", feed, ErrLeaseLost)
+	}
+	return nil
+}
+
+// commitPoll writes the outcome of a poll that began at poll generation
+// gen, if this replica holds the lease (see commitPollScript).
+func (l *leases) commitPoll(ctx context.Context, feed string, gen int64, fields ...any) error {
+	args := append([]any{l.token, gen}, fields...)
+	n, err := commitPollScript.Run(ctx, l.rdb, []string{keys.FeedLease(feed), keys.FeedHealth(feed)}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("write health of feed %s: %w", feed, err)
 	}

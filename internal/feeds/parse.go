@@ -28,8 +28,16 @@ type Item struct {
 	// Store and is 0 on items that were never stored.
 	Cursor int64 `json:"cursor,omitempty"`
 	// ID is the item's identity: its GUID, else its link, else "h:" and its
-	// content hash. It is unique within one parsed document.
+	// content hash; a GUID (or link) that several different items of one
+	// document share gets "#" and the first 8 hex digits of each item's
+	// content hash, whatever their order (see assignIDs). It is unique
+	// within one parsed document. Once stored, an item keeps the ID it was
+	// first announced under, even if the feed later drops or adds its GUID.
 	ID string `json:"id"`
+	// GUID is the item's GUID (RSS guid, Atom id, JSON Feed id) with white
+	// space collapsed, or empty. The Store uses it with URL to recognise an
+	// article whose GUID was removed or restored; it is not stored.
+	GUID string `json:"-"`
 	// Title is plain text. An untitled item gets the start of its summary.
 	Title string `json:"title"`
 	// Summary is plain text, whitespace collapsed, capped in length.
@@ -42,9 +50,12 @@ type Item struct {
 	// Published and Updated are in UTC; zero when absent or unparseable.
 	Published time.Time `json:"published,omitzero"`
 	Updated   time.Time `json:"updated,omitzero"`
-	// Hash is the content hash over title, summary and URL: a change of it
-	// under the same ID is a changed item.
+	// Hash is the content hash over title, summary, URL and date (published,
+	// else updated): a change of it under the same identity is an edit.
 	Hash string `json:"hash"`
+	// Replaces is set on an edited item: the cursor the item had before the
+	// edit (that entry is gone from the log). 0 for an item announced once.
+	Replaces int64 `json:"replaces,omitempty"`
 }
 
 // Document is a parsed and normalised feed document.
@@ -52,20 +63,32 @@ type Document struct {
 	Title string
 	Link  string // absolute home page of the feed, or empty
 	Items []Item // in document order, ids unique
+	// OldestFirst reports a document detected as listing its oldest items
+	// first (most adjacent dated items ascend); otherwise it is taken as
+	// newest first, as most feeds are.
+	OldestFirst bool
+	// Dropped is how many items past ParserConfig.MaxItems were left out:
+	// the oldest by date, else the oldest by the detected order.
+	Dropped int
 }
 
 // ParserConfig configures a Parser.
 type ParserConfig struct {
 	// SummaryMax caps an item's summary, in runes. Default 500.
 	SummaryMax int
-	// MaxItems caps the items taken from one document (the first ones in
-	// document order). Default 200.
+	// MaxItems caps the items taken from one document: beyond it the
+	// newest are kept (by date when every item has one, else by the
+	// detected document order) and Document.Dropped counts the rest.
+	// Default 1000.
 	MaxItems int
 }
 
+// DefaultMaxItems is ParserConfig.MaxItems when unset.
+const DefaultMaxItems = 1000
+
 func (c ParserConfig) withDefaults() ParserConfig {
 	c.SummaryMax = cmp.Or(c.SummaryMax, 500)
-	c.MaxItems = cmp.Or(c.MaxItems, 200)
+	c.MaxItems = cmp.Or(c.MaxItems, DefaultMaxItems)
 	return c
 }
 
@@ -74,7 +97,7 @@ func (c ParserConfig) validate() error {
 		return fmt.Errorf("feeds parser: SummaryMax is %d: set it to at least 16 runes", c.SummaryMax)
 	}
 	if c.MaxItems < 1 {
-		return fmt.Errorf("feeds parser: MaxItems is %d: set it to at least 1", c.MaxItems)
+		return fmt.Errorf("feeds parser: MaxItems is %d: set NUDGE_FEED_MAX_ITEMS to at least 1 (default 1000)", c.MaxItems)
 	}
 	return nil
 }
@@ -145,13 +168,8 @@ func (p *Parser) Parse(body []byte, contentType, docURL string) (Document, error
 		doc.Link = l.String()
 		feedBase = l
 	}
-	items := gf.Items
-	if len(items) > p.cfg.MaxItems {
-		items = items[:p.cfg.MaxItems]
-	}
-	doc.Items = make([]Item, 0, len(items))
-	seen := make(map[string]int, len(items))
-	for _, gi := range items {
+	doc.Items = make([]Item, 0, len(gf.Items))
+	for _, gi := range gf.Items {
 		if gi == nil {
 			continue
 		}
@@ -159,21 +177,11 @@ func (p *Parser) Parse(body []byte, contentType, docURL string) (Document, error
 		if it.Title == "" && it.URL == "" && it.Image == "" {
 			continue // an empty <item/>: nothing to show
 		}
-		// Duplicate identity in one document: an exact duplicate is dropped
-		// (keep the first); a different item under the same GUID gets the
-		// id "<guid>#<hash prefix>" so both are kept and stay stable.
-		if j, dup := seen[it.ID]; dup {
-			if doc.Items[j].Hash == it.Hash {
-				continue
-			}
-			it.ID = it.ID + "#" + it.Hash[:8]
-			if _, dup2 := seen[it.ID]; dup2 {
-				continue
-			}
-		}
-		seen[it.ID] = len(doc.Items)
 		doc.Items = append(doc.Items, it)
 	}
+	doc.Items = assignIDs(doc.Items)
+	doc.OldestFirst = oldestFirst(doc.Items)
+	doc.Items, doc.Dropped = newest(doc.Items, p.cfg.MaxItems, doc.OldestFirst)
 	return doc, nil
 }
 
@@ -211,20 +219,42 @@ func (p *Parser) normalise(gi *gofeed.Item, feedBase *url.URL) Item {
 	it.Image = itemImage(gi, itemBase)
 	it.Published = itemTime(gi.PublishedParsed, gi.Published)
 	it.Updated = itemTime(gi.UpdatedParsed, gi.Updated)
-	it.Hash = contentHash(it.Title, it.Summary, it.URL)
-	it.ID = cmp.Or(collapseSpace(guid), it.URL, "h:"+it.Hash)
+	it.Hash = itemHash(it)
+	it.GUID = cleanGUID(guid)
 	return it
 }
 
+// cleanGUID collapses white space in a GUID and drops control characters
+// (the Store separates record fields with one).
+func cleanGUID(s string) string {
+	return collapseSpace(strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s))
+}
+
+// itemHash is the change-detection hash of a normalised item.
+func itemHash(it Item) string {
+	d := ""
+	if t := itemTimeKey(it); !t.IsZero() {
+		d = t.UTC().Format(time.RFC3339)
+	}
+	return contentHash(it.Title, it.Summary, it.URL, d)
+}
+
 // contentHash is the change-detection hash of an item: 128 bits of SHA-256
-// over title, summary and URL, hex.
-func contentHash(title, summary, link string) string {
+// over title, summary, URL and date, hex.
+func contentHash(title, summary, link, date string) string {
 	h := sha256.New()
 	io.WriteString(h, title)
 	h.Write([]byte{0})
 	io.WriteString(h, summary)
 	h.Write([]byte{0})
 	io.WriteString(h, link)
+	h.Write([]byte{0})
+	io.WriteString(h, date)
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 

@@ -3,6 +3,7 @@ package feeds
 import (
 	"cmp"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,99 +17,31 @@ import (
 	"github.com/nudge-dev/nudge/internal/keys"
 )
 
-// saveScript stores one poll result of a feed atomically.
+// saveScript stores one poll result of a feed atomically; save.lua states
+// its KEYS/ARGV contract, the identity rule and its return values.
 //
-// KEYS[1] feed:{f}:items   ZSET  item JSON scored by cursor (the item log)
-// KEYS[2] feed:{f}:seen    HASH  identity -> "<hash> <cursor> <last seen ms>"
-// KEYS[3] feed:{f}:cursor  STRING the feed's last assigned cursor
-// KEYS[4] feed:{f}:health  HASH  fields head, items, trimmed are written
-// ARGV[1] now, unix ms
-// ARGV[2] log cap: the item log keeps the newest N entries
-// ARGV[3] seen cap: the seen set is trimmed back to 3/4 of this when it grows
-//
-//	beyond it, forgetting the identities seen longest ago (never one of
-//	this poll's)
-//
-// ARGV[4..] triples, oldest item first: identity, content hash, item JSON
-//
-// An unseen identity is new; a seen one with another hash is changed: its
-// old log entry is removed and it is appended again. Each new or changed
-// item gets the next cursor. Returns {since, head, new, changed}: the
-// cursor before this call, the cursor after it, and the counts.
-var saveScript = redis.NewScript(`
-local now = tonumber(ARGV[1])
-local logCap = tonumber(ARGV[2])
-local seenCap = tonumber(ARGV[3])
-local since = tonumber(redis.call('GET', KEYS[3]) or '0')
-local head = since
-local new, changed = 0, 0
-for i = 4, #ARGV, 3 do
-  local id, hash, body = ARGV[i], ARGV[i+1], ARGV[i+2]
-  local prev = redis.call('HGET', KEYS[2], id)
-  local cur
-  if prev then
-    local h, c = string.match(prev, '^(%S+) (%d+)')
-    if h == hash then
-      cur = c
-    else
-      redis.call('ZREMRANGEBYSCORE', KEYS[1], c, c)
-      changed = changed + 1
-    end
-  else
-    new = new + 1
-  end
-  if not cur then
-    head = head + 1
-    cur = tostring(head)
-    redis.call('ZADD', KEYS[1], head, cur .. ' ' .. body)
-  end
-  redis.call('HSET', KEYS[2], id, hash .. ' ' .. cur .. ' ' .. ARGV[1])
-end
-if head ~= since then
-  redis.call('SET', KEYS[3], head)
-end
-local n = redis.call('ZCARD', KEYS[1])
-if n > logCap then
-  local last = redis.call('ZRANGE', KEYS[1], n - logCap - 1, n - logCap - 1, 'WITHSCORES')
-  local old = tonumber(redis.call('HGET', KEYS[4], 'trimmed') or '0')
-  if tonumber(last[2]) > old then
-    redis.call('HSET', KEYS[4], 'trimmed', last[2])
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - logCap - 1)
-  n = logCap
-end
-redis.call('HSET', KEYS[4], 'head', head, 'items', n)
-if redis.call('HLEN', KEYS[2]) > seenCap then
-  local all = redis.call('HGETALL', KEYS[2])
-  local old = {}
-  for i = 1, #all, 2 do
-    local at = tonumber(string.match(all[i+1], '(%d+)$'))
-    if at < now then
-      old[#old + 1] = {all[i], at}
-    end
-  end
-  table.sort(old, function(a, b) return a[2] < b[2] end)
-  local drop = #all / 2 - math.floor(seenCap * 3 / 4)
-  for i = 1, math.min(drop, #old) do
-    redis.call('HDEL', KEYS[2], old[i][1])
-  end
-end
-return {since, head, new, changed}
-`)
+//go:embed save.lua
+var saveLua string
+
+var saveScript = redis.NewScript(saveLua)
 
 // StoreConfig configures a Store.
 type StoreConfig struct {
 	// LogCap is how many items a feed's item log keeps. Default 200.
 	LogCap int
-	// SeenCap bounds the seen set used for change detection. Default
-	// 2*LogCap. Identities seen longest ago are forgotten first; those in
-	// the latest document never are.
-	SeenCap int
+	// Memory is how long the Store remembers an article it announced after
+	// it was last seen in the feed: an article that leaves the feed and
+	// comes back within Memory is not announced again, however often it
+	// does. Default 30 days (DefaultMemory).
+	Memory time.Duration
 }
+
+// DefaultMemory is StoreConfig.Memory when unset.
+const DefaultMemory = 30 * 24 * time.Hour
 
 func (c StoreConfig) withDefaults() StoreConfig {
 	c.LogCap = cmp.Or(c.LogCap, 200)
-	c.SeenCap = cmp.Or(c.SeenCap, 2*c.LogCap)
+	c.Memory = cmp.Or(c.Memory, DefaultMemory)
 	return c
 }
 
@@ -116,14 +49,19 @@ func (c StoreConfig) validate() error {
 	if c.LogCap < 1 {
 		return fmt.Errorf("feeds store: LogCap is %d: set it to at least 1", c.LogCap)
 	}
-	if c.SeenCap < c.LogCap {
-		return fmt.Errorf("feeds store: SeenCap %d is below LogCap %d: set SeenCap to at least LogCap (default 2*LogCap)", c.SeenCap, c.LogCap)
+	if c.Memory < time.Second {
+		return fmt.Errorf("feeds store: Memory is %v: set NUDGE_FEED_MEMORY to at least 1s (default 720h, 30 days)", c.Memory)
 	}
 	return nil
 }
 
+// sweepEvery is how often a feed's memory is swept of records older than
+// Memory: a tenth of it, at most an hour.
+func (c StoreConfig) sweepEvery() time.Duration { return min(c.Memory/10, time.Hour) }
+
 // Store keeps the per-feed item logs in Redis: capped, ordered by a
-// monotonic per-feed cursor, with change detection by identity and hash.
+// monotonic per-feed cursor, with change detection by identity and hash
+// against a memory of every article seen in the last StoreConfig.Memory.
 type Store struct {
 	rdb redis.UniversalClient
 	cfg StoreConfig
@@ -144,33 +82,66 @@ type SaveResult struct {
 	Head    int64 // the feed's cursor after it
 	New     int   // items never seen before
 	Changed int   // seen items whose content hash changed
+	Records int   // records in the feed's memory after the save
 }
 
-// Save stores the items of one fetched document atomically and returns the
-// new cursor range. Items already stored with the same hash change nothing,
-// so a re-fetched or re-ordered document is a no-op. Cursors go to the
-// oldest item first: by published (else updated) time when every item has
-// one, else in reverse document order (feeds list newest first).
+// Save stores the items of one fetched document (newest first) atomically
+// and returns the new cursor range. Items already stored with the same hash
+// change nothing, so a re-fetched or re-ordered document is a no-op; an
+// item is matched to a stored article by the identity rule of save.lua.
+// Cursors go to the oldest item first: by published (else updated) time
+// when every item has one, else in reverse of the given order.
 func (s *Store) Save(ctx context.Context, feed string, items []Item, now time.Time) (SaveResult, error) {
-	args := make([]any, 0, 3+3*len(items))
-	args = append(args, now.UnixMilli(), s.cfg.LogCap, s.cfg.SeenCap)
+	args := make([]any, 0, 4+5*len(items))
+	args = append(args, now.UnixMilli(), s.cfg.LogCap, s.cfg.Memory.Milliseconds(), s.cfg.sweepEvery().Milliseconds())
+	links := linkKeys(items)
 	for _, it := range chronological(items) {
-		it.Cursor = 0
+		id, guid, link, hash := it.ID, it.GUID, links[it.ID], it.Hash
+		// The log member carries the id and the cursors; the JSON the rest.
+		it.Cursor, it.ID, it.Replaces = 0, "", 0
 		body, err := json.Marshal(it)
 		if err != nil {
-			return SaveResult{}, fmt.Errorf("encode item %s of feed %s: %w", it.ID, feed, err)
+			return SaveResult{}, fmt.Errorf("encode item %s of feed %s: %w", id, feed, err)
 		}
-		args = append(args, it.ID, it.Hash, body)
+		args = append(args, id, guid, link, hash, body)
 	}
 	keyList := []string{keys.FeedItems(feed), keys.FeedSeen(feed), keys.FeedCursor(feed), keys.FeedHealth(feed)}
 	res, err := saveScript.Run(ctx, s.rdb, keyList, args...).Int64Slice()
 	if err != nil {
 		return SaveResult{}, fmt.Errorf("store items of feed %s: %w", feed, err)
 	}
-	if len(res) != 4 {
-		return SaveResult{}, fmt.Errorf("store items of feed %s: script returned %d values, want 4", feed, len(res))
+	if len(res) != 5 {
+		return SaveResult{}, fmt.Errorf("store items of feed %s: script returned %d values, want 5", feed, len(res))
 	}
-	return SaveResult{Since: res[0], Head: res[1], New: int(res[2]), Changed: int(res[3])}, nil
+	return SaveResult{Since: res[0], Head: res[1], New: int(res[2]), Changed: int(res[3]), Records: int(res[4])}, nil
+}
+
+// linkKeys maps each item's id to its link key: its URL, or, when items of
+// different content share that URL in the document, "<URL>#<hash8>" (as
+// assignIDs names items without GUID), so that a link alias never joins
+// two articles of one document.
+func linkKeys(items []Item) map[string]string {
+	hashes := make(map[string]map[string]bool, len(items))
+	for _, it := range items {
+		if it.URL == "" {
+			continue
+		}
+		if hashes[it.URL] == nil {
+			hashes[it.URL] = map[string]bool{}
+		}
+		hashes[it.URL][it.Hash] = true
+	}
+	out := make(map[string]string, len(items))
+	for _, it := range items {
+		switch {
+		case it.URL == "":
+		case len(hashes[it.URL]) > 1:
+			out[it.ID] = it.URL + "#" + hashPrefix(it.Hash)
+		default:
+			out[it.ID] = it.URL
+		}
+	}
+	return out
 }
 
 func chronological(items []Item) []Item {
@@ -294,17 +265,32 @@ func (s *Store) zrange(ctx context.Context, feed string, a *redis.ZRangeArgs) ([
 	out := make([]Item, 0, len(zs))
 	for _, z := range zs {
 		m, _ := z.Member.(string)
-		// A member is "<cursor> <json>": the cursor prefix keeps members
-		// unique even if an identity's content returns to an old state.
-		if i := strings.IndexByte(m, ' '); i >= 0 {
-			m = m[i+1:]
-		}
+		id, replaces, body := splitMember(m)
 		var it Item
-		if err := json.Unmarshal([]byte(m), &it); err != nil {
+		if err := json.Unmarshal([]byte(body), &it); err != nil {
 			return nil, fmt.Errorf("decode item of feed %s at cursor %d: %w", feed, int64(z.Score), err)
 		}
+		if id != "" {
+			it.ID = id
+		}
+		it.Replaces = replaces
 		it.Cursor = int64(z.Score)
 		out = append(out, it)
 	}
 	return out, nil
+}
+
+// splitMember splits an item log member "<cursor>\x1f<replaces>\x1f<id>\x1f<json>";
+// a member of the earlier format "<cursor> <json>" gives no id (the JSON
+// has it) and no replaces.
+func splitMember(m string) (id string, replaces int64, body string) {
+	parts := strings.SplitN(m, "\x1f", 4)
+	if len(parts) == 4 {
+		replaces, _ = strconv.ParseInt(parts[1], 10, 64)
+		return parts[2], replaces, parts[3]
+	}
+	if i := strings.IndexByte(m, ' '); i >= 0 {
+		m = m[i+1:]
+	}
+	return "", 0, m
 }

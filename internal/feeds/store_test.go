@@ -31,11 +31,12 @@ func setupStore(t *testing.T, cfg StoreConfig) *storeBundle {
 func mkItem(n, rev int) Item {
 	it := Item{
 		ID:        fmt.Sprintf("guid-%d", n),
+		GUID:      fmt.Sprintf("guid-%d", n),
 		Title:     fmt.Sprintf("title %d rev %d", n, rev),
 		URL:       fmt.Sprintf("https://news.example.test/a/%d", n),
 		Published: time.Unix(1_600_000_000+int64(n)*60, 0).UTC(),
 	}
-	it.Hash = contentHash(it.Title, it.Summary, it.URL)
+	it.Hash = itemHash(it)
 	return it
 }
 
@@ -73,7 +74,7 @@ func TestStoreSave(t *testing.T) {
 			t.Fatalf("%s: %v", st.name, err)
 		}
 		want := SaveResult{Since: st.since, Head: st.head, New: st.newItems, Changed: st.changed}
-		if got != want {
+		if got.Records = 0; got != want {
 			t.Fatalf("%s: got %+v, want %+v", st.name, got, want)
 		}
 	}
@@ -178,34 +179,48 @@ func cursors(items []Item) string {
 	return fmt.Sprint(out)
 }
 
-func TestStoreSeenBounded(t *testing.T) {
+// TestStoreMemoryBounded rolls a feed forward by 10 items a poll and
+// checks that the memory forgets by time, never what it saw within Memory.
+// Memory is scaled from 30 days to 1 hour; polls are a minute apart on an
+// injected clock.
+func TestStoreMemoryBounded(t *testing.T) {
 	t.Parallel()
-	b := setupStore(t, StoreConfig{LogCap: 20, SeenCap: 40})
+	b := setupStore(t, StoreConfig{LogCap: 20, Memory: time.Hour})
 	ctx := t.Context()
-	// A feed of 10 items that rolls forward by 10 every poll.
-	for i := 0; i < 30; i++ {
+	for i := 0; i < 120; i++ {
 		now := b.now.Add(time.Duration(i) * time.Minute)
-		if _, err := b.store.Save(ctx, "roll", doc(i*10+1, i*10+10), now); err != nil {
-			t.Fatal(err)
-		}
-		n, err := b.rdb.HLen(ctx, keys.FeedSeen("roll")).Result()
+		res, err := b.store.Save(ctx, "roll", doc(i*10+1, i*10+10), now)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n > 40 {
-			t.Fatalf("poll %d: seen set has %d entries, want ≤ 40", i, n)
+		// Two records (guid and link alias) per article seen in the last
+		// hour, plus up to one sweep period (6 minutes) of older ones.
+		if max := 2 * 10 * (60 + 6 + 1); res.Records > max {
+			t.Fatalf("poll %d: memory has %d records, want ≤ %d", i, res.Records, max)
 		}
 		if c, _ := b.rdb.ZCard(ctx, keys.FeedItems("roll")).Result(); c > 20 {
 			t.Fatalf("poll %d: log has %d items, want ≤ 20", i, c)
 		}
 	}
-	// The latest document is still known: re-fetching it is a no-op.
-	res, err := b.store.Save(ctx, "roll", doc(291, 300), b.now.Add(time.Hour))
+	last := b.now.Add(119 * time.Minute)
+	// Items seen 50 minutes ago return: not new.
+	res, err := b.store.Save(ctx, "roll", doc(691, 700), last.Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.New != 0 || res.Changed != 0 {
-		t.Fatalf("re-fetch after trimming: got %+v, want no new or changed", res)
+		t.Fatalf("return within memory: got %+v, want no new or changed", res)
+	}
+	// Items last seen 100 minutes ago are forgotten: new again.
+	res, err = b.store.Save(ctx, "roll", doc(191, 200), last.Add(2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.New != 10 {
+		t.Fatalf("return after memory: got %+v, want 10 new", res)
+	}
+	if n, _ := b.rdb.HLen(ctx, keys.FeedSeen("roll")).Result(); int(n) != res.Records {
+		t.Fatalf("records: HLEN %d, script said %d", n, res.Records)
 	}
 }
 
@@ -232,5 +247,51 @@ func TestStoreCluster(t *testing.T) {
 		if got, want := cursors(p.Items), "[3 4 5]"; got != want || !p.Truncated {
 			t.Fatalf("page %s: got %s truncated %v, want %s truncated true", feed, got, p.Truncated, want)
 		}
+	}
+}
+
+// TestStoreEarlierFormat upgrades a feed stored by the previous release
+// (seen set "<hash> <cursor> <ms>" under the bare id, log members
+// "<cursor> <json>"): its items are read as before, re-fetching them
+// announces nothing (though the hash now covers the date), and a new item
+// is still new.
+func TestStoreEarlierFormat(t *testing.T) {
+	t.Parallel()
+	b := setupStore(t, StoreConfig{})
+	ctx := t.Context()
+	for n := 1; n <= 3; n++ {
+		it := mkItem(n, 0)
+		body := fmt.Sprintf(`{"id":%q,"title":%q,"url":%q,"hash":"oldhash%d"}`, it.ID, it.Title, it.URL, n)
+		if err := b.rdb.ZAdd(ctx, keys.FeedItems("old"), redis.Z{Score: float64(n), Member: fmt.Sprintf("%d %s", n, body)}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.rdb.HSet(ctx, keys.FeedSeen("old"), it.ID, fmt.Sprintf("oldhash%d %d %d", n, n, b.now.UnixMilli())).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.rdb.Set(ctx, keys.FeedCursor("old"), 3, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.store.Page(ctx, "old", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(idsOf(p.Items)); got != "[guid-1 guid-2 guid-3]" || cursors(p.Items) != "[1 2 3]" {
+		t.Fatalf("earlier log: got %s %s", got, cursors(p.Items))
+	}
+	res, err := b.store.Save(ctx, "old", doc(1, 4), b.now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.New != 1 || res.Changed != 0 || res.Head != 4 {
+		t.Fatalf("first save after the upgrade: got %+v, want guid-4 alone new at 4", res)
+	}
+	// The earlier records were replaced by records of the new format.
+	if n, _ := b.rdb.HExists(ctx, keys.FeedSeen("old"), "guid-1").Result(); n {
+		t.Fatalf("earlier record of guid-1 still there")
+	}
+	res, err = b.store.Save(ctx, "old", doc(1, 4), b.now.Add(2*time.Minute))
+	if err != nil || res.New+res.Changed != 0 {
+		t.Fatalf("second save: got %+v, %v, want nothing new", res, err)
 	}
 }

@@ -21,12 +21,16 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/keys"
@@ -81,7 +85,21 @@ type Config struct {
 	// exceed RequestTimeout. Default 2×RequestTimeout + 10s.
 	LeaseTTL time.Duration
 	// Concurrency is how many feeds one replica polls at once. Default 8.
+	// One more slot is kept for a feed whose poll was asked for (PollNow),
+	// so a publisher's ping never waits for a slow feed's slot.
 	Concurrency int
+	// MaxPerHost is how many of the slots feeds of one host may hold at
+	// once. Default Concurrency/4, at least 1.
+	MaxPerHost int
+	// FairShare is how long a fetch may run while other due feeds wait for
+	// a slot: past it, the longest-running fetch is cut (an error, as a
+	// timeout) and its slot goes to the feed waiting longest. Default
+	// RequestTimeout/3.
+	FairShare time.Duration
+	// ParseBudget bounds the feed bytes parsed at once across all polls of
+	// the replica (parsing takes several times a body's size in memory).
+	// Default 2×MaxBodyBytes.
+	ParseBudget int64
 	// Store and Parser configure the item log and the normaliser.
 	Store  StoreConfig
 	Parser ParserConfig
@@ -98,6 +116,9 @@ func (c Config) withDefaults() Config {
 	c.MaxBackoff = cmp.Or(c.MaxBackoff, time.Hour)
 	c.LeaseTTL = cmp.Or(c.LeaseTTL, 2*c.RequestTimeout+10*time.Second)
 	c.Concurrency = cmp.Or(c.Concurrency, 8)
+	c.MaxPerHost = cmp.Or(c.MaxPerHost, max(1, c.Concurrency/4))
+	c.FairShare = cmp.Or(c.FairShare, c.RequestTimeout/3)
+	c.ParseBudget = cmp.Or(c.ParseBudget, 2*c.MaxBodyBytes)
 	return c
 }
 
@@ -121,6 +142,12 @@ func (c Config) validate() error {
 		return fmt.Errorf("feed watcher: LeaseTTL %v must exceed RequestTimeout %v: raise LeaseTTL (default 2×RequestTimeout+10s)", c.LeaseTTL, c.RequestTimeout)
 	case c.Concurrency < 1:
 		return fmt.Errorf("feed watcher: Concurrency is %d: set it to at least 1 (default 8)", c.Concurrency)
+	case c.MaxPerHost < 1:
+		return fmt.Errorf("feed watcher: MaxPerHost is %d: set NUDGE_FEED_MAX_PER_HOST to at least 1 (default NUDGE_FEED_CONCURRENCY/4)", c.MaxPerHost)
+	case c.FairShare <= 0:
+		return fmt.Errorf("feed watcher: FairShare is %v: set NUDGE_FEED_FAIR_SHARE above 0 (default NUDGE_FEED_TIMEOUT/3)", c.FairShare)
+	case c.ParseBudget < c.MaxBodyBytes:
+		return fmt.Errorf("feed watcher: ParseBudget %d is below MaxBodyBytes %d: raise NUDGE_FEED_PARSE_BUDGET (default 2×NUDGE_FEED_MAX_BYTES)", c.ParseBudget, c.MaxBodyBytes)
 	}
 	return nil
 }
@@ -147,6 +174,8 @@ type metrics struct {
 	notifyEr prometheus.Counter
 	loops    prometheus.Counter
 	lost     prometheus.Counter
+	dropped  prometheus.Counter
+	cut      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -173,6 +202,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		lost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nudge_feed_lease_lost_total", Help: "Polls whose lease expired before their state was written.",
 		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nudge_feed_items_dropped_total", Help: "Items left out of fetched documents over the item limit (NUDGE_FEED_MAX_ITEMS).",
+		}),
+		cut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nudge_feed_fetches_cut_total", Help: "Fetches cut after their fair share while other feeds waited for a slot.",
+		}),
 	}
 	m.polls.WithLabelValues("ok")
 	m.polls.WithLabelValues("not_modified")
@@ -180,7 +215,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.items.WithLabelValues("new")
 	m.items.WithLabelValues("changed")
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.polls, m.items, m.latency, m.failures, m.notifyEr, m.loops, m.lost} {
+		for _, c := range []prometheus.Collector{m.polls, m.items, m.latency, m.failures, m.notifyEr, m.loops, m.lost, m.dropped, m.cut} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register feed watcher metrics: %w", err)
 			}
@@ -203,12 +238,24 @@ type Watcher struct {
 	logger   *slog.Logger
 	now      func() time.Time
 	metrics  *metrics
-	sem      chan struct{}
+	sem      chan struct{} // the Concurrency slots
+	urgent   chan struct{} // the one slot kept for asked-for polls
+	wake     chan struct{} // a slot came free: run a pass now
+	budget   *semaphore.Weighted
 
-	mu       sync.Mutex
-	cancel   context.CancelFunc
-	done     chan struct{}
-	inflight map[string]bool
+	mu      sync.Mutex
+	cancel  context.CancelFunc
+	done    chan struct{}
+	running map[string]*slot // by feed id
+}
+
+// slot is one feed being worked on by this replica.
+type slot struct {
+	host string
+	// fetching is when its fetch started; cut ends the fetch. Both are
+	// zero outside the fetch.
+	fetching time.Time
+	cut      context.CancelCauseFunc
 }
 
 // NewWatcher returns a Watcher; cfg's zero fields take their defaults.
@@ -261,7 +308,10 @@ func NewWatcher(cfg Config, d Deps) (*Watcher, error) {
 		now:      now,
 		metrics:  m,
 		sem:      make(chan struct{}, cfg.Concurrency),
-		inflight: make(map[string]bool),
+		urgent:   make(chan struct{}, 1),
+		wake:     make(chan struct{}, 1),
+		budget:   semaphore.NewWeighted(cfg.ParseBudget),
+		running:  make(map[string]*slot),
 	}, nil
 }
 
@@ -313,12 +363,16 @@ func (w *Watcher) run(ctx context.Context, done chan struct{}) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-w.wake:
 		}
 	}
 }
 
 // pass looks for feeds that are due (or have an unnotified change), takes
-// their leases and hands them to workers.
+// their leases and hands them to workers: the longest-due first, at most
+// MaxPerHost per host, a feed asked for by PollNow in the spare slot when
+// the others are taken. When due feeds are left waiting, fetches past their
+// FairShare are cut to make room.
 func (w *Watcher) pass(ctx context.Context, wg *sync.WaitGroup) {
 	defer w.metrics.loops.Inc()
 	list, err := w.catalog.List(ctx)
@@ -331,7 +385,7 @@ func (w *Watcher) pass(ctx context.Context, wg *sync.WaitGroup) {
 	cands := make([]catalog.Feed, 0, len(list))
 	w.mu.Lock()
 	for _, f := range list {
-		if !w.inflight[f.ID] {
+		if w.running[f.ID] == nil {
 			cands = append(cands, f)
 		}
 	}
@@ -353,40 +407,116 @@ func (w *Watcher) pass(ctx context.Context, wg *sync.WaitGroup) {
 		return
 	}
 	now := w.now().UnixMilli()
+	type dueFeed struct {
+		f   catalog.Feed
+		due int64 // next poll time, or now for a pending notification
+	}
+	var due []dueFeed
 	for i, f := range cands {
 		v := cmds[i].Val()
 		next, head, notified := anyInt(v, 0), anyInt(v, 1), anyInt(v, 2)
 		if next > now && head <= notified {
 			continue
 		}
+		due = append(due, dueFeed{f, min(next, now)})
+	}
+	slices.SortStableFunc(due, func(a, b dueFeed) int { return cmp.Compare(a.due, b.due) })
+	waiting := 0
+	for _, d := range due {
+		host := hostOf(d.f.URL)
+		w.mu.Lock()
+		n := 0
+		for _, s := range w.running {
+			if s.host == host {
+				n++
+			}
+		}
+		w.mu.Unlock()
+		if n >= w.cfg.MaxPerHost {
+			continue // its host has its share; the feed waits for its own host
+		}
+		var release chan struct{}
 		select {
 		case w.sem <- struct{}{}:
+			release = w.sem
 		default:
-			return // all workers busy; the rest waits for the next pass
+			if d.due != 0 {
+				waiting++
+				continue
+			}
+			select { // asked for by PollNow: the spare slot
+			case w.urgent <- struct{}{}:
+				release = w.urgent
+			default:
+				waiting++
+				continue
+			}
 		}
-		ok, err := w.leases.acquire(ctx, f.ID)
+		ok, err := w.leases.acquire(ctx, d.f.ID)
 		if err != nil || !ok {
-			<-w.sem
+			<-release
 			if err != nil && ctx.Err() == nil {
-				w.logger.ErrorContext(ctx, "acquire feed lease", "feed", f.ID, "err", err)
+				w.logger.ErrorContext(ctx, "acquire feed lease", "feed", d.f.ID, "err", err)
 			}
 			continue
 		}
+		s := &slot{host: host}
 		w.mu.Lock()
-		w.inflight[f.ID] = true
+		w.running[d.f.ID] = s
 		w.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() {
 				w.mu.Lock()
-				delete(w.inflight, f.ID)
+				delete(w.running, d.f.ID)
 				w.mu.Unlock()
-				<-w.sem
+				<-release
+				select {
+				case w.wake <- struct{}{}:
+				default:
+				}
 			}()
-			w.work(ctx, f)
+			w.work(ctx, d.f, s)
 		}()
 	}
+	if waiting > 0 {
+		w.cutLongest(waiting)
+	}
+}
+
+// ErrFairShare ends a fetch that ran past Config.FairShare while other
+// feeds waited for a slot.
+var ErrFairShare = errors.New("fetch cut after its fair share: other feeds were waiting")
+
+// cutLongest cuts up to n fetches that have run past FairShare, the
+// longest-running first.
+func (w *Watcher) cutLongest(n int) {
+	// Elapsed time on this replica, not the shared (injectable) clock.
+	limit := time.Now().Add(-w.cfg.FairShare)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var long []*slot
+	for _, s := range w.running {
+		if s.cut != nil && s.fetching.Before(limit) {
+			long = append(long, s)
+		}
+	}
+	slices.SortFunc(long, func(a, b *slot) int { return a.fetching.Compare(b.fetching) })
+	for _, s := range long[:min(n, len(long))] {
+		s.cut(ErrFairShare)
+		s.cut = nil
+		w.metrics.cut.Inc()
+	}
+}
+
+// hostOf is the host (with port) of a feed URL, the unit of MaxPerHost.
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return strings.ToLower(u.Host)
 }
 
 func anyInt(v []any, i int) int64 {
@@ -400,7 +530,7 @@ func anyInt(v []any, i int) int64 {
 
 // work polls a leased feed if it is still due, then notifies pending
 // changes, then gives the lease back.
-func (w *Watcher) work(ctx context.Context, f catalog.Feed) {
+func (w *Watcher) work(ctx context.Context, f catalog.Feed, s *slot) {
 	defer func() {
 		// Release even when ctx is done, so the feed moves at once.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -419,7 +549,7 @@ func (w *Watcher) work(ctx context.Context, f catalog.Feed) {
 	// Re-checked under the lease: another replica may have polled the feed
 	// between our schedule read and our lease.
 	if !h.NextPoll.After(w.now()) {
-		if err := w.poll(ctx, f, h); err != nil {
+		if err := w.poll(ctx, f, h, s); err != nil {
 			return
 		}
 	}
@@ -428,22 +558,31 @@ func (w *Watcher) work(ctx context.Context, f catalog.Feed) {
 
 // poll fetches, parses and stores one feed and records the outcome in its
 // health hash. It returns an error only when the state could not be
-// written (ctx done, Redis down, lease lost).
-func (w *Watcher) poll(ctx context.Context, f catalog.Feed, h Health) error {
+// written (ctx done, Redis down, lease lost). A PollNow that arrives while
+// it runs (the health's poll generation moved past h's) makes the feed due
+// again at once instead of an interval later.
+func (w *Watcher) poll(ctx context.Context, f catalog.Feed, h Health, s *slot) error {
 	start := w.now()
 	interval := cmp.Or(f.PollInterval, w.cfg.DefaultInterval)
-	res, err := w.fetcher.fetch(ctx, f.URL, h.ETag, h.LastModified, start)
+	res, err := w.fetch(ctx, f, h, s, start)
 	result := "ok"
 	var saved SaveResult
+	dropped := 0
 	if err == nil && res.Status == http.StatusOK {
 		var doc Document
-		doc, err = w.parser.Parse(res.Body, res.ContentType, res.URL)
+		doc, err = w.parse(ctx, res)
 		if err == nil {
 			if err = w.leases.renew(ctx, f.ID); err != nil {
 				w.metrics.lost.Inc()
 				return err
 			}
-			saved, err = w.store.Save(ctx, f.ID, doc.Items, start)
+			items := doc.Items
+			if doc.OldestFirst {
+				items = slices.Clone(items)
+				slices.Reverse(items) // Save takes them newest first
+			}
+			dropped = doc.Dropped
+			saved, err = w.store.Save(ctx, f.ID, items, start)
 			if err != nil && ctx.Err() == nil {
 				w.logger.ErrorContext(ctx, "store feed items", "feed", f.ID, "err", err)
 			}
@@ -463,7 +602,14 @@ func (w *Watcher) poll(ctx context.Context, f catalog.Feed, h Health) error {
 		if res.Status == http.StatusOK || res.ETag != "" || res.LastModified != "" {
 			fields = append(fields, hETag, res.ETag, hLastModified, res.LastModified)
 		}
+		if res.Status == http.StatusOK {
+			fields = append(fields, hDropped, dropped)
+		}
 		w.metrics.failures.WithLabelValues(f.ID).Set(0)
+		if dropped > 0 {
+			w.metrics.dropped.Add(float64(dropped))
+			w.logger.WarnContext(ctx, "feed over the item limit", "feed", f.ID, "dropped", dropped, "limit", w.parser.cfg.MaxItems)
+		}
 		if saved.New+saved.Changed > 0 {
 			w.metrics.items.WithLabelValues("new").Add(float64(saved.New))
 			w.metrics.items.WithLabelValues("changed").Add(float64(saved.Changed))
@@ -484,7 +630,7 @@ func (w *Watcher) poll(ctx context.Context, f catalog.Feed, h Health) error {
 	}
 	w.metrics.polls.WithLabelValues(result).Inc()
 	w.metrics.latency.Observe(now.Sub(start).Seconds())
-	if cerr := w.leases.commit(ctx, f.ID, fields...); cerr != nil {
+	if cerr := w.leases.commitPoll(ctx, f.ID, h.PollGen, fields...); cerr != nil {
 		if errors.Is(cerr, ErrLeaseLost) {
 			w.metrics.lost.Inc()
 		}
@@ -494,6 +640,36 @@ func (w *Watcher) poll(ctx context.Context, f catalog.Feed, h Health) error {
 		return cerr
 	}
 	return nil
+}
+
+// fetch fetches the feed under a context that cutLongest can end while
+// the fetch runs.
+func (w *Watcher) fetch(ctx context.Context, f catalog.Feed, h Health, s *slot, now time.Time) (fetchResult, error) {
+	fctx, cut := context.WithCancelCause(ctx)
+	defer cut(nil)
+	w.mu.Lock()
+	s.fetching, s.cut = time.Now(), cut
+	w.mu.Unlock()
+	res, err := w.fetcher.fetch(fctx, f.URL, h.ETag, h.LastModified, now)
+	w.mu.Lock()
+	s.fetching, s.cut = time.Time{}, nil
+	w.mu.Unlock()
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(fctx), ErrFairShare) {
+		err = fmt.Errorf("fetch feed %s: %w", f.URL, ErrFairShare)
+	}
+	return res, err
+}
+
+// parse parses a fetched body within the replica's ParseBudget: it waits
+// until the body's size is free in the budget, so the memory that parsing
+// takes is bounded however many polls run at once.
+func (w *Watcher) parse(ctx context.Context, res fetchResult) (Document, error) {
+	n := min(max(int64(len(res.Body)), 1), w.cfg.ParseBudget)
+	if err := w.budget.Acquire(ctx, n); err != nil {
+		return Document{}, fmt.Errorf("wait for parse budget: %w", err)
+	}
+	defer w.budget.Release(n)
+	return w.parser.Parse(res.Body, res.ContentType, res.URL)
 }
 
 // notify tells the Notifier about items past the feed's "notified" mark and

@@ -40,6 +40,11 @@ type itemView struct {
 	Image     string     `json:"image,omitempty"`
 	Published *time.Time `json:"published,omitempty"`
 	Updated   *time.Time `json:"updated,omitempty"`
+	// Edited marks an edit of an item the app may hold already (its title,
+	// summary, link or date changed): Replaces is the cursor it had, and
+	// ID is the same, so the app replaces the item instead of adding it.
+	Edited   bool  `json:"edited,omitempty"`
+	Replaces int64 `json:"replaces,omitempty"`
 }
 
 // listItems is GET /v1/feeds/{feed}/items?since=&limit=: the app's sync
@@ -69,7 +74,8 @@ func (s *Server) listItems(w http.ResponseWriter, r *http.Request) error {
 	items := make([]itemView, len(page.Items))
 	for i, it := range page.Items {
 		items[i] = itemView{Cursor: it.Cursor, ID: it.ID, Title: it.Title, Summary: it.Summary, URL: it.URL,
-			Image: it.Image, Published: timePtr(it.Published), Updated: timePtr(it.Updated)}
+			Image: it.Image, Published: timePtr(it.Published), Updated: timePtr(it.Updated),
+			Edited: it.Replaces > 0, Replaces: it.Replaces}
 	}
 	body, err := json.Marshal(itemsView{Feed: f.ID, Items: items, Next: page.Next, Head: page.Head, Truncated: page.Truncated})
 	if err != nil {
@@ -167,6 +173,9 @@ type healthView struct {
 	LastStatus          int        `json:"last_status"`
 	ConsecutiveFailures int        `json:"consecutive_failures"`
 	NextPoll            *time.Time `json:"next_poll"`
+	// DroppedItems is how many items the feed's last document had over the
+	// item limit (NUDGE_FEED_MAX_ITEMS): the oldest, left out.
+	DroppedItems int `json:"dropped_items"`
 }
 
 type latestItem struct {
@@ -227,7 +236,7 @@ func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) error {
 			HeadCursor: h.Head, Latest: make([]latestItem, 0, len(latest)),
 			Health: healthView{
 				LastSuccess: timePtr(h.LastSuccess), LastStatus: h.LastStatus,
-				ConsecutiveFailures: h.Failures, NextPoll: timePtr(h.NextPoll),
+				ConsecutiveFailures: h.Failures, NextPoll: timePtr(h.NextPoll), DroppedItems: h.Dropped,
 			},
 		}
 		if h.LastError != "" {
