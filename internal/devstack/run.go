@@ -23,7 +23,7 @@ import (
 // variables (throttle policy, log level …) pass through to them.
 func Settings() []config.Setting {
 	return slices.Concat(config.RedisSettings(), config.LogSettings(), []config.Setting{
-		{Flag: "api-addr", Env: "NUDGE_DEVSTACK_API_ADDR", Default: ":8080", Help: "listen address of the api and the console"},
+		{Flag: "api-addr", Env: "NUDGE_DEVSTACK_API_ADDR", Default: "127.0.0.1:8080", Help: "listen address of the api and the console (:8080 for every interface)"},
 		{Flag: "dispatcher-addr", Env: "NUDGE_DEVSTACK_DISPATCHER_ADDR", Default: "127.0.0.1:9090", Help: "listen address of the dispatcher's /metrics and probes"},
 		{Flag: "newsroom-addr", Env: "NUDGE_DEVSTACK_NEWSROOM_ADDR", Default: "127.0.0.1:8090", Help: "listen address of the sample news room's feeds"},
 		{Flag: "pushemu-addr", Env: "NUDGE_DEVSTACK_PUSHEMU_ADDR", Default: "127.0.0.1:8091", Help: "listen address of the push emulators' control API"},
@@ -78,6 +78,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	printBanner(stdout, s, cfg, logPath, getenv)
 
 	tty := isTerminal(stdout)
+	shown := 0 // summary lines on the terminal
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -98,19 +99,33 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		case <-t.C:
 		}
 		sum, err := s.Summary(ctx)
-		line := sum.String()
+		lines := sum.Lines(SummaryWidth)
 		if err != nil {
 			if ctx.Err() != nil {
 				continue
 			}
-			line = "summary unavailable: " + err.Error()
+			lines = []string{"summary unavailable: " + err.Error()}
 		}
 		if tty {
-			fmt.Fprintf(stdout, "\r\x1b[K%s", line)
+			shown = redraw(stdout, shown, lines)
 		} else {
-			fmt.Fprintln(stdout, line)
+			fmt.Fprintln(stdout, strings.Join(lines, "\n"))
 		}
 	}
+}
+
+// redraw replaces the shown lines of the previous summary at the bottom of
+// a terminal with lines, leaving the cursor at the end of the last one, and
+// returns how many lines are now shown.
+func redraw(w io.Writer, shown int, lines []string) int {
+	var b strings.Builder
+	if shown > 1 {
+		fmt.Fprintf(&b, "\x1b[%dA", shown-1) // up to the first line shown
+	}
+	b.WriteString("\r\x1b[J") // erase from there to the end of the screen
+	b.WriteString(strings.Join(lines, "\n"))
+	io.WriteString(w, b.String())
+	return len(lines)
 }
 
 // runConfig maps the parsed settings to the stack's Config and the summary
