@@ -69,7 +69,7 @@ check() {
 		kube_missing=yes
 		local need="optional, the overlay test skips without it"
 		[ "$ci" = true ] && need="required when CI=true"
-		notes+=("kubectl or kustomize: not found ($need; renders deploy/kubernetes/overlays): ${sudo}GOBIN=/usr/local/bin go install $KUSTOMIZE_MODULE (Debian's kubernetes-client is too old for the overlays)")
+		notes+=("kubectl or kustomize: not found ($need; renders deploy/kubernetes/overlays): ${sudo}CGO_ENABLED=0 GOBIN=/usr/local/bin go install $KUSTOMIZE_MODULE (Debian's kubernetes-client is too old for the overlays)")
 	fi
 }
 
@@ -82,11 +82,11 @@ if [ ${#missing[@]} -gt 0 ] || { [ -n "$kube_missing" ] && [ "$ci" = true ]; }; 
 			say "installing ${missing[*]} with apt-get (root on $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-Debian}"))"
 			export DEBIAN_FRONTEND=noninteractive
 			apt-get update -qq || { say "apt-get update failed"; exit 1; }
-			apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || { say "apt-get install ${missing[*]} failed"; exit 1; }
+			apt-get install -y -qq "${missing[@]}" >/dev/null || { say "apt-get install ${missing[*]} failed"; exit 1; }
 		fi
 		if [ -n "$kube_missing" ]; then
 			say "installing kustomize ($KUSTOMIZE_MODULE) into /usr/local/bin"
-			GOBIN=/usr/local/bin GOFLAGS=-mod=mod "$GO" install "$KUSTOMIZE_MODULE" || { say "go install $KUSTOMIZE_MODULE failed"; exit 1; }
+			CGO_ENABLED=0 GOBIN=/usr/local/bin GOFLAGS=-mod=mod "$GO" install "$KUSTOMIZE_MODULE" || { say "go install $KUSTOMIZE_MODULE failed"; exit 1; }
 		fi
 		hash -r
 		check
