@@ -7,7 +7,7 @@
 #                     chromium or chromium-browser on PATH)
 #   gcc               cgo, which the race detector needs (go env CC)
 #   kubectl or        renders the Kubernetes overlays in deploy/; optional
-#   kustomize         locally (that test skips), required when CI=true
+#   kustomize         without root (that test skips), required when CI=true
 #
 # As root on Debian or Ubuntu it installs what is missing (apt-get, and
 # `go install` for kustomize, which Debian's kubectl is too old to replace);
@@ -76,7 +76,7 @@ check() {
 is_debian() { [ -r /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; }
 
 check
-if [ ${#missing[@]} -gt 0 ] || { [ -n "$kube_missing" ] && [ "$ci" = true ]; }; then
+if [ ${#missing[@]} -gt 0 ] || [ -n "$kube_missing" ]; then
 	if [ "$(id -u)" = 0 ] && is_debian; then
 		if [ ${#missing[@]} -gt 0 ]; then
 			say "installing ${missing[*]} with apt-get (root on $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-Debian}"))"
