@@ -54,22 +54,28 @@ func tail(s string, lines int) string {
 }
 
 // waitSummary polls the stack's summary until ok holds or the deadline
-// passes, and returns the last summary.
+// passes, and returns the last summary. A summary that cannot be read (a
+// Redis read timeout on a loaded machine) is tried again until the
+// deadline.
 func waitSummary(t *testing.T, s *devstack.Stack, what string, timeout time.Duration, ok func(devstack.Summary) bool) devstack.Summary {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	var last devstack.Summary
+	var (
+		last    devstack.Summary
+		lastErr error
+	)
 	for {
 		sum, err := s.Summary(t.Context())
-		if err != nil {
-			t.Fatalf("summary: %v", err)
-		}
-		last = sum
-		if ok(sum) {
-			return sum
+		if err == nil {
+			last, lastErr = sum, nil
+			if ok(sum) {
+				return sum
+			}
+		} else {
+			lastErr = err
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not reached within %v; last summary: %s; fleet: %+v", what, timeout, last, s.Fleet().Stats())
+			t.Fatalf("%s not reached within %v; last summary: %s (error: %v); fleet: %+v", what, timeout, last, lastErr, s.Fleet().Stats())
 		}
 		select {
 		case <-s.Failed():
