@@ -161,7 +161,7 @@ func (r *report) event(e event) {
 		p.output = append(p.output, e.Output)
 	case "pass":
 		r.pkgOK++
-		fmt.Fprintf(r.w, "ok  \t%s\t%.3fs%s\n", e.Package, e.Elapsed, noTests(p.output))
+		fmt.Fprintf(r.w, "ok  \t%s\t%s%s\n", e.Package, took(e.Elapsed, p.output), noTests(p.output))
 		delete(r.pkgs, e.Package)
 	case "skip":
 		r.pkgNone++
@@ -192,6 +192,17 @@ func (r *report) event(e event) {
 		}
 		delete(r.pkgs, e.Package)
 	}
+}
+
+// took is how go test shows a passed package's time: "(cached)" when the
+// result came from the test cache, else the seconds.
+func took(elapsed float64, output []string) string {
+	for _, l := range output {
+		if strings.HasPrefix(l, "ok  \t") && strings.Contains(l, "(cached)") {
+			return "(cached)"
+		}
+	}
+	return fmt.Sprintf("%.3fs", elapsed)
 }
 
 // noTests is go test's note for a package whose tests matched nothing.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,10 +52,19 @@ func TestRunRealGoTest(t *testing.T) {
 		"good/good.go":      "package good\n",
 		"good/good_test.go": "package good\nimport \"testing\"\nfunc TestA(t *testing.T) {}\n",
 	})
+	// cached has run once already, so go test answers from its cache.
+	cached := writeModule(t, map[string]string{
+		"good/good.go":      "package good\n",
+		"good/good_test.go": "package good\nimport \"testing\"\nfunc TestCached(t *testing.T) {}\n",
+	})
+	if code := run(t.Context(), cached, []string{"./..."}, io.Discard, io.Discard); code != 0 {
+		t.Fatalf("first run of the cached module: exit status %d", code)
+	}
 	for _, tc := range []struct {
 		name     string
 		dir      string
-		wantCode bool // non-zero
+		args     []string // default -count=1 ./...
+		wantCode bool     // non-zero
 		want     []string
 		last     string
 	}{
@@ -77,11 +87,20 @@ func TestRunRealGoTest(t *testing.T) {
 			want: []string{"ok  \texample.test/m/good\t", "packages: 1 ok, 0 failed, 0 without tests"},
 			last: "tests: 1 passed, 0 failed, 0 skipped",
 		},
+		{
+			name: "cached", dir: cached, args: []string{"./..."},
+			want: []string{"ok  \texample.test/m/good\t(cached)\n"},
+			last: "tests: 1 passed, 0 failed, 0 skipped", // the cache replays the events
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var out, errb bytes.Buffer
-			code := run(t.Context(), tc.dir, []string{"-count=1", "./..."}, &out, &errb)
+			args := tc.args
+			if args == nil {
+				args = []string{"-count=1", "./..."}
+			}
+			code := run(t.Context(), tc.dir, args, &out, &errb)
 			if (code != 0) != tc.wantCode {
 				t.Errorf("exit status %d, want non-zero %v\nstdout:\n%s\nstderr:\n%s", code, tc.wantCode, out.String(), errb.String())
 			}
