@@ -25,7 +25,7 @@ test: deps
 	$(GO) vet ./...
 	@mkdir -p bin
 	@$(GO) build -o bin/testprogress ./scripts/testprogress
-	@echo "go test -race ./...: one line per package as it finishes (about 25 minutes on 2 busy cores)"
+	@echo "go test -race ./...: one line per package as it finishes (10 to 15 minutes on 2 busy cores)"
 	@bin/testprogress -race -timeout 30m ./...
 
 ## deps: check redis-server 7+, chromium, gcc and kubectl; install them as root on Debian/Ubuntu
