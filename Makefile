@@ -1,22 +1,38 @@
-# nudge: common tasks. `make run` starts the whole local stack, `make test` runs the tests.
+# nudge: common tasks. `make run` starts the whole local stack, `make test`
+# runs the tests; `make help` lists every target.
 
 GO            ?= go
 STATICCHECK   ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCH         ?= .
 BENCHTIME     ?= 3s
-.PHONY: run test bench lint build clean
+.PHONY: help run test deps bench lint build clean
+.DEFAULT_GOAL := help
 
-## run: the whole local stack in one process (cmd/devstack): embedded Redis (or NUDGE_REDIS_URL),
-## api on :8080 with the console, dispatcher, push emulators, a news room and 1,000 simulated devices
+## help: list the targets with what each does
+help:
+	@awk -F': ' '/^## [a-z-]+: /{sub(/^## /, ""); printf "  make %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+## run: build and start the whole local stack in one process (cmd/devstack); Ctrl-C stops it
 run:
-	$(GO) run ./cmd/devstack
+	@echo "building nudge (first run: a few minutes)…"
+	@mkdir -p bin
+	@$(GO) build -o bin/devstack ./cmd/devstack
+	@echo "starting bin/devstack (settings: bin/devstack -help)"
+	@bin/devstack
 
-## test: vet, then every test with the race detector (needs redis-server on PATH)
-test:
+## test: check the tools the tests need (scripts/deps.sh), go vet, then every test with -race
+test: deps
 	$(GO) vet ./...
-	$(GO) test -race -timeout 30m ./...
+	@mkdir -p bin
+	@$(GO) build -o bin/testprogress ./scripts/testprogress
+	@echo "go test -race ./...: one line per package as it finishes (10 to 15 minutes on 2 busy cores)"
+	@bin/testprogress -race -timeout 30m ./...
 
-## bench: benchmarks (results go to docs/BENCHMARKS.md by hand)
+## deps: check redis-server 7+, chromium, gcc and kubectl; install them as root on Debian/Ubuntu
+deps:
+	@scripts/deps.sh
+
+## bench: run the benchmarks (results go to docs/BENCHMARKS.md by hand)
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -timeout 60m ./...
 
@@ -24,7 +40,7 @@ bench:
 lint:
 	$(GO) vet ./...
 	@if $(GO) run $(STATICCHECK) -version >/dev/null 2>&1; then \
-		$(GO) run $(STATICCHECK) ./...; \
+		$(GO) run $(STATICCHECK) ./... && echo "lint: go vet and staticcheck found nothing"; \
 	else \
 		echo "lint: staticcheck unavailable (no module proxy?); ran go vet only"; \
 	fi
@@ -34,5 +50,6 @@ build:
 	mkdir -p bin
 	$(GO) build -o bin/ ./cmd/...
 
+## clean: remove bin/
 clean:
 	rm -rf bin

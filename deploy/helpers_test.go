@@ -41,7 +41,7 @@ var (
 	settingsMu    sync.Mutex
 	settingsCache = map[string]map[string]string{}
 	labelRE       = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="(?:[^"\\]|\\.)*"`)
-	helpLineRE    = regexp.MustCompile(`\[\$(NUDGE_[A-Z0-9_]+)\](?: \(default "((?:[^"\\]|\\.)*)"\))?`)
+	helpLineRE    = regexp.MustCompile(`  \$(NUDGE_[A-Z0-9_]+)(?: \(default ("(?:[^"\\]|\\.)*"|[^)\s]+)\))?\n`)
 )
 
 // settingsOf returns the NUDGE_* settings of a binary (env -> default), as
@@ -60,10 +60,11 @@ func settingsOf(t *testing.T, binary string) map[string]string {
 		t.Fatalf("%s -help: %v\n%s", binary, err, out)
 	}
 	s := map[string]string{}
-	// The flag package prints "  -name type\n    \thelp [$ENV] (default "x")".
+	// config prints "  -name type   $ENV (default "x")\n" (durations and
+	// numbers unquoted: (default 15s)), then the help on the next line.
 	for _, m := range helpLineRE.FindAllStringSubmatch(string(out), -1) {
 		def := m[2]
-		if u, err := strconv.Unquote(`"` + def + `"`); err == nil {
+		if u, err := strconv.Unquote(def); err == nil {
 			def = u
 		}
 		s[m[1]] = def

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nudge-dev/nudge/internal/stacktest"
 )
@@ -42,10 +43,16 @@ func TestRunPrintsWhereToLookAndStopsCleanly(t *testing.T) {
 		}
 	}
 	out := stdout.String()
-	for _, want := range []string{"console      http://127.0.0.1:", "log in with the admin key nk_", "/metrics", "/admin/stats",
+	for _, want := range []string{"console      http://127.0.0.1:", "admin key    nk_", "/metrics", "/admin/stats",
 		"DEMO TIME SCALE", "DEBOUNCE=5s", "embedded, in memory"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// Everything fits an 80-column terminal but the log file's path.
+	for _, l := range strings.Split(out, "\n") {
+		if w := utf8.RuneCountInString(l); w > 80 && !strings.HasPrefix(l, "  logs ") {
+			t.Errorf("line of %d columns: %q", w, l)
 		}
 	}
 

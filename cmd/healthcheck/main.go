@@ -18,8 +18,18 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 )
+
+// usage is the -help text.
+const usage = `healthcheck GETs one URL and exits 0 when it answers 2xx, 1 otherwise (the distroless image's HEALTHCHECK).
+
+Usage:
+  healthcheck [url]
+
+Without a url it checks http://127.0.0.1:<port>/healthz, the port taken from NUDGE_HTTP_ADDR (default :8080).
+`
 
 // timeout bounds the whole check, connection and body included.
 const timeout = 3 * time.Second
@@ -36,6 +46,10 @@ func main() {
 // run checks the URL in args (or the default one) and returns nil when it
 // answered 2xx.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) == 1 && slices.Contains([]string{"-h", "-help", "--help"}, args[0]) {
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
 	url, err := target(args, getenv)
 	if err != nil {
 		return err

@@ -64,3 +64,18 @@ func TestTargetDefault(t *testing.T) {
 		t.Fatalf("target: got %q, %v, want %q", got, err, want)
 	}
 }
+
+// TestHelp checks that -help prints what healthcheck is instead of
+// fetching "-help" as a URL.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	for _, arg := range []string{"-h", "-help", "--help"} {
+		var out strings.Builder
+		if err := run(t.Context(), []string{arg}, func(string) string { return "" }, &out); err != nil {
+			t.Fatalf("healthcheck %s: %v", arg, err)
+		}
+		if !strings.HasPrefix(out.String(), "healthcheck GETs one URL") || !strings.Contains(out.String(), "NUDGE_HTTP_ADDR") {
+			t.Errorf("healthcheck %s printed:\n%s", arg, out.String())
+		}
+	}
+}

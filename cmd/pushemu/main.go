@@ -22,6 +22,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
 		fmt.Fprintln(os.Stderr, "pushemu:", err)
 		os.Exit(1)
 	}
@@ -45,6 +48,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		keep      = fs.Int("keep", 64, "deliveries kept per token for inspection")
 		verbosity = fs.Bool("v", false, "log debug output")
 	)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `pushemu runs nudge's FCM and APNs emulators as a standalone server, writes sender credentials for them and prints the NUDGE_* variables that point the dispatcher at them.
+
+Usage:
+  pushemu [flags]
+
+Flags (-fcm-addr … -project also read PUSHEMU_<FLAG>, e.g. PUSHEMU_FCM_ADDR; a flag wins):
+`)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}

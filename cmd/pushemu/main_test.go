@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
+	"flag"
 	"io"
 	"strings"
 	"testing"
@@ -41,5 +43,22 @@ func TestRunPrintsEnvAndServes(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not return after cancel")
+	}
+}
+
+// TestHelp checks that -help starts with a line saying what pushemu is and
+// ends as a request for help, not an error.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	var stderr strings.Builder
+	err := run(t.Context(), []string{"pushemu", "-help"}, func(string) string { return "" }, io.Discard, &stderr)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("run -help: got %v, want flag.ErrHelp", err)
+	}
+	if first, _, _ := strings.Cut(stderr.String(), "\n"); !strings.HasPrefix(first, "pushemu runs nudge's FCM and APNs emulators") {
+		t.Errorf("first line %q does not say what pushemu is", first)
+	}
+	if !strings.Contains(stderr.String(), "-latency duration") {
+		t.Errorf("help lacks -latency duration:\n%s", stderr.String())
 	}
 }

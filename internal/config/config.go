@@ -40,11 +40,13 @@ type Values struct {
 }
 
 // Parse reads settings from args (flags) and getenv, in that order of
-// precedence, falling back to each setting's default. Usage and flag errors
-// go to stderr. Remaining positional arguments are available from Args.
+// precedence, falling back to each setting's default. Usage (-help: a line
+// saying what the binary is, then every setting with its type, variable
+// and default) and flag errors go to stderr. Remaining positional arguments are available from Args.
 func Parse(name string, settings []Setting, args []string, getenv func(string) string, stderr io.Writer) (*Values, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, name, settings)
 	v := &Values{byFlag: make(map[string]string, len(settings)), settings: make(map[string]Setting, len(settings))}
 	ptrs := make(map[string]*string, len(settings))
 	for _, s := range settings {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mmcdole/gofeed"
 
@@ -81,13 +82,16 @@ func TestSummaryString(t *testing.T) {
 		want string
 	}{
 		{"nothing yet", Summary{Devices: 1000, Registered: 12, WakeRate: -1},
-			"devices 12/1,000 · articles 0 · pushes sent 0, deferred 0, coalesced 0 · wakes 0"},
+			"devices 12/1,000 · articles 0 · pushes sent 0 · deferred 0 · coalesced 0\nwakes 0 (—)"},
 		{"running", Summary{Devices: 1000, Registered: 1000, Articles: 7, Sent: 12345, Deferred: 56, Coalesced: 7,
 			Receipts: 11000, WakeRate: 11000.0 / 12345,
 			WakeP50: map[string]time.Duration{"ios": 2 * time.Second, "android": 500 * time.Millisecond}},
-			"devices 1,000/1,000 · articles 7 · pushes sent 12,345, deferred 56, coalesced 7 · wakes 11,000 (89.1 %) · wake p50 android 500 ms, ios 2.0 s"},
+			"devices 1,000/1,000 · articles 7 · pushes sent 12,345 · deferred 56\n" +
+				"coalesced 7 · wakes 11,000 (89.1 %) · wake p50 android 500 ms, ios 2.0 s"},
+		{"receipts not due yet", Summary{Devices: 10, Registered: 10, Sent: 10, Receipts: 1, WakeRate: -1},
+			"devices 10/10 · articles 0 · pushes sent 10 · deferred 0 · coalesced 0\nwakes 1 (—)"},
 		{"pruned and failed", Summary{Devices: 10, Registered: 10, Sent: 10, Pruned: 2, Failed: 1, Receipts: 5, WakeRate: 0.5},
-			"devices 10/10 · articles 0 · pushes sent 10, deferred 0, coalesced 0, pruned 2, failed 1 · wakes 5 (50.0 %)"},
+			"devices 10/10 · articles 0 · pushes sent 10 · deferred 0 · coalesced 0\npruned 2 · failed 1 · wakes 5 (50.0 %)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,6 +100,68 @@ func TestSummaryString(t *testing.T) {
 				t.Fatalf("String:\n got %q\nwant %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestSummaryFits80Columns renders summaries with every part present and
+// figures from zero to an hour of a million-device fleet, and checks that no
+// line is wider than 80 columns and that at most three lines are used.
+func TestSummaryFits80Columns(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int64{0, 7, 12_345, 1_000_000, 12_345_678} {
+		sum := Summary{Devices: int(min(n, 1_000_000)), Registered: min(n, 1_000_000), Articles: int(n),
+			Sent: n, Deferred: n, Coalesced: n, Pruned: n/100 + 1, Failed: n/1000 + 1, Receipts: n, WakeRate: 0.945,
+			WakeP50: map[string]time.Duration{"android": 1500 * time.Millisecond, "ios": 12 * time.Second}}
+		lines := sum.Lines(SummaryWidth)
+		if len(lines) > 3 {
+			t.Errorf("%d: %d lines, want at most 3:\n%s", n, len(lines), sum)
+		}
+		for _, l := range lines {
+			if w := utf8.RuneCountInString(l); w > SummaryWidth {
+				t.Errorf("%d: line of %d columns: %q", n, w, l)
+			}
+		}
+	}
+}
+
+func TestWakeRate(t *testing.T) {
+	t.Parallel()
+	grace := 3 * time.Second
+	tests := []struct {
+		name           string
+		sent, receipts int64
+		since          time.Duration
+		want           float64
+	}{
+		{"nothing sent", 0, 0, time.Hour, -1},
+		{"first push just seen", 100, 3, time.Second, -1},
+		{"receipts due", 100, 90, grace, 0.9},
+		{"more receipts than sends in the window", 10, 12, time.Minute, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := wakeRate(tt.sent, tt.receipts, tt.since, grace); got != tt.want {
+				t.Fatalf("wakeRate(%d, %d, %s): got %v, want %v", tt.sent, tt.receipts, tt.since, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRedraw checks the terminal sequence that replaces the summary in
+// place when its number of lines changes.
+func TestRedraw(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	shown := redraw(&b, 0, []string{"a"})
+	shown = redraw(&b, shown, []string{"b", "c"})
+	shown = redraw(&b, shown, []string{"d"})
+	if shown != 1 {
+		t.Fatalf("shown: got %d, want 1", shown)
+	}
+	want := "\r\x1b[Ja" + "\r\x1b[Jb\nc" + "\x1b[1A\r\x1b[Jd"
+	if b.String() != want {
+		t.Fatalf("redraw wrote %q, want %q", b.String(), want)
 	}
 }
 

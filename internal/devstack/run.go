@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nudge-dev/nudge/internal/config"
 )
@@ -23,7 +24,7 @@ import (
 // variables (throttle policy, log level …) pass through to them.
 func Settings() []config.Setting {
 	return slices.Concat(config.RedisSettings(), config.LogSettings(), []config.Setting{
-		{Flag: "api-addr", Env: "NUDGE_DEVSTACK_API_ADDR", Default: ":8080", Help: "listen address of the api and the console"},
+		{Flag: "api-addr", Env: "NUDGE_DEVSTACK_API_ADDR", Default: "127.0.0.1:8080", Help: "listen address of the api and the console (:8080 for every interface)"},
 		{Flag: "dispatcher-addr", Env: "NUDGE_DEVSTACK_DISPATCHER_ADDR", Default: "127.0.0.1:9090", Help: "listen address of the dispatcher's /metrics and probes"},
 		{Flag: "newsroom-addr", Env: "NUDGE_DEVSTACK_NEWSROOM_ADDR", Default: "127.0.0.1:8090", Help: "listen address of the sample news room's feeds"},
 		{Flag: "pushemu-addr", Env: "NUDGE_DEVSTACK_PUSHEMU_ADDR", Default: "127.0.0.1:8091", Help: "listen address of the push emulators' control API"},
@@ -66,7 +67,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer logFile.Close()
 
-	fmt.Fprintf(stdout, "nudge devstack: starting Redis, push emulators, api, dispatcher, news room and %d simulated devices…\n", cfg.Devices)
+	fmt.Fprintf(stdout, "nudge devstack: starting Redis, push emulators, api, dispatcher, news room\nand %s simulated devices…\n", group(int64(cfg.Devices)))
 	s, err := New(cfg, getenv, logFile)
 	if err != nil {
 		return err
@@ -78,6 +79,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	printBanner(stdout, s, cfg, logPath, getenv)
 
 	tty := isTerminal(stdout)
+	shown := 0 // summary lines on the terminal
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -98,19 +100,33 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		case <-t.C:
 		}
 		sum, err := s.Summary(ctx)
-		line := sum.String()
+		lines := sum.Lines(SummaryWidth)
 		if err != nil {
 			if ctx.Err() != nil {
 				continue
 			}
-			line = "summary unavailable: " + err.Error()
+			lines = []string{"summary unavailable: " + err.Error()}
 		}
 		if tty {
-			fmt.Fprintf(stdout, "\r\x1b[K%s", line)
+			shown = redraw(stdout, shown, lines)
 		} else {
-			fmt.Fprintln(stdout, line)
+			fmt.Fprintln(stdout, strings.Join(lines, "\n"))
 		}
 	}
+}
+
+// redraw replaces the shown lines of the previous summary at the bottom of
+// a terminal with lines, leaving the cursor at the end of the last one, and
+// returns how many lines are now shown.
+func redraw(w io.Writer, shown int, lines []string) int {
+	var b strings.Builder
+	if shown > 1 {
+		fmt.Fprintf(&b, "\x1b[%dA", shown-1) // up to the first line shown
+	}
+	b.WriteString("\r\x1b[J") // erase from there to the end of the screen
+	b.WriteString(strings.Join(lines, "\n"))
+	io.WriteString(w, b.String())
+	return len(lines)
 }
 
 // runConfig maps the parsed settings to the stack's Config and the summary
@@ -162,11 +178,12 @@ func runConfig(v *config.Values) (Config, time.Duration, error) {
 	return cfg, every, errors.Join(errs...)
 }
 
-// printBanner prints where to look.
+// printBanner prints where to look, in lines of at most 80 columns (the
+// admin key and long paths aside).
 func printBanner(w io.Writer, s *Stack, cfg Config, logPath string, getenv func(string) string) {
-	redisLine := s.RedisURL()
+	redisNote := ""
 	if s.Embedded() {
-		redisLine += " (embedded, in memory: state is lost on exit; set NUDGE_REDIS_URL to use a real Redis)"
+		redisNote = "\n               (embedded, in memory, lost on exit; NUDGE_REDIS_URL for yours)"
 	}
 	var policy []string
 	for _, k := range slices.Sorted(maps.Keys(DemoPolicy)) {
@@ -177,22 +194,42 @@ func printBanner(w io.Writer, s *Stack, cfg Config, logPath string, getenv func(
 		policy = append(policy, strings.TrimPrefix(k, "NUDGE_")+"="+val)
 	}
 	fmt.Fprintf(w, `
-  console      %s
-               log in with the admin key %s
-  api          %s   (metrics: %s/metrics)
+  console      %s   (log in with the admin key)
+  admin key    %s
+  api          %s   (metrics: /metrics)
   dispatcher   %s/metrics
   emulators    %s/admin/stats   (FCM and APNs deliveries)
-  news room    %s/feeds/headlines.xml   (a new article every %s, then a ping to nudge)
-  redis        %s
+  news room    %s/feeds/headlines.xml
+               (a new article every %s, then a ping to nudge)
+  redis        %s%s
   logs         %s
 
-  DEMO TIME SCALE: the throttle policy is shortened so that pushes, deferrals and
-  coalescing all show within a minute (%s).
+  DEMO TIME SCALE: the throttle policy is shortened so that pushes, deferrals
+  and coalescing all show within a minute:
+%s
   Production defaults are minutes to an hour; see docs/operations.md.
 
-  Summary of nudge's own figures for the last hour, every few seconds (Ctrl-C stops everything):
-`, s.ConsoleURL(), s.AdminKey(), s.APIURL(), s.APIURL(), s.DispatcherURL(), s.EmulatorURL(),
-		s.NewsroomURL(), cfg.ArticleInterval, redisLine, logPath, strings.Join(policy, " "))
+  nudge's own figures for the last hour, every few seconds (Ctrl-C stops):
+`, s.ConsoleURL(), s.AdminKey(), s.APIURL(), s.DispatcherURL(), s.EmulatorURL(),
+		s.NewsroomURL(), cfg.ArticleInterval, s.RedisURL(), redisNote, logPath, wrapWords(policy, "    ", SummaryWidth))
+}
+
+// wrapWords joins words with spaces into lines of at most width columns,
+// each starting with indent.
+func wrapWords(words []string, indent string, width int) string {
+	var lines []string
+	line := indent
+	for _, word := range words {
+		if line != indent && utf8.RuneCountInString(line+" "+word) > width {
+			lines = append(lines, line)
+			line = indent
+		}
+		if line != indent {
+			line += " "
+		}
+		line += word
+	}
+	return strings.Join(append(lines, line), "\n")
 }
 
 // isTerminal reports whether w is a character device, where the summary

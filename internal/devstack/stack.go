@@ -18,11 +18,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -128,6 +131,8 @@ type Stack struct {
 
 	stopOnce sync.Once
 	started  atomic.Bool
+
+	firstSent atomic.Int64 // unix nanos when Summary first saw a push sent
 }
 
 // New prepares a stack. getenv is the environment the api and the
@@ -173,13 +178,14 @@ func (s *Stack) Start(ctx context.Context) (err error) {
 	}
 
 	if err := s.startRedis(ctx); err != nil {
-		return err
+		return inUse(err, "embedded Redis", s.cfg.EmbeddedRedisAddr, "NUDGE_EMBEDDED_REDIS_ADDR (-embedded-redis-addr)")
 	}
 	if s.emu, err = pushemu.New(pushemu.Config{ControlAddr: s.cfg.EmulatorAddr, Seed: s.cfg.Seed}); err != nil {
 		return fmt.Errorf("devstack: build push emulators: %w", err)
 	}
 	if err := s.emu.Start(ctx); err != nil {
-		return fmt.Errorf("devstack: start push emulators (NUDGE_DEVSTACK_PUSHEMU_ADDR): %w", err)
+		return inUse(fmt.Errorf("devstack: start push emulators (NUDGE_DEVSTACK_PUSHEMU_ADDR): %w", err),
+			"push emulators' control API", s.cfg.EmulatorAddr, "NUDGE_DEVSTACK_PUSHEMU_ADDR (-pushemu-addr)")
 	}
 	creds, err := s.emu.WriteCredentials(s.dir)
 	if err != nil {
@@ -200,7 +206,7 @@ func (s *Stack) Start(ctx context.Context) (err error) {
 	// The news room serves before the api seeds the catalogue with its
 	// URLs; it publishes its first article one interval later.
 	if err := s.newsroom.Start(runCtx); err != nil {
-		return err
+		return inUse(err, "news room", s.cfg.NewsroomAddr, "NUDGE_DEVSTACK_NEWSROOM_ADDR (-newsroom-addr)")
 	}
 	feedsFile, err := s.writeFeedsFile()
 	if err != nil {
@@ -235,12 +241,12 @@ func (s *Stack) Start(ctx context.Context) (err error) {
 	}
 	apiAddr, err := s.runProcess(ctx, runCtx, "api", config.ReadyAPI, httpapi.Run, env(s.cfg.APIAddr))
 	if err != nil {
-		return err
+		return inUse(err, "api", s.cfg.APIAddr, "NUDGE_DEVSTACK_API_ADDR (-api-addr)")
 	}
 	s.apiURL = "http://" + loopbackAddr(apiAddr)
 	dispAddr, err := s.runProcess(ctx, runCtx, "dispatcher", config.ReadyDispatcher, dispatcher.Run, env(s.cfg.DispatcherAddr))
 	if err != nil {
-		return err
+		return inUse(err, "dispatcher", s.cfg.DispatcherAddr, "NUDGE_DEVSTACK_DISPATCHER_ADDR (-dispatcher-addr)")
 	}
 	s.dispURL = "http://" + loopbackAddr(dispAddr)
 	if err := newClient(s.apiURL, 1).healthy(ctx); err != nil {
@@ -420,6 +426,44 @@ func (p *apiPinger) Poll(ctx context.Context, feed string) error {
 		return nil // the api is not up yet; its first poll sees the article
 	}
 	return c.poll(ctx, p.key, feed)
+}
+
+// AddrInUseError is a listen address of the devstack that another program
+// already uses. Its message names the setting that moves that part.
+type AddrInUseError struct {
+	Part    string // "api", "dispatcher", "news room" …
+	Addr    string // the address asked for
+	Setting string // e.g. "NUDGE_DEVSTACK_API_ADDR (-api-addr)"
+	Err     error
+}
+
+func (e *AddrInUseError) Error() string {
+	env, _, _ := strings.Cut(e.Setting, " ")
+	return fmt.Sprintf("the %s cannot listen on %s, which another program is using (is a devstack already running?): stop it, or set %s to a free address, e.g. %s=%s make run",
+		e.Part, e.Addr, e.Setting, env, nextPort(e.Addr))
+}
+
+func (e *AddrInUseError) Unwrap() error { return e.Err }
+
+// inUse turns err into an *AddrInUseError when it is a listen on addr
+// that failed because the address is in use, and returns it as is
+// otherwise.
+func inUse(err error, part, addr, setting string) error {
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return err
+	}
+	return &AddrInUseError{Part: part, Addr: addr, Setting: setting, Err: err}
+}
+
+// nextPort is addr with the next port number, as a suggestion: ":8080" →
+// ":8081".
+func nextPort(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	n, err2 := strconv.Atoi(port)
+	if err != nil || err2 != nil || n <= 0 || n >= 65535 {
+		return "127.0.0.1:0"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(n+1))
 }
 
 // loopbackAddr turns a wildcard listen address such as "[::]:8080" into

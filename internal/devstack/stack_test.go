@@ -3,7 +3,10 @@ package devstack_test
 import (
 	"cmp"
 	"context"
+	"errors"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,22 +54,28 @@ func tail(s string, lines int) string {
 }
 
 // waitSummary polls the stack's summary until ok holds or the deadline
-// passes, and returns the last summary.
+// passes, and returns the last summary. A summary that cannot be read (a
+// Redis read timeout on a loaded machine) is tried again until the
+// deadline.
 func waitSummary(t *testing.T, s *devstack.Stack, what string, timeout time.Duration, ok func(devstack.Summary) bool) devstack.Summary {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	var last devstack.Summary
+	var (
+		last    devstack.Summary
+		lastErr error
+	)
 	for {
 		sum, err := s.Summary(t.Context())
-		if err != nil {
-			t.Fatalf("summary: %v", err)
-		}
-		last = sum
-		if ok(sum) {
-			return sum
+		if err == nil {
+			last, lastErr = sum, nil
+			if ok(sum) {
+				return sum
+			}
+		} else {
+			lastErr = err
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not reached within %v; last summary: %s; fleet: %+v", what, timeout, last, s.Fleet().Stats())
+			t.Fatalf("%s not reached within %v; last summary: %s (error: %v); fleet: %+v", what, timeout, last, lastErr, s.Fleet().Stats())
 		}
 		select {
 		case <-s.Failed():
@@ -83,8 +92,8 @@ func TestStackWakesTheFleet(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, devstack.Config{Seed: 7})
 
-	sum := waitSummary(t, s, "pushes sent and receipts back", 60*time.Second, func(m devstack.Summary) bool {
-		return m.Sent > 0 && m.Receipts > 0
+	sum := waitSummary(t, s, "pushes sent, receipts back and a wake rate", 60*time.Second, func(m devstack.Summary) bool {
+		return m.Sent > 0 && m.Receipts > 0 && m.WakeRate >= 0
 	})
 	t.Logf("summary: %s", sum)
 
@@ -124,7 +133,7 @@ func TestStackWakeRateBelowOne(t *testing.T) {
 	s := startStack(t, devstack.Config{Devices: 100, Seed: 3, MissRate: 0.5})
 	sum := waitSummary(t, s, "a wake rate below 1 over 20+ pushes", 60*time.Second, func(m devstack.Summary) bool {
 		fs := s.Fleet().Stats()
-		return m.Sent >= 20 && fs.Missed > 0 && m.Receipts > 0
+		return m.Sent >= 20 && fs.Missed > 0 && m.Receipts > 0 && m.WakeRate >= 0
 	})
 	fs := s.Fleet().Stats()
 	if fs.Missed == 0 {
@@ -173,5 +182,53 @@ func TestNewRejectsShortPollInterval(t *testing.T) {
 	_, err := devstack.New(devstack.Config{FeedPollInterval: time.Second}, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "NUDGE_DEVSTACK_FEED_POLL_INTERVAL") {
 		t.Fatalf("error: got %v, want one naming NUDGE_DEVSTACK_FEED_POLL_INTERVAL", err)
+	}
+}
+
+// TestStartNamesTheBusyAddress holds each listen address of the devstack
+// with another listener (the fault) and checks that Start fails with an
+// error naming the setting that moves that part, and stops what it had
+// started.
+func TestStartNamesTheBusyAddress(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		part, setting string
+		set           func(*devstack.Config, string)
+	}{
+		{"api", "NUDGE_DEVSTACK_API_ADDR", func(c *devstack.Config, a string) { c.APIAddr = a }},
+		{"dispatcher", "NUDGE_DEVSTACK_DISPATCHER_ADDR", func(c *devstack.Config, a string) { c.DispatcherAddr = a }},
+		{"news room", "NUDGE_DEVSTACK_NEWSROOM_ADDR", func(c *devstack.Config, a string) { c.NewsroomAddr = a }},
+		{"push emulators' control API", "NUDGE_DEVSTACK_PUSHEMU_ADDR", func(c *devstack.Config, a string) { c.EmulatorAddr = a }},
+		{"embedded Redis", "NUDGE_EMBEDDED_REDIS_ADDR", func(c *devstack.Config, a string) { c.EmbeddedRedisAddr = a }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.setting, func(t *testing.T) {
+			t.Parallel()
+			busy, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer busy.Close()
+			cfg := devstack.Config{Devices: 5}
+			tt.set(&cfg, busy.Addr().String())
+			s, err := devstack.New(cfg, nil, nil)
+			if err != nil {
+				t.Fatalf("new: %v", err)
+			}
+			defer s.Stop()
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+			err = s.Start(ctx)
+			inUse, ok := errors.AsType[*devstack.AddrInUseError](err)
+			if !ok {
+				t.Fatalf("Start with %s busy: got %v, want an *AddrInUseError", busy.Addr(), err)
+			}
+			if inUse.Part != tt.part || inUse.Addr != busy.Addr().String() || !errors.Is(err, syscall.EADDRINUSE) {
+				t.Errorf("error %+v: want part %q, addr %s, wrapping EADDRINUSE", inUse, tt.part, busy.Addr())
+			}
+			if msg := err.Error(); !strings.Contains(msg, "set "+tt.setting+" (-") || !strings.Contains(msg, tt.setting+"=127.0.0.1:") {
+				t.Errorf("message does not say to set %s: %s", tt.setting, msg)
+			}
+		})
 	}
 }

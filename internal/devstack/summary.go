@@ -2,11 +2,12 @@ package devstack
 
 import (
 	"context"
-	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // SummaryWindow is the window of nudge's stats that the summary line
@@ -28,8 +29,9 @@ type Summary struct {
 	Pruned    int64
 	Failed    int64
 	Receipts  int64 // wakes: receipts the apps posted
-	// WakeRate is receipts per push sent over all platforms, -1 when
-	// nothing was sent yet.
+	// WakeRate is receipts per push sent over all platforms, -1 before
+	// receipts can have come back (nothing sent yet, or the first push
+	// seen less than the fleet's longest wake delay ago).
 	WakeRate float64
 	// WakeP50 is each platform's median wake latency (an upper bound from
 	// nudge's histogram buckets), for platforms with receipts.
@@ -56,41 +58,80 @@ func (s *Stack) Summary(ctx context.Context) (Summary, error) {
 			out.WakeP50[name] = time.Duration(*p.WakeLatencyP50) * time.Millisecond
 		}
 	}
+	var sinceFirst time.Duration
 	if out.Sent > 0 {
-		out.WakeRate = min(float64(out.Receipts)/float64(out.Sent), 1)
+		now := time.Now()
+		s.firstSent.CompareAndSwap(0, now.UnixNano())
+		sinceFirst = now.Sub(time.Unix(0, s.firstSent.Load()))
 	}
+	// A receipt comes back at most the fleet's longest wake delay after
+	// its push, plus a fetch and a post.
+	out.WakeRate = wakeRate(out.Sent, out.Receipts, sinceFirst, s.fleet.cfg.WakeDelayMax+time.Second)
 	return out, nil
 }
 
-// String renders the summary as one line.
-func (m Summary) String() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "devices %s/%s · articles %s · pushes sent %s, deferred %s, coalesced %s",
-		group(m.Registered), group(int64(m.Devices)), group(int64(m.Articles)),
-		group(m.Sent), group(m.Deferred), group(m.Coalesced))
+// wakeRate is receipts per push sent, at most 1, or -1 while it would
+// mislead: before any push, and until grace has passed since the first
+// one was seen, when receipts cannot yet have come back for most pushes.
+func wakeRate(sent, receipts int64, sinceFirstSend, grace time.Duration) float64 {
+	if sent == 0 || sinceFirstSend < grace {
+		return -1
+	}
+	return min(float64(receipts)/float64(sent), 1)
+}
+
+// SummaryWidth is the width the devstack's summary fits: a standard
+// 80-column terminal.
+const SummaryWidth = 80
+
+// String renders the summary as the lines of Lines(SummaryWidth).
+func (m Summary) String() string { return strings.Join(m.Lines(SummaryWidth), "\n") }
+
+// Lines renders the summary as lines of at most width columns (a part
+// wider than width alone on its line), its parts separated by " · ":
+//
+//	devices 1,000/1,000 · articles 13 · pushes sent 2,463 · deferred 3,211
+//	coalesced 4,399 · wakes 2,327 (94.5 %) · wake p50 android 2.0 s, ios 2.0 s
+//
+// The wake rate shows as "—" until it means something (see WakeRate).
+func (m Summary) Lines(width int) []string {
+	parts := []string{
+		"devices " + group(m.Registered) + "/" + group(int64(m.Devices)),
+		"articles " + group(int64(m.Articles)),
+		"pushes sent " + group(m.Sent),
+		"deferred " + group(m.Deferred),
+		"coalesced " + group(m.Coalesced),
+	}
 	if m.Pruned > 0 || m.Failed > 0 {
-		fmt.Fprintf(&b, ", pruned %s, failed %s", group(m.Pruned), group(m.Failed))
+		parts = append(parts, "pruned "+group(m.Pruned), "failed "+group(m.Failed))
 	}
-	fmt.Fprintf(&b, " · wakes %s", group(m.Receipts))
+	rate := "—"
 	if m.WakeRate >= 0 {
-		fmt.Fprintf(&b, " (%.1f %%)", 100*m.WakeRate)
+		rate = strconv.FormatFloat(100*m.WakeRate, 'f', 1, 64) + " %"
 	}
+	parts = append(parts, "wakes "+group(m.Receipts)+" ("+rate+")")
 	if len(m.WakeP50) > 0 {
-		b.WriteString(" · wake p50")
-		names := make([]string, 0, len(m.WakeP50))
-		for n := range m.WakeP50 {
-			names = append(names, n)
+		var p50 []string
+		for _, n := range slices.Sorted(maps.Keys(m.WakeP50)) {
+			p50 = append(p50, n+" "+humanDuration(m.WakeP50[n]))
 		}
-		slices.Sort(names)
-		for i, n := range names {
-			sep := ","
-			if i == 0 {
-				sep = ""
-			}
-			fmt.Fprintf(&b, "%s %s %s", sep, n, humanDuration(m.WakeP50[n]))
+		parts = append(parts, "wake p50 "+strings.Join(p50, ", "))
+	}
+	const sep = " · "
+	var lines []string
+	line := ""
+	for _, p := range parts {
+		switch {
+		case line == "":
+			line = p
+		case utf8.RuneCountInString(line+sep+p) <= width:
+			line += sep + p
+		default:
+			lines = append(lines, line)
+			line = p
 		}
 	}
-	return b.String()
+	return append(lines, line)
 }
 
 // group formats n with thousands separators: 12345 → "12,345".

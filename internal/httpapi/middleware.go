@@ -96,12 +96,40 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
+// slowRequest is the duration from which a request's access log line is
+// logged at INFO rather than DEBUG.
+const slowRequest = time.Second
+
+// accessLevel is the level of a request's access log line: WARN for a
+// server error (5xx), INFO for a slow request (slowRequest or longer),
+// DEBUG for the rest, so that at the default level (info) the log holds
+// what needs a look, not one line per request (NUDGE_LOG_LEVEL=debug shows
+// them all).
+func accessLevel(status int, d time.Duration) slog.Level {
+	switch {
+	case status >= 500:
+		return slog.LevelWarn
+	case d >= slowRequest:
+		return slog.LevelInfo
+	default:
+		return slog.LevelDebug
+	}
+}
+
+// now is the server's clock: Config.Now, else time.Now.
+func (s *Server) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now()
+	}
+	return time.Now()
+}
+
 // observe is the outermost middleware: it gives the request an id and a
-// logger carrying it, recovers panics, writes the access log line and
-// records metrics by route pattern.
+// logger carrying it, recovers panics, writes the access log line (see
+// accessLevel) and records metrics by route pattern.
 func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
+		start := s.now()
 		id := r.Header.Get("X-Request-Id")
 		if !requestIDRE.MatchString(id) {
 			var b [8]byte
@@ -132,11 +160,11 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			if status == 0 {
 				status = http.StatusOK
 			}
-			d := time.Since(start)
+			d := s.now().Sub(start)
 			s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
 			s.metrics.latency.WithLabelValues(route, r.Method).Observe(d.Seconds())
 			if route != "/healthz" && route != "/metrics" {
-				log.InfoContext(r.Context(), "http request", "method", r.Method, "route", route, "path", r.URL.Path,
+				log.Log(r.Context(), accessLevel(status, d), "http request", "method", r.Method, "route", route, "path", r.URL.Path,
 					"status", status, "bytes", sw.bytes, "duration_ms", float64(d.Microseconds())/1000)
 			}
 		}()
