@@ -1,12 +1,15 @@
 package push
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -70,7 +73,7 @@ func newFCMSender(ctx context.Context, cfg Config, tlsCfg *tls.Config) (*fcmSend
 	if err != nil {
 		return nil, fmt.Errorf("fcm credentials from NUDGE_FCM_CREDENTIALS_FILE: %w", err)
 	}
-	opts := []option.ClientOption{option.WithHTTPClient(&http.Client{Transport: rt}), option.WithTelemetryDisabled()}
+	opts := []option.ClientOption{option.WithHTTPClient(&http.Client{Transport: &fcmTransport{base: rt}}), option.WithTelemetryDisabled()}
 	if cfg.FCMEndpoint != "" {
 		opts = append(opts, option.WithEndpoint(cfg.FCMEndpoint))
 	}
@@ -162,3 +165,56 @@ func (f *fcmSender) sendBatch(ctx context.Context, s *Sender, msgs []Message, ba
 }
 
 func (f *fcmSender) close() { f.base.CloseIdleConnections() }
+
+// The Firebase SDK retries a 503 and any transport error by itself, up to
+// four times, sleeping for the Retry-After (or its own backoff) inside the
+// caller's send deadline; it cannot be configured off. A 30 s Retry-After
+// then ends as a bare timeout and the provider's wait is lost. fcmTransport
+// keeps every answer out of the SDK's retry:
+//
+//   - a 503 gets Retry-After set past the SDK's 2-minute retry cap (which
+//     makes it give up at once); the provider's own value, possibly empty,
+//     travels in headerRetryAfter, which classifyFCM reads instead;
+//   - a transport error becomes a synthetic 503 UNAVAILABLE answer marked
+//     with headerTransportError, which classifyFCM turns back into a
+//     transport Retry.
+//
+// The retry then happens in the queue, after the provider's own wait.
+type fcmTransport struct {
+	base http.RoundTripper
+}
+
+const (
+	headerRetryAfter     = "X-Nudge-Retry-After"
+	headerTransportError = "X-Nudge-Transport-Error"
+	// sdkNoRetry is a Retry-After beyond the SDK's 2-minute MaxDelay.
+	sdkNoRetry = "86400"
+)
+
+// RoundTrip implements http.RoundTripper.
+func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		if req.Context().Err() != nil {
+			return nil, err // the SDK stops at once on a done context
+		}
+		body, _ := json.Marshal(map[string]any{"error": map[string]any{
+			"code": http.StatusServiceUnavailable, "status": "UNAVAILABLE", "message": "transport: " + err.Error(),
+		}})
+		h := http.Header{}
+		h.Set("Content-Type", "application/json")
+		h.Set("Retry-After", sdkNoRetry)
+		h.Set(headerTransportError, strconv.Quote(err.Error()))
+		return &http.Response{
+			Status: "503 Service Unavailable", StatusCode: http.StatusServiceUnavailable,
+			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: h, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+			Request: req,
+		}, nil
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		resp.Header.Set(headerRetryAfter, resp.Header.Get("Retry-After"))
+		resp.Header.Set("Retry-After", sdkNoRetry)
+	}
+	return resp, nil
+}
