@@ -1,21 +1,42 @@
 // Package delivery is the push worker: it turns push jobs from the queue
 // into provider sends and acts on each result.
 //
-// For a batch of jobs it decodes the throttle's push payloads, looks up each
-// device's current token (so a token rotated after planning is honoured),
-// composes the silent push, sends the batch through the push sender, and
-// then, per result:
+// For a batch of jobs it decodes the throttle's push payloads, re-reads
+// each device at send time, composes the silent push, sends the batch
+// through the push sender, and then, per result:
 //
-//	delivered       done record at once, then counted as sent
-//	prune token     the device is deleted if it still has that token
+//	delivered       done record as the answer arrives, then counted as sent
+//	prune token     the device is deleted if it still has that token and
+//	                was not updated after the provider's timestamp; its
+//	                throttle state goes with it
 //	retry           retried after the provider's Retry-After or the backoff
 //	back off device retried after the device's backoff
-//	pause provider  every worker stops sending to that provider for a while
+//	pause provider  every worker stops sending to that pause scope for a
+//	                while: an APNs environment and credential, or an FCM
+//	                project (push.Sender.PauseScope)
 //	permanent       dead-lettered and counted as failed
 //
-// A job whose device is gone is dropped and counted as pruned. A job that
-// has used its delivery budget is dead-lettered and counted as failed, so
-// every planned push ends in exactly one of sent, pruned or failed.
+// # Send-time checks
+//
+// Opt-out and deletion win over the plan: a job whose device is gone or
+// whose user turned background sync off is dropped and counted as
+// superseded. A job carries no token: the token is read at send time, so
+// a device that re-registered with a new token gets the push at its new
+// token; if the provider calls the old one dead after the device moved
+// on, the device is kept and the push counts as superseded.
+//
+// # Outcomes
+//
+// Every planned push ends in exactly one of sent, pruned, failed or
+// superseded (fanout.Outcome), recorded in its events' progress. A job that
+// has used its delivery budget is dead-lettered and counted as failed.
+//
+// # Crash window
+//
+// Done records are written as provider answers arrive (APNs per push, FCM
+// per SendEach call), grouped only while a previous record is in flight,
+// not once per batch. A crash therefore re-sends only the pushes whose
+// answer was not yet recorded.
 package delivery
 
 import (
@@ -44,13 +65,23 @@ import (
 
 // Sender sends a batch of pushes; *push.Sender is one.
 type Sender interface {
-	Send(ctx context.Context, msgs []push.Message) []push.Result
+	// SendEach sends msgs and calls each with every message's result as it
+	// arrives (concurrently); it returns all results in order.
+	SendEach(ctx context.Context, msgs []push.Message, each func(i int, r push.Result)) []push.Result
+	// PauseScope names the pause a PauseProvider answer to m sets.
+	PauseScope(m *push.Message) string
 }
 
 // Pruner deletes a device whose token the provider reported dead, unless
-// the device has rotated to another token since.
+// the device has rotated to another token since or, when at is not zero,
+// was updated at or after at (the provider's "unregistered at").
 type Pruner interface {
-	DeleteIfToken(ctx context.Context, id uint64, token string) (bool, error)
+	DeleteIfTokenBefore(ctx context.Context, id uint64, token string, at time.Time) (bool, error)
+}
+
+// Forgetter drops a device's throttle state; *throttle.Throttle is one.
+type Forgetter interface {
+	Forget(ctx context.Context, id uint64) error
 }
 
 // Events reads events and counts push outcomes for them; *fanout.Planner is
@@ -89,6 +120,7 @@ type Handler struct {
 	rdb    redis.UniversalClient
 	sender Sender
 	pruner Pruner
+	forget Forgetter
 	events Events
 	stats  *stats.Recorder
 	log    *slog.Logger
@@ -107,7 +139,9 @@ type Deps struct {
 	Sender Sender
 	Pruner Pruner
 	Events Events
-	Stats  *stats.Recorder
+	// Throttle forgets the throttle state of pruned devices.
+	Throttle Forgetter
+	Stats    *stats.Recorder
 	Logger *slog.Logger
 	Clock  func() time.Time // default time.Now
 	Reg    prometheus.Registerer
@@ -119,11 +153,11 @@ func New(cfg Config, d Deps) (*Handler, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if d.Redis == nil || d.Sender == nil || d.Pruner == nil || d.Events == nil || d.Stats == nil || d.Logger == nil {
-		return nil, errors.New("delivery: Redis, Sender, Pruner, Events, Stats and Logger are required")
+	if d.Redis == nil || d.Sender == nil || d.Pruner == nil || d.Events == nil || d.Throttle == nil || d.Stats == nil || d.Logger == nil {
+		return nil, errors.New("delivery: Redis, Sender, Pruner, Events, Throttle, Stats and Logger are required")
 	}
 	h := &Handler{
-		cfg: cfg, rdb: d.Redis, sender: d.Sender, pruner: d.Pruner, events: d.Events,
+		cfg: cfg, rdb: d.Redis, sender: d.Sender, pruner: d.Pruner, forget: d.Throttle, events: d.Events,
 		stats: d.Stats, log: d.Logger, now: d.Clock, alerts: map[string]*push.Alert{},
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_delivery_results_total",
@@ -131,7 +165,7 @@ func New(cfg Config, d Deps) (*Handler, error) {
 		}, []string{"provider", "action", "reason"}),
 		paused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_delivery_provider_pauses_total",
-			Help: "Times a provider was paused after a project-level error.",
+			Help: "Times a provider pause scope (APNs environment and credential, FCM project) was paused after a project-level error.",
 		}, []string{"provider"}),
 	}
 	if h.now == nil {
@@ -148,6 +182,7 @@ type item struct {
 	job    *jobs.Job
 	push   throttle.Push
 	msg    push.Message
+	scope  string // pause scope of msg
 	events []string
 }
 
@@ -166,13 +201,13 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 	if err := h.lookup(ctx, o, &items); err != nil {
 		return err // every job without an outcome is retried
 	}
-	pauses, err := h.pauses(ctx)
+	pauses, err := h.pauses(ctx, items)
 	if err != nil {
 		return err
 	}
 	var send []*item
 	for _, it := range items {
-		if until, ok := pauses[it.msg.Provider]; ok {
+		if until, ok := pauses[it.scope]; ok {
 			o.Retry(it.job, until)
 			continue
 		}
@@ -185,28 +220,59 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 	for i, it := range send {
 		msgs[i] = it.msg
 	}
-	results := h.sender.Send(ctx, msgs)
+	results := h.sendRecording(ctx, o, send, msgs)
 
 	// The pushes went out: what follows records that, and must happen even
 	// when the send used up the handler's deadline.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	// Done records first: from here on a crash must not send these again.
-	var done []*jobs.Job
-	for i, r := range results {
-		if r.Action == push.Delivered {
-			done = append(done, send[i].job)
-		}
-	}
-	if err := o.MarkDone(ctx, done...); err != nil {
-		h.log.ErrorContext(ctx, "record delivered pushes", "count", len(done), "err", err)
-	}
 	tally := newTally()
 	for i, r := range results {
 		h.act(ctx, o, send[i], r, tally)
 	}
 	h.flush(ctx, tally)
 	return nil
+}
+
+// sendRecording sends msgs and writes the done record of each delivered
+// push as its answer arrives. One goroutine writes the records; answers
+// that arrive while a write is in flight go into the next write, so a
+// record waits at most one round trip and a busy batch costs few.
+func (h *Handler) sendRecording(ctx context.Context, o *jobs.Outcomes, send []*item, msgs []push.Message) []push.Result {
+	delivered := make(chan *jobs.Job, len(send))
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for j := range delivered {
+			group := []*jobs.Job{j}
+		more:
+			for {
+				select {
+				case j, ok := <-delivered:
+					if !ok {
+						break more
+					}
+					group = append(group, j)
+				default:
+					break more
+				}
+			}
+			// A record must be written even when the send used up the
+			// handler's deadline: the push went out.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+			if err := o.MarkDone(rctx, group...); err != nil {
+				h.log.ErrorContext(rctx, "record delivered pushes", "count", len(group), "err", err)
+			}
+			cancel()
+		}
+	})
+	results := h.sender.SendEach(ctx, msgs, func(i int, r push.Result) {
+		if r.Action == push.Delivered {
+			delivered <- send[i].job // buffered for every message: never blocks
+		}
+	})
+	close(delivered)
+	wg.Wait()
+	return results
 }
 
 // recordTimeout bounds the bookkeeping after a send: done records, prunes,
@@ -219,7 +285,7 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 	pipe := h.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(*items))
 	for i, it := range *items {
-		cmds[i] = pipe.HMGet(ctx, keys.Device(it.push.Device), "tk", "pv", "pl", "en")
+		cmds[i] = pipe.HMGet(ctx, keys.Device(it.push.Device), "tk", "pv", "pl", "en", "bg")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("load devices of push jobs: %w", err)
@@ -229,9 +295,12 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 	for i, it := range *items {
 		v := cmds[i].Val()
 		tok, _ := v[0].(string)
-		if tok == "" {
-			o.Drop(it.job) // unregistered or pruned since planning
-			tally.add(it, "", fanout.OutcomePruned)
+		bg, _ := v[4].(string)
+		if tok == "" || bg == "0" {
+			// Deleted, pruned or opted out since planning: the user's
+			// latest word wins over the plan.
+			o.Drop(it.job)
+			tally.add(it, "", fanout.OutcomeSuperseded)
 			continue
 		}
 		pv, _ := v[1].(string)
@@ -254,6 +323,7 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 			Alert:       alert,
 			CollapseID:  it.push.CollapseID(),
 		}
+		it.scope = h.sender.PauseScope(&it.msg)
 		kept = append(kept, it)
 	}
 	*items = kept
@@ -324,13 +394,28 @@ func (h *Handler) act(ctx context.Context, o *jobs.Outcomes, it *item, r push.Re
 	case push.Delivered:
 		t.add(it, stats.Sent, fanout.OutcomeSent)
 	case push.PruneToken:
-		if _, err := h.pruner.DeleteIfToken(ctx, it.push.Device, it.msg.Token); err != nil {
+		deleted, err := h.pruner.DeleteIfTokenBefore(ctx, it.push.Device, it.msg.Token, r.UnregisteredAt)
+		if err != nil {
 			h.log.ErrorContext(ctx, "prune device", "device_id", it.push.Device, "err", err)
 			o.Retry(it.job, 0)
 			return
 		}
-		h.log.InfoContext(ctx, "pruned device", "device_id", it.push.Device, "token", redact.Token(it.msg.Token), "reason", r.Reason)
 		o.Drop(it.job)
+		if !deleted {
+			// The device moved to another token, or set this one again
+			// after the provider's timestamp: it stays, and this push is
+			// superseded by the device's newer registration.
+			h.log.InfoContext(ctx, "kept device re-registered after its token was reported dead", "device_id", it.push.Device,
+				"token", redact.Token(it.msg.Token), "reason", r.Reason, "unregistered_at", r.UnregisteredAt)
+			t.add(it, "", fanout.OutcomeSuperseded)
+			return
+		}
+		if err := h.forget.Forget(ctx, it.push.Device); err != nil {
+			// The throttle scripts also drop the state of a device without
+			// a hash when they next meet it.
+			h.log.WarnContext(ctx, "forget throttle state of pruned device", "device_id", it.push.Device, "err", err)
+		}
+		h.log.InfoContext(ctx, "pruned device", "device_id", it.push.Device, "token", redact.Token(it.msg.Token), "reason", r.Reason)
 		t.add(it, stats.Pruned, fanout.OutcomePruned)
 	case push.Retry, push.BackoffDevice, push.PauseProvider:
 		if last {
@@ -339,7 +424,7 @@ func (h *Handler) act(ctx context.Context, o *jobs.Outcomes, it *item, r push.Re
 			return
 		}
 		if r.Action == push.PauseProvider {
-			h.pause(ctx, it.msg.Provider, r.RetryAfter, r.Reason)
+			h.pause(ctx, it.msg.Provider, it.scope, r.RetryAfter, r.Reason)
 		}
 		o.Retry(it.job, r.RetryAfter) // 0: the worker's jittered backoff
 	default: // Permanent, and anything unknown
@@ -357,36 +442,45 @@ func reasonLabel(r string) string {
 	return r
 }
 
-// pause stops all workers sending to provider for d. The first pause wins
-// until it expires, so a burst of quota errors does not keep extending it.
-func (h *Handler) pause(ctx context.Context, p push.Provider, d time.Duration, reason string) {
+// pause stops all workers sending to a pause scope for d. The first pause
+// wins until it expires, so a burst of quota errors does not keep
+// extending it.
+func (h *Handler) pause(ctx context.Context, p push.Provider, scope string, d time.Duration, reason string) {
 	d = max(d, time.Minute) // a pause key must expire
-	ok, err := h.rdb.SetNX(ctx, keys.ProviderPause(string(p)), reason, d).Result()
+	ok, err := h.rdb.SetNX(ctx, keys.ProviderPause(scope), reason, d).Result()
 	if err != nil {
-		h.log.ErrorContext(ctx, "pause provider", "provider", p, "err", err)
+		h.log.ErrorContext(ctx, "pause provider", "provider", p, "scope", scope, "err", err)
 		return
 	}
 	if ok {
 		h.paused.WithLabelValues(string(p)).Inc()
-		h.log.WarnContext(ctx, "provider paused", "provider", p, "for", d, "reason", reason)
+		h.log.WarnContext(ctx, "provider paused", "provider", p, "scope", scope, "for", d, "reason", reason)
 	}
 }
 
-// pauses returns the remaining pause of each paused provider.
-func (h *Handler) pauses(ctx context.Context) (map[push.Provider]time.Duration, error) {
-	providers := []push.Provider{push.FCM, push.APNs}
+// pauses returns the remaining pause of each paused scope among items.
+func (h *Handler) pauses(ctx context.Context, items []*item) (map[string]time.Duration, error) {
+	var scopes []string
+	for _, it := range items {
+		if !slices.Contains(scopes, it.scope) {
+			scopes = append(scopes, it.scope)
+		}
+	}
+	if len(scopes) == 0 {
+		return nil, nil
+	}
 	pipe := h.rdb.Pipeline()
-	cmds := make([]*redis.DurationCmd, len(providers))
-	for i, p := range providers {
-		cmds[i] = pipe.PTTL(ctx, keys.ProviderPause(string(p)))
+	cmds := make([]*redis.DurationCmd, len(scopes))
+	for i, s := range scopes {
+		cmds[i] = pipe.PTTL(ctx, keys.ProviderPause(s))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read provider pauses: %w", err)
 	}
-	out := map[push.Provider]time.Duration{}
+	out := map[string]time.Duration{}
 	for i, c := range cmds {
 		if d := c.Val(); d > 0 {
-			out[providers[i]] = d
+			out[scopes[i]] = d
 		}
 	}
 	return out, nil

@@ -31,6 +31,7 @@ import (
 type bundle struct {
 	rdb     redis.UniversalClient
 	emu     *pushemu.Emulator
+	creds   pushemu.Credentials
 	reg     *devices.Registry
 	planner *fanout.Planner
 	stats   *stats.Recorder
@@ -75,7 +76,7 @@ func setup(t *testing.T) *bundle {
 	t.Cleanup(sender.Close)
 	st := stats.NewRecorder(rdb, nil, log, nil)
 	h, err := delivery.New(delivery.Config{}, delivery.Deps{
-		Redis: rdb, Sender: sender, Pruner: reg, Events: planner, Stats: st, Logger: log,
+		Redis: rdb, Sender: sender, Pruner: reg, Events: planner, Throttle: th, Stats: st, Logger: log,
 		Reg: prometheus.NewRegistry(),
 	})
 	if err != nil {
@@ -96,7 +97,7 @@ func setup(t *testing.T) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Stop)
-	return &bundle{rdb: rdb, emu: emu, reg: reg, planner: planner, stats: st}
+	return &bundle{rdb: rdb, emu: emu, creds: creds, reg: reg, planner: planner, stats: st}
 }
 
 func apnsToken(n int) string { return fmt.Sprintf("%064x", n+1) }
@@ -202,7 +203,8 @@ func TestPrunesUnregisteredTokenAfterOneSend(t *testing.T) {
 	b := setup(t)
 	gone := b.register(t, "apns", "ios", apnsToken(7), true)
 	kept := b.register(t, "fcm", "android", fcmToken(8), true)
-	b.emu.Unregister(pushemu.APNs, gone.Token, time.Now().Add(-time.Hour))
+	// APNs says the token died after the device last set it.
+	b.emu.Unregister(pushemu.APNs, gone.Token, time.Now().Add(2*time.Second))
 
 	id := b.breaking(t, nil)
 	p := b.waitProgress(t, id, func(p fanout.Progress) bool { return p.Sent+p.Pruned == 2 })
@@ -229,7 +231,7 @@ func TestProjectQuotaPausesProvider(t *testing.T) {
 	b.breaking(t, nil)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		ttl, err := b.rdb.PTTL(t.Context(), keys.ProviderPause("fcm")).Result()
+		ttl, err := b.rdb.PTTL(t.Context(), keys.ProviderPause("fcm:"+b.creds.FCMProjectID)).Result()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -200,7 +200,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Dispatcher, error) {
 		return fail(err)
 	}
 	h, err := delivery.New(delivery.Config{MaxDeliveries: cfg.PushWorker.MaxDeliveries}, delivery.Deps{
-		Redis: d.Redis, Sender: sender, Pruner: p.Devices, Events: p.Planner, Stats: p.Stats,
+		Redis: d.Redis, Sender: sender, Pruner: p.Devices, Events: p.Planner, Throttle: p.Throttle, Stats: p.Stats,
 		Logger: d.Logger, Clock: clock, Reg: d.Registerer,
 	})
 	if err != nil {

@@ -28,7 +28,8 @@ const fcmScope = "https://www.googleapis.com/auth/firebase.messaging"
 
 // fcmSender sends through one firebase messaging client.
 type fcmSender struct {
-	client *messaging.Client
+	project string
+	client  *messaging.Client
 	base   *http.Transport
 	sem    chan struct{}
 }
@@ -85,12 +86,12 @@ func newFCMSender(ctx context.Context, cfg Config, tlsCfg *tls.Config) (*fcmSend
 	if err != nil {
 		return nil, fmt.Errorf("firebase messaging client: %w", err)
 	}
-	return &fcmSender{client: client, base: base, sem: make(chan struct{}, cfg.FCMConcurrency)}, nil
+	return &fcmSender{project: project, client: client, base: base, sem: make(chan struct{}, cfg.FCMConcurrency)}, nil
 }
 
 // send composes the FCM messages of idx and sends them in SendEach
 // batches, at most cap(sem) at once.
-func (f *fcmSender) send(ctx context.Context, s *Sender, msgs []Message, idx []int, results []Result, now time.Time) {
+func (f *fcmSender) send(ctx context.Context, s *Sender, msgs []Message, idx []int, results []Result, now time.Time, done func(int)) {
 	batch := make([]*messaging.Message, 0, min(len(idx), fcmBatch))
 	pos := make([]int, 0, cap(batch))
 	var wg sync.WaitGroup
@@ -106,12 +107,13 @@ func (f *fcmSender) send(ctx context.Context, s *Sender, msgs []Message, idx []i
 		case <-ctx.Done():
 			for _, i := range p {
 				s.finish(ctx, &results[i], &msgs[i], classifyTransport(ctx.Err()), fmt.Errorf("fcm send: %w", ctx.Err()))
+				done(i)
 			}
 			return
 		}
 		wg.Go(func() {
 			defer func() { <-f.sem }()
-			f.sendBatch(ctx, s, msgs, b, p, results)
+			f.sendBatch(ctx, s, msgs, b, p, results, done)
 		})
 	}
 	for _, i := range idx {
@@ -124,6 +126,7 @@ func (f *fcmSender) send(ctx context.Context, s *Sender, msgs []Message, idx []i
 		fm, err := fcmMessage(m, &fl, ttl, now)
 		if err != nil {
 			s.refuse(&results[i], m, "InvalidMessage", fmt.Errorf("push %s: %w", m.ID, err))
+			done(i)
 			continue
 		}
 		batch = append(batch, fm)
@@ -136,7 +139,7 @@ func (f *fcmSender) send(ctx context.Context, s *Sender, msgs []Message, idx []i
 	wg.Wait()
 }
 
-func (f *fcmSender) sendBatch(ctx context.Context, s *Sender, msgs []Message, batch []*messaging.Message, pos []int, results []Result) {
+func (f *fcmSender) sendBatch(ctx context.Context, s *Sender, msgs []Message, batch []*messaging.Message, pos []int, results []Result, done func(int)) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
 	defer cancel()
 	start := time.Now()
@@ -149,6 +152,7 @@ func (f *fcmSender) sendBatch(ctx context.Context, s *Sender, msgs []Message, ba
 		o := classifyFCM(err, now)
 		for _, i := range pos {
 			s.finish(ctx, &results[i], &msgs[i], o, fmt.Errorf("fcm send each: %w", err))
+			done(i)
 		}
 		return
 	}
@@ -156,11 +160,13 @@ func (f *fcmSender) sendBatch(ctx context.Context, s *Sender, msgs []Message, ba
 		r := br.Responses[k]
 		if r.Success {
 			s.finish(ctx, &results[i], &msgs[i], outcome{action: Delivered, status: http.StatusOK}, nil)
+			done(i)
 			continue
 		}
 		// Classify first: messaging.Is* do not see through wrapping.
 		o := classifyFCM(r.Error, now)
 		s.finish(ctx, &results[i], &msgs[i], o, fmt.Errorf("fcm send to %s: %w", redact.Token(msgs[i].Token), r.Error))
+		done(i)
 	}
 }
 
