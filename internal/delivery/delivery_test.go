@@ -37,7 +37,7 @@ type bundle struct {
 	stats   *stats.Recorder
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t *testing.T, mod ...func(*push.Config)) *bundle {
 	t.Helper()
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -64,12 +64,16 @@ func setup(t *testing.T) *bundle {
 		t.Fatal(err)
 	}
 	emu, creds := pushemutest.Start(t, pushemu.Config{})
-	sender, err := push.New(ctx, push.Config{
+	pcfg := push.Config{
 		FCMCredentialsFile: creds.FCMCredentialsFile, FCMEndpoint: creds.FCMEndpoint, FCMProjectID: creds.FCMProjectID,
 		APNSKeyFile: creds.APNsKeyFile, APNSKeyID: creds.APNsKeyID, APNSTeamID: creds.APNsTeamID,
 		APNSTopic: creds.APNsTopic, APNSHost: creds.APNsHost, APNSSandboxHost: creds.APNsSandboxHost,
 		CAFile: creds.CAFile,
-	}, log, nil, nil)
+	}
+	for _, m := range mod {
+		m(&pcfg)
+	}
+	sender, err := push.New(ctx, pcfg, log, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,13 +124,19 @@ func (b *bundle) register(t *testing.T, provider, platform, token string, enable
 // breaking publishes and plans a breaking event on headlines.
 func (b *bundle) breaking(t *testing.T, alert *fanout.Alert) string {
 	t.Helper()
+	return b.breakingOn(t, "headlines", alert)
+}
+
+// breakingOn publishes and plans a breaking event on feed.
+func (b *bundle) breakingOn(t *testing.T, feed string, alert *fanout.Alert) string {
+	t.Helper()
 	ctx := t.Context()
 	id, err := b.planner.NewID(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := fanout.Event{ID: id, Feeds: []string{"headlines"}, Lane: throttle.LaneBreaking, Reason: "breaking",
-		Since: map[string]int64{"headlines": 41}, Alert: alert, CreatedAt: time.Now()}
+	ev := fanout.Event{ID: id, Feeds: []string{feed}, Lane: throttle.LaneBreaking, Reason: "breaking",
+		Since: map[string]int64{feed: 41}, Alert: alert, CreatedAt: time.Now()}
 	if _, err := b.planner.Publish(ctx, ev); err != nil {
 		t.Fatal(err)
 	}

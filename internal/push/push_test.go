@@ -498,3 +498,27 @@ func TestFCMTransportErrorNotRetriedBySDK(t *testing.T) {
 	want(t, "retry after", r.RetryAfter, time.Duration(0))
 	want(t, "connections", accepts.Load(), int64(1))
 }
+
+// TestSendEachReportsAnswersAsTheyArrive holds one APNs push in the
+// emulator (fault latency) and checks that the answer to another push of
+// the same call is reported while the slow one is still unanswered: the
+// caller can record each answer before the whole batch ends.
+func TestSendEachReportsAnswersAsTheyArrive(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	slow, fast := apnsToken(900), apnsToken(901)
+	b.emu.AddFault(pushemu.Fault{Provider: pushemu.APNs, Token: slow, Latency: 2 * time.Second})
+	var mu sync.Mutex
+	var order []string
+	res := b.sender.SendEach(t.Context(), []Message{msg("s", APNs, IOS, slow), msg("f", APNs, IOS, fast)}, func(i int, r Result) {
+		mu.Lock()
+		defer mu.Unlock()
+		order = append(order, r.PushID)
+		if r.PushID == "f" && b.emu.CountToken(slow) != 0 {
+			t.Error("the fast push was reported only after the slow one was answered")
+		}
+	})
+	want(t, "slow", res[0].Action, Delivered)
+	want(t, "fast", res[1].Action, Delivered)
+	want(t, "reports", strings.Join(order, ","), "f,s")
+}
