@@ -86,7 +86,7 @@ func (e Event) validate() error {
 // Decider decides and enqueues pushes for a batch of devices;
 // *throttle.Throttle implements it.
 type Decider interface {
-	Decide(ctx context.Context, now time.Time, u throttle.Update, devices []uint64) (throttle.Counts, error)
+	Decide(ctx context.Context, u throttle.Update, devices []uint64) (throttle.Counts, error)
 }
 
 // Config configures a Planner. Zero fields take the defaults.
@@ -405,7 +405,7 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 		}
 		var c throttle.Counts
 		if len(ids) > 0 {
-			if c, err = p.th.Decide(ctx, p.clock(), u, ids); err != nil {
+			if c, err = p.th.Decide(ctx, u, ids); err != nil {
 				return pr, fmt.Errorf("plan event %s at %d: %w", id, cur, err)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,6 +44,26 @@ func backends(t *testing.T, fn func(t *testing.T, rdb redis.UniversalClient)) {
 type env struct {
 	rdb redis.UniversalClient
 	th  *Throttle
+	clk *testClock
+}
+
+// testClock is the simulated time the tests decide at; production
+// throttles read Redis's clock.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now(context.Context) (time.Time, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now, nil
+}
+
+func (c *testClock) set(t time.Time) {
+	c.mu.Lock()
+	c.now = t
+	c.mu.Unlock()
 }
 
 // setup flushes the backend and returns a fresh Throttle on it.
@@ -58,11 +79,15 @@ func setup(t testing.TB, rdb redis.UniversalClient, cfg Config) *env {
 	if err != nil {
 		t.Fatalf("flush: %v", err)
 	}
+	clk := &testClock{now: t0}
+	if cfg.Clock == nil {
+		cfg.Clock = clk
+	}
 	th, err := New(cfg, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatalf("new throttle: %v", err)
 	}
-	return &env{rdb: rdb, th: th}
+	return &env{rdb: rdb, th: th, clk: clk}
 }
 
 type device struct {
@@ -116,7 +141,8 @@ func (e *env) pushes(t testing.TB) map[uint64][]Push {
 
 func (e *env) decide(t *testing.T, now time.Time, u Update, ids ...uint64) Counts {
 	t.Helper()
-	c, err := e.th.Decide(t.Context(), now, u, ids)
+	e.clk.set(now)
+	c, err := e.th.Decide(t.Context(), u, ids)
 	if err != nil {
 		t.Fatalf("decide %s: %v", u.Event, err)
 	}
@@ -125,7 +151,8 @@ func (e *env) decide(t *testing.T, now time.Time, u Update, ids ...uint64) Count
 
 func (e *env) step(t *testing.T, now time.Time) Moves {
 	t.Helper()
-	m, err := e.th.Step(t.Context(), now, 100)
+	e.clk.set(now)
+	m, err := e.th.Step(t.Context(), 100)
 	if err != nil {
 		t.Fatalf("step at %s: %v", now.Sub(t0), err)
 	}
