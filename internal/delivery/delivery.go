@@ -79,8 +79,15 @@ type Pruner interface {
 	DeleteIfTokenBefore(ctx context.Context, id uint64, token string, at time.Time) (bool, error)
 }
 
-// Forgetter drops a device's throttle state; *throttle.Throttle is one.
-type Forgetter interface {
+// Budget is the device budget at the phone and the throttle state of
+// pruned devices; *throttle.Throttle is one.
+type Budget interface {
+	// Admit says, per attempt, whether it may be sent now (0, its send time
+	// reserved) or how long to wait.
+	Admit(ctx context.Context, a []throttle.Attempt) ([]time.Duration, error)
+	// Settle records what became of admitted attempts.
+	Settle(ctx context.Context, a []throttle.Attempt, s []throttle.Settlement) error
+	// Forget drops a device's throttle state.
 	Forget(ctx context.Context, id uint64) error
 }
 
@@ -120,7 +127,7 @@ type Handler struct {
 	rdb    redis.UniversalClient
 	sender Sender
 	pruner Pruner
-	forget Forgetter
+	budget Budget
 	events Events
 	stats  *stats.Recorder
 	log    *slog.Logger
@@ -131,6 +138,7 @@ type Handler struct {
 
 	results *prometheus.CounterVec
 	paused  *prometheus.CounterVec
+	held    prometheus.Counter
 }
 
 // Deps are the collaborators of a Handler.
@@ -139,12 +147,13 @@ type Deps struct {
 	Sender Sender
 	Pruner Pruner
 	Events Events
-	// Throttle forgets the throttle state of pruned devices.
-	Throttle Forgetter
+	// Throttle holds the budget at the phone and forgets the throttle
+	// state of pruned devices.
+	Throttle Budget
 	Stats    *stats.Recorder
-	Logger *slog.Logger
-	Clock  func() time.Time // default time.Now
-	Reg    prometheus.Registerer
+	Logger   *slog.Logger
+	Clock    func() time.Time // default time.Now
+	Reg      prometheus.Registerer
 }
 
 // New returns a Handler.
@@ -157,7 +166,7 @@ func New(cfg Config, d Deps) (*Handler, error) {
 		return nil, errors.New("delivery: Redis, Sender, Pruner, Events, Throttle, Stats and Logger are required")
 	}
 	h := &Handler{
-		cfg: cfg, rdb: d.Redis, sender: d.Sender, pruner: d.Pruner, forget: d.Throttle, events: d.Events,
+		cfg: cfg, rdb: d.Redis, sender: d.Sender, pruner: d.Pruner, budget: d.Throttle, events: d.Events,
 		stats: d.Stats, log: d.Logger, now: d.Clock, alerts: map[string]*push.Alert{},
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_delivery_results_total",
@@ -168,11 +177,15 @@ func New(cfg Config, d Deps) (*Handler, error) {
 			Help: "Times a provider pause scope (APNs environment and credential, FCM project) was paused after a project-level error.",
 		}, []string{"provider"}),
 	}
+	h.held = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nudge_delivery_phone_budget_held_total",
+		Help: "Pushes sent back to the retry set because they would have reached the phone inside the device's gap or over its K per W.",
+	})
 	if h.now == nil {
 		h.now = time.Now
 	}
 	if d.Reg != nil {
-		d.Reg.MustRegister(h.results, h.paused)
+		d.Reg.MustRegister(h.results, h.paused, h.held)
 	}
 	return h, nil
 }
@@ -182,7 +195,8 @@ type item struct {
 	job    *jobs.Job
 	push   throttle.Push
 	msg    push.Message
-	scope  string // pause scope of msg
+	scope  string        // pause scope of msg
+	wait   time.Duration // budget at the phone: wait before sending
 	events []string
 }
 
@@ -213,8 +227,79 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 		}
 		send = append(send, it)
 	}
-	if len(send) == 0 {
+	// The budget at the phone: a push that would land inside the device's
+	// gap or over K per W of pushes that may already have reached it waits,
+	// briefly in here (the usual few milliseconds of worker jitter), else
+	// in the retry set.
+	now, soon, err := h.admit(ctx, o, send, maxInlineWait)
+	if err != nil {
+		return err
+	}
+	h.deliver(ctx, o, now)
+	if len(soon) == 0 {
 		return nil
+	}
+	var wait time.Duration
+	for _, it := range soon {
+		wait = max(wait, it.wait)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		for _, it := range soon {
+			o.Retry(it.job, it.wait)
+		}
+		return nil
+	case <-t.C:
+	}
+	later, _, err := h.admit(ctx, o, soon, 0)
+	if err != nil {
+		return err
+	}
+	h.deliver(ctx, o, later)
+	return nil
+}
+
+// maxInlineWait is the longest a push held back by the budget at the phone
+// waits inside the handler rather than in the retry set.
+const maxInlineWait = 2 * time.Second
+
+// admit asks the throttle which items may reach the phone now (their send
+// time is reserved). Items that must wait up to inline are returned in
+// soon with their wait; longer waits go to the retry set.
+func (h *Handler) admit(ctx context.Context, o *jobs.Outcomes, items []*item, inline time.Duration) (now, soon []*item, err error) {
+	if len(items) == 0 {
+		return nil, nil, nil
+	}
+	attempts := make([]throttle.Attempt, len(items))
+	for i, it := range items {
+		attempts[i] = throttle.Attempt{Device: it.push.Device, Collapse: it.msg.CollapseID}
+	}
+	waits, err := h.budget.Admit(ctx, attempts)
+	if err != nil {
+		return nil, nil, err // every job without an outcome is retried
+	}
+	for i, it := range items {
+		switch w := waits[i]; {
+		case w <= 0:
+			now = append(now, it)
+		case w <= inline:
+			it.wait = w
+			soon = append(soon, it)
+		default:
+			h.held.Inc()
+			o.Retry(it.job, w)
+		}
+	}
+	return now, soon, nil
+}
+
+// deliver sends admitted items, records each answer as it arrives, settles
+// their reservations at the phone and acts on each result.
+func (h *Handler) deliver(ctx context.Context, o *jobs.Outcomes, send []*item) {
+	if len(send) == 0 {
+		return
 	}
 	msgs := make([]push.Message, len(send))
 	for i, it := range send {
@@ -226,12 +311,27 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 	// when the send used up the handler's deadline.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
+	attempts := make([]throttle.Attempt, len(send))
+	settle := make([]throttle.Settlement, len(send))
+	for i, r := range results {
+		attempts[i] = throttle.Attempt{Device: send[i].push.Device, Collapse: send[i].msg.CollapseID}
+		switch {
+		case r.Action == push.Delivered:
+			settle[i] = throttle.Delivered
+		case r.Status != 0 || r.Action == push.Permanent:
+			settle[i] = throttle.Refused // answered or refused before sending: not at the phone
+		default:
+			settle[i] = throttle.Unknown // no answer: it may have arrived
+		}
+	}
+	if err := h.budget.Settle(ctx, attempts, settle); err != nil {
+		h.log.WarnContext(ctx, "settle pushes at the phone", "count", len(send), "err", err)
+	}
 	tally := newTally()
 	for i, r := range results {
 		h.act(ctx, o, send[i], r, tally)
 	}
 	h.flush(ctx, tally)
-	return nil
 }
 
 // sendRecording sends msgs and writes the done record of each delivered
@@ -410,7 +510,7 @@ func (h *Handler) act(ctx context.Context, o *jobs.Outcomes, it *item, r push.Re
 			t.add(it, "", fanout.OutcomeSuperseded)
 			return
 		}
-		if err := h.forget.Forget(ctx, it.push.Device); err != nil {
+		if err := h.budget.Forget(ctx, it.push.Device); err != nil {
 			// The throttle scripts also drop the state of a device without
 			// a hash when they next meet it.
 			h.log.WarnContext(ctx, "forget throttle state of pruned device", "device_id", it.push.Device, "err", err)

@@ -39,6 +39,13 @@ type bundle struct {
 
 func setup(t *testing.T, mod ...func(*push.Config)) *bundle {
 	t.Helper()
+	return setupWith(t, throttle.Config{}, mod...)
+}
+
+// setupWith is setup with a throttle configuration; a policy with a
+// short gap also starts the due scheduler.
+func setupWith(t *testing.T, tcfg throttle.Config, mod ...func(*push.Config)) *bundle {
+	t.Helper()
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rdb := redistest.Start(t)
@@ -55,9 +62,19 @@ func setup(t *testing.T, mod ...func(*push.Config)) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	th, err := throttle.New(throttle.Config{}, rdb, log, nil)
+	th, err := throttle.New(tcfg, rdb, log, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tcfg != (throttle.Config{}) {
+		sch, err := throttle.NewScheduler(throttle.SchedulerConfig{Tick: 50 * time.Millisecond}, th, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sch.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(sch.Stop)
 	}
 	planner, err := fanout.New(fanout.Config{}, rdb, th, log, nil, nil)
 	if err != nil {

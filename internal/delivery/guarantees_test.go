@@ -10,6 +10,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/push"
 	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
 // pollUntil waits for ok, failing the test after 20 s.
@@ -219,5 +220,39 @@ func TestOptOutAndDeletionWinAtSendTime(t *testing.T) {
 	}
 	if n := b.emu.CountToken(kept.Token); n != 1 {
 		t.Fatalf("kept device got %d pushes, want 1", n)
+	}
+}
+
+// TestBudgetHoldsAtThePhone makes the first attempt of push A fail (APNs
+// 503, Retry-After 3 s) so that the throttle, which spaces pushes by queue
+// time, lets push B out after the 2 s gap while A waits for its retry. A's
+// retry would then reach the phone about 1 s after B; the worker must hold
+// it until B's gap has passed. The referee is the emulator's delivery log
+// for the device: no two deliveries under the gap. The iOS policy is
+// scaled down from 10 minutes to a 2 s gap to keep the test short.
+func TestBudgetHoldsAtThePhone(t *testing.T) {
+	t.Parallel()
+	const gap = 2 * time.Second
+	pol := throttle.Policy{Limit: 3, Window: time.Minute, MinGap: gap}
+	b := setupWith(t, throttle.Config{IOS: pol, Android: pol})
+	d := b.register(t, "apns", "ios", apnsToken(600), true)
+	b.emu.AddFault(pushemu.Fault{Provider: pushemu.APNs, Token: d.Token, Reason: "ServiceUnavailable", RetryAfter: 3 * time.Second, Count: 1})
+
+	first := b.breaking(t, nil)
+	pollUntil(t, "the first attempt", func() bool { return len(b.emu.Rejections(d.Token)) == 1 })
+	second := b.breaking(t, nil) // deferred by the throttle to the gap after A's queue time
+	for _, id := range []string{first, second} {
+		b.waitProgress(t, id, func(p fanout.Progress) bool { return p.Sent == 1 })
+	}
+	del := b.emu.Deliveries(d.Token)
+	if len(del) != 2 {
+		t.Fatalf("device got %d pushes, want 2", len(del))
+	}
+	if del[0].Data["event"] == first {
+		// B went out after A's retry: nothing was tested.
+		t.Log("push A's retry went out before push B")
+	}
+	if g := del[1].At.Sub(del[0].At); g < gap {
+		t.Fatalf("deliveries %v apart at the phone, under the %v gap (events %s then %s)", g, gap, del[0].Data["event"], del[1].Data["event"])
 	}
 }

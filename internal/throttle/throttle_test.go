@@ -731,3 +731,70 @@ func TestShortcutsMatchGeneral(t *testing.T) {
 		})
 	}
 }
+
+// TestBudgetAtThePhone checks Admit and Settle on the Redis clock: a second
+// push within the gap waits out the rest of it, a re-attempt of the same
+// push does not wait for itself, a refused push frees its slot, and the
+// K-per-W limit counts only pushes that may have reached the phone.
+func TestBudgetAtThePhone(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	rdb := redistest.Start(t)
+	gapPol := Policy{Limit: 3, Window: time.Hour, MinGap: 10 * time.Minute}
+	kPol := Policy{Limit: 2, Window: time.Hour, MinGap: time.Nanosecond}
+	th, err := New(Config{IOS: gapPol, Android: kPol}, rdb, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{rdb: rdb, th: th}
+	e.addDevices(t, device{id: 1, pl: "ios", bg: true}, device{id: 2, pl: "android", bg: true})
+	admit := func(dev uint64, collapse string) time.Duration {
+		t.Helper()
+		w, err := th.Admit(ctx, []Attempt{{Device: dev, Collapse: collapse}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w[0]
+	}
+	settle := func(dev uint64, collapse string, s Settlement) {
+		t.Helper()
+		if err := th.Settle(ctx, []Attempt{{Device: dev, Collapse: collapse}}, []Settlement{s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Gap (iOS device 1).
+	if w := admit(1, "a"); w != 0 {
+		t.Fatalf("first push: wait %v, want 0", w)
+	}
+	if w := admit(1, "b"); w < 9*time.Minute || w > 10*time.Minute {
+		t.Fatalf("push 2 right after push 1: wait %v, want nearly the 10m gap", w)
+	}
+	if w := admit(1, "a"); w != 0 {
+		t.Fatalf("re-attempt of push 1: wait %v, want 0", w)
+	}
+	settle(1, "a", Refused)
+	if w := admit(1, "b"); w != 0 {
+		t.Fatalf("push 2 after push 1 was refused: wait %v, want 0", w)
+	}
+	settle(1, "b", Delivered)
+	if w := admit(1, "c"); w < 9*time.Minute {
+		t.Fatalf("push 3 right after push 2 was delivered: wait %v, want the gap", w)
+	}
+	// K per W (Android device 2: 2 per hour, no gap to speak of).
+	for _, c := range []string{"x", "y"} {
+		if w := admit(2, c); w != 0 {
+			t.Fatalf("push %s: wait %v, want 0", c, w)
+		}
+		settle(2, c, Unknown) // no answer: it may have arrived
+	}
+	if w := admit(2, "z"); w < 59*time.Minute {
+		t.Fatalf("third push within the hour: wait %v, want about an hour", w)
+	}
+	// Forget drops the log with the rest of the state.
+	if err := th.Forget(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := rdb.HExists(ctx, keys.Throttle(keys.Partition(1)), "p1").Result(); err != nil || ok {
+		t.Fatalf("phone log after Forget: exists %v, %v", ok, err)
+	}
+}
