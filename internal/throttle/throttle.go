@@ -54,7 +54,10 @@
 // A push counts against the budget when it is queued (written to the
 // stream), not when the provider accepts it: workers send within seconds,
 // and a push that then fails still used its slot, which errs on the strict
-// side.
+// side. Because a retry or a redelivery can still reach the phone later
+// than it was queued, the push worker also asks Admit just before sending
+// (the budget at the phone, phone.go): a push that would land inside the
+// gap or over K per W of pushes that may already have arrived waits.
 //
 // # Exactly once under retries
 //
