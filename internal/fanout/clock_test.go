@@ -1,6 +1,8 @@
 package fanout
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -122,4 +124,45 @@ func queuedAt(t *testing.T, b *bundle, id uint64) []time.Time {
 	}
 	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
 	return out
+}
+
+// expiringDecider deletes the event hash on its first call, as if the
+// event's TTL ran out while it was being planned.
+type expiringDecider struct {
+	Decider
+	b    *bundle
+	id   string
+	done bool
+}
+
+func (d *expiringDecider) Decide(ctx context.Context, u throttle.Update, ids []uint64) (throttle.Counts, error) {
+	if !d.done {
+		d.done = true
+		if err := d.b.rdb.Del(ctx, keys.Event(d.id)).Err(); err != nil {
+			return throttle.Counts{}, err
+		}
+	}
+	return d.Decider.Decide(ctx, u, ids)
+}
+
+// TestExpiredEventIsNotRecreated expires the event hash in the middle of
+// planning: the planner must stop with ErrNotFound and leave no hash
+// behind, because a recreated hash would have no TTL and never go away.
+func TestExpiredEventIsNotRecreated(t *testing.T) {
+	t.Parallel()
+	exp := &expiringDecider{id: "e1"}
+	b := setup(t, nil, Config{Window: 1024}, func(d Decider) Decider { exp.Decider = d; return exp })
+	exp.b = b
+	b.devices(t, 1, 3000, 0)
+	b.subscribe(t, "a", 1, 3000)
+	b.publish(t, feedEvent("e1", "a"))
+	if ttl, err := b.rdb.PTTL(t.Context(), keys.Event("e1")).Result(); err != nil || ttl <= 0 {
+		t.Fatalf("published event TTL: got %v, %v, want a TTL", ttl, err)
+	}
+	if _, err := b.pl.Plan(t.Context(), "e1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("plan of an event that expired: got %v, want ErrNotFound", err)
+	}
+	if n, err := b.rdb.Exists(t.Context(), keys.Event("e1")).Result(); err != nil || n != 0 {
+		t.Fatalf("event hash after planning an expired event: exists %d, %v; want it gone", n, err)
+	}
 }
