@@ -198,6 +198,10 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 	} else if !ok {
 		return devices.ErrConflict
 	}
+	if err := s.deps.Pipeline.Throttle.Forget(r.Context(), d.ID); err != nil {
+		// The throttle scripts drop it too when they next meet the device.
+		logFrom(r.Context()).WarnContext(r.Context(), "forget throttle state of deleted device", "device_id", d.ID, "err", err)
+	}
 	logFrom(r.Context()).InfoContext(r.Context(), "device unregistered", "device_id", d.ID)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
