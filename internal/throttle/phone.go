@@ -112,26 +112,34 @@ local pols = {
 local out = {}
 for i = 1, #KEYS - 1 do
   local id, tag = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
-  local dev = redis.call('HMGET', KEYS[1 + i], 'pl', 'mi')
-  local pol = pols.android
-  if dev[1] == 'ios' then pol = pols.ios end
-  local gap = math.max(pol.gap, (tonumber(dev[2]) or 0) * 1000)
   local field = 'p' .. id
-  local es = entries(redis.call('HGET', KEYS[1], field))
-  local others = {}
-  for _, e in ipairs(es) do
-    if e[1] ~= tag then others[#others + 1] = e end
-  end
-  table.sort(others, function(a, b) return a[2] > b[2] end)
-  local at = now
-  if others[1] then at = math.max(at, others[1][2] + gap) end
-  if others[pol.k] then at = math.max(at, others[pol.k][2] + pol.w) end
-  if at > now then
-    out[i] = at - now
-  else
-    others[#others + 1] = {tag, now}
-    store(KEYS[1], field, others, pol.k, math.max(pol.w, gap))
+  local raw = redis.call('HGET', KEYS[1], field)
+  if not raw then
+    -- Nothing may have reached the phone within the window: no policy
+    -- to read.
+    redis.call('HSET', KEYS[1], field, tag .. RS .. now)
     out[i] = 0
+  else
+    local dev = redis.call('HMGET', KEYS[1 + i], 'pl', 'mi')
+    local pol = pols.android
+    if dev[1] == 'ios' then pol = pols.ios end
+    local gap = math.max(pol.gap, (tonumber(dev[2]) or 0) * 1000)
+    local es = entries(raw)
+    local others = {}
+    for _, e in ipairs(es) do
+      if e[1] ~= tag then others[#others + 1] = e end
+    end
+    table.sort(others, function(a, b) return a[2] > b[2] end)
+    local at = now
+    if others[1] then at = math.max(at, others[1][2] + gap) end
+    if others[pol.k] then at = math.max(at, others[pol.k][2] + pol.w) end
+    if at > now then
+      out[i] = at - now
+    else
+      others[#others + 1] = {tag, now}
+      store(KEYS[1], field, others, pol.k, math.max(pol.w, gap))
+      out[i] = 0
+    end
   end
 end
 return out
@@ -140,28 +148,32 @@ return out
 // settleScript records the outcome of admitted attempts of one partition.
 //
 // KEYS[1] thr:{pN}
-// ARGV[1] retention, ms: entries older are dropped
-// ARGV[2] the largest limit K of any policy
-// ARGV[3i], ARGV[3i+1], ARGV[3i+2] device id, tag and "d" (delivered: the
+// ARGV[3i-2], ARGV[3i-1], ARGV[3i] device id, tag and "d" (delivered: the
 // time becomes now) or "r" (refused: the entry is removed) of attempt i
 //
 // Returns the number of entries changed.
 var settleScript = redis.NewScript(luaPhone + `
-local keep, k = tonumber(ARGV[1]), tonumber(ARGV[2])
 local n = 0
-for i = 3, #ARGV, 3 do
+for i = 1, #ARGV, 3 do
   local field, tag, what = 'p' .. ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local es = entries(redis.call('HGET', KEYS[1], field))
-  local kept = {}
-  for _, e in ipairs(es) do
-    if e[1] == tag then
-      n = n + 1
-      if what == 'd' then kept[#kept + 1] = {tag, math.max(now, e[2])} end
+  local raw = redis.call('HGET', KEYS[1], field)
+  if raw then
+    -- Tags are 8 hex digits, so the pattern needs no escaping; the entry
+    -- keeps its place (admit re-sorts when it trims).
+    local pat = tag .. RS .. '%d+'
+    local new, m
+    if what == 'd' then
+      new, m = string.gsub(raw, pat, tag .. RS .. now, 1)
     else
-      kept[#kept + 1] = e
+      new, m = string.gsub(raw, pat, '', 1)
+      new = string.gsub(string.gsub(new, US .. US, US), '^' .. US, '')
+      new = string.gsub(new, US .. '$', '')
+    end
+    if m > 0 then
+      n = n + 1
+      if new == '' then redis.call('HDEL', KEYS[1], field) else redis.call('HSET', KEYS[1], field, new) end
     end
   end
-  if #es > 0 then store(KEYS[1], field, kept, k, keep) end
 end
 return n
 `)
@@ -210,11 +222,6 @@ func (t *Throttle) Admit(ctx context.Context, attempts []Attempt) ([]time.Durati
 // Settle records what became of admitted attempts; s[i] belongs to
 // attempts[i]. Unknown outcomes keep their reservation and cost nothing.
 func (t *Throttle) Settle(ctx context.Context, attempts []Attempt, s []Settlement) error {
-	keep := max(t.cfg.IOS.Window, t.cfg.IOS.MinGap, t.cfg.Android.Window, t.cfg.Android.MinGap).Milliseconds()
-	// A device's min_interval can raise its gap past every policy's; the
-	// admit script keeps those entries, and settle must not drop them.
-	keep = max(keep, maxMinInterval.Milliseconds())
-	k := max(t.cfg.IOS.Limit, t.cfg.Android.Limit)
 	byPart := map[int]*call{}
 	var calls []*call
 	for i, a := range attempts {
@@ -230,7 +237,7 @@ func (t *Throttle) Settle(ctx context.Context, attempts []Attempt, s []Settlemen
 		p := keys.Partition(a.Device)
 		c, ok := byPart[p]
 		if !ok {
-			c = &call{keys: []string{keys.Throttle(p)}, args: []any{keep, k}}
+			c = &call{keys: []string{keys.Throttle(p)}}
 			byPart[p] = c
 			calls = append(calls, c)
 		}
@@ -241,7 +248,3 @@ func (t *Throttle) Settle(ctx context.Context, attempts []Attempt, s []Settlemen
 	}
 	return nil
 }
-
-// maxMinInterval bounds the phone log's retention for devices whose
-// min_interval exceeds every policy's window.
-const maxMinInterval = 24 * time.Hour

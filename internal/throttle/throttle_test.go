@@ -790,6 +790,13 @@ func TestBudgetAtThePhone(t *testing.T) {
 	if w := admit(2, "z"); w < 59*time.Minute {
 		t.Fatalf("third push within the hour: wait %v, want about an hour", w)
 	}
+	settle(2, "x", Refused) // the first of two entries goes
+	if w := admit(2, "z"); w != 0 {
+		t.Fatalf("third push after one of two was refused: wait %v, want 0", w)
+	}
+	if w := admit(2, "w"); w < 59*time.Minute {
+		t.Fatalf("fourth push: wait %v, want about an hour (y and z are in the window)", w)
+	}
 	// Forget drops the log with the rest of the state.
 	if err := th.Forget(ctx, 1); err != nil {
 		t.Fatal(err)
