@@ -30,8 +30,8 @@ const fcmScope = "https://www.googleapis.com/auth/firebase.messaging"
 type fcmSender struct {
 	project string
 	client  *messaging.Client
-	base   *http.Transport
-	sem    chan struct{}
+	base    *http.Transport
+	sem     chan struct{}
 }
 
 func newFCMSender(ctx context.Context, cfg Config, tlsCfg *tls.Config) (*fcmSender, error) {
