@@ -1,21 +1,42 @@
 // Package delivery is the push worker: it turns push jobs from the queue
 // into provider sends and acts on each result.
 //
-// For a batch of jobs it decodes the throttle's push payloads, looks up each
-// device's current token (so a token rotated after planning is honoured),
-// composes the silent push, sends the batch through the push sender, and
-// then, per result:
+// For a batch of jobs it decodes the throttle's push payloads, re-reads
+// each device at send time, composes the silent push, sends the batch
+// through the push sender, and then, per result:
 //
-//	delivered       done record at once, then counted as sent
-//	prune token     the device is deleted if it still has that token
+//	delivered       done record as the answer arrives, then counted as sent
+//	prune token     the device is deleted if it still has that token and
+//	                was not updated after the provider's timestamp; its
+//	                throttle state goes with it
 //	retry           retried after the provider's Retry-After or the backoff
 //	back off device retried after the device's backoff
-//	pause provider  every worker stops sending to that provider for a while
+//	pause provider  every worker stops sending to that pause scope for a
+//	                while: an APNs environment and credential, or an FCM
+//	                project (push.Sender.PauseScope)
 //	permanent       dead-lettered and counted as failed
 //
-// A job whose device is gone is dropped and counted as pruned. A job that
-// has used its delivery budget is dead-lettered and counted as failed, so
-// every planned push ends in exactly one of sent, pruned or failed.
+// # Send-time checks
+//
+// Opt-out and deletion win over the plan: a job whose device is gone or
+// whose user turned background sync off is dropped and counted as
+// superseded. A job carries no token: the token is read at send time, so
+// a device that re-registered with a new token gets the push at its new
+// token; if the provider calls the old one dead after the device moved
+// on, the device is kept and the push counts as superseded.
+//
+// # Outcomes
+//
+// Every planned push ends in exactly one of sent, pruned, failed or
+// superseded (fanout.Outcome), recorded in its events' progress. A job that
+// has used its delivery budget is dead-lettered and counted as failed.
+//
+// # Crash window
+//
+// Done records are written as provider answers arrive (APNs per push, FCM
+// per SendEach call), grouped only while a previous record is in flight,
+// not once per batch. A crash therefore re-sends only the pushes whose
+// answer was not yet recorded.
 package delivery
 
 import (
@@ -44,13 +65,30 @@ import (
 
 // Sender sends a batch of pushes; *push.Sender is one.
 type Sender interface {
-	Send(ctx context.Context, msgs []push.Message) []push.Result
+	// SendEach sends msgs and calls each with every message's result as it
+	// arrives (concurrently); it returns all results in order.
+	SendEach(ctx context.Context, msgs []push.Message, each func(i int, r push.Result)) []push.Result
+	// PauseScope names the pause a PauseProvider answer to m sets.
+	PauseScope(m *push.Message) string
 }
 
 // Pruner deletes a device whose token the provider reported dead, unless
-// the device has rotated to another token since.
+// the device has rotated to another token since or, when at is not zero,
+// was updated at or after at (the provider's "unregistered at").
 type Pruner interface {
-	DeleteIfToken(ctx context.Context, id uint64, token string) (bool, error)
+	DeleteIfTokenBefore(ctx context.Context, id uint64, token string, at time.Time) (bool, error)
+}
+
+// Budget is the device budget at the phone and the throttle state of
+// pruned devices; *throttle.Throttle is one.
+type Budget interface {
+	// Admit says, per attempt, whether it may be sent now (0, its send time
+	// reserved) or how long to wait.
+	Admit(ctx context.Context, a []throttle.Attempt) ([]time.Duration, error)
+	// Settle records what became of admitted attempts.
+	Settle(ctx context.Context, a []throttle.Attempt, s []throttle.Settlement) error
+	// Forget drops a device's throttle state.
+	Forget(ctx context.Context, id uint64) error
 }
 
 // Events reads events and counts push outcomes for them; *fanout.Planner is
@@ -89,6 +127,7 @@ type Handler struct {
 	rdb    redis.UniversalClient
 	sender Sender
 	pruner Pruner
+	budget Budget
 	events Events
 	stats  *stats.Recorder
 	log    *slog.Logger
@@ -99,6 +138,7 @@ type Handler struct {
 
 	results *prometheus.CounterVec
 	paused  *prometheus.CounterVec
+	held    prometheus.Counter
 }
 
 // Deps are the collaborators of a Handler.
@@ -107,10 +147,13 @@ type Deps struct {
 	Sender Sender
 	Pruner Pruner
 	Events Events
-	Stats  *stats.Recorder
-	Logger *slog.Logger
-	Clock  func() time.Time // default time.Now
-	Reg    prometheus.Registerer
+	// Throttle holds the budget at the phone and forgets the throttle
+	// state of pruned devices.
+	Throttle Budget
+	Stats    *stats.Recorder
+	Logger   *slog.Logger
+	Clock    func() time.Time // default time.Now
+	Reg      prometheus.Registerer
 }
 
 // New returns a Handler.
@@ -119,11 +162,11 @@ func New(cfg Config, d Deps) (*Handler, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if d.Redis == nil || d.Sender == nil || d.Pruner == nil || d.Events == nil || d.Stats == nil || d.Logger == nil {
-		return nil, errors.New("delivery: Redis, Sender, Pruner, Events, Stats and Logger are required")
+	if d.Redis == nil || d.Sender == nil || d.Pruner == nil || d.Events == nil || d.Throttle == nil || d.Stats == nil || d.Logger == nil {
+		return nil, errors.New("delivery: Redis, Sender, Pruner, Events, Throttle, Stats and Logger are required")
 	}
 	h := &Handler{
-		cfg: cfg, rdb: d.Redis, sender: d.Sender, pruner: d.Pruner, events: d.Events,
+		cfg: cfg, rdb: d.Redis, sender: d.Sender, pruner: d.Pruner, budget: d.Throttle, events: d.Events,
 		stats: d.Stats, log: d.Logger, now: d.Clock, alerts: map[string]*push.Alert{},
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_delivery_results_total",
@@ -131,14 +174,18 @@ func New(cfg Config, d Deps) (*Handler, error) {
 		}, []string{"provider", "action", "reason"}),
 		paused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_delivery_provider_pauses_total",
-			Help: "Times a provider was paused after a project-level error.",
+			Help: "Times a provider pause scope (APNs environment and credential, FCM project) was paused after a project-level error.",
 		}, []string{"provider"}),
 	}
+	h.held = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nudge_delivery_phone_budget_held_total",
+		Help: "Pushes sent back to the retry set because they would have reached the phone inside the device's gap or over its K per W.",
+	})
 	if h.now == nil {
 		h.now = time.Now
 	}
 	if d.Reg != nil {
-		d.Reg.MustRegister(h.results, h.paused)
+		d.Reg.MustRegister(h.results, h.paused, h.held)
 	}
 	return h, nil
 }
@@ -148,6 +195,8 @@ type item struct {
 	job    *jobs.Job
 	push   throttle.Push
 	msg    push.Message
+	scope  string        // pause scope of msg
+	wait   time.Duration // budget at the phone: wait before sending
 	events []string
 }
 
@@ -166,47 +215,164 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 	if err := h.lookup(ctx, o, &items); err != nil {
 		return err // every job without an outcome is retried
 	}
-	pauses, err := h.pauses(ctx)
+	pauses, err := h.pauses(ctx, items)
 	if err != nil {
 		return err
 	}
 	var send []*item
 	for _, it := range items {
-		if until, ok := pauses[it.msg.Provider]; ok {
+		if until, ok := pauses[it.scope]; ok {
 			o.Retry(it.job, until)
 			continue
 		}
 		send = append(send, it)
 	}
-	if len(send) == 0 {
+	// The budget at the phone: a push that would land inside the device's
+	// gap or over K per W of pushes that may already have reached it waits,
+	// briefly in here (the usual few milliseconds of worker jitter), else
+	// in the retry set.
+	now, soon, err := h.admit(ctx, o, send, maxInlineWait)
+	if err != nil {
+		return err
+	}
+	h.deliver(ctx, o, now)
+	if len(soon) == 0 {
 		return nil
+	}
+	var wait time.Duration
+	for _, it := range soon {
+		wait = max(wait, it.wait)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		for _, it := range soon {
+			o.Retry(it.job, it.wait)
+		}
+		return nil
+	case <-t.C:
+	}
+	later, _, err := h.admit(ctx, o, soon, 0)
+	if err != nil {
+		return err
+	}
+	h.deliver(ctx, o, later)
+	return nil
+}
+
+// maxInlineWait is the longest a push held back by the budget at the phone
+// waits inside the handler rather than in the retry set.
+const maxInlineWait = 2 * time.Second
+
+// admit asks the throttle which items may reach the phone now (their send
+// time is reserved). Items that must wait up to inline are returned in
+// soon with their wait; longer waits go to the retry set.
+func (h *Handler) admit(ctx context.Context, o *jobs.Outcomes, items []*item, inline time.Duration) (now, soon []*item, err error) {
+	if len(items) == 0 {
+		return nil, nil, nil
+	}
+	attempts := make([]throttle.Attempt, len(items))
+	for i, it := range items {
+		attempts[i] = throttle.Attempt{Device: it.push.Device, Collapse: it.msg.CollapseID}
+	}
+	waits, err := h.budget.Admit(ctx, attempts)
+	if err != nil {
+		return nil, nil, err // every job without an outcome is retried
+	}
+	for i, it := range items {
+		switch w := waits[i]; {
+		case w <= 0:
+			now = append(now, it)
+		case w <= inline:
+			it.wait = w
+			soon = append(soon, it)
+		default:
+			h.held.Inc()
+			o.Retry(it.job, w)
+		}
+	}
+	return now, soon, nil
+}
+
+// deliver sends admitted items, records each answer as it arrives, settles
+// their reservations at the phone and acts on each result.
+func (h *Handler) deliver(ctx context.Context, o *jobs.Outcomes, send []*item) {
+	if len(send) == 0 {
+		return
 	}
 	msgs := make([]push.Message, len(send))
 	for i, it := range send {
 		msgs[i] = it.msg
 	}
-	results := h.sender.Send(ctx, msgs)
+	results := h.sendRecording(ctx, o, send, msgs)
 
 	// The pushes went out: what follows records that, and must happen even
 	// when the send used up the handler's deadline.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	// Done records first: from here on a crash must not send these again.
-	var done []*jobs.Job
+	attempts := make([]throttle.Attempt, len(send))
+	settle := make([]throttle.Settlement, len(send))
 	for i, r := range results {
-		if r.Action == push.Delivered {
-			done = append(done, send[i].job)
+		attempts[i] = throttle.Attempt{Device: send[i].push.Device, Collapse: send[i].msg.CollapseID}
+		switch {
+		case r.Action == push.Delivered:
+			settle[i] = throttle.Delivered
+		case r.Status != 0 || r.Action == push.Permanent:
+			settle[i] = throttle.Refused // answered or refused before sending: not at the phone
+		default:
+			settle[i] = throttle.Unknown // no answer: it may have arrived
 		}
 	}
-	if err := o.MarkDone(ctx, done...); err != nil {
-		h.log.ErrorContext(ctx, "record delivered pushes", "count", len(done), "err", err)
+	if err := h.budget.Settle(ctx, attempts, settle); err != nil {
+		h.log.WarnContext(ctx, "settle pushes at the phone", "count", len(send), "err", err)
 	}
 	tally := newTally()
 	for i, r := range results {
 		h.act(ctx, o, send[i], r, tally)
 	}
 	h.flush(ctx, tally)
-	return nil
+}
+
+// sendRecording sends msgs and writes the done record of each delivered
+// push as its answer arrives. One goroutine writes the records; answers
+// that arrive while a write is in flight go into the next write, so a
+// record waits at most one round trip and a busy batch costs few.
+func (h *Handler) sendRecording(ctx context.Context, o *jobs.Outcomes, send []*item, msgs []push.Message) []push.Result {
+	delivered := make(chan *jobs.Job, len(send))
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for j := range delivered {
+			group := []*jobs.Job{j}
+		more:
+			for {
+				select {
+				case j, ok := <-delivered:
+					if !ok {
+						break more
+					}
+					group = append(group, j)
+				default:
+					break more
+				}
+			}
+			// A record must be written even when the send used up the
+			// handler's deadline: the push went out.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+			if err := o.MarkDone(rctx, group...); err != nil {
+				h.log.ErrorContext(rctx, "record delivered pushes", "count", len(group), "err", err)
+			}
+			cancel()
+		}
+	})
+	results := h.sender.SendEach(ctx, msgs, func(i int, r push.Result) {
+		if r.Action == push.Delivered {
+			delivered <- send[i].job // buffered for every message: never blocks
+		}
+	})
+	close(delivered)
+	wg.Wait()
+	return results
 }
 
 // recordTimeout bounds the bookkeeping after a send: done records, prunes,
@@ -219,7 +385,7 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 	pipe := h.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(*items))
 	for i, it := range *items {
-		cmds[i] = pipe.HMGet(ctx, keys.Device(it.push.Device), "tk", "pv", "pl", "en")
+		cmds[i] = pipe.HMGet(ctx, keys.Device(it.push.Device), "tk", "pv", "pl", "en", "bg")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("load devices of push jobs: %w", err)
@@ -229,9 +395,12 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 	for i, it := range *items {
 		v := cmds[i].Val()
 		tok, _ := v[0].(string)
-		if tok == "" {
-			o.Drop(it.job) // unregistered or pruned since planning
-			tally.add(it, "", fanout.OutcomePruned)
+		bg, _ := v[4].(string)
+		if tok == "" || bg == "0" {
+			// Deleted, pruned or opted out since planning: the user's
+			// latest word wins over the plan.
+			o.Drop(it.job)
+			tally.add(it, "", fanout.OutcomeSuperseded)
 			continue
 		}
 		pv, _ := v[1].(string)
@@ -254,6 +423,7 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 			Alert:       alert,
 			CollapseID:  it.push.CollapseID(),
 		}
+		it.scope = h.sender.PauseScope(&it.msg)
 		kept = append(kept, it)
 	}
 	*items = kept
@@ -324,13 +494,28 @@ func (h *Handler) act(ctx context.Context, o *jobs.Outcomes, it *item, r push.Re
 	case push.Delivered:
 		t.add(it, stats.Sent, fanout.OutcomeSent)
 	case push.PruneToken:
-		if _, err := h.pruner.DeleteIfToken(ctx, it.push.Device, it.msg.Token); err != nil {
+		deleted, err := h.pruner.DeleteIfTokenBefore(ctx, it.push.Device, it.msg.Token, r.UnregisteredAt)
+		if err != nil {
 			h.log.ErrorContext(ctx, "prune device", "device_id", it.push.Device, "err", err)
 			o.Retry(it.job, 0)
 			return
 		}
-		h.log.InfoContext(ctx, "pruned device", "device_id", it.push.Device, "token", redact.Token(it.msg.Token), "reason", r.Reason)
 		o.Drop(it.job)
+		if !deleted {
+			// The device moved to another token, or set this one again
+			// after the provider's timestamp: it stays, and this push is
+			// superseded by the device's newer registration.
+			h.log.InfoContext(ctx, "kept device re-registered after its token was reported dead", "device_id", it.push.Device,
+				"token", redact.Token(it.msg.Token), "reason", r.Reason, "unregistered_at", r.UnregisteredAt)
+			t.add(it, "", fanout.OutcomeSuperseded)
+			return
+		}
+		if err := h.budget.Forget(ctx, it.push.Device); err != nil {
+			// The throttle scripts also drop the state of a device without
+			// a hash when they next meet it.
+			h.log.WarnContext(ctx, "forget throttle state of pruned device", "device_id", it.push.Device, "err", err)
+		}
+		h.log.InfoContext(ctx, "pruned device", "device_id", it.push.Device, "token", redact.Token(it.msg.Token), "reason", r.Reason)
 		t.add(it, stats.Pruned, fanout.OutcomePruned)
 	case push.Retry, push.BackoffDevice, push.PauseProvider:
 		if last {
@@ -339,7 +524,7 @@ func (h *Handler) act(ctx context.Context, o *jobs.Outcomes, it *item, r push.Re
 			return
 		}
 		if r.Action == push.PauseProvider {
-			h.pause(ctx, it.msg.Provider, r.RetryAfter, r.Reason)
+			h.pause(ctx, it.msg.Provider, it.scope, r.RetryAfter, r.Reason)
 		}
 		o.Retry(it.job, r.RetryAfter) // 0: the worker's jittered backoff
 	default: // Permanent, and anything unknown
@@ -357,36 +542,45 @@ func reasonLabel(r string) string {
 	return r
 }
 
-// pause stops all workers sending to provider for d. The first pause wins
-// until it expires, so a burst of quota errors does not keep extending it.
-func (h *Handler) pause(ctx context.Context, p push.Provider, d time.Duration, reason string) {
+// pause stops all workers sending to a pause scope for d. The first pause
+// wins until it expires, so a burst of quota errors does not keep
+// extending it.
+func (h *Handler) pause(ctx context.Context, p push.Provider, scope string, d time.Duration, reason string) {
 	d = max(d, time.Minute) // a pause key must expire
-	ok, err := h.rdb.SetNX(ctx, keys.ProviderPause(string(p)), reason, d).Result()
+	ok, err := h.rdb.SetNX(ctx, keys.ProviderPause(scope), reason, d).Result()
 	if err != nil {
-		h.log.ErrorContext(ctx, "pause provider", "provider", p, "err", err)
+		h.log.ErrorContext(ctx, "pause provider", "provider", p, "scope", scope, "err", err)
 		return
 	}
 	if ok {
 		h.paused.WithLabelValues(string(p)).Inc()
-		h.log.WarnContext(ctx, "provider paused", "provider", p, "for", d, "reason", reason)
+		h.log.WarnContext(ctx, "provider paused", "provider", p, "scope", scope, "for", d, "reason", reason)
 	}
 }
 
-// pauses returns the remaining pause of each paused provider.
-func (h *Handler) pauses(ctx context.Context) (map[push.Provider]time.Duration, error) {
-	providers := []push.Provider{push.FCM, push.APNs}
+// pauses returns the remaining pause of each paused scope among items.
+func (h *Handler) pauses(ctx context.Context, items []*item) (map[string]time.Duration, error) {
+	var scopes []string
+	for _, it := range items {
+		if !slices.Contains(scopes, it.scope) {
+			scopes = append(scopes, it.scope)
+		}
+	}
+	if len(scopes) == 0 {
+		return nil, nil
+	}
 	pipe := h.rdb.Pipeline()
-	cmds := make([]*redis.DurationCmd, len(providers))
-	for i, p := range providers {
-		cmds[i] = pipe.PTTL(ctx, keys.ProviderPause(string(p)))
+	cmds := make([]*redis.DurationCmd, len(scopes))
+	for i, s := range scopes {
+		cmds[i] = pipe.PTTL(ctx, keys.ProviderPause(s))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read provider pauses: %w", err)
 	}
-	out := map[push.Provider]time.Duration{}
+	out := map[string]time.Duration{}
 	for i, c := range cmds {
 		if d := c.Val(); d > 0 {
-			out[providers[i]] = d
+			out[scopes[i]] = d
 		}
 	}
 	return out, nil

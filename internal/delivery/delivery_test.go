@@ -31,12 +31,20 @@ import (
 type bundle struct {
 	rdb     redis.UniversalClient
 	emu     *pushemu.Emulator
+	creds   pushemu.Credentials
 	reg     *devices.Registry
 	planner *fanout.Planner
 	stats   *stats.Recorder
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t *testing.T, mod ...func(*push.Config)) *bundle {
+	t.Helper()
+	return setupWith(t, throttle.Config{}, mod...)
+}
+
+// setupWith is setup with a throttle configuration; a policy with a
+// short gap also starts the due scheduler.
+func setupWith(t *testing.T, tcfg throttle.Config, mod ...func(*push.Config)) *bundle {
 	t.Helper()
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -54,28 +62,42 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	th, err := throttle.New(throttle.Config{}, rdb, log, nil)
+	th, err := throttle.New(tcfg, rdb, log, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tcfg != (throttle.Config{}) {
+		sch, err := throttle.NewScheduler(throttle.SchedulerConfig{Tick: 50 * time.Millisecond}, th, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sch.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(sch.Stop)
 	}
 	planner, err := fanout.New(fanout.Config{}, rdb, th, log, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	emu, creds := pushemutest.Start(t, pushemu.Config{})
-	sender, err := push.New(ctx, push.Config{
+	pcfg := push.Config{
 		FCMCredentialsFile: creds.FCMCredentialsFile, FCMEndpoint: creds.FCMEndpoint, FCMProjectID: creds.FCMProjectID,
 		APNSKeyFile: creds.APNsKeyFile, APNSKeyID: creds.APNsKeyID, APNSTeamID: creds.APNsTeamID,
 		APNSTopic: creds.APNsTopic, APNSHost: creds.APNsHost, APNSSandboxHost: creds.APNsSandboxHost,
 		CAFile: creds.CAFile,
-	}, log, nil, nil)
+	}
+	for _, m := range mod {
+		m(&pcfg)
+	}
+	sender, err := push.New(ctx, pcfg, log, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(sender.Close)
 	st := stats.NewRecorder(rdb, nil, log, nil)
 	h, err := delivery.New(delivery.Config{}, delivery.Deps{
-		Redis: rdb, Sender: sender, Pruner: reg, Events: planner, Stats: st, Logger: log,
+		Redis: rdb, Sender: sender, Pruner: reg, Events: planner, Throttle: th, Stats: st, Logger: log,
 		Reg: prometheus.NewRegistry(),
 	})
 	if err != nil {
@@ -96,7 +118,7 @@ func setup(t *testing.T) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Stop)
-	return &bundle{rdb: rdb, emu: emu, reg: reg, planner: planner, stats: st}
+	return &bundle{rdb: rdb, emu: emu, creds: creds, reg: reg, planner: planner, stats: st}
 }
 
 func apnsToken(n int) string { return fmt.Sprintf("%064x", n+1) }
@@ -119,13 +141,19 @@ func (b *bundle) register(t *testing.T, provider, platform, token string, enable
 // breaking publishes and plans a breaking event on headlines.
 func (b *bundle) breaking(t *testing.T, alert *fanout.Alert) string {
 	t.Helper()
+	return b.breakingOn(t, "headlines", alert)
+}
+
+// breakingOn publishes and plans a breaking event on feed.
+func (b *bundle) breakingOn(t *testing.T, feed string, alert *fanout.Alert) string {
+	t.Helper()
 	ctx := t.Context()
 	id, err := b.planner.NewID(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev := fanout.Event{ID: id, Feeds: []string{"headlines"}, Lane: throttle.LaneBreaking, Reason: "breaking",
-		Since: map[string]int64{"headlines": 41}, Alert: alert, CreatedAt: time.Now()}
+	ev := fanout.Event{ID: id, Feeds: []string{feed}, Lane: throttle.LaneBreaking, Reason: "breaking",
+		Since: map[string]int64{feed: 41}, Alert: alert, CreatedAt: time.Now()}
 	if _, err := b.planner.Publish(ctx, ev); err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +230,8 @@ func TestPrunesUnregisteredTokenAfterOneSend(t *testing.T) {
 	b := setup(t)
 	gone := b.register(t, "apns", "ios", apnsToken(7), true)
 	kept := b.register(t, "fcm", "android", fcmToken(8), true)
-	b.emu.Unregister(pushemu.APNs, gone.Token, time.Now().Add(-time.Hour))
+	// APNs says the token died after the device last set it.
+	b.emu.Unregister(pushemu.APNs, gone.Token, time.Now().Add(2*time.Second))
 
 	id := b.breaking(t, nil)
 	p := b.waitProgress(t, id, func(p fanout.Progress) bool { return p.Sent+p.Pruned == 2 })
@@ -229,7 +258,7 @@ func TestProjectQuotaPausesProvider(t *testing.T) {
 	b.breaking(t, nil)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		ttl, err := b.rdb.PTTL(t.Context(), keys.ProviderPause("fcm")).Result()
+		ttl, err := b.rdb.PTTL(t.Context(), keys.ProviderPause("fcm:"+b.creds.FCMProjectID)).Result()
 		if err != nil {
 			t.Fatal(err)
 		}

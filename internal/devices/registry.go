@@ -166,16 +166,24 @@ var claimSubLua string
 
 var claimSubscribeScript = redis.NewScript(claimSubLua)
 
-// deleteScript deletes a device hash only if it holds a token.
+// deleteScript deletes a device hash only if it holds a token and, when
+// a cutoff is given, was last updated before it.
 //
-// KEYS[1] device hash; ARGV[1] token.
-// Returns the deleted device's "fd" (feeds), or nil when the hash is gone
-// or holds another token.
+// KEYS[1] device hash
+// ARGV[1] token
+// ARGV[2] cutoff, unix ms ("0" = none): delete only if the whole second
+// of "ut" (unix seconds) ends at or before it, so a token set again after
+// the provider's answer stays
+//
+// Returns the deleted device's "fd" (feeds), or nil when the hash is gone,
+// holds another token or was updated at or after the cutoff.
 var deleteScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'tk') ~= ARGV[1] then return false end
-local fd = redis.call('HGET', KEYS[1], 'fd') or ''
+local v = redis.call('HMGET', KEYS[1], 'tk', 'fd', 'ut')
+if v[1] ~= ARGV[1] then return false end
+local cut = tonumber(ARGV[2])
+if cut > 0 and ((tonumber(v[3]) or 0) + 1) * 1000 > cut then return false end
 redis.call('DEL', KEYS[1])
-return fd
+return v[2] or ''
 `)
 
 // tokenIndex returns the shard key and field of a token's index entry: the
@@ -742,7 +750,21 @@ func (r *Registry) Delete(ctx context.Context, id uint64) error {
 // (if it points at the device). A device that rotated to another token
 // survives a prune of its old one. It reports whether it deleted.
 func (r *Registry) DeleteIfToken(ctx context.Context, id uint64, token string) (bool, error) {
-	res, err := deleteScript.Run(ctx, r.rdb, []string{keys.Device(id)}, token).Result()
+	return r.DeleteIfTokenBefore(ctx, id, token, time.Time{})
+}
+
+// DeleteIfTokenBefore is DeleteIfToken for a provider's answer that says
+// when the token stopped being valid (APNs 410 "timestamp"): the device is
+// deleted only if it was last updated (its "ut", when its token was last
+// set) before at, so an app that registered the same token again after
+// that moment keeps its device. The check and the delete are one script.
+// A zero at checks the token alone.
+func (r *Registry) DeleteIfTokenBefore(ctx context.Context, id uint64, token string, at time.Time) (bool, error) {
+	cut := int64(0)
+	if !at.IsZero() {
+		cut = max(at.UnixMilli(), 1)
+	}
+	res, err := deleteScript.Run(ctx, r.rdb, []string{keys.Device(id)}, token, cut).Result()
 	if errors.Is(err, redis.Nil) {
 		return false, nil
 	}

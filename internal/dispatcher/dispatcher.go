@@ -127,8 +127,8 @@ type countingDecider struct {
 	log *slog.Logger
 }
 
-func (d countingDecider) Decide(ctx context.Context, now time.Time, u throttle.Update, devices []uint64) (throttle.Counts, error) {
-	c, err := d.th.Decide(ctx, now, u, devices)
+func (d countingDecider) Decide(ctx context.Context, u throttle.Update, devices []uint64) (throttle.Counts, error) {
+	c, err := d.th.Decide(ctx, u, devices)
 	if err != nil {
 		return c, err
 	}
@@ -188,7 +188,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Dispatcher, error) {
 	}); err != nil {
 		return fail(err)
 	}
-	if dis.scheduler, err = throttle.NewScheduler(cfg.Scheduler, p.Throttle, d.Logger, clock); err != nil {
+	if dis.scheduler, err = throttle.NewScheduler(cfg.Scheduler, p.Throttle, d.Logger); err != nil {
 		return fail(err)
 	}
 
@@ -200,7 +200,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Dispatcher, error) {
 		return fail(err)
 	}
 	h, err := delivery.New(delivery.Config{MaxDeliveries: cfg.PushWorker.MaxDeliveries}, delivery.Deps{
-		Redis: d.Redis, Sender: sender, Pruner: p.Devices, Events: p.Planner, Stats: p.Stats,
+		Redis: d.Redis, Sender: sender, Pruner: p.Devices, Events: p.Planner, Throttle: p.Throttle, Stats: p.Stats,
 		Logger: d.Logger, Clock: clock, Reg: d.Registerer,
 	})
 	if err != nil {

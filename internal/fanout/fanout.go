@@ -19,7 +19,13 @@
 //	done, fin                "1" and the finish time (unix ms) once planned
 //	targeted                 devices found subscribed
 //	queued deferred coalesced skipped missing duplicate   throttle outcomes
-//	sent pruned failed       push outcomes, added by the push worker (Record)
+//	sent pruned failed superseded   push outcomes, added by the push worker (Record)
+//
+// The hash expires Config.Retain after Publish. Nothing recreates it
+// without a TTL: the checkpoint and the final mark only write to an
+// existing hash (a planner that finds it expired stops with ErrNotFound),
+// Record only counts into an existing one, and a Publish of the same id
+// after expiry sets the TTL again.
 package fanout
 
 import (
@@ -80,7 +86,7 @@ func (e Event) validate() error {
 // Decider decides and enqueues pushes for a batch of devices;
 // *throttle.Throttle implements it.
 type Decider interface {
-	Decide(ctx context.Context, now time.Time, u throttle.Update, devices []uint64) (throttle.Counts, error)
+	Decide(ctx context.Context, u throttle.Update, devices []uint64) (throttle.Counts, error)
 }
 
 // Config configures a Planner. Zero fields take the defaults.
@@ -231,9 +237,21 @@ type Progress struct {
 	Sent       int64     // pushes the provider accepted (Record)
 	Pruned     int64     // pushes whose token was pruned (Record)
 	Failed     int64     // pushes that failed for good (Record)
+	// Superseded counts pushes dropped at send time because the device was
+	// deleted, opted out or moved to another token after planning (Record).
+	Superseded int64
 }
 
-var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "def"}
+// Planned is the number of pushes the planning step produced that have
+// not ended yet: each queued or deferred push ends in exactly one of
+// sent, pruned, failed or superseded (coalesced updates ride in a pending
+// push and end with it).
+func (p Progress) Planned() int64 { return p.Queued + p.Deferred }
+
+// Ended is the number of pushes with a final outcome.
+func (p Progress) Ended() int64 { return p.Sent + p.Pruned + p.Failed + p.Superseded }
+
+var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "def"}
 
 // Progress returns the progress of event id.
 func (p *Planner) Progress(ctx context.Context, id string) (Progress, error) {
@@ -252,7 +270,7 @@ func (p *Planner) Progress(ctx context.Context, id string) (Progress, error) {
 	pr := Progress{
 		ID: id, Done: n(0) == 1, Cursor: uint64(n(1)),
 		Targeted: n(3), Queued: n(4), Deferred: n(5), Coalesced: n(6), Skipped: n(7), Missing: n(8), Duplicate: n(9),
-		Sent: n(10), Pruned: n(11), Failed: n(12),
+		Sent: n(10), Pruned: n(11), Failed: n(12), Superseded: n(13),
 	}
 	if fin := n(2); fin > 0 {
 		pr.FinishedAt = time.UnixMilli(fin)
@@ -268,6 +286,9 @@ const (
 	OutcomeSent   Outcome = "sent"
 	OutcomePruned Outcome = "pruned"
 	OutcomeFailed Outcome = "failed"
+	// OutcomeSuperseded: dropped at send time because the device was
+	// deleted, opted out or re-tokened after the push was planned.
+	OutcomeSuperseded Outcome = "superseded"
 )
 
 // recordScript adds one to a push outcome counter of an event that still
@@ -284,8 +305,8 @@ return 1
 // Record counts one push outcome for each entry of eventIDs: an event listed
 // n times (n pushes of a batch covered it) is counted n times, in one call.
 func (p *Planner) Record(ctx context.Context, eventIDs []string, o Outcome) error {
-	if o != OutcomeSent && o != OutcomePruned && o != OutcomeFailed {
-		return fmt.Errorf("record outcome %q: want sent, pruned or failed", o)
+	if o != OutcomeSent && o != OutcomePruned && o != OutcomeFailed && o != OutcomeSuperseded {
+		return fmt.Errorf("record outcome %q: want sent, pruned, failed or superseded", o)
 	}
 	counts := map[string]int{}
 	var ids []string
@@ -323,14 +344,26 @@ func (p *Planner) Record(ctx context.Context, eventIDs []string, o Outcome) erro
 // KEYS[1] ev:{id}
 // ARGV[1] expected cursor, ARGV[2] next cursor,
 // ARGV[3..] pairs of counter field and increment.
-// Returns 1 if applied, 0 if the cursor had moved.
+// Returns 1 if applied, 0 if the cursor had moved, -1 if the event hash is
+// gone (expired): it is not recreated, which would leave it without a TTL.
 var checkpointScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local cur = redis.call('HGET', KEYS[1], 'cur') or '0'
 if cur ~= ARGV[1] then return 0 end
 for i = 3, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], 'cur', ARGV[2])
+return 1
+`)
+
+// finishScript marks an existing event planned.
+//
+// KEYS[1] ev:{id}; ARGV[1] finish time, unix ms.
+// Returns 1 if marked, 0 if the event hash is gone (not recreated).
+var finishScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'done', '1', 'fin', ARGV[1])
 return 1
 `)
 
@@ -372,7 +405,7 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 		}
 		var c throttle.Counts
 		if len(ids) > 0 {
-			if c, err = p.th.Decide(ctx, p.clock(), u, ids); err != nil {
+			if c, err = p.th.Decide(ctx, u, ids); err != nil {
 				return pr, fmt.Errorf("plan event %s at %d: %w", id, cur, err)
 			}
 		}
@@ -382,6 +415,9 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 			"skipped", c.Skipped, "missing", c.Missing, "duplicate", c.Duplicate).Int()
 		if err != nil {
 			return pr, fmt.Errorf("plan event %s: checkpoint %d: %w", id, next, err)
+		}
+		if ok < 0 {
+			return pr, fmt.Errorf("plan event %s: checkpoint %d: %w", id, next, ErrNotFound)
 		}
 		if ok == 0 {
 			// Another planner moved the cursor: continue from where it is.
@@ -402,8 +438,11 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 		cur = next
 	}
 	fin := p.clock().UnixMilli()
-	if err := p.rdb.HSet(ctx, keys.Event(id), "done", "1", "fin", fin).Err(); err != nil {
+	switch n, err := finishScript.Run(ctx, p.rdb, []string{keys.Event(id)}, fin).Int(); {
+	case err != nil:
 		return pr, fmt.Errorf("plan event %s: mark done: %w", id, err)
+	case n == 0:
+		return pr, fmt.Errorf("plan event %s: mark done: %w", id, ErrNotFound)
 	}
 	p.planned.Inc()
 	pr, err = p.Progress(ctx, id)

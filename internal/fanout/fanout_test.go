@@ -321,8 +321,8 @@ type crashingDecider struct {
 
 var errCrash = errors.New("simulated crash")
 
-func (c *crashingDecider) Decide(ctx context.Context, now time.Time, u throttle.Update, ids []uint64) (throttle.Counts, error) {
-	n, err := c.Decider.Decide(ctx, now, u, ids)
+func (c *crashingDecider) Decide(ctx context.Context, u throttle.Update, ids []uint64) (throttle.Counts, error) {
+	n, err := c.Decider.Decide(ctx, u, ids)
 	c.calls++
 	if c.calls == c.failAt {
 		return throttle.Counts{}, errCrash
@@ -338,7 +338,7 @@ func TestResume(t *testing.T) {
 	b.devices(t, 1, 10000, 7)
 	b.subscribe(t, "a", 1, 10000)
 	// Half the devices already have a pending push, so the event coalesces.
-	if _, err := b.th.Decide(t.Context(), t0.Add(-time.Minute), throttle.Update{Event: "old", Feeds: []string{"a"}, Lane: throttle.LaneFeed, Reason: "feed"}, seqIDs(1, 5000)); err != nil {
+	if _, err := b.th.Decide(t.Context(), throttle.Update{Event: "old", Feeds: []string{"a"}, Lane: throttle.LaneFeed, Reason: "feed"}, seqIDs(1, 5000)); err != nil {
 		t.Fatalf("seed pending: %v", err)
 	}
 	b.publish(t, feedEvent("e1", "a"))

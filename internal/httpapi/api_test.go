@@ -473,8 +473,18 @@ func TestDeleteDevice(t *testing.T) {
 	tok := fcmToken(30)
 	d := b.register(t, fcmReg(tok, "world", "tech"), 201)
 	path := fmt.Sprintf("/v1/devices/%d", d.ID)
+	thr, field := keys.Throttle(keys.Partition(d.ID)), fmt.Sprint(d.ID)
+	if err := b.rdb.HSet(t.Context(), thr, field, "state", "p"+field, "phone log").Err(); err != nil {
+		t.Fatal(err)
+	}
 	if r := b.do(t, "DELETE", "/v1/devices/{id}", path, d.Secret, nil); r.code != 204 {
 		t.Fatalf("delete: got %d %s, want 204", r.code, r.body)
+	}
+	if n, err := b.rdb.HExists(t.Context(), thr, field).Result(); err != nil || n {
+		t.Fatalf("throttle state survived the delete (%v, %v)", n, err)
+	}
+	if n, err := b.rdb.HExists(t.Context(), thr, "p"+field).Result(); err != nil || n {
+		t.Fatalf("phone log survived the delete (%v, %v)", n, err)
 	}
 	if r := b.do(t, "GET", "/v1/devices/{id}", path, d.Secret, nil); r.code != 404 {
 		t.Fatalf("get after delete: got %d, want 404", r.code)

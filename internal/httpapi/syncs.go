@@ -48,6 +48,9 @@ type progressView struct {
 	Skipped   int64     `json:"skipped"` // opted out, or gone before planning
 	Pruned    int64     `json:"pruned"`
 	Failed    int64     `json:"failed"`
+	// Superseded: dropped at send time (device deleted, opted out or
+	// re-tokened since planning).
+	Superseded int64 `json:"superseded"`
 }
 
 // createSync is POST /v1/syncs: an editor asks subscribers of some feeds to
@@ -141,7 +144,7 @@ func viewOfProgress(ev fanout.Event, p fanout.Progress) progressView {
 	return progressView{
 		ID: ev.ID, Feeds: ev.Feeds, Lane: ev.Lane, CreatedAt: ev.CreatedAt.UTC(), State: state,
 		Targeted: p.Targeted, Queued: p.Queued, Sent: p.Sent, Deferred: p.Deferred, Coalesced: p.Coalesced,
-		Skipped: p.Skipped + p.Missing, Pruned: p.Pruned, Failed: p.Failed,
+		Skipped: p.Skipped + p.Missing, Pruned: p.Pruned, Failed: p.Failed, Superseded: p.Superseded,
 	}
 }
 

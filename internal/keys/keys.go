@@ -23,7 +23,7 @@
 //	ev:{<id>}               HASH    one fan-out event: definition, cursor, progress
 //	audit                   STREAM  editor and admin actions
 //	stats:<minute>          HASH    fleet-wide push and wake counters of one minute
-//	pause:<provider>        STRING  set while sends to a provider are paused (expires)
+//	pause:<scope>           STRING  set while sends to a pause scope are paused (expires)
 //
 // The push queue has Partitions partitions; the events queue has one.
 // A device lives in partition id % Partitions, so its registry hash, its
@@ -138,6 +138,8 @@ func Audit() string { return "audit" }
 // (unix time / 60).
 func Stats(minute int64) string { return "stats:" + strconv.FormatInt(minute, 10) }
 
-// ProviderPause is set while all sends to a provider ("fcm", "apns") are
-// paused after a project-level error; it expires when the pause ends.
-func ProviderPause(provider string) string { return "pause:" + provider }
+// ProviderPause is set while all sends to a pause scope are paused after a
+// project-level error; it expires when the pause ends. A scope is what the
+// provider's answer concerns (push.Sender.PauseScope): "fcm:<project>" or
+// "apns:<environment>:<credential>".
+func ProviderPause(scope string) string { return "pause:" + scope }

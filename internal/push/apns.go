@@ -5,7 +5,9 @@ package push
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -29,6 +31,7 @@ type apnsSender struct {
 	prod, sandbox *apns2.Client
 	transports    []*http2.Transport
 	topic         string
+	credential    string // key id, or "cert-" and a digest of the certificate
 	conc          int
 	signer        *jwtSigner // nil with certificate auth
 }
@@ -41,6 +44,7 @@ func newAPNsSender(cfg Config, tlsCfg *tls.Config, now func() time.Time, m *metr
 		if err != nil {
 			return nil, fmt.Errorf("load NUDGE_APNS_KEY_FILE %s (an AuthKey_*.p8 file): %w", cfg.APNSKeyFile, err)
 		}
+		a.credential = cfg.APNSKeyID
 		a.signer = &jwtSigner{key: key, keyID: cfg.APNSKeyID, teamID: cfg.APNSTeamID, refresh: cfg.APNSTokenRefresh, now: now, rotations: m.rotations}
 	} else {
 		var (
@@ -56,6 +60,10 @@ func newAPNsSender(cfg Config, tlsCfg *tls.Config, now func() time.Time, m *metr
 			return nil, fmt.Errorf("load NUDGE_APNS_CERT_FILE %s (check NUDGE_APNS_CERT_PASSWORD): %w", cfg.APNSCertFile, err)
 		}
 		tc.Certificates = []tls.Certificate{cert}
+		if len(cert.Certificate) > 0 {
+			sum := sha256.Sum256(cert.Certificate[0])
+			a.credential = "cert-" + hex.EncodeToString(sum[:6])
+		}
 	}
 	client := func(host string) *apns2.Client {
 		tr := &http2.Transport{
@@ -90,7 +98,7 @@ func cmpOr(a, b string) string {
 }
 
 // send pushes the APNs messages of idx with at most a.conc in flight.
-func (a *apnsSender) send(ctx context.Context, s *Sender, msgs []Message, idx []int, results []Result, now time.Time) {
+func (a *apnsSender) send(ctx context.Context, s *Sender, msgs []Message, idx []int, results []Result, now time.Time, done func(int)) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(a.conc, len(idx)) {
@@ -102,6 +110,7 @@ func (a *apnsSender) send(ctx context.Context, s *Sender, msgs []Message, idx []
 				}
 				i := idx[k]
 				a.push(ctx, s, &msgs[i], &results[i], now)
+				done(i)
 			}
 		})
 	}

@@ -114,14 +114,28 @@ func classifyFCM(err error, now time.Time) outcome {
 	var o outcome
 	resp := errorutils.HTTPResponse(err)
 	if resp != nil {
+		if _, ok := resp.Header[headerTransportError]; ok {
+			return classifyTransport(err) // see fcmTransport
+		}
 		o.status = resp.StatusCode
-		o.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now)
+		ra := resp.Header.Get("Retry-After")
+		if v, ok := resp.Header[http.CanonicalHeaderKey(headerRetryAfter)]; ok {
+			ra = ""
+			if len(v) > 0 {
+				ra = v[0]
+			}
+		}
+		o.retryAfter = parseRetryAfter(ra, now)
 	}
 	switch {
 	case messaging.IsUnregistered(err):
 		o.action, o.reason = PruneToken, "UNREGISTERED"
 	case messaging.IsSenderIDMismatch(err):
 		o.action, o.reason = PruneToken, "SENDER_ID_MISMATCH"
+	case messaging.IsInvalidArgument(err) && invalidToken(err):
+		// FCM's answer to a token that is not (or no longer) a valid
+		// registration token: Firebase's guidance treats it as UNREGISTERED.
+		o.action, o.reason = PruneToken, "INVALID_TOKEN"
 	case messaging.IsInvalidArgument(err):
 		o.action, o.reason = Permanent, "INVALID_ARGUMENT"
 	case messaging.IsQuotaExceeded(err):
@@ -170,6 +184,47 @@ func classifyFCM(err error, now time.Time) outcome {
 		}
 	}
 	return o
+}
+
+// invalidToken reports whether an INVALID_ARGUMENT names the registration
+// token. FCM answers a malformed or foreign token with status
+// INVALID_ARGUMENT, an FcmError detail INVALID_ARGUMENT and the message
+// "The registration token is not a valid FCM registration token"; some
+// answers carry a google.rpc.BadRequest field violation on message.token
+// instead. Any other INVALID_ARGUMENT is about the message, not the token.
+func invalidToken(err error) bool {
+	if strings.Contains(strings.ToLower(err.Error()), "registration token") {
+		return true
+	}
+	resp := errorutils.HTTPResponse(err)
+	if resp == nil || resp.Body == nil {
+		return false
+	}
+	body, rerr := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if rerr != nil {
+		return false
+	}
+	var st struct {
+		Error struct {
+			Details []struct {
+				Type            string `json:"@type"`
+				FieldViolations []struct {
+					Field string `json:"field"`
+				} `json:"fieldViolations"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &st) != nil {
+		return false
+	}
+	for _, d := range st.Error.Details {
+		for _, v := range d.FieldViolations {
+			if d.Type == "type.googleapis.com/google.rpc.BadRequest" && v.Field == "message.token" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // deviceQuota tells a per-device QUOTA_EXCEEDED from a project-level one:

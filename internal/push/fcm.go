@@ -1,12 +1,15 @@
 package push
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -25,9 +28,10 @@ const fcmScope = "https://www.googleapis.com/auth/firebase.messaging"
 
 // fcmSender sends through one firebase messaging client.
 type fcmSender struct {
-	client *messaging.Client
-	base   *http.Transport
-	sem    chan struct{}
+	project string
+	client  *messaging.Client
+	base    *http.Transport
+	sem     chan struct{}
 }
 
 func newFCMSender(ctx context.Context, cfg Config, tlsCfg *tls.Config) (*fcmSender, error) {
@@ -70,7 +74,7 @@ func newFCMSender(ctx context.Context, cfg Config, tlsCfg *tls.Config) (*fcmSend
 	if err != nil {
 		return nil, fmt.Errorf("fcm credentials from NUDGE_FCM_CREDENTIALS_FILE: %w", err)
 	}
-	opts := []option.ClientOption{option.WithHTTPClient(&http.Client{Transport: rt}), option.WithTelemetryDisabled()}
+	opts := []option.ClientOption{option.WithHTTPClient(&http.Client{Transport: &fcmTransport{base: rt}}), option.WithTelemetryDisabled()}
 	if cfg.FCMEndpoint != "" {
 		opts = append(opts, option.WithEndpoint(cfg.FCMEndpoint))
 	}
@@ -82,12 +86,12 @@ func newFCMSender(ctx context.Context, cfg Config, tlsCfg *tls.Config) (*fcmSend
 	if err != nil {
 		return nil, fmt.Errorf("firebase messaging client: %w", err)
 	}
-	return &fcmSender{client: client, base: base, sem: make(chan struct{}, cfg.FCMConcurrency)}, nil
+	return &fcmSender{project: project, client: client, base: base, sem: make(chan struct{}, cfg.FCMConcurrency)}, nil
 }
 
 // send composes the FCM messages of idx and sends them in SendEach
 // batches, at most cap(sem) at once.
-func (f *fcmSender) send(ctx context.Context, s *Sender, msgs []Message, idx []int, results []Result, now time.Time) {
+func (f *fcmSender) send(ctx context.Context, s *Sender, msgs []Message, idx []int, results []Result, now time.Time, done func(int)) {
 	batch := make([]*messaging.Message, 0, min(len(idx), fcmBatch))
 	pos := make([]int, 0, cap(batch))
 	var wg sync.WaitGroup
@@ -103,12 +107,13 @@ func (f *fcmSender) send(ctx context.Context, s *Sender, msgs []Message, idx []i
 		case <-ctx.Done():
 			for _, i := range p {
 				s.finish(ctx, &results[i], &msgs[i], classifyTransport(ctx.Err()), fmt.Errorf("fcm send: %w", ctx.Err()))
+				done(i)
 			}
 			return
 		}
 		wg.Go(func() {
 			defer func() { <-f.sem }()
-			f.sendBatch(ctx, s, msgs, b, p, results)
+			f.sendBatch(ctx, s, msgs, b, p, results, done)
 		})
 	}
 	for _, i := range idx {
@@ -121,6 +126,7 @@ func (f *fcmSender) send(ctx context.Context, s *Sender, msgs []Message, idx []i
 		fm, err := fcmMessage(m, &fl, ttl, now)
 		if err != nil {
 			s.refuse(&results[i], m, "InvalidMessage", fmt.Errorf("push %s: %w", m.ID, err))
+			done(i)
 			continue
 		}
 		batch = append(batch, fm)
@@ -133,7 +139,7 @@ func (f *fcmSender) send(ctx context.Context, s *Sender, msgs []Message, idx []i
 	wg.Wait()
 }
 
-func (f *fcmSender) sendBatch(ctx context.Context, s *Sender, msgs []Message, batch []*messaging.Message, pos []int, results []Result) {
+func (f *fcmSender) sendBatch(ctx context.Context, s *Sender, msgs []Message, batch []*messaging.Message, pos []int, results []Result, done func(int)) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
 	defer cancel()
 	start := time.Now()
@@ -146,6 +152,7 @@ func (f *fcmSender) sendBatch(ctx context.Context, s *Sender, msgs []Message, ba
 		o := classifyFCM(err, now)
 		for _, i := range pos {
 			s.finish(ctx, &results[i], &msgs[i], o, fmt.Errorf("fcm send each: %w", err))
+			done(i)
 		}
 		return
 	}
@@ -153,12 +160,67 @@ func (f *fcmSender) sendBatch(ctx context.Context, s *Sender, msgs []Message, ba
 		r := br.Responses[k]
 		if r.Success {
 			s.finish(ctx, &results[i], &msgs[i], outcome{action: Delivered, status: http.StatusOK}, nil)
+			done(i)
 			continue
 		}
 		// Classify first: messaging.Is* do not see through wrapping.
 		o := classifyFCM(r.Error, now)
 		s.finish(ctx, &results[i], &msgs[i], o, fmt.Errorf("fcm send to %s: %w", redact.Token(msgs[i].Token), r.Error))
+		done(i)
 	}
 }
 
 func (f *fcmSender) close() { f.base.CloseIdleConnections() }
+
+// The Firebase SDK retries a 503 and any transport error by itself, up to
+// four times, sleeping for the Retry-After (or its own backoff) inside the
+// caller's send deadline; it cannot be configured off. A 30 s Retry-After
+// then ends as a bare timeout and the provider's wait is lost. fcmTransport
+// keeps every answer out of the SDK's retry:
+//
+//   - a 503 gets Retry-After set past the SDK's 2-minute retry cap (which
+//     makes it give up at once); the provider's own value, possibly empty,
+//     travels in headerRetryAfter, which classifyFCM reads instead;
+//   - a transport error becomes a synthetic 503 UNAVAILABLE answer marked
+//     with headerTransportError, which classifyFCM turns back into a
+//     transport Retry.
+//
+// The retry then happens in the queue, after the provider's own wait.
+type fcmTransport struct {
+	base http.RoundTripper
+}
+
+const (
+	headerRetryAfter     = "X-Nudge-Retry-After"
+	headerTransportError = "X-Nudge-Transport-Error"
+	// sdkNoRetry is a Retry-After beyond the SDK's 2-minute MaxDelay.
+	sdkNoRetry = "86400"
+)
+
+// RoundTrip implements http.RoundTripper.
+func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		if req.Context().Err() != nil {
+			return nil, err // the SDK stops at once on a done context
+		}
+		body, _ := json.Marshal(map[string]any{"error": map[string]any{
+			"code": http.StatusServiceUnavailable, "status": "UNAVAILABLE", "message": "transport: " + err.Error(),
+		}})
+		h := http.Header{}
+		h.Set("Content-Type", "application/json")
+		h.Set("Retry-After", sdkNoRetry)
+		h.Set(headerTransportError, strconv.Quote(err.Error()))
+		return &http.Response{
+			Status: "503 Service Unavailable", StatusCode: http.StatusServiceUnavailable,
+			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: h, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+			Request: req,
+		}, nil
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		resp.Header.Set(headerRetryAfter, resp.Header.Get("Retry-After"))
+		resp.Header.Set("Retry-After", sdkNoRetry)
+	}
+	return resp, nil
+}

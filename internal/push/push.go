@@ -8,7 +8,16 @@
 // per call, Config.FCMConcurrency calls at once); APNs messages go through
 // one long-lived client per environment with Config.APNSConcurrency pushes
 // in flight. Each Result carries one [Action]: Delivered, PruneToken, Retry,
-// BackoffDevice, PauseProvider or Permanent.
+// BackoffDevice, PauseProvider or Permanent. [Sender.SendEach] also reports
+// each result as its answer arrives, and [Sender.PauseScope] names what a
+// PauseProvider answer pauses (an APNs environment and credential, an FCM
+// project).
+//
+// The Firebase SDK's own retries (of 503s and network errors, sleeping
+// inside the send deadline) are kept out by the FCM transport, so each
+// attempt is one request and a Retry result carries the provider's own
+// Retry-After. FCM's INVALID_ARGUMENT naming the registration token is
+// PruneToken; any other INVALID_ARGUMENT is Permanent.
 //
 // # Payload contract
 //

@@ -3,8 +3,10 @@ package push
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -261,12 +263,18 @@ func TestClassificationFCM(t *testing.T) {
 		{"unregistered", pushemu.Fault{Reason: "UNREGISTERED"}, PruneToken, "UNREGISTERED", 0},
 		{"sender id mismatch", pushemu.Fault{Reason: "SENDER_ID_MISMATCH"}, PruneToken, "SENDER_ID_MISMATCH", 0},
 		{"invalid argument", pushemu.Fault{Reason: "INVALID_ARGUMENT"}, Permanent, "INVALID_ARGUMENT", 0},
+		// FCM's real answer to a bad token: INVALID_ARGUMENT naming it.
+		{"invalid token", pushemu.Fault{Reason: "INVALID_ARGUMENT", Message: "The registration token is not a valid FCM registration token"}, PruneToken, "INVALID_TOKEN", 0},
 		{"device quota", pushemu.Fault{Reason: "QUOTA_EXCEEDED", RetryAfter: 90 * time.Second}, BackoffDevice, "QUOTA_EXCEEDED", 90 * time.Second},
 		{"project quota", pushemu.Fault{ProjectQuota: true, RetryAfter: 120 * time.Second}, PauseProvider, "RESOURCE_EXHAUSTED", 120 * time.Second},
 		{"project quota without retry-after", pushemu.Fault{ProjectQuota: true}, PauseProvider, "RESOURCE_EXHAUSTED", time.Minute},
 		{"internal with retry-after", pushemu.Fault{Reason: "INTERNAL", RetryAfter: 5 * time.Second}, Retry, "INTERNAL", 5 * time.Second},
-		// The SDK retries 503 itself unless Retry-After exceeds 2 minutes.
+		// The SDK would retry a 503 itself, sleeping inside the send
+		// deadline; fcmTransport stops it, so the provider's wait reaches
+		// the caller (and the emulator sees one attempt, checked below).
 		{"unavailable with long retry-after", pushemu.Fault{Reason: "UNAVAILABLE", RetryAfter: 300 * time.Second}, Retry, "UNAVAILABLE", 300 * time.Second},
+		{"unavailable with retry-after", pushemu.Fault{Reason: "UNAVAILABLE", RetryAfter: 30 * time.Second}, Retry, "UNAVAILABLE", 30 * time.Second},
+		{"unavailable without retry-after", pushemu.Fault{Reason: "UNAVAILABLE"}, Retry, "UNAVAILABLE", 0},
 		{"third party auth", pushemu.Fault{Reason: "THIRD_PARTY_AUTH_ERROR"}, Permanent, "THIRD_PARTY_AUTH_ERROR", 0},
 	}
 	for _, tt := range tests {
@@ -282,6 +290,8 @@ func TestClassificationFCM(t *testing.T) {
 			if r.Err == nil {
 				t.Fatal("error: got nil, want the provider error")
 			}
+			want(t, "attempts seen by the emulator", len(b.emu.Rejections(tok)), 1)
+			want(t, "deliveries", b.emu.CountToken(tok), 0)
 		})
 	}
 	t.Run("registry unregistered", func(t *testing.T) {
@@ -457,4 +467,58 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFCMTransportErrorNotRetriedBySDK points FCM at a listener that drops
+// every connection: the SDK would retry a transport error four times with
+// its own backoff inside the send deadline; the sender must try once and
+// hand the retry to the queue.
+func TestFCMTransportErrorNotRetriedBySDK(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepts atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	b := setup(t, func(c *Config) { c.FCMEndpoint = "https://" + ln.Addr().String() + "/v1" })
+	r := b.sender.Send(t.Context(), []Message{msg("t", FCM, Android, "fcm-dropped")})[0]
+	want(t, "action", r.Action, Retry)
+	want(t, "reason", r.Reason, "transport")
+	want(t, "retry after", r.RetryAfter, time.Duration(0))
+	want(t, "connections", accepts.Load(), int64(1))
+}
+
+// TestSendEachReportsAnswersAsTheyArrive holds one APNs push in the
+// emulator (fault latency) and checks that the answer to another push of
+// the same call is reported while the slow one is still unanswered: the
+// caller can record each answer before the whole batch ends.
+func TestSendEachReportsAnswersAsTheyArrive(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	slow, fast := apnsToken(900), apnsToken(901)
+	b.emu.AddFault(pushemu.Fault{Provider: pushemu.APNs, Token: slow, Latency: 2 * time.Second})
+	var mu sync.Mutex
+	var order []string
+	res := b.sender.SendEach(t.Context(), []Message{msg("s", APNs, IOS, slow), msg("f", APNs, IOS, fast)}, func(i int, r Result) {
+		mu.Lock()
+		defer mu.Unlock()
+		order = append(order, r.PushID)
+		if r.PushID == "f" && b.emu.CountToken(slow) != 0 {
+			t.Error("the fast push was reported only after the slow one was answered")
+		}
+	})
+	want(t, "slow", res[0].Action, Delivered)
+	want(t, "fast", res[1].Action, Delivered)
+	want(t, "reports", strings.Join(order, ","), "f,s")
 }

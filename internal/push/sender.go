@@ -203,7 +203,22 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, now func() time.T
 // APNs messages are sent concurrently. Send returns when every message has
 // a result; ctx cancellation yields Retry results for unsent messages.
 func (s *Sender) Send(ctx context.Context, msgs []Message) []Result {
+	return s.SendEach(ctx, msgs, nil)
+}
+
+// SendEach is Send that also calls each(i, result) as soon as message i
+// has its final result: per APNs push as its answer arrives, per FCM
+// SendEach call for its messages. each runs on the sending goroutines,
+// concurrently, and should return quickly; nil means no calls. A caller
+// records provider answers there, so a crash loses only the answers not
+// yet recorded rather than a whole batch's.
+func (s *Sender) SendEach(ctx context.Context, msgs []Message, each func(i int, r Result)) []Result {
 	results := make([]Result, len(msgs))
+	done := func(i int) {
+		if each != nil {
+			each(i, results[i])
+		}
+	}
 	now := s.now()
 	var fcmIdx, apnsIdx []int
 	for i := range msgs {
@@ -211,34 +226,62 @@ func (s *Sender) Send(ctx context.Context, msgs []Message) []Result {
 		results[i].PushID = m.ID
 		if err := checkMessage(m); err != nil {
 			s.refuse(&results[i], m, "InvalidMessage", err)
+			done(i)
 			continue
 		}
 		switch m.Provider {
 		case FCM:
 			if s.fcm == nil {
 				s.refuse(&results[i], m, "ProviderNotConfigured", fmt.Errorf("push %s: fcm: %w", m.ID, ErrProviderNotConfigured))
+				done(i)
 				continue
 			}
 			fcmIdx = append(fcmIdx, i)
 		case APNs:
 			if s.apns == nil {
 				s.refuse(&results[i], m, "ProviderNotConfigured", fmt.Errorf("push %s: apns: %w", m.ID, ErrProviderNotConfigured))
+				done(i)
 				continue
 			}
 			apnsIdx = append(apnsIdx, i)
 		default:
 			s.refuse(&results[i], m, "InvalidMessage", fmt.Errorf("push %s: provider %q is not fcm or apns: %w", m.ID, m.Provider, ErrInvalidMessage))
+			done(i)
 		}
 	}
 	var wg sync.WaitGroup
 	if len(fcmIdx) > 0 {
-		wg.Go(func() { s.fcm.send(ctx, s, msgs, fcmIdx, results, now) })
+		wg.Go(func() { s.fcm.send(ctx, s, msgs, fcmIdx, results, now, done) })
 	}
 	if len(apnsIdx) > 0 {
-		wg.Go(func() { s.apns.send(ctx, s, msgs, apnsIdx, results, now) })
+		wg.Go(func() { s.apns.send(ctx, s, msgs, apnsIdx, results, now, done) })
 	}
 	wg.Wait()
 	return results
+}
+
+// PauseScope names what a PauseProvider answer to m pauses, as narrowly
+// as the provider meant it: APNs credential errors hold for one
+// environment and one credential ("apns:sandbox:<key id>"), FCM's for one
+// project ("fcm:<project>"). A sandbox build's bad setup thus never stops
+// production pushes. The caller keys its pause by this name and checks
+// each message's scope before sending.
+func (s *Sender) PauseScope(m *Message) string {
+	switch m.Provider {
+	case FCM:
+		if s.fcm != nil {
+			return "fcm:" + s.fcm.project
+		}
+	case APNs:
+		if s.apns != nil {
+			env := Production
+			if m.Environment == Sandbox {
+				env = Sandbox
+			}
+			return "apns:" + string(env) + ":" + s.apns.credential
+		}
+	}
+	return string(m.Provider)
 }
 
 // refuse fills a Permanent result for a message refused before sending.

@@ -115,7 +115,7 @@ func (s *apnsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d.JWT = jwtStr
 
 	sleepCtx(r.Context(), e.cfg.Latency)
-	if f, ok := e.faults.match(APNs, token); ok {
+	if f, ok := e.faults.match(APNs, s.env, token); ok {
 		sleepCtx(r.Context(), f.Latency)
 		if f.GoAway {
 			w.Header().Set("Connection", "close")
@@ -127,6 +127,7 @@ func (s *apnsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				ts = now
 			}
 			s.fail(w, st, f.Reason, ts, f.RetryAfter)
+			e.rec.faulted(Rejection{Provider: APNs, Environment: s.env, Token: token, At: now, Status: st, Reason: f.Reason, RetryAfter: f.RetryAfter})
 			return
 		}
 		if f.RetryAfter > 0 {

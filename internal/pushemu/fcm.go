@@ -72,8 +72,8 @@ func (s *fcmServer) invalid(w http.ResponseWriter, msg string) {
 	s.fail(w, 400, "INVALID_ARGUMENT", msg, "INVALID_ARGUMENT", 0)
 }
 
-// fault answers with the injected error f.
-func (s *fcmServer) fault(w http.ResponseWriter, f Fault) {
+// fault answers with the injected error f and returns the HTTP status.
+func (s *fcmServer) fault(w http.ResponseWriter, f Fault) int {
 	if f.ProjectQuota {
 		s.fail(w, cmp0(f.Status, 429), "RESOURCE_EXHAUSTED",
 			"Quota exceeded for quota metric 'Send requests' and limit 'Send requests per minute' of service 'fcm.googleapis.com' for consumer 'project_number:0'.",
@@ -87,7 +87,7 @@ func (s *fcmServer) fault(w http.ResponseWriter, f Fault) {
 					"service":      "fcm.googleapis.com",
 				},
 			})
-		return
+		return cmp0(f.Status, 429)
 	}
 	st, ok := fcmStatus[f.Reason]
 	if !ok {
@@ -103,7 +103,8 @@ func (s *fcmServer) fault(w http.ResponseWriter, f Fault) {
 			}},
 		})
 	}
-	s.fail(w, cmp0(f.Status, st.code), st.status, st.msg, f.Reason, f.RetryAfter, extra...)
+	s.fail(w, cmp0(f.Status, st.code), st.status, cmpStr(f.Message, st.msg), f.Reason, f.RetryAfter, extra...)
+	return cmp0(f.Status, st.code)
 }
 
 type fcmRequest struct {
@@ -167,10 +168,12 @@ func (s *fcmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d.Body = body
 
 	sleepCtx(r.Context(), e.cfg.Latency)
-	if f, ok := e.faults.match(FCM, d.Token); ok {
+	if f, ok := e.faults.match(FCM, "", d.Token); ok {
 		sleepCtx(r.Context(), f.Latency)
 		if f.Reason != "" || f.ProjectQuota {
-			s.fault(w, f)
+			status := s.fault(w, f)
+			e.rec.faulted(Rejection{Provider: FCM, Token: d.Token, At: now, Status: status,
+				Reason: cmpStr(f.Reason, "RESOURCE_EXHAUSTED"), RetryAfter: f.RetryAfter})
 			return
 		}
 		if f.RetryAfter > 0 {

@@ -66,6 +66,18 @@ type recorder struct {
 	dropped  int
 	waiters  []*waiter
 	jwts     map[string]struct{}
+	rejects  map[string][]Rejection
+}
+
+// Rejection is one push the emulator answered with an injected fault.
+type Rejection struct {
+	Provider    Provider
+	Environment string // APNs environment; FCM: ""
+	Token       string
+	At          time.Time // emulator clock when the fault was applied
+	Status      int
+	Reason      string
+	RetryAfter  time.Duration
 }
 
 func newRecorder(keep int) *recorder {
@@ -76,6 +88,7 @@ func newRecorder(keep int) *recorder {
 		counts:  make(map[string]int),
 		subs:    make(map[int]chan Delivery),
 		jwts:    make(map[string]struct{}),
+		rejects: make(map[string][]Rejection),
 	}
 }
 
@@ -108,6 +121,21 @@ func (r *recorder) reject() {
 	r.mu.Lock()
 	r.rejected++
 	r.mu.Unlock()
+}
+
+// rejected records a fault answer to a token, keeping the last r.keep
+// per token.
+func (r *recorder) faulted(x Rejection) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.keep > 0 {
+		l := r.rejects[x.Token]
+		if len(l) >= r.keep {
+			l = slices.Delete(l, 0, 1)
+		}
+		r.rejects[x.Token] = append(l, x)
+	}
+	r.wake()
 }
 
 func (r *recorder) sawJWT(jwt string) {
@@ -169,6 +197,16 @@ func (e *Emulator) Deliveries(token string) []Delivery {
 	e.rec.mu.Lock()
 	defer e.rec.mu.Unlock()
 	return slices.Clone(e.rec.byToken[token])
+}
+
+// Rejections returns the injected fault answers to token, oldest first (at
+// most Config.KeepPerToken of them). With Deliveries it is the per-device
+// log a referee reads: when each attempt was turned away, and when one was
+// accepted.
+func (e *Emulator) Rejections(token string) []Rejection {
+	e.rec.mu.Lock()
+	defer e.rec.mu.Unlock()
+	return slices.Clone(e.rec.rejects[token])
 }
 
 // Count returns how many pushes the emulator accepted in total.
@@ -256,6 +294,9 @@ func (e *Emulator) Subscribe(buf int) (<-chan Delivery, func()) {
 type Fault struct {
 	Provider Provider `json:"provider,omitempty"` // "" matches both
 	Token    string   `json:"token,omitempty"`    // "" matches any token
+	// Environment limits an APNs fault to one environment (Production or
+	// Sandbox); "" matches both. FCM requests have no environment.
+	Environment string `json:"environment,omitempty"`
 	// After skips the first After matching requests.
 	After int `json:"after,omitempty"`
 	// Every applies the fault to every Every-th matching request after
@@ -276,6 +317,10 @@ type Fault struct {
 	Status int `json:"status,omitempty"`
 	// RetryAfter sets the Retry-After header (whole seconds).
 	RetryAfter time.Duration `json:"retry_after,omitempty"`
+	// Message overrides the error message of an FCM fault, e.g. "The
+	// registration token is not a valid FCM registration token", FCM's
+	// INVALID_ARGUMENT for a bad token.
+	Message string `json:"message,omitempty"`
 	// ProjectQuota makes an FCM 429 the project-level quota error
 	// (RESOURCE_EXHAUSTED with google.rpc.ErrorInfo RATE_LIMIT_EXCEEDED)
 	// instead of the per-device QUOTA_EXCEEDED.
@@ -303,12 +348,12 @@ func newFaultSet(seed uint64) *faultSet {
 }
 
 // match returns the fault for one request, if any.
-func (s *faultSet) match(p Provider, token string) (Fault, bool) {
+func (s *faultSet) match(p Provider, env, token string) (Fault, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range s.rules {
 		f := r.f
-		if (f.Provider != "" && f.Provider != p) || (f.Token != "" && f.Token != token) {
+		if (f.Provider != "" && f.Provider != p) || (f.Token != "" && f.Token != token) || (f.Environment != "" && f.Environment != env) {
 			continue
 		}
 		if f.Count > 0 && r.applied >= f.Count {

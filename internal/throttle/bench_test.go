@@ -46,7 +46,7 @@ func BenchmarkDecide(b *testing.B) {
 						}
 					}
 					u := Update{Event: fmt.Sprint("w", w), Feeds: []string{"a"}, Lane: LaneFeed, Reason: "feed", Since: map[string]int64{"a": int64(w)}}
-					if _, err := e.th.Decide(b.Context(), now, u, half); err != nil {
+					if _, err := e.decideAt(b, now, u, half); err != nil {
 						b.Fatalf("decide: %v", err)
 					}
 					now = now.Add(time.Second)
@@ -56,7 +56,7 @@ func BenchmarkDecide(b *testing.B) {
 			cpu0 := redistest.MainThreadCPU(b, e.rdb)
 			for b.Loop() {
 				u := Update{Event: fmt.Sprint("e", i), Feeds: []string{"a"}, Lane: bc.lane, Reason: "feed", Since: map[string]int64{"a": int64(i)}}
-				if _, err := e.th.Decide(b.Context(), now, u, ids); err != nil {
+				if _, err := e.decideAt(b, now, u, ids); err != nil {
 					b.Fatalf("decide: %v", err)
 				}
 				now = now.Add(time.Second)
@@ -88,13 +88,13 @@ func BenchmarkStep(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		u := Update{Event: fmt.Sprint("e", i), Feeds: []string{"a"}, Lane: LaneFeed, Reason: "feed", Since: map[string]int64{"a": int64(i)}}
-		if _, err := e.th.Decide(b.Context(), now, u, ids); err != nil {
+		if _, err := e.decideAt(b, now, u, ids); err != nil {
 			b.Fatalf("decide: %v", err)
 		}
 		now = now.Add(time.Hour) // past the debounce and any limit
 		cpu0 := redistest.MainThreadCPU(b, e.rdb)
 		b.StartTimer()
-		m, err := e.th.Step(b.Context(), now, 256)
+		m, err := e.stepAt(b, now, 256)
 		if err != nil || m.Queued != n {
 			b.Fatalf("step: got %+v, %v, want %d queued", m, err, n)
 		}
@@ -105,4 +105,14 @@ func BenchmarkStep(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "moves/s")
 	b.ReportMetric(float64(n)*float64(b.N)/cpu, "moves/redis-cpu-s")
+}
+
+func (e *env) decideAt(b *testing.B, now time.Time, u Update, ids []uint64) (Counts, error) {
+	e.clk.set(now)
+	return e.th.Decide(b.Context(), u, ids)
+}
+
+func (e *env) stepAt(b *testing.B, now time.Time, limit int) (Moves, error) {
+	e.clk.set(now)
+	return e.th.Step(b.Context(), limit)
 }

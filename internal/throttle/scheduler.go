@@ -31,12 +31,17 @@ func (m *Moves) add(v []int64) {
 	m.Stale += v[4]
 }
 
-// Step moves every pending push due at or before now into the push stream,
+// Step moves every pending push due at or before now (the throttle's clock,
+// Redis's TIME by default) into the push stream,
 // in rounds of at most limit devices per partition, pipelined across
 // partitions. It re-checks the limits with the device's current settings.
 // Several schedulers may step at once: a device is moved by one of them.
-func (t *Throttle) Step(ctx context.Context, now time.Time, limit int) (Moves, error) {
+func (t *Throttle) Step(ctx context.Context, limit int) (Moves, error) {
 	var total Moves
+	now, err := t.cfg.Clock.Now(ctx)
+	if err != nil {
+		return total, fmt.Errorf("scheduler: %w", err)
+	}
 	nowMS := now.UnixMilli()
 	upTo := strconv.FormatInt(nowMS, 10)
 	active := make([]int, keys.Partitions)
@@ -147,26 +152,23 @@ func (c SchedulerConfig) validate() error {
 // Scheduler runs Throttle.Step every tick. A pending push goes out at most
 // one tick after it falls due.
 type Scheduler struct {
-	cfg   SchedulerConfig
-	th    *Throttle
-	log   *slog.Logger
-	clock func() time.Time
+	cfg SchedulerConfig
+	th  *Throttle
+	log *slog.Logger
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-// NewScheduler returns a Scheduler over th. clock defaults to time.Now.
-func NewScheduler(cfg SchedulerConfig, th *Throttle, log *slog.Logger, clock func() time.Time) (*Scheduler, error) {
+// NewScheduler returns a Scheduler over th. Its ticks are local; what is
+// due is decided on the throttle's clock.
+func NewScheduler(cfg SchedulerConfig, th *Throttle, log *slog.Logger) (*Scheduler, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if clock == nil {
-		clock = time.Now
-	}
-	return &Scheduler{cfg: cfg, th: th, log: log, clock: clock}, nil
+	return &Scheduler{cfg: cfg, th: th, log: log}, nil
 }
 
 // Start starts the scheduler loop. It returns an error if it is already
@@ -208,7 +210,7 @@ func (s *Scheduler) loop(ctx context.Context, done chan struct{}) {
 			return
 		case <-tick.C:
 		}
-		m, err := s.th.Step(ctx, s.clock(), s.cfg.Limit)
+		m, err := s.th.Step(ctx, s.cfg.Limit)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.ErrorContext(ctx, "throttle scheduler step", "err", err)

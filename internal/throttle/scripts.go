@@ -375,7 +375,7 @@ for j = 1, #ids do
   local dev = call('HMGET', KEYS[3 + j], 'pl', 'bg', 'mi')
   if not dev[1] and not dev[2] then
     missing = missing + 1
-    if raws[j] then gone[#gone + 1] = id; zrem[#zrem + 1] = id end
+    if raws[j] then gone[#gone + 1] = id; gone[#gone + 1] = 'p' .. id; zrem[#zrem + 1] = id end
   elseif dev[2] == '0' then
     skipped = skipped + 1
   else
@@ -487,6 +487,7 @@ for j = 1, #ids do
     if not dev[1] and not dev[2] then
       missing = missing + 1
       gone[#gone + 1] = id
+      gone[#gone + 1] = 'p' .. id
       zrem[#zrem + 1] = id
     else
       local pol = pols.android
@@ -533,11 +534,12 @@ keep_hashtable(KEYS[1])
 return {queued, resched, skipped, missing, stale}
 `
 
-// forgetScript drops the throttle state and pending push of one device.
+// forgetScript drops the throttle state, the phone log and the pending
+// push of one device.
 //
 // KEYS[1] thr:{pN}, KEYS[2] due:{pN}; ARGV[1] device id.
-// Returns 1 if there was state, 0 otherwise.
+// Returns the number of fields removed (0: there was no state).
 var forgetScript = redis.NewScript(`
 redis.call('ZREM', KEYS[2], ARGV[1])
-return redis.call('HDEL', KEYS[1], ARGV[1])
+return redis.call('HDEL', KEYS[1], ARGV[1], 'p' .. ARGV[1])
 `)

@@ -42,12 +42,22 @@
 // it separately we err on the side of sending nothing.) A pending push of a
 // device that opts out before it falls due is dropped by the scheduler.
 //
+// # One clock: Redis's
+//
+// Every decision and the due scheduler use the Redis server's clock (TIME,
+// read once per Decide or Step call), never the replica's wall clock, so
+// replicas whose clocks are minutes apart still space a device's pushes by
+// MinGap and keep K per W. Config.Clock replaces it in tests only.
+//
 // # Accounting
 //
 // A push counts against the budget when it is queued (written to the
 // stream), not when the provider accepts it: workers send within seconds,
 // and a push that then fails still used its slot, which errs on the strict
-// side.
+// side. Because a retry or a redelivery can still reach the phone later
+// than it was queued, the push worker also asks Admit just before sending
+// (the budget at the phone, phone.go): a push that would land inside the
+// gap or over K per W of pushes that may already have arrived waits.
 //
 // # Exactly once under retries
 //
@@ -158,6 +168,26 @@ type Config struct {
 	// Batch is the most devices one script call decides (default 512),
 	// which bounds the time Redis spends in one call.
 	Batch int
+	// Clock is the time source of every decision (default: the Redis
+	// server's TIME). Tests inject a simulated clock here.
+	Clock Clock
+}
+
+// Clock tells the throttle what time it is.
+type Clock interface {
+	Now(ctx context.Context) (time.Time, error)
+}
+
+// redisClock is the Redis server's clock: one fleet-wide time, whatever
+// each replica's wall clock says.
+type redisClock struct{ rdb redis.UniversalClient }
+
+func (c redisClock) Now(ctx context.Context) (time.Time, error) {
+	t, err := c.rdb.Time(ctx).Result()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read redis time: %w", err)
+	}
+	return t, nil
 }
 
 func (c Config) withDefaults() Config {
@@ -313,6 +343,9 @@ func New(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus
 	if rdb == nil || log == nil {
 		return nil, errors.New("throttle: a Redis client and a logger are required")
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = redisClock{rdb}
+	}
 	t := &Throttle{
 		cfg:    cfg,
 		rdb:    rdb,
@@ -355,13 +388,18 @@ type call struct {
 	cmd  *redis.Cmd
 }
 
-// Decide applies update u at time now to devices, which may span
-// partitions. It groups them by partition and runs one script call per
-// batch of at most Config.Batch devices, pipelined. A device listed twice
-// in one call is decided once and then counted as a duplicate.
-func (t *Throttle) Decide(ctx context.Context, now time.Time, u Update, devices []uint64) (Counts, error) {
+// Decide applies update u to devices, which may span partitions, at the
+// time of the Redis clock (Config.Clock). It groups them by partition and
+// runs one script call per batch of at most Config.Batch devices,
+// pipelined. A device listed twice in one call is decided once and then
+// counted as a duplicate.
+func (t *Throttle) Decide(ctx context.Context, u Update, devices []uint64) (Counts, error) {
 	if err := u.validate(); err != nil {
 		return Counts{}, err
+	}
+	now, err := t.cfg.Clock.Now(ctx)
+	if err != nil {
+		return Counts{}, fmt.Errorf("decide event %s: %w", u.Event, err)
 	}
 	feeds, since := packFeeds(u.Feeds, u.Since)
 	var groups [keys.Partitions][]uint64

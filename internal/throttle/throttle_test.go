@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,6 +44,26 @@ func backends(t *testing.T, fn func(t *testing.T, rdb redis.UniversalClient)) {
 type env struct {
 	rdb redis.UniversalClient
 	th  *Throttle
+	clk *testClock
+}
+
+// testClock is the simulated time the tests decide at; production
+// throttles read Redis's clock.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now(context.Context) (time.Time, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now, nil
+}
+
+func (c *testClock) set(t time.Time) {
+	c.mu.Lock()
+	c.now = t
+	c.mu.Unlock()
 }
 
 // setup flushes the backend and returns a fresh Throttle on it.
@@ -58,11 +79,15 @@ func setup(t testing.TB, rdb redis.UniversalClient, cfg Config) *env {
 	if err != nil {
 		t.Fatalf("flush: %v", err)
 	}
+	clk := &testClock{now: t0}
+	if cfg.Clock == nil {
+		cfg.Clock = clk
+	}
 	th, err := New(cfg, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatalf("new throttle: %v", err)
 	}
-	return &env{rdb: rdb, th: th}
+	return &env{rdb: rdb, th: th, clk: clk}
 }
 
 type device struct {
@@ -116,7 +141,8 @@ func (e *env) pushes(t testing.TB) map[uint64][]Push {
 
 func (e *env) decide(t *testing.T, now time.Time, u Update, ids ...uint64) Counts {
 	t.Helper()
-	c, err := e.th.Decide(t.Context(), now, u, ids)
+	e.clk.set(now)
+	c, err := e.th.Decide(t.Context(), u, ids)
 	if err != nil {
 		t.Fatalf("decide %s: %v", u.Event, err)
 	}
@@ -125,7 +151,8 @@ func (e *env) decide(t *testing.T, now time.Time, u Update, ids ...uint64) Count
 
 func (e *env) step(t *testing.T, now time.Time) Moves {
 	t.Helper()
-	m, err := e.th.Step(t.Context(), now, 100)
+	e.clk.set(now)
+	m, err := e.th.Step(t.Context(), 100)
 	if err != nil {
 		t.Fatalf("step at %s: %v", now.Sub(t0), err)
 	}
@@ -702,5 +729,79 @@ func TestShortcutsMatchGeneral(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBudgetAtThePhone checks Admit and Settle on the Redis clock: a second
+// push within the gap waits out the rest of it, a re-attempt of the same
+// push does not wait for itself, a refused push frees its slot, and the
+// K-per-W limit counts only pushes that may have reached the phone.
+func TestBudgetAtThePhone(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	rdb := redistest.Start(t)
+	gapPol := Policy{Limit: 3, Window: time.Hour, MinGap: 10 * time.Minute}
+	kPol := Policy{Limit: 2, Window: time.Hour, MinGap: time.Nanosecond}
+	th, err := New(Config{IOS: gapPol, Android: kPol}, rdb, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{rdb: rdb, th: th}
+	e.addDevices(t, device{id: 1, pl: "ios", bg: true}, device{id: 2, pl: "android", bg: true})
+	admit := func(dev uint64, collapse string) time.Duration {
+		t.Helper()
+		w, err := th.Admit(ctx, []Attempt{{Device: dev, Collapse: collapse}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w[0]
+	}
+	settle := func(dev uint64, collapse string, s Settlement) {
+		t.Helper()
+		if err := th.Settle(ctx, []Attempt{{Device: dev, Collapse: collapse}}, []Settlement{s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Gap (iOS device 1).
+	if w := admit(1, "a"); w != 0 {
+		t.Fatalf("first push: wait %v, want 0", w)
+	}
+	if w := admit(1, "b"); w < 9*time.Minute || w > 10*time.Minute {
+		t.Fatalf("push 2 right after push 1: wait %v, want nearly the 10m gap", w)
+	}
+	if w := admit(1, "a"); w != 0 {
+		t.Fatalf("re-attempt of push 1: wait %v, want 0", w)
+	}
+	settle(1, "a", Refused)
+	if w := admit(1, "b"); w != 0 {
+		t.Fatalf("push 2 after push 1 was refused: wait %v, want 0", w)
+	}
+	settle(1, "b", Delivered)
+	if w := admit(1, "c"); w < 9*time.Minute {
+		t.Fatalf("push 3 right after push 2 was delivered: wait %v, want the gap", w)
+	}
+	// K per W (Android device 2: 2 per hour, no gap to speak of).
+	for _, c := range []string{"x", "y"} {
+		if w := admit(2, c); w != 0 {
+			t.Fatalf("push %s: wait %v, want 0", c, w)
+		}
+		settle(2, c, Unknown) // no answer: it may have arrived
+	}
+	if w := admit(2, "z"); w < 59*time.Minute {
+		t.Fatalf("third push within the hour: wait %v, want about an hour", w)
+	}
+	settle(2, "x", Refused) // the first of two entries goes
+	if w := admit(2, "z"); w != 0 {
+		t.Fatalf("third push after one of two was refused: wait %v, want 0", w)
+	}
+	if w := admit(2, "w"); w < 59*time.Minute {
+		t.Fatalf("fourth push: wait %v, want about an hour (y and z are in the window)", w)
+	}
+	// Forget drops the log with the rest of the state.
+	if err := th.Forget(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := rdb.HExists(ctx, keys.Throttle(keys.Partition(1)), "p1").Result(); err != nil || ok {
+		t.Fatalf("phone log after Forget: exists %v, %v", ok, err)
 	}
 }
