@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nudge-dev/nudge/internal/config"
+	"github.com/nudge-dev/nudge/internal/egress"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/push"
@@ -66,6 +67,8 @@ func Settings() []config.Setting {
 		{Flag: "feed-timeout", Env: "NUDGE_FEED_TIMEOUT", Default: "30s", Help: "deadline of one feed fetch, body included"},
 		{Flag: "feed-max-bytes", Env: "NUDGE_FEED_MAX_BYTES", Default: "10485760", Help: "largest feed body accepted, in bytes"},
 		{Flag: "feed-concurrency", Env: "NUDGE_FEED_CONCURRENCY", Default: "8", Help: "feeds one replica polls at once"},
+		{Flag: "feed-allow-nets", Env: "NUDGE_FEED_ALLOW_NETS", Default: "",
+			Help: "CIDRs that feed fetches may reach although loopback, private or link-local (e.g. 10.20.0.0/16; empty: none)"},
 
 		{Flag: "push-workers", Env: "NUDGE_PUSH_WORKERS", Default: "4", Help: "push batches sent at once by this replica"},
 		{Flag: "push-batch", Env: "NUDGE_PUSH_BATCH", Default: "500", Help: "most push jobs per batch (one FCM SendEach call)"},
@@ -106,7 +109,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	d, err := New(ctx, cfg, Deps{Redis: rdb.Client, Logger: log, Registerer: reg})
+	allow, err := egress.ParseAllowNets(v.String("feed-allow-nets"))
+	if err != nil {
+		return err
+	}
+	feedClient := egress.New(allow).Client(egress.Config{})
+	d, err := New(ctx, cfg, Deps{Redis: rdb.Client, Logger: log, Registerer: reg, FeedClient: feedClient})
 	if err != nil {
 		return err
 	}
