@@ -101,7 +101,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
 
-	rdb, err := config.OpenRedis(ctx, v.String("redis-url"), v.String("embedded-redis-addr"), log)
+	redisTimeouts, err := v.RedisTimeouts()
+	if err != nil {
+		return err
+	}
+	rdb, err := config.OpenRedisTimeouts(ctx, v.String("redis-url"), v.String("embedded-redis-addr"), redisTimeouts, log)
 	if err != nil {
 		return err
 	}
@@ -124,7 +128,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen on %s (NUDGE_HTTP_ADDR): %w", v.String("http-addr"), err)
 	}
 	ping := func(ctx context.Context) error { return rdb.Client.Ping(ctx).Err() }
-	hs := &http.Server{Handler: opsHandler(ping, reg), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: opsHandler(ping, reg), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 

@@ -20,7 +20,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReadyTimeout)
 	defer cancel()
 	if err := s.deps.Redis.Ping(ctx).Err(); err != nil {
 		return &HTTPError{Code: http.StatusServiceUnavailable, Kind: "unavailable", Msg: "redis unreachable", Err: err}
@@ -203,16 +203,48 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-type feedList struct {
-	Feeds []catalog.Feed `json:"feeds"`
+// publicFeed is a catalogue entry as anyone may see it: no origin URL,
+// which may point at a host that is not meant to be public.
+type publicFeed struct {
+	ID           string `json:"id"`
+	Title        string `json:"title"`
+	PollInterval string `json:"poll_interval"`
 }
 
+// editorFeed is a catalogue entry as editors and admins see it: the URL
+// without user info.
+type editorFeed struct {
+	ID           string `json:"id"`
+	Title        string `json:"title"`
+	URL          string `json:"url"`
+	PollInterval string `json:"poll_interval"`
+}
+
+func editorView(f catalog.Feed) editorFeed {
+	return editorFeed{ID: f.ID, Title: f.Title, URL: redactURL(f.URL), PollInterval: f.PollInterval.String()}
+}
+
+// listFeeds is GET /v1/feeds: id, title and interval for everyone; with an
+// editor or admin key also each feed's URL. A bearer credential that is no
+// such key (an app's device secret, say) gets the public view.
 func (s *Server) listFeeds(w http.ResponseWriter, r *http.Request) error {
 	feeds, err := s.deps.Pipeline.Catalog.List(r.Context())
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, feedList{Feeds: feeds})
+	if _, err := s.deps.Keys.Check(r, auth.RoleEditor); err == nil {
+		out := make([]editorFeed, len(feeds))
+		for i, f := range feeds {
+			out[i] = editorView(f)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"feeds": out})
+		return nil
+	}
+	out := make([]publicFeed, len(feeds))
+	for i, f := range feeds {
+		out[i] = publicFeed{ID: f.ID, Title: f.Title, PollInterval: f.PollInterval.String()}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"feeds": out})
 	return nil
 }
 
@@ -257,7 +289,7 @@ func (s *Server) putFeed(w http.ResponseWriter, r *http.Request) error {
 	if created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, f)
+	writeJSON(w, status, editorView(f))
 	return nil
 }
 
@@ -289,3 +321,6 @@ func (s *Server) audit(r *http.Request, action, target string) {
 		log.ErrorContext(ctx, "write audit record", "action", action, "err", err)
 	}
 }
+
+// redactURL is a feed URL as editors may see it: without user info.
+func redactURL(raw string) string { return catalog.RedactURL(raw) }

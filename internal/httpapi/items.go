@@ -223,7 +223,7 @@ func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		fo := feedOverview{
-			ID: f.ID, Title: f.Title, URL: f.URL, PollIntervalSeconds: int64(f.PollInterval / time.Second),
+			ID: f.ID, Title: f.Title, URL: redactURL(f.URL), PollIntervalSeconds: int64(f.PollInterval / time.Second),
 			HeadCursor: h.Head, Latest: make([]latestItem, 0, len(latest)),
 			Health: healthView{
 				LastSuccess: timePtr(h.LastSuccess), LastStatus: h.LastStatus,

@@ -156,3 +156,18 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// deadline gives the request a deadline of d. Every Redis call takes the
+// request's context and the Redis client honours its deadline on the
+// network, so a stalled or dead Redis makes the handler return
+// context.DeadlineExceeded or a network error, which answer 503 with
+// Retry-After (toHTTPError), within d plus the time to write the answer.
+func deadline(d time.Duration) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), d)
+			defer cancel()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+}

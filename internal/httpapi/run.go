@@ -36,6 +36,12 @@ func Settings() []config.Setting {
 			Help: "registrations per client IP per window (-1 disables)"},
 		{Flag: "register-rate-window", Env: "NUDGE_REGISTER_RATE_WINDOW", Default: "1m", Help: "window of NUDGE_REGISTER_RATE_LIMIT"},
 		{Flag: "max-feeds-per-device", Env: "NUDGE_MAX_FEEDS_PER_DEVICE", Default: "64", Help: "most feeds one device may subscribe to"},
+		{Flag: "api-keys-reload", Env: "NUDGE_API_KEYS_RELOAD", Default: "1s",
+			Help: "how often the API keys file is checked for changes (SIGHUP also reloads it); a removed key stops working within this"},
+		{Flag: "request-timeout", Env: "NUDGE_REQUEST_TIMEOUT", Default: "1s",
+			Help: "deadline of device and public requests; past it they answer 503 with Retry-After (Redis stalled or down)"},
+		{Flag: "key-request-timeout", Env: "NUDGE_KEY_REQUEST_TIMEOUT", Default: "10s",
+			Help: "deadline of editor and admin requests (console overview, syncs, feed edits)"},
 	})
 }
 
@@ -48,6 +54,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP reloads the API keys file; without this handler it would
+	// terminate the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	v, err := config.Parse("api", Settings(), args, getenv, stderr)
 	if err != nil {
@@ -61,7 +72,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	rateLimit, err3 := v.Int("register-rate-limit")
 	rateWindow, err4 := v.Duration("register-rate-window")
 	maxFeeds, err5 := v.Int("max-feeds-per-device")
-	if err := errors.Join(err, err2, err3, err4, err5); err != nil {
+	keysReload, err6 := positive(v, "api-keys-reload")
+	reqTimeout, err7 := positive(v, "request-timeout")
+	keyReqTimeout, err8 := positive(v, "key-request-timeout")
+	redisTimeouts, err9 := v.RedisTimeouts()
+	if err := errors.Join(err, err2, err3, err4, err5, err6, err7, err8, err9); err != nil {
 		return err
 	}
 	if v.String("http-addr") == "" {
@@ -83,7 +98,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
-	rdb, err := config.OpenRedis(ctx, v.String("redis-url"), v.String("embedded-redis-addr"), log)
+	rdb, err := config.OpenRedisTimeouts(ctx, v.String("redis-url"), v.String("embedded-redis-addr"), redisTimeouts, log)
 	if err != nil {
 		return err
 	}
@@ -104,7 +119,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv, err := NewServer(Deps{
 		Logger: log, Redis: rdb.Client, Pipeline: pipe, Keys: keys,
 		Metrics: reg, Gatherer: reg,
-	}, Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow})
+	}, Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow,
+		RequestTimeout: reqTimeout, KeyRequestTimeout: keyReqTimeout})
 	if err != nil {
 		return err
 	}
@@ -123,6 +139,10 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); keys.Watch(watchCtx, keysReload, hup, log) }()
+	defer func() { stopWatch(); <-watched }()
 	log.InfoContext(ctx, config.ReadyAPI, "addr", ln.Addr().String(), "cluster", rdb.Cluster, "embedded_redis", rdb.Embedded != nil)
 
 	select {
@@ -153,4 +173,13 @@ func mintKey(args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "API key for %s (%s), shown only this once; store it in your secret manager:\n\n  %s\n\n", args[0], args[1], m.Key)
 	fmt.Fprintf(stdout, "Add this line to the API keys file (NUDGE_API_KEYS_FILE); it holds only the key's hash:\n\n%s\n", m.Line)
 	return nil
+}
+
+// positive reads a duration setting that must be above zero.
+func positive(v *config.Values, flag string) (time.Duration, error) {
+	d, err := v.Duration(flag)
+	if err == nil && d <= 0 {
+		err = v.Invalid(flag, "want a positive duration")
+	}
+	return d, err
 }

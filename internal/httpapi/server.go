@@ -30,6 +30,18 @@ type Config struct {
 	RegisterRateLimit int
 	// RegisterRateWindow is the window of RegisterRateLimit. Default 1m.
 	RegisterRateWindow time.Duration
+	// RequestTimeout is the deadline of device and public routes (/v1
+	// without an API key): a request that cannot finish in time, because
+	// Redis stalls or is gone, answers 503 with Retry-After within it.
+	// Default 1s (NUDGE_REQUEST_TIMEOUT).
+	RequestTimeout time.Duration
+	// KeyRequestTimeout is the deadline of editor and admin routes, which
+	// read more (the console overview) or write more (deleting a feed
+	// clears its bitmaps). Default 10s (NUDGE_KEY_REQUEST_TIMEOUT).
+	KeyRequestTimeout time.Duration
+	// ReadyTimeout is the budget of /readyz: it answers 503 within it when
+	// Redis does not answer a PING. Default 1s.
+	ReadyTimeout time.Duration
 	// Now is the clock for audit records. Default time.Now.
 	Now func() time.Time
 }
@@ -40,6 +52,9 @@ func (c *Config) validate() error {
 	}
 	if c.RegisterRateWindow < time.Second {
 		return errors.New("httpapi: RegisterRateWindow: want at least 1s (NUDGE_REGISTER_RATE_WINDOW)")
+	}
+	if c.RequestTimeout < 10*time.Millisecond || c.KeyRequestTimeout < 10*time.Millisecond || c.ReadyTimeout < 10*time.Millisecond {
+		return errors.New("httpapi: RequestTimeout, KeyRequestTimeout and ReadyTimeout: want at least 10ms (NUDGE_REQUEST_TIMEOUT, NUDGE_KEY_REQUEST_TIMEOUT)")
 	}
 	return nil
 }
@@ -83,6 +98,9 @@ func NewServer(deps Deps, cfg Config) (*Server, error) {
 	cfg.MaxBodyBytes = cmp.Or(cfg.MaxBodyBytes, 16<<10)
 	cfg.RegisterRateLimit = cmp.Or(cfg.RegisterRateLimit, 600)
 	cfg.RegisterRateWindow = cmp.Or(cfg.RegisterRateWindow, time.Minute)
+	cfg.RequestTimeout = cmp.Or(cfg.RequestTimeout, time.Second)
+	cfg.KeyRequestTimeout = cmp.Or(cfg.KeyRequestTimeout, 10*time.Second)
+	cfg.ReadyTimeout = cmp.Or(cfg.ReadyTimeout, time.Second)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
