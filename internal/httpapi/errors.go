@@ -149,36 +149,15 @@ func badRequest(field, msg string) *HTTPError {
 	return &HTTPError{Code: http.StatusBadRequest, Kind: "invalid_field", Msg: msg, Field: field}
 }
 
-// decodeJSON reads exactly one JSON object into dst, rejecting unknown
-// fields, wrong types and trailing data.
+// decodeJSON reads the request body as exactly one JSON object into dst
+// (see decodeStrict). A body over the cap is *http.MaxBytesError (413).
 func decodeJSON(r *http.Request, dst any) error {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(dst)
-	if err == nil {
-		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
-			err = errors.New("trailing data after the JSON object")
-			if mbe, ok := errors.AsType[*http.MaxBytesError](terr); ok {
-				err = mbe
-			}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return err
 		}
+		return &HTTPError{Code: http.StatusBadRequest, Kind: "malformed", Msg: "could not read the request body", Err: err}
 	}
-	if err == nil {
-		return nil
-	}
-	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-		return err
-	}
-	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-		return &HTTPError{Code: http.StatusBadRequest, Kind: "invalid_field", Field: te.Field,
-			Msg: fmt.Sprintf("%s: wrong type %s, want %s", te.Field, te.Value, te.Type), Err: err}
-	}
-	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		f = strings.Trim(f, `"`)
-		return &HTTPError{Code: http.StatusBadRequest, Kind: "unknown_field", Field: f, Msg: "unknown field " + f, Err: err}
-	}
-	if errors.Is(err, io.EOF) {
-		return &HTTPError{Code: http.StatusBadRequest, Kind: "malformed", Msg: "request body must be a JSON object", Err: err}
-	}
-	return &HTTPError{Code: http.StatusBadRequest, Kind: "malformed", Msg: "malformed JSON: " + err.Error(), Err: err}
+	return decodeStrict(b, dst)
 }
