@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/dispatcher"
+	"github.com/nudge-dev/nudge/internal/receipts"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -91,6 +92,9 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	router  chi.Router
+	// receipts verifies the push ids of wake receipts.
+	receipts *receipts.Signer
+	rejected *prometheus.CounterVec
 }
 
 // NewServer builds the router with every route of routes.go.
@@ -114,7 +118,12 @@ func NewServer(deps Deps, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register http metrics: %w", err)
 	}
-	s := &Server{deps: deps, cfg: cfg, log: deps.Logger, metrics: m}
+	rejected, err := newRejectedReceipts(deps.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("register receipt metrics: %w", err)
+	}
+	s := &Server{deps: deps, cfg: cfg, log: deps.Logger, metrics: m,
+		receipts: receipts.NewSigner(deps.Redis), rejected: rejected}
 	r := chi.NewRouter()
 	r.Use(s.observe)
 	r.NotFound(s.handle(func(w http.ResponseWriter, r *http.Request) error {

@@ -23,6 +23,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/httpapi"
+	"github.com/nudge-dev/nudge/internal/receipts"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/stacktest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,7 +128,10 @@ func TestRedisStallAndDeathAnswer503WithinDeadline(t *testing.T) {
 	}
 	d := registerOne(t, client, hs.URL, strings.Replace(regBody, "a3f5", "b3f5", 1))
 	dev := "/v1/devices/" + strconv.FormatUint(d.ID, 10)
-	pushID := delivery.PushID("feed", time.Now().Add(-time.Minute), "c1")
+	pushID, err := receipts.NewSigner(rdb.Client).Sign(t.Context(), d.ID, delivery.PushID("feed", time.Now().Add(-time.Minute), "c1"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	receipt := fmt.Sprintf(`{"push_id":%q,"received_at":%q,"outcome":"synced"}`, pushID, time.Now().UTC().Format(time.RFC3339))
 	calls := []call{
 		{name: "register", method: "POST", path: "/v1/devices", body: strings.Replace(regBody, "a3f5", "c3f5", 1)},

@@ -141,3 +141,14 @@ func Stats(minute int64) string { return "stats:" + strconv.FormatInt(minute, 10
 // ProviderPause is set while all sends to a provider ("fcm", "apns") are
 // paused after a project-level error; it expires when the pause ends.
 func ProviderPause(provider string) string { return "pause:" + provider }
+
+// ReceiptKey holds the HMAC key that signs push ids (internal/receipts).
+// It is created once, by whichever process needs it first.
+func ReceiptKey() string { return "receipt:key" }
+
+// ReceiptSeen marks a push id whose receipt was counted, so a replay is
+// refused; it expires when the receipt could no longer count anyway.
+// It lives in the device's slot.
+func ReceiptSeen(device uint64, pushID string) string {
+	return "receipt:{" + strconv.FormatUint(device, 10) + "}:" + pushID
+}
