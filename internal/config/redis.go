@@ -23,9 +23,9 @@ func RedisSettings() []Setting {
 			Help: "listen address of the embedded Redis used when NUDGE_REDIS_URL is empty (port 0 picks a free port)"},
 		{Flag: "redis-dial-timeout", Env: "NUDGE_REDIS_DIAL_TIMEOUT", Default: "2s",
 			Help: "deadline of one Redis connection attempt (a dial_timeout in NUDGE_REDIS_URL wins)"},
-		{Flag: "redis-read-timeout", Env: "NUDGE_REDIS_READ_TIMEOUT", Default: "2s",
+		{Flag: "redis-read-timeout", Env: "NUDGE_REDIS_READ_TIMEOUT", Default: "3s",
 			Help: "deadline of one Redis reply, beyond a blocking command's own block time (a read_timeout in NUDGE_REDIS_URL wins)"},
-		{Flag: "redis-write-timeout", Env: "NUDGE_REDIS_WRITE_TIMEOUT", Default: "2s",
+		{Flag: "redis-write-timeout", Env: "NUDGE_REDIS_WRITE_TIMEOUT", Default: "3s",
 			Help: "deadline of one Redis request write (a write_timeout in NUDGE_REDIS_URL wins)"},
 	}
 }
@@ -39,7 +39,7 @@ type RedisTimeouts struct {
 }
 
 // DefaultRedisTimeouts are the defaults of the NUDGE_REDIS_*_TIMEOUT settings.
-var DefaultRedisTimeouts = RedisTimeouts{Dial: 2 * time.Second, Read: 2 * time.Second, Write: 2 * time.Second}
+var DefaultRedisTimeouts = RedisTimeouts{Dial: 2 * time.Second, Read: 3 * time.Second, Write: 3 * time.Second}
 
 // RedisTimeouts parses the NUDGE_REDIS_*_TIMEOUT settings.
 func (v *Values) RedisTimeouts() (RedisTimeouts, error) {

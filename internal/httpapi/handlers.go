@@ -123,9 +123,18 @@ func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	if err := s.checkToken(r.Context(), req.Provider, req.Token); err != nil {
+		return err
+	}
 	d, secret, created, err := s.deps.Pipeline.Devices.Register(r.Context(), reg)
 	if err != nil {
 		return err
+	}
+	s.countToken(r.Context(), d.Provider, d.Token)
+	if !created {
+		// The token was registered: its device now has a new secret and
+		// the previous holder's secret no longer works.
+		s.auditDevice(r, "device.reregister", d.ID, d.Provider, d.Token)
 	}
 	v := viewOf(d)
 	v.Secret = secret
@@ -170,6 +179,11 @@ func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
+	if req.Token != nil && *req.Token != d.Token {
+		if err := s.checkToken(r.Context(), d.Provider, *req.Token); err != nil {
+			return err
+		}
+	}
 	p := devices.Patch{Token: req.Token, Environment: req.Environment, Feeds: req.Feeds,
 		Locale: req.Locale, Timezone: req.Timezone, AppVersion: req.AppVersion}
 	if req.BackgroundSync != nil {
@@ -182,6 +196,11 @@ func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request) error {
 	nd, err := s.deps.Pipeline.Devices.Update(r.Context(), d.ID, p)
 	if err != nil {
 		return err
+	}
+	if nd.Token != d.Token {
+		// A token another device held moves here and that device is removed.
+		s.countToken(r.Context(), nd.Provider, nd.Token)
+		s.auditDevice(r, "device.token_change", d.ID, nd.Provider, nd.Token)
 	}
 	logFrom(r.Context()).InfoContext(r.Context(), "device updated", "device_id", d.ID, "token_rotated", nd.Token != d.Token)
 	writeJSON(w, http.StatusOK, viewOf(nd))

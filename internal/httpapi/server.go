@@ -43,6 +43,12 @@ type Config struct {
 	// ReadyTimeout is the budget of /readyz: it answers 503 within it when
 	// Redis does not answer a PING. Default 1s.
 	ReadyTimeout time.Duration
+	// TokenRateLimit is how many times one push token may be registered
+	// (or PATCHed onto a device) per TokenRateWindow, across replicas; 429
+	// above. Default 10; negative disables it.
+	TokenRateLimit int
+	// TokenRateWindow is the window of TokenRateLimit. Default 1h.
+	TokenRateWindow time.Duration
 	// Now is the clock for audit records. Default time.Now.
 	Now func() time.Time
 }
@@ -102,6 +108,8 @@ func NewServer(deps Deps, cfg Config) (*Server, error) {
 	cfg.MaxBodyBytes = cmp.Or(cfg.MaxBodyBytes, 16<<10)
 	cfg.RegisterRateLimit = cmp.Or(cfg.RegisterRateLimit, 600)
 	cfg.RegisterRateWindow = cmp.Or(cfg.RegisterRateWindow, time.Minute)
+	cfg.TokenRateLimit = cmp.Or(cfg.TokenRateLimit, 10)
+	cfg.TokenRateWindow = cmp.Or(cfg.TokenRateWindow, time.Hour)
 	cfg.RequestTimeout = cmp.Or(cfg.RequestTimeout, time.Second)
 	cfg.KeyRequestTimeout = cmp.Or(cfg.KeyRequestTimeout, 10*time.Second)
 	cfg.ReadyTimeout = cmp.Or(cfg.ReadyTimeout, time.Second)

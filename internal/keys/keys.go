@@ -152,3 +152,8 @@ func ReceiptKey() string { return "receipt:key" }
 func ReceiptSeen(device uint64, pushID string) string {
 	return "receipt:{" + strconv.FormatUint(device, 10) + "}:" + pushID
 }
+
+// TokenRegistrations counts the registrations of one push token in the
+// current window (httpapi's per-token limit); tokenHash is a hash of
+// provider and token, never the token.
+func TokenRegistrations(tokenHash string) string { return "regtok:{" + tokenHash + "}" }
