@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
@@ -25,6 +27,8 @@ type HTTPError struct {
 	Msg   string // human-readable message for the client
 	Field string // offending request field, if any
 	Err   error  // underlying error, logged, never shown
+	// RetryAfter, when set, is sent as the Retry-After header (whole seconds).
+	RetryAfter time.Duration
 }
 
 func (e *HTTPError) Error() string {
@@ -123,7 +127,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.WriteHeader(he.Code) // nobody reads the body
 		return
 	}
-	if he.Code == http.StatusServiceUnavailable {
+	if he.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((he.RetryAfter+time.Second-1)/time.Second)))
+	} else if he.Code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", retryAfterSeconds)
 	}
 	if he.Code >= 500 {

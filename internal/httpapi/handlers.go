@@ -20,7 +20,8 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReadyTimeout)
+	// As for every route: a reserve of the budget is kept for the answer.
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReadyTimeout-min(s.cfg.ReadyTimeout/10, 100*time.Millisecond))
 	defer cancel()
 	if err := s.deps.Redis.Ping(ctx).Err(); err != nil {
 		return &HTTPError{Code: http.StatusServiceUnavailable, Kind: "unavailable", Msg: "redis unreachable", Err: err}

@@ -36,6 +36,9 @@ func Settings() []config.Setting {
 			Help: "registrations per client IP per window (-1 disables)"},
 		{Flag: "register-rate-window", Env: "NUDGE_REGISTER_RATE_WINDOW", Default: "1m", Help: "window of NUDGE_REGISTER_RATE_LIMIT"},
 		{Flag: "max-feeds-per-device", Env: "NUDGE_MAX_FEEDS_PER_DEVICE", Default: "64", Help: "most feeds one device may subscribe to"},
+		{Flag: "token-rate-limit", Env: "NUDGE_TOKEN_RATE_LIMIT", Default: "10",
+			Help: "registrations of one push token (or PATCHes onto it) per window, across replicas (-1 disables)"},
+		{Flag: "token-rate-window", Env: "NUDGE_TOKEN_RATE_WINDOW", Default: "1h", Help: "window of NUDGE_TOKEN_RATE_LIMIT"},
 		{Flag: "api-keys-reload", Env: "NUDGE_API_KEYS_RELOAD", Default: "1s",
 			Help: "how often the API keys file is checked for changes (SIGHUP also reloads it); a removed key stops working within this"},
 		{Flag: "request-timeout", Env: "NUDGE_REQUEST_TIMEOUT", Default: "1s",
@@ -76,7 +79,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	reqTimeout, err7 := positive(v, "request-timeout")
 	keyReqTimeout, err8 := positive(v, "key-request-timeout")
 	redisTimeouts, err9 := v.RedisTimeouts()
-	if err := errors.Join(err, err2, err3, err4, err5, err6, err7, err8, err9); err != nil {
+	tokenLimit, err10 := v.Int("token-rate-limit")
+	tokenWindow, err11 := positive(v, "token-rate-window")
+	if err := errors.Join(err, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11); err != nil {
 		return err
 	}
 	if v.String("http-addr") == "" {
@@ -120,7 +125,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Logger: log, Redis: rdb.Client, Pipeline: pipe, Keys: keys,
 		Metrics: reg, Gatherer: reg,
 	}, Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow,
-		RequestTimeout: reqTimeout, KeyRequestTimeout: keyReqTimeout})
+		RequestTimeout: reqTimeout, KeyRequestTimeout: keyReqTimeout,
+		TokenRateLimit: tokenLimit, TokenRateWindow: tokenWindow})
 	if err != nil {
 		return err
 	}

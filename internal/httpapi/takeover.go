@@ -48,8 +48,8 @@ func (s *Server) checkToken(ctx context.Context, provider, token string) error {
 	}
 	if c, _ := n.Int(); c >= s.cfg.TokenRateLimit {
 		wait := max(ttl.Val(), time.Second)
-		return &HTTPError{Code: http.StatusTooManyRequests, Kind: "rate_limited", Field: "token",
-			Msg: "this push token was registered too often; retry after " + strconv.Itoa(int(wait.Seconds()+0.999)) + "s"}
+		return &HTTPError{Code: http.StatusTooManyRequests, Kind: "rate_limited", Field: "token", RetryAfter: wait,
+			Msg: "this push token was registered too often; retry after the Retry-After seconds"}
 	}
 	return nil
 }
