@@ -16,7 +16,9 @@ import (
 func (s *Server) addRoutes(r chi.Router) {
 	r.Get("/healthz", s.handle(s.healthz))
 	r.Get("/readyz", s.handle(s.readyz))
-	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{}))
+	if !s.cfg.MetricsElsewhere {
+		r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{}))
+	}
 
 	// The editors' console: a static page that calls the routes below.
 	r.Get("/", http.RedirectHandler(console.Path, http.StatusFound).ServeHTTP)

@@ -21,6 +21,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Settings lists every setting of the api binary: flag, environment
@@ -28,6 +29,8 @@ import (
 func Settings() []config.Setting {
 	return slices.Concat(config.RedisSettings(), config.LogSettings(), []config.Setting{
 		{Flag: "http-addr", Env: "NUDGE_HTTP_ADDR", Default: ":8080", Help: "HTTP listen address"},
+		{Flag: "metrics-addr", Env: "NUDGE_METRICS_ADDR", Default: "",
+			Help: "listen address of /metrics on its own listener, off the public port (e.g. :9091); empty: /metrics on NUDGE_HTTP_ADDR"},
 		{Flag: "api-keys-file", Env: "NUDGE_API_KEYS_FILE", Default: "",
 			Help: `API keys file: lines "<name> <role> <sha256 hex>" (make one with: api mint-key <name> <role>); empty: no key is accepted`},
 		{Flag: "feeds-file", Env: "NUDGE_FEEDS_FILE", Default: "", Help: "JSON or YAML list of feeds upserted into the catalogue at start"},
@@ -126,7 +129,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Metrics: reg, Gatherer: reg,
 	}, Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow,
 		RequestTimeout: reqTimeout, KeyRequestTimeout: keyReqTimeout,
-		TokenRateLimit: tokenLimit, TokenRateWindow: tokenWindow})
+		TokenRateLimit: tokenLimit, TokenRateWindow: tokenWindow, MetricsElsewhere: v.String("metrics-addr") != ""})
 	if err != nil {
 		return err
 	}
@@ -143,8 +146,26 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		IdleTimeout:       120 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- hs.Serve(ln) }()
+	if addr := v.String("metrics-addr"); addr != "" {
+		mln, err := net.Listen("tcp", addr)
+		if err != nil {
+			_ = hs.Close()
+			return fmt.Errorf("listen on %s (NUDGE_METRICS_ADDR): %w", addr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+		go func() {
+			if err := ms.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("metrics listener: %w", err)
+			}
+		}()
+		defer ms.Close()
+		log.InfoContext(ctx, "metrics served on their own listener", "metrics_addr", mln.Addr().String())
+	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
 	go func() { defer close(watched); keys.Watch(watchCtx, keysReload, hup, log) }()

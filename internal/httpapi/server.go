@@ -49,6 +49,9 @@ type Config struct {
 	TokenRateLimit int
 	// TokenRateWindow is the window of TokenRateLimit. Default 1h.
 	TokenRateWindow time.Duration
+	// MetricsElsewhere leaves /metrics out of the router: Run serves it on
+	// its own listener (NUDGE_METRICS_ADDR) instead.
+	MetricsElsewhere bool
 	// Now is the clock for audit records. Default time.Now.
 	Now func() time.Time
 }
