@@ -22,12 +22,18 @@ func (l feedList) List(context.Context) ([]catalog.Feed, error) { return l, nil 
 // TestWatcherRecordsRefusalInHealth runs the real feed watcher on the
 // policy's client: a feed on the metadata address, one resolving to a
 // private address and one redirecting from an admitted origin to loopback
-// all end with a health error that names the refused address, and the
-// admitted origin is fetched.
+// all end with a health error that names the refused address; the
+// admitted origin is fetched, and an origin answering 500 with a body
+// leaves the status in the health error, not the body.
 func TestWatcherRecordsRefusalInHealth(t *testing.T) {
 	t.Parallel()
 	rdb := redistest.Start(t)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/broken" {
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write([]byte("stack trace: db password hunter2 at 10.1.2.3"))
+			return
+		}
 		if r.URL.Path == "/moved" {
 			http.Redirect(w, r, "http://[::1]:6379/", http.StatusMovedPermanently)
 			return
@@ -43,6 +49,7 @@ func TestWatcherRecordsRefusalInHealth(t *testing.T) {
 		{ID: "intranet", Title: "i", URL: "http://intranet.example/rss", PollInterval: time.Minute},
 		{ID: "moved", Title: "r", URL: srv.URL + "/moved", PollInterval: time.Minute},
 		{ID: "fine", Title: "f", URL: srv.URL + "/rss", PollInterval: time.Minute},
+		{ID: "broken", Title: "b", URL: srv.URL + "/broken", PollInterval: time.Minute},
 	}
 	w, err := feeds.NewWatcher(feeds.Config{Tick: 5 * time.Millisecond, Jitter: -1, RequestTimeout: 2 * time.Second},
 		feeds.Deps{Redis: rdb, Catalog: list, Registerer: prometheus.NewRegistry(), HTTPClient: client,
@@ -77,6 +84,10 @@ func TestWatcherRecordsRefusalInHealth(t *testing.T) {
 		if !strings.Contains(h.LastError, msg) || !strings.Contains(h.LastError, "NUDGE_FEED_ALLOW_NETS") {
 			t.Errorf("feed %s: health error %q, want it to contain %q and name NUDGE_FEED_ALLOW_NETS", id, h.LastError, msg)
 		}
+	}
+	// A failing origin's answer is not echoed into the health editors see.
+	if h, _ := feeds.ReadHealth(t.Context(), rdb, "broken"); !strings.Contains(h.LastError, "500") || strings.Contains(h.LastError, "hunter2") {
+		t.Errorf("feed broken: health error %q, want the status and not the response body", h.LastError)
 	}
 	if h, _ := feeds.ReadHealth(t.Context(), rdb, "fine"); h.LastError != "" || h.LastSuccess.IsZero() {
 		t.Errorf("allowlisted feed: health %+v, want a success", h)
