@@ -279,9 +279,10 @@ type Config struct {
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
-// DialContext resolves address's host through the resolver, checks every
-// address, and connects to the first permitted one that answers. A host
-// whose every address is refused fails with the first *RefusedError.
+// dialContext returns the transport's dial function: it resolves the
+// host through the resolver, checks every address, and connects to the
+// first permitted one that answers. A host whose every address is refused
+// fails with the first *RefusedError.
 func (p *Policy) dialContext(cfg Config) func(ctx context.Context, network, address string) (net.Conn, error) {
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
 		host, port, err := net.SplitHostPort(address)

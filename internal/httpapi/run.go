@@ -144,7 +144,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// Requests outlive the signal: Shutdown drains them, and a
+		// cancelled request context then means the client hung up (499).
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- hs.Serve(ln) }()
