@@ -162,6 +162,11 @@ func TestRedisStallAndDeathAnswer503WithinDeadline(t *testing.T) {
 	}
 	check503 := func(t *testing.T, answers []answer) {
 		t.Helper()
+		var slowest time.Duration
+		for _, a := range answers {
+			slowest = max(slowest, a.took)
+		}
+		t.Logf("%d answers, slowest after %v", len(answers), slowest.Round(time.Millisecond))
 		for _, a := range answers {
 			if a.err != nil || a.code != http.StatusServiceUnavailable || a.retryAfter == "" || a.took > deadline+slack {
 				t.Errorf("%s %s: %d Retry-After %q after %v (err %v); want 503 with Retry-After within %v",
