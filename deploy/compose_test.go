@@ -359,6 +359,7 @@ func TestComposeStackRunsLocally(t *testing.T) {
 	for _, name := range order {
 		envs[name] = l.env(t, cf.Services[name])
 	}
+	envs["dispatcher"] = append(envs["dispatcher"], "NUDGE_FEED_ALLOW_NETS=127.0.0.1/32") // the test's feed server is on loopback
 	procs := map[string]*stacktest.Process{}
 	for _, name := range order {
 		s := cf.Services[name]

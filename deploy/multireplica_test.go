@@ -71,6 +71,7 @@ func TestMultiReplicaOnCluster(t *testing.T) {
 			"NUDGE_RECLAIM_AFTER=3s", "NUDGE_DEBOUNCE=1s", "NUDGE_MAX_WAIT=2s",
 			"NUDGE_PUSH_WORKERS="+strconv.Itoa(pushWorkers), "NUDGE_PUSH_BATCH="+strconv.Itoa(pushBatch),
 			"NUDGE_APNS_CONCURRENCY=8", "NUDGE_FCM_CONCURRENCY=1",
+			"NUDGE_FEED_ALLOW_NETS=127.0.0.1/32", // the test's feed server is on loopback
 		)
 		p := stacktest.Start(t, "dispatcher", env)
 		p.WaitHealthy(t, "http://"+addr+"/readyz", 90*time.Second)

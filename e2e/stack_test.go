@@ -158,6 +158,7 @@ func start(t *testing.T, o options) *stack {
 		"NUDGE_FEEDS_FILE="+write("feeds.json", string(feedsJSON)),
 		"NUDGE_DEBOUNCE=1s", "NUDGE_MAX_WAIT=2s",
 		"NUDGE_RECLAIM_AFTER=6s",
+		"NUDGE_FEED_ALLOW_NETS=127.0.0.1/32", // the test news server listens on loopback
 	)
 	for k, v := range o.env {
 		env = append(env, k+"="+v)

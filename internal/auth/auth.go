@@ -9,6 +9,7 @@ package auth
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -18,10 +19,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Role is what an API key may do. Admin implies editor.
@@ -66,9 +71,22 @@ var (
 	ErrForbidden = errors.New("credential lacks the required role")
 )
 
-// Keys is the set of API keys the server accepts.
+// Keys is the set of API keys the server accepts. A set loaded from a file
+// can be re-read (Reload, Watch) while requests use it: a key removed from
+// the file stops working as soon as the new set is in.
 type Keys struct {
-	keys []Key
+	path string
+	set  atomic.Pointer[[]Key]
+
+	mu  sync.Mutex        // serialises reloads
+	sum [sha256.Size]byte // of the file content last loaded
+}
+
+func (ks *Keys) list() []Key {
+	if p := ks.set.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // nameRE is what a key name may look like.
@@ -89,19 +107,83 @@ func LoadKeys(path string) (*Keys, error) {
 	if path == "" {
 		return &Keys{}, nil
 	}
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("open api keys file (NUDGE_API_KEYS_FILE): %w", err)
 	}
-	defer f.Close()
-	return ParseKeys(f, path)
+	ks, err := ParseKeys(bytes.NewReader(b), path)
+	if err != nil {
+		return nil, err
+	}
+	ks.path, ks.sum = path, sha256.Sum256(b)
+	return ks, nil
+}
+
+// Reload re-reads the keys file if its content changed. A file that cannot
+// be read or parsed leaves the current set in place and returns the error,
+// so a half-written file never locks everyone out. changed reports whether
+// a new set is now in use. Keys not loaded from a file never change.
+func (ks *Keys) Reload() (changed bool, err error) {
+	if ks.path == "" {
+		return false, nil
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	b, err := os.ReadFile(ks.path)
+	if err != nil {
+		return false, fmt.Errorf("reload api keys file %s (NUDGE_API_KEYS_FILE): %w", ks.path, err)
+	}
+	sum := sha256.Sum256(b)
+	if sum == ks.sum {
+		return false, nil
+	}
+	fresh, err := ParseKeys(bytes.NewReader(b), ks.path)
+	if err != nil {
+		return false, fmt.Errorf("reload api keys file: %w", err)
+	}
+	ks.set.Store(fresh.set.Load())
+	ks.sum = sum
+	return true, nil
+}
+
+// Watch calls Reload every interval until ctx ends, and at once whenever
+// reload receives (the api sends on SIGHUP). Each outcome is logged: a
+// changed set at info with the number of keys, a failed reload at error
+// (the previous set stays in use). With interval at most 1s a key removed
+// from the file stops working within about a second on every replica that
+// reads the same file.
+func (ks *Keys) Watch(ctx context.Context, interval time.Duration, reload <-chan os.Signal, log *slog.Logger) {
+	if ks.path == "" {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		why := "changed"
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-reload:
+			why = "signal"
+		}
+		changed, err := ks.Reload()
+		switch {
+		case err != nil:
+			log.ErrorContext(ctx, "api keys file not reloaded; the previous keys stay in use", "trigger", why, "err", err)
+		case changed:
+			log.InfoContext(ctx, "api keys reloaded", "trigger", why, "keys", ks.Len(), "file", ks.path)
+		case why == "signal":
+			log.InfoContext(ctx, "api keys file unchanged", "trigger", why, "keys", ks.Len())
+		}
+	}
 }
 
 // ParseKeys parses an API keys file: one key per line as
 // "<name> <role> <sha256 hex of the key>", blank lines and lines starting with
 // '#' ignored. A bad line is a *LineError naming file:line.
 func ParseKeys(r io.Reader, file string) (*Keys, error) {
-	ks := &Keys{}
+	var list []Key
 	names := map[string]int{}
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
@@ -133,16 +215,18 @@ func ParseKeys(r io.Reader, file string) (*Keys, error) {
 		k := Key{Name: f[0], Role: role}
 		copy(k.hash[:], h)
 		names[f[0]] = n
-		ks.keys = append(ks.keys, k)
+		list = append(list, k)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read %s: %w", file, err)
 	}
+	ks := &Keys{}
+	ks.set.Store(&list)
 	return ks, nil
 }
 
 // Len is the number of keys.
-func (ks *Keys) Len() int { return len(ks.keys) }
+func (ks *Keys) Len() int { return len(ks.list()) }
 
 // Lookup finds the key whose hash matches presented. It hashes presented
 // once and compares it with every known hash in constant time, so timing
@@ -151,7 +235,7 @@ func (ks *Keys) Lookup(presented string) (Key, bool) {
 	h := sha256.Sum256([]byte(presented))
 	var found Key
 	ok := 0
-	for _, k := range ks.keys {
+	for _, k := range ks.list() {
 		if subtle.ConstantTimeCompare(h[:], k.hash[:]) == 1 {
 			found, ok = k, 1
 		}

@@ -11,7 +11,10 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Feed is one entry of the catalogue.
@@ -59,9 +62,15 @@ func (f *Feed) Validate() error {
 	if f.Title == "" || len(f.Title) > maxTitle {
 		return &FieldError{"title", fmt.Sprintf("must be 1-%d bytes", maxTitle)}
 	}
+	if !utf8.ValidString(f.Title) || strings.ContainsFunc(f.Title, unicode.IsControl) {
+		return &FieldError{"title", "must be UTF-8 text without control characters"}
+	}
 	u, err := url.Parse(f.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(f.URL) > maxURL {
 		return &FieldError{"url", "must be an absolute http or https URL"}
+	}
+	if u.User != nil {
+		return &FieldError{"url", "must not carry user info (user:password@); the API would show it to editors"}
 	}
 	if f.PollInterval == 0 {
 		f.PollInterval = DefaultPollInterval
@@ -70,6 +79,17 @@ func (f *Feed) Validate() error {
 		return &FieldError{"poll_interval", fmt.Sprintf("must be between %s and %s", MinPollInterval, MaxPollInterval)}
 	}
 	return nil
+}
+
+// RedactURL returns raw without user info, for showing a URL saved before
+// Validate refused user info. An unparsable URL is returned as "".
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	u.User = nil
+	return u.String()
 }
 
 // feedWire is the JSON and YAML form of a Feed: the poll interval is a Go

@@ -1,12 +1,14 @@
 package config
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -19,7 +21,42 @@ func RedisSettings() []Setting {
 			Help: "Redis URL: redis://[user:pass@]host:port[/db], rediss:// for TLS, or a cluster seed list redis://h1:6379,h2:6379 (empty: embedded in-memory Redis, state is lost on exit)"},
 		{Flag: "embedded-redis-addr", Env: "NUDGE_EMBEDDED_REDIS_ADDR", Default: "127.0.0.1:0",
 			Help: "listen address of the embedded Redis used when NUDGE_REDIS_URL is empty (port 0 picks a free port)"},
+		{Flag: "redis-dial-timeout", Env: "NUDGE_REDIS_DIAL_TIMEOUT", Default: "2s",
+			Help: "deadline of one Redis connection attempt (a dial_timeout in NUDGE_REDIS_URL wins)"},
+		{Flag: "redis-read-timeout", Env: "NUDGE_REDIS_READ_TIMEOUT", Default: "3s",
+			Help: "deadline of one Redis reply, beyond a blocking command's own block time (a read_timeout in NUDGE_REDIS_URL wins)"},
+		{Flag: "redis-write-timeout", Env: "NUDGE_REDIS_WRITE_TIMEOUT", Default: "3s",
+			Help: "deadline of one Redis request write (a write_timeout in NUDGE_REDIS_URL wins)"},
 	}
+}
+
+// RedisTimeouts bound every Redis network operation, so that a stalled or
+// dead Redis turns into an error within a known time instead of a hang.
+// A request's context deadline, when earlier, wins: clients are opened with
+// go-redis's ContextTimeoutEnabled.
+type RedisTimeouts struct {
+	Dial, Read, Write time.Duration
+}
+
+// DefaultRedisTimeouts are the defaults of the NUDGE_REDIS_*_TIMEOUT settings.
+var DefaultRedisTimeouts = RedisTimeouts{Dial: 2 * time.Second, Read: 3 * time.Second, Write: 3 * time.Second}
+
+// RedisTimeouts parses the NUDGE_REDIS_*_TIMEOUT settings.
+func (v *Values) RedisTimeouts() (RedisTimeouts, error) {
+	var t RedisTimeouts
+	var errs []error
+	for _, f := range []struct {
+		flag string
+		dst  *time.Duration
+	}{{"redis-dial-timeout", &t.Dial}, {"redis-read-timeout", &t.Read}, {"redis-write-timeout", &t.Write}} {
+		d, err := v.Duration(f.flag)
+		if err == nil && d <= 0 {
+			err = v.Invalid(f.flag, "want a positive duration such as 2s")
+		}
+		*f.dst = d
+		errs = append(errs, err)
+	}
+	return t, errors.Join(errs...)
 }
 
 // LogSettings are the logging settings every binary declares.
@@ -117,6 +154,16 @@ func ParseRedisURL(raw string) (single *redis.Options, cluster *redis.ClusterOpt
 // (miniredis) on embeddedAddr and logs a warning that all state lives in
 // memory only. Both binaries call it, so they agree on the URL forms.
 func OpenRedis(ctx context.Context, rawURL, embeddedAddr string, log *slog.Logger) (*Redis, error) {
+	return OpenRedisTimeouts(ctx, rawURL, embeddedAddr, DefaultRedisTimeouts, log)
+}
+
+// OpenRedisTimeouts is OpenRedis with the given network timeouts (zero
+// fields take DefaultRedisTimeouts). Timeouts given in the URL's query
+// (dial_timeout=, read_timeout=, write_timeout=) win over t.
+func OpenRedisTimeouts(ctx context.Context, rawURL, embeddedAddr string, t RedisTimeouts, log *slog.Logger) (*Redis, error) {
+	t.Dial = cmp.Or(t.Dial, DefaultRedisTimeouts.Dial)
+	t.Read = cmp.Or(t.Read, DefaultRedisTimeouts.Read)
+	t.Write = cmp.Or(t.Write, DefaultRedisTimeouts.Write)
 	if rawURL == "" {
 		m, err := StartEmbedded(embeddedAddr)
 		if err != nil {
@@ -124,7 +171,9 @@ func OpenRedis(ctx context.Context, rawURL, embeddedAddr string, log *slog.Logge
 		}
 		log.WarnContext(ctx, "NUDGE_REDIS_URL is empty: running on an embedded in-memory Redis; all state is lost when the process exits. Set NUDGE_REDIS_URL for anything but local development.",
 			"embedded_redis_addr", m.Addr())
-		r := &Redis{Client: redis.NewClient(&redis.Options{Addr: m.Addr()}), Embedded: m}
+		o := &redis.Options{Addr: m.Addr()}
+		t.apply(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.ContextTimeoutEnabled)
+		r := &Redis{Client: redis.NewClient(o), Embedded: m}
 		return r, nil
 	}
 	single, cluster, err := ParseRedisURL(rawURL)
@@ -133,8 +182,10 @@ func OpenRedis(ctx context.Context, rawURL, embeddedAddr string, log *slog.Logge
 	}
 	r := &Redis{}
 	if cluster != nil {
+		t.apply(&cluster.DialTimeout, &cluster.ReadTimeout, &cluster.WriteTimeout, &cluster.ContextTimeoutEnabled)
 		r.Client, r.Cluster = redis.NewClusterClient(cluster), true
 	} else {
+		t.apply(&single.DialTimeout, &single.ReadTimeout, &single.WriteTimeout, &single.ContextTimeoutEnabled)
 		r.Client = redis.NewClient(single)
 	}
 	if err := r.Client.Ping(ctx).Err(); err != nil {
@@ -164,4 +215,13 @@ func redactURL(raw string) string {
 		rest = "***@" + rest[i+1:]
 	}
 	return scheme + "://" + rest
+}
+
+// apply sets the timeouts that the URL left unset, and makes go-redis
+// honour context deadlines on the network.
+func (t RedisTimeouts) apply(dial, read, write *time.Duration, ctxTimeouts *bool) {
+	*dial = cmp.Or(*dial, t.Dial)
+	*read = cmp.Or(*read, t.Read)
+	*write = cmp.Or(*write, t.Write)
+	*ctxTimeouts = true
 }

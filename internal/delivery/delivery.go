@@ -58,6 +58,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/push"
+	"github.com/nudge-dev/nudge/internal/receipts"
 	"github.com/nudge-dev/nudge/internal/redact"
 	"github.com/nudge-dev/nudge/internal/stats"
 	"github.com/nudge-dev/nudge/internal/throttle"
@@ -132,6 +133,8 @@ type Handler struct {
 	stats  *stats.Recorder
 	log    *slog.Logger
 	now    func() time.Time
+	// receipts signs push ids so that the api can verify receipts.
+	receipts *receipts.Signer
 
 	alertsMu sync.Mutex
 	alerts   map[string]*push.Alert // event id -> alert (nil: none); events never change
@@ -167,7 +170,7 @@ func New(cfg Config, d Deps) (*Handler, error) {
 	}
 	h := &Handler{
 		cfg: cfg, rdb: d.Redis, sender: d.Sender, pruner: d.Pruner, budget: d.Throttle, events: d.Events,
-		stats: d.Stats, log: d.Logger, now: d.Clock, alerts: map[string]*push.Alert{},
+		stats: d.Stats, log: d.Logger, now: d.Clock, alerts: map[string]*push.Alert{}, receipts: receipts.NewSigner(d.Redis),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_delivery_results_total",
 			Help: "Provider send results by provider, action (delivered, prune_token, retry, backoff_device, pause_provider, permanent) and reason.",
@@ -410,8 +413,12 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 		if err != nil {
 			return err
 		}
+		id, err := h.receipts.Sign(ctx, it.push.Device, PushID(it.push.Lane, h.now(), it.push.CollapseID()))
+		if err != nil {
+			return err
+		}
 		it.msg = push.Message{
-			ID:          PushID(it.push.Lane, h.now(), it.push.CollapseID()),
+			ID:          id,
 			Token:       tok,
 			Provider:    push.Provider(pv),
 			Platform:    push.Platform(pl),

@@ -220,6 +220,8 @@ func (s *Stack) Start(ctx context.Context) (err error) {
 		"NUDGE_LOG_LEVEL":           s.cfg.LogLevel,
 		"NUDGE_REGISTER_RATE_LIMIT": "-1", // the whole fleet registers from 127.0.0.1
 		"NUDGE_SHUTDOWN_TIMEOUT":    "5s",
+		"NUDGE_FEED_ALLOW_NETS":     "127.0.0.1/32", // the news room serves its feeds on loopback
+		"NUDGE_REQUEST_TIMEOUT":     "5s",           // the whole fleet registers at once on one in-process Redis
 	}
 	for _, kv := range creds.Env() {
 		k, v, _ := strings.Cut(kv, "=")

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nudge-dev/nudge/internal/config"
+	"github.com/nudge-dev/nudge/internal/egress"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/push"
@@ -71,6 +72,8 @@ func Settings() []config.Setting {
 		{Flag: "feed-parse-budget", Env: "NUDGE_FEED_PARSE_BUDGET", Help: "feed bytes parsed at once by one replica (empty: 2×NUDGE_FEED_MAX_BYTES)"},
 		{Flag: "feed-max-items", Env: "NUDGE_FEED_MAX_ITEMS", Default: "1000", Help: "most items taken from one feed document (the newest)"},
 		{Flag: "feed-memory", Env: "NUDGE_FEED_MEMORY", Default: "720h", Help: "how long an announced article is remembered after it was last in its feed"},
+		{Flag: "feed-allow-nets", Env: "NUDGE_FEED_ALLOW_NETS", Default: "",
+			Help: "CIDRs that feed fetches may reach although loopback, private or link-local (e.g. 10.20.0.0/16; empty: none)"},
 
 		{Flag: "push-workers", Env: "NUDGE_PUSH_WORKERS", Default: "4", Help: "push batches sent at once by this replica"},
 		{Flag: "push-batch", Env: "NUDGE_PUSH_BATCH", Default: "500", Help: "most push jobs per batch (one FCM SendEach call)"},
@@ -103,7 +106,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
 
-	rdb, err := config.OpenRedis(ctx, v.String("redis-url"), v.String("embedded-redis-addr"), log)
+	redisTimeouts, err := v.RedisTimeouts()
+	if err != nil {
+		return err
+	}
+	rdb, err := config.OpenRedisTimeouts(ctx, v.String("redis-url"), v.String("embedded-redis-addr"), redisTimeouts, log)
 	if err != nil {
 		return err
 	}
@@ -111,7 +118,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	d, err := New(ctx, cfg, Deps{Redis: rdb.Client, Logger: log, Registerer: reg})
+	allow, err := egress.ParseAllowNets(v.String("feed-allow-nets"))
+	if err != nil {
+		return err
+	}
+	feedClient := egress.New(allow).Client(egress.Config{})
+	d, err := New(ctx, cfg, Deps{Redis: rdb.Client, Logger: log, Registerer: reg, FeedClient: feedClient})
 	if err != nil {
 		return err
 	}
@@ -121,7 +133,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen on %s (NUDGE_HTTP_ADDR): %w", v.String("http-addr"), err)
 	}
 	ping := func(ctx context.Context) error { return rdb.Client.Ping(ctx).Err() }
-	hs := &http.Server{Handler: opsHandler(ping, reg), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: opsHandler(ping, reg), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 

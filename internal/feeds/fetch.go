@@ -49,9 +49,14 @@ type fetcher struct {
 
 func newFetcher(base *http.Client, userAgent string, timeout time.Duration, maxBody int64, maxRedirects int) *fetcher {
 	c := *base // a copy: the caller's CheckRedirect is not ours to change
+	// The caller's check (the egress policy's) still applies after the limit.
+	policy := base.CheckRedirect
 	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 		if len(via) > maxRedirects {
 			return fmt.Errorf("after %d redirects: %w", maxRedirects, ErrTooManyRedirects)
+		}
+		if policy != nil {
+			return policy(req, via)
 		}
 		return nil
 	}

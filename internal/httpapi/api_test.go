@@ -321,7 +321,12 @@ func TestBadInputChangesNothing(t *testing.T) {
 		wantField string
 	}{
 		{"malformed json", `{"provider": "fcm",`, 400, "malformed", ""},
-		{"not an object", `[1,2]`, 400, "invalid_field", ""},
+		{"not an object", `[1,2]`, 400, "malformed", ""},
+		{"null body", `null`, 400, "malformed", ""},
+		{"null after space", " \n null", 400, "malformed", ""},
+		{"case-folded field", `{"provider":"fcm","Token":"x","platform":"android"}`, 400, "unknown_field", "Token"},
+		{"case-folded nested field", `{"provider":"fcm","token":"x","platform":"android","background_sync":{"Enabled":false}}`, 400, "unknown_field", "background_sync.Enabled"},
+		{"duplicate field", `{"provider":"fcm","token":"x","token":"y","platform":"android"}`, 400, "invalid_field", "token"},
 		{"empty body", ``, 400, "malformed", ""},
 		{"trailing data", `{"provider":"fcm"} {}`, 400, "malformed", ""},
 		{"over 16 KiB", `{"provider":"fcm","token":"` + strings.Repeat("a", 17<<10) + `"}`, 413, "too_large", ""},
@@ -548,6 +553,9 @@ func TestFeedCatalogue(t *testing.T) {
 		{"bad id", "/v1/admin/feeds/Bad_Id", "id", body},
 		{"id mismatch", "/v1/admin/feeds/sport", "id", map[string]any{"id": "other", "title": "x", "url": "https://e.com/x"}},
 		{"no url", "/v1/admin/feeds/x", "url", map[string]any{"title": "x"}},
+		{"user info in url", "/v1/admin/feeds/x", "url", map[string]any{"title": "x", "url": "https://user:pw@e.com/x"}},
+		{"control character in title", "/v1/admin/feeds/x", "title", map[string]any{"title": "a\u0007b", "url": "https://e.com/x"}},
+		{"newline in title", "/v1/admin/feeds/x", "title", map[string]any{"title": "a\nb", "url": "https://e.com/x"}},
 		{"ftp url", "/v1/admin/feeds/x", "url", map[string]any{"title": "x", "url": "ftp://e.com/x"}},
 		{"poll too fast", "/v1/admin/feeds/x", "poll_interval", map[string]any{"title": "x", "url": "https://e.com/x", "poll_interval": "1s"}},
 		{"poll unparsable", "/v1/admin/feeds/x", "poll_interval", map[string]any{"title": "x", "url": "https://e.com/x", "poll_interval": "soon"}},

@@ -6,12 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/redis/go-redis/v9"
 )
 
 // HTTPError is an error with the response the client should see. The
@@ -22,6 +27,8 @@ type HTTPError struct {
 	Msg   string // human-readable message for the client
 	Field string // offending request field, if any
 	Err   error  // underlying error, logged, never shown
+	// RetryAfter, when set, is sent as the Retry-After header (whole seconds).
+	RetryAfter time.Duration
 }
 
 func (e *HTTPError) Error() string {
@@ -70,16 +77,61 @@ func toHTTPError(err error) *HTTPError {
 		return &HTTPError{Code: http.StatusForbidden, Kind: "forbidden", Msg: "this API key's role may not do that", Err: err}
 	case errors.Is(err, devices.ErrConflict):
 		return &HTTPError{Code: http.StatusConflict, Kind: "conflict", Msg: "the device changed concurrently; retry", Err: err}
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return &HTTPError{Code: http.StatusServiceUnavailable, Kind: "unavailable", Msg: "request cancelled or timed out", Err: err}
+	case errors.Is(err, context.Canceled):
+		return &HTTPError{Code: statusClientClosed, Kind: "cancelled", Msg: "the client closed the request", Err: err}
+	case errors.Is(err, context.DeadlineExceeded), redisUnavailable(err):
+		return &HTTPError{Code: http.StatusServiceUnavailable, Kind: "unavailable",
+			Msg: "storage is unavailable or slow; retry after the Retry-After seconds", Err: err}
 	}
 	return &HTTPError{Code: http.StatusInternalServerError, Kind: "internal", Msg: "internal error", Err: err}
+}
+
+// statusClientClosed is nginx's 499: the client hung up before the answer.
+const statusClientClosed = 499
+
+// retryAfterSeconds is the Retry-After of a 503: Redis stalls and
+// failovers are short, and the per-request deadline keeps retries cheap.
+const retryAfterSeconds = "1"
+
+// redisUnavailable reports whether err says Redis cannot answer now: a
+// network error (refused, reset, timed out), a closed or exhausted
+// connection pool, or a server that is loading, failing over or lost its
+// cluster quorum. These are 503s, not 500s: nothing is wrong with the
+// request or the code.
+func redisUnavailable(err error) bool {
+	if _, ok := errors.AsType[net.Error](err); ok {
+		return true
+	}
+	switch {
+	case errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrClosed),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return true
+	}
+	if re, ok := errors.AsType[redis.Error](err); ok {
+		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY "} {
+			if strings.HasPrefix(re.Error(), p) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // writeError logs err where it is handled and writes the JSON response.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	he := toHTTPError(err)
 	log := logFrom(r.Context())
+	if he.Code == statusClientClosed {
+		log.DebugContext(r.Context(), "client closed the request", "err", err)
+		w.WriteHeader(he.Code) // nobody reads the body
+		return
+	}
+	if he.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((he.RetryAfter+time.Second-1)/time.Second)))
+	} else if he.Code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfterSeconds)
+	}
 	if he.Code >= 500 {
 		log.ErrorContext(r.Context(), "request failed", "status", he.Code, "err", err)
 	} else {
@@ -103,36 +155,15 @@ func badRequest(field, msg string) *HTTPError {
 	return &HTTPError{Code: http.StatusBadRequest, Kind: "invalid_field", Msg: msg, Field: field}
 }
 
-// decodeJSON reads exactly one JSON object into dst, rejecting unknown
-// fields, wrong types and trailing data.
+// decodeJSON reads the request body as exactly one JSON object into dst
+// (see decodeStrict). A body over the cap is *http.MaxBytesError (413).
 func decodeJSON(r *http.Request, dst any) error {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(dst)
-	if err == nil {
-		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
-			err = errors.New("trailing data after the JSON object")
-			if mbe, ok := errors.AsType[*http.MaxBytesError](terr); ok {
-				err = mbe
-			}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return err
 		}
+		return &HTTPError{Code: http.StatusBadRequest, Kind: "malformed", Msg: "could not read the request body", Err: err}
 	}
-	if err == nil {
-		return nil
-	}
-	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-		return err
-	}
-	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-		return &HTTPError{Code: http.StatusBadRequest, Kind: "invalid_field", Field: te.Field,
-			Msg: fmt.Sprintf("%s: wrong type %s, want %s", te.Field, te.Value, te.Type), Err: err}
-	}
-	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		f = strings.Trim(f, `"`)
-		return &HTTPError{Code: http.StatusBadRequest, Kind: "unknown_field", Field: f, Msg: "unknown field " + f, Err: err}
-	}
-	if errors.Is(err, io.EOF) {
-		return &HTTPError{Code: http.StatusBadRequest, Kind: "malformed", Msg: "request body must be a JSON object", Err: err}
-	}
-	return &HTTPError{Code: http.StatusBadRequest, Kind: "malformed", Msg: "malformed JSON: " + err.Error(), Err: err}
+	return decodeStrict(b, dst)
 }

@@ -20,7 +20,8 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	// As for every route: a reserve of the budget is kept for the answer.
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReadyTimeout-min(s.cfg.ReadyTimeout/10, 100*time.Millisecond))
 	defer cancel()
 	if err := s.deps.Redis.Ping(ctx).Err(); err != nil {
 		return &HTTPError{Code: http.StatusServiceUnavailable, Kind: "unavailable", Msg: "redis unreachable", Err: err}
@@ -126,9 +127,18 @@ func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request) error {
 	// A known device keeps the parts of the user's setting not named here.
 	reg.KeepEnabled = req.BackgroundSync == nil || req.BackgroundSync.Enabled == nil
 	reg.KeepMinInterval = req.BackgroundSync == nil || req.BackgroundSync.MinInterval == nil
+	if err := s.checkToken(r.Context(), req.Provider, req.Token); err != nil {
+		return err
+	}
 	d, secret, created, err := s.deps.Pipeline.Devices.Register(r.Context(), reg)
 	if err != nil {
 		return err
+	}
+	s.countToken(r.Context(), d.Provider, d.Token)
+	if !created {
+		// The token was registered: its device now has a new secret and
+		// the previous holder's secret no longer works.
+		s.auditDevice(r, "device.reregister", d.ID, d.Provider, d.Token)
 	}
 	v := viewOf(d)
 	v.Secret = secret
@@ -173,6 +183,11 @@ func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
+	if req.Token != nil && *req.Token != d.Token {
+		if err := s.checkToken(r.Context(), d.Provider, *req.Token); err != nil {
+			return err
+		}
+	}
 	p := devices.Patch{Token: req.Token, Environment: req.Environment, Feeds: req.Feeds,
 		Locale: req.Locale, Timezone: req.Timezone, AppVersion: req.AppVersion}
 	if bs := req.BackgroundSync; bs != nil {
@@ -190,6 +205,11 @@ func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request) error {
 	nd, err := s.deps.Pipeline.Devices.Update(r.Context(), d, p)
 	if err != nil {
 		return err
+	}
+	if nd.Token != d.Token {
+		// A token another device held moves here and that device is removed.
+		s.countToken(r.Context(), nd.Provider, nd.Token)
+		s.auditDevice(r, "device.token_change", d.ID, nd.Provider, nd.Token)
 	}
 	logFrom(r.Context()).InfoContext(r.Context(), "device updated", "device_id", d.ID, "token_rotated", nd.Token != d.Token)
 	writeJSON(w, http.StatusOK, viewOf(nd))
@@ -219,16 +239,48 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-type feedList struct {
-	Feeds []catalog.Feed `json:"feeds"`
+// publicFeed is a catalogue entry as anyone may see it: no origin URL,
+// which may point at a host that is not meant to be public.
+type publicFeed struct {
+	ID           string `json:"id"`
+	Title        string `json:"title"`
+	PollInterval string `json:"poll_interval"`
 }
 
+// editorFeed is a catalogue entry as editors and admins see it: the URL
+// without user info.
+type editorFeed struct {
+	ID           string `json:"id"`
+	Title        string `json:"title"`
+	URL          string `json:"url"`
+	PollInterval string `json:"poll_interval"`
+}
+
+func editorView(f catalog.Feed) editorFeed {
+	return editorFeed{ID: f.ID, Title: f.Title, URL: redactURL(f.URL), PollInterval: f.PollInterval.String()}
+}
+
+// listFeeds is GET /v1/feeds: id, title and interval for everyone; with an
+// editor or admin key also each feed's URL. A bearer credential that is no
+// such key (an app's device secret, say) gets the public view.
 func (s *Server) listFeeds(w http.ResponseWriter, r *http.Request) error {
 	feeds, err := s.deps.Pipeline.Catalog.List(r.Context())
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, feedList{Feeds: feeds})
+	if _, err := s.deps.Keys.Check(r, auth.RoleEditor); err == nil {
+		out := make([]editorFeed, len(feeds))
+		for i, f := range feeds {
+			out[i] = editorView(f)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"feeds": out})
+		return nil
+	}
+	out := make([]publicFeed, len(feeds))
+	for i, f := range feeds {
+		out[i] = publicFeed{ID: f.ID, Title: f.Title, PollInterval: f.PollInterval.String()}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"feeds": out})
 	return nil
 }
 
@@ -273,7 +325,7 @@ func (s *Server) putFeed(w http.ResponseWriter, r *http.Request) error {
 	if created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, f)
+	writeJSON(w, status, editorView(f))
 	return nil
 }
 
@@ -305,3 +357,6 @@ func (s *Server) audit(r *http.Request, action, target string) {
 		log.ErrorContext(ctx, "write audit record", "action", action, "err", err)
 	}
 }
+
+// redactURL is a feed URL as editors may see it: without user info.
+func redactURL(raw string) string { return catalog.RedactURL(raw) }

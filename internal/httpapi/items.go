@@ -128,7 +128,11 @@ func (s *Server) postReceipt(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	lane, sent, err := delivery.ParsePushID(req.PushID)
+	id, err := s.verifyReceipt(r.Context(), d.ID, req.PushID)
+	if err != nil {
+		return err
+	}
+	lane, sent, err := delivery.ParsePushID(id)
 	if err != nil {
 		return badRequest("push_id", "push_id: send the push_id of the push that woke the app")
 	}
@@ -146,6 +150,9 @@ func (s *Server) postReceipt(w http.ResponseWriter, r *http.Request) error {
 	}
 	if req.Items != nil && *req.Items < 0 {
 		return badRequest("items", "items: want the number of items synced (≥ 0)")
+	}
+	if err := s.claimReceipt(r.Context(), d.ID, req.PushID, sent.Add(maxReceiptAge).Sub(now)); err != nil {
+		return err
 	}
 	if err := s.deps.Pipeline.Stats.Receipt(r.Context(), d.Platform, lane, req.Outcome, req.ReceivedAt.Sub(sent)); err != nil {
 		return err
@@ -232,7 +239,7 @@ func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		fo := feedOverview{
-			ID: f.ID, Title: f.Title, URL: f.URL, PollIntervalSeconds: int64(f.PollInterval / time.Second),
+			ID: f.ID, Title: f.Title, URL: redactURL(f.URL), PollIntervalSeconds: int64(f.PollInterval / time.Second),
 			HeadCursor: h.Head, Latest: make([]latestItem, 0, len(latest)),
 			Health: healthView{
 				LastSuccess: timePtr(h.LastSuccess), LastStatus: h.LastStatus,

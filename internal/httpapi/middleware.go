@@ -184,3 +184,21 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// deadline makes the request answer within d. Every Redis call takes the
+// request's context and the Redis client honours its deadline on the
+// network, so a stalled or dead Redis makes the handler return
+// context.DeadlineExceeded or a network error, which answer 503 with
+// Retry-After (toHTTPError). The handler's context ends a tenth of d
+// (at most 100ms) before d: that reserve is for writing the 503, so the
+// answer, not just the handler's failure, comes within d.
+func deadline(d time.Duration) func(http.Handler) http.Handler {
+	handlerBudget := d - min(d/10, 100*time.Millisecond)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), handlerBudget)
+			defer cancel()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+}

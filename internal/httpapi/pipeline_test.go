@@ -11,6 +11,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/delivery"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/receipts"
 )
 
 type progressJSON struct {
@@ -173,7 +174,15 @@ func TestReceiptsFeedWakeStats(t *testing.T) {
 	d := b.register(t, fcmReg(fcmToken(1), "world"), http.StatusCreated)
 	other := b.register(t, fcmReg(fcmToken(2), "world"), http.StatusCreated)
 	sent := time.Now().Add(-3 * time.Second)
-	pushID := delivery.PushID("breaking", sent, "n1-7")
+	signer := receipts.NewSigner(b.rdb)
+	sign := func(device uint64, id string) string {
+		signed, err := signer.Sign(t.Context(), device, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return signed
+	}
+	pushID := sign(d.ID, delivery.PushID("breaking", sent, "n1-7"))
 	path := fmt.Sprintf("/v1/devices/%d/receipts", d.ID)
 	good := map[string]any{"push_id": pushID, "received_at": time.Now().Format(time.RFC3339Nano), "outcome": "synced", "items": 3}
 	if r := b.do(t, "POST", "/v1/devices/{id}/receipts", path, d.Secret, good); r.code != http.StatusNoContent {
@@ -189,6 +198,11 @@ func TestReceiptsFeedWakeStats(t *testing.T) {
 		{"other device's secret", other.Secret, good, 404, ""},
 		{"no secret", "", good, 401, ""},
 		{"foreign push id", d.Secret, map[string]any{"push_id": "abc", "received_at": time.Now().Format(time.RFC3339), "outcome": "synced"}, 400, "push_id"},
+		{"unsigned push id", d.Secret, map[string]any{"push_id": delivery.PushID("breaking", sent, "n1-8"), "received_at": time.Now().Format(time.RFC3339), "outcome": "synced"}, 400, "push_id"},
+		{"forged signature", d.Secret, map[string]any{"push_id": delivery.PushID("breaking", sent, "n1-8") + ".AAAAAAAAAAAAAAAAAAAAAA", "received_at": time.Now().Format(time.RFC3339), "outcome": "synced"}, 400, "push_id"},
+		{"lane changed", d.Secret, map[string]any{"push_id": "f" + pushID[1:], "received_at": time.Now().Format(time.RFC3339), "outcome": "synced"}, 400, "push_id"},
+		{"other device's push id", d.Secret, map[string]any{"push_id": sign(other.ID, delivery.PushID("breaking", sent, "n1-9")), "received_at": time.Now().Format(time.RFC3339), "outcome": "synced"}, 400, "push_id"},
+		{"replayed", d.Secret, good, 400, "push_id"},
 		{"bad outcome", d.Secret, map[string]any{"push_id": pushID, "received_at": time.Now().Format(time.RFC3339), "outcome": "ok"}, 400, "outcome"},
 		{"no time", d.Secret, map[string]any{"push_id": pushID, "outcome": "synced"}, 400, "received_at"},
 		{"far future", d.Secret, map[string]any{"push_id": pushID, "received_at": time.Now().Add(48 * time.Hour).Format(time.RFC3339), "outcome": "synced"}, 400, "received_at"},
@@ -201,6 +215,18 @@ func TestReceiptsFeedWakeStats(t *testing.T) {
 				t.Fatalf("got %d %s, want %d on field %q", r.code, r.body, tt.code, tt.field)
 			}
 		})
+	}
+	// The other device's own receipt for its push counts; the refusals were counted.
+	otherPush := sign(other.ID, delivery.PushID("breaking", sent, "n1-9"))
+	otherPath := fmt.Sprintf("/v1/devices/%d/receipts", other.ID)
+	if r := b.do(t, "POST", "/v1/devices/{id}/receipts", otherPath, other.Secret, map[string]any{"push_id": otherPush, "received_at": time.Now().Format(time.RFC3339Nano), "outcome": "synced"}); r.code != http.StatusNoContent {
+		t.Fatalf("other device's own receipt: got %d %s", r.code, r.body)
+	}
+	metrics := string(b.do(t, "GET", "/metrics", "/metrics", "", nil).body)
+	for _, want := range []string{`nudge_receipts_rejected_total{reason="forged"} 5`, `nudge_receipts_rejected_total{reason="replayed"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 	type overview struct {
 		Whoami    map[string]string
@@ -215,7 +241,7 @@ func TestReceiptsFeedWakeStats(t *testing.T) {
 	if r.code != 200 || o.Whoami["name"] != "news-desk" || len(o.Feeds) != 2 {
 		t.Fatalf("overview: got %d %s", r.code, r.body)
 	}
-	if a := o.Platforms["android"]; a.Receipts != 1 || a.WakeLatencyP50Ms == nil || *a.WakeLatencyP50Ms != 3000 {
+	if a := o.Platforms["android"]; a.Receipts != 2 || a.WakeLatencyP50Ms == nil || *a.WakeLatencyP50Ms < 3000 || *a.WakeLatencyP50Ms > 4000 {
 		t.Fatalf("android wake figures: got %+v", a)
 	}
 	if r := b.do(t, "GET", "/v1/console/overview", "/v1/console/overview", "wrong", nil); r.code != 401 {

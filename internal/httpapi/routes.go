@@ -16,7 +16,9 @@ import (
 func (s *Server) addRoutes(r chi.Router) {
 	r.Get("/healthz", s.handle(s.healthz))
 	r.Get("/readyz", s.handle(s.readyz))
-	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{}))
+	if !s.cfg.MetricsElsewhere {
+		r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{}))
+	}
 
 	// The editors' console: a static page that calls the routes below.
 	r.Get("/", http.RedirectHandler(console.Path, http.StatusFound).ServeHTTP)
@@ -26,17 +28,21 @@ func (s *Server) addRoutes(r chi.Router) {
 
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.limitBody)
-		r.With(s.registerLimit()...).Post("/devices", s.handle(s.registerDevice))
-		r.Get("/devices/{id}", s.handle(s.getDevice))
-		r.Patch("/devices/{id}", s.handle(s.patchDevice))
-		r.Delete("/devices/{id}", s.handle(s.deleteDevice))
+		r.Group(func(r chi.Router) {
+			// Device and public routes: a short deadline, 503 when Redis stalls.
+			r.Use(deadline(s.cfg.RequestTimeout))
+			r.With(s.registerLimit()...).Post("/devices", s.handle(s.registerDevice))
+			r.Get("/devices/{id}", s.handle(s.getDevice))
+			r.Patch("/devices/{id}", s.handle(s.patchDevice))
+			r.Delete("/devices/{id}", s.handle(s.deleteDevice))
 
-		r.Get("/feeds", s.handle(s.listFeeds))
-		r.Get("/feeds/{feed}/items", s.handle(s.listItems))
-		r.Post("/devices/{id}/receipts", s.handle(s.postReceipt))
+			r.Get("/feeds", s.handle(s.listFeeds))
+			r.Get("/feeds/{feed}/items", s.handle(s.listItems))
+			r.Post("/devices/{id}/receipts", s.handle(s.postReceipt))
+		})
 
 		r.Group(func(r chi.Router) {
-			r.Use(s.RequireRole(auth.RoleEditor))
+			r.Use(s.RequireRole(auth.RoleEditor), deadline(s.cfg.KeyRequestTimeout))
 			r.Post("/syncs", s.handle(s.createSync))
 			r.Get("/syncs/{id}", s.handle(s.getSync))
 			r.Post("/feeds/{feed}/poll", s.handle(s.pollFeed))
@@ -44,7 +50,7 @@ func (s *Server) addRoutes(r chi.Router) {
 		})
 
 		r.Route("/admin", func(r chi.Router) {
-			r.Use(s.RequireRole(auth.RoleAdmin))
+			r.Use(s.RequireRole(auth.RoleAdmin), deadline(s.cfg.KeyRequestTimeout))
 			r.Put("/feeds/{feed}", s.handle(s.putFeed))
 			r.Delete("/feeds/{feed}", s.handle(s.deleteFeed))
 		})

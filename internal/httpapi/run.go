@@ -21,6 +21,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Settings lists every setting of the api binary: flag, environment
@@ -28,6 +29,8 @@ import (
 func Settings() []config.Setting {
 	return slices.Concat(config.RedisSettings(), config.LogSettings(), []config.Setting{
 		{Flag: "http-addr", Env: "NUDGE_HTTP_ADDR", Default: ":8080", Help: "HTTP listen address"},
+		{Flag: "metrics-addr", Env: "NUDGE_METRICS_ADDR", Default: "",
+			Help: "listen address of /metrics on its own listener, off the public port (e.g. :9091); empty: /metrics on NUDGE_HTTP_ADDR"},
 		{Flag: "api-keys-file", Env: "NUDGE_API_KEYS_FILE", Default: "",
 			Help: `API keys file: lines "<name> <role> <sha256 hex>" (make one with: api mint-key <name> <role>); empty: no key is accepted`},
 		{Flag: "feeds-file", Env: "NUDGE_FEEDS_FILE", Default: "", Help: "JSON or YAML list of feeds upserted into the catalogue at start"},
@@ -36,6 +39,15 @@ func Settings() []config.Setting {
 			Help: "registrations per client IP per window (-1 disables)"},
 		{Flag: "register-rate-window", Env: "NUDGE_REGISTER_RATE_WINDOW", Default: "1m", Help: "window of NUDGE_REGISTER_RATE_LIMIT"},
 		{Flag: "max-feeds-per-device", Env: "NUDGE_MAX_FEEDS_PER_DEVICE", Default: "64", Help: "most feeds one device may subscribe to"},
+		{Flag: "token-rate-limit", Env: "NUDGE_TOKEN_RATE_LIMIT", Default: "10",
+			Help: "registrations of one push token (or PATCHes onto it) per window, across replicas (-1 disables)"},
+		{Flag: "token-rate-window", Env: "NUDGE_TOKEN_RATE_WINDOW", Default: "1h", Help: "window of NUDGE_TOKEN_RATE_LIMIT"},
+		{Flag: "api-keys-reload", Env: "NUDGE_API_KEYS_RELOAD", Default: "1s",
+			Help: "how often the API keys file is checked for changes (SIGHUP also reloads it); a removed key stops working within this"},
+		{Flag: "request-timeout", Env: "NUDGE_REQUEST_TIMEOUT", Default: "1s",
+			Help: "deadline of device and public requests; past it they answer 503 with Retry-After (Redis stalled or down)"},
+		{Flag: "key-request-timeout", Env: "NUDGE_KEY_REQUEST_TIMEOUT", Default: "10s",
+			Help: "deadline of editor and admin requests (console overview, syncs, feed edits)"},
 	})
 }
 
@@ -48,6 +60,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP reloads the API keys file; without this handler it would
+	// terminate the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	v, err := config.Parse("api", Settings(), args, getenv, stderr)
 	if err != nil {
@@ -61,7 +78,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	rateLimit, err3 := v.Int("register-rate-limit")
 	rateWindow, err4 := v.Duration("register-rate-window")
 	maxFeeds, err5 := v.Int("max-feeds-per-device")
-	if err := errors.Join(err, err2, err3, err4, err5); err != nil {
+	keysReload, err6 := positive(v, "api-keys-reload")
+	reqTimeout, err7 := positive(v, "request-timeout")
+	keyReqTimeout, err8 := positive(v, "key-request-timeout")
+	redisTimeouts, err9 := v.RedisTimeouts()
+	tokenLimit, err10 := v.Int("token-rate-limit")
+	tokenWindow, err11 := positive(v, "token-rate-window")
+	if err := errors.Join(err, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11); err != nil {
 		return err
 	}
 	if v.String("http-addr") == "" {
@@ -83,7 +106,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
-	rdb, err := config.OpenRedis(ctx, v.String("redis-url"), v.String("embedded-redis-addr"), log)
+	rdb, err := config.OpenRedisTimeouts(ctx, v.String("redis-url"), v.String("embedded-redis-addr"), redisTimeouts, log)
 	if err != nil {
 		return err
 	}
@@ -104,7 +127,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv, err := NewServer(Deps{
 		Logger: log, Redis: rdb.Client, Pipeline: pipe, Keys: keys,
 		Metrics: reg, Gatherer: reg,
-	}, Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow})
+	}, Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow,
+		RequestTimeout: reqTimeout, KeyRequestTimeout: keyReqTimeout,
+		TokenRateLimit: tokenLimit, TokenRateWindow: tokenWindow, MetricsElsewhere: v.String("metrics-addr") != ""})
 	if err != nil {
 		return err
 	}
@@ -119,10 +144,34 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// Requests outlive the signal: Shutdown drains them, and a
+		// cancelled request context then means the client hung up (499).
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- hs.Serve(ln) }()
+	if addr := v.String("metrics-addr"); addr != "" {
+		mln, err := net.Listen("tcp", addr)
+		if err != nil {
+			_ = hs.Close()
+			return fmt.Errorf("listen on %s (NUDGE_METRICS_ADDR): %w", addr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+		go func() {
+			if err := ms.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("metrics listener: %w", err)
+			}
+		}()
+		defer ms.Close()
+		log.InfoContext(ctx, "metrics served on their own listener", "metrics_addr", mln.Addr().String())
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); keys.Watch(watchCtx, keysReload, hup, log) }()
+	defer func() { stopWatch(); <-watched }()
 	log.InfoContext(ctx, config.ReadyAPI, "addr", ln.Addr().String(), "cluster", rdb.Cluster, "embedded_redis", rdb.Embedded != nil)
 
 	select {
@@ -153,4 +202,13 @@ func mintKey(args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "API key for %s (%s), shown only this once; store it in your secret manager:\n\n  %s\n\n", args[0], args[1], m.Key)
 	fmt.Fprintf(stdout, "Add this line to the API keys file (NUDGE_API_KEYS_FILE); it holds only the key's hash:\n\n%s\n", m.Line)
 	return nil
+}
+
+// positive reads a duration setting that must be above zero.
+func positive(v *config.Values, flag string) (time.Duration, error) {
+	d, err := v.Duration(flag)
+	if err == nil && d <= 0 {
+		err = v.Invalid(flag, "want a positive duration")
+	}
+	return d, err
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/dispatcher"
+	"github.com/nudge-dev/nudge/internal/receipts"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -30,6 +31,27 @@ type Config struct {
 	RegisterRateLimit int
 	// RegisterRateWindow is the window of RegisterRateLimit. Default 1m.
 	RegisterRateWindow time.Duration
+	// RequestTimeout is the deadline of device and public routes (/v1
+	// without an API key): a request that cannot finish in time, because
+	// Redis stalls or is gone, answers 503 with Retry-After within it.
+	// Default 1s (NUDGE_REQUEST_TIMEOUT).
+	RequestTimeout time.Duration
+	// KeyRequestTimeout is the deadline of editor and admin routes, which
+	// read more (the console overview) or write more (deleting a feed
+	// clears its bitmaps). Default 10s (NUDGE_KEY_REQUEST_TIMEOUT).
+	KeyRequestTimeout time.Duration
+	// ReadyTimeout is the budget of /readyz: it answers 503 within it when
+	// Redis does not answer a PING. Default 1s.
+	ReadyTimeout time.Duration
+	// TokenRateLimit is how many times one push token may be registered
+	// (or PATCHed onto a device) per TokenRateWindow, across replicas; 429
+	// above. Default 10; negative disables it.
+	TokenRateLimit int
+	// TokenRateWindow is the window of TokenRateLimit. Default 1h.
+	TokenRateWindow time.Duration
+	// MetricsElsewhere leaves /metrics out of the router: Run serves it on
+	// its own listener (NUDGE_METRICS_ADDR) instead.
+	MetricsElsewhere bool
 	// Now is the clock for audit records. Default time.Now.
 	Now func() time.Time
 }
@@ -40,6 +62,9 @@ func (c *Config) validate() error {
 	}
 	if c.RegisterRateWindow < time.Second {
 		return errors.New("httpapi: RegisterRateWindow: want at least 1s (NUDGE_REGISTER_RATE_WINDOW)")
+	}
+	if c.RequestTimeout < 10*time.Millisecond || c.KeyRequestTimeout < 10*time.Millisecond || c.ReadyTimeout < 10*time.Millisecond {
+		return errors.New("httpapi: RequestTimeout, KeyRequestTimeout and ReadyTimeout: want at least 10ms (NUDGE_REQUEST_TIMEOUT, NUDGE_KEY_REQUEST_TIMEOUT)")
 	}
 	return nil
 }
@@ -76,6 +101,9 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	router  chi.Router
+	// receipts verifies the push ids of wake receipts.
+	receipts *receipts.Signer
+	rejected *prometheus.CounterVec
 }
 
 // NewServer builds the router with every route of routes.go.
@@ -83,6 +111,11 @@ func NewServer(deps Deps, cfg Config) (*Server, error) {
 	cfg.MaxBodyBytes = cmp.Or(cfg.MaxBodyBytes, 16<<10)
 	cfg.RegisterRateLimit = cmp.Or(cfg.RegisterRateLimit, 600)
 	cfg.RegisterRateWindow = cmp.Or(cfg.RegisterRateWindow, time.Minute)
+	cfg.TokenRateLimit = cmp.Or(cfg.TokenRateLimit, 10)
+	cfg.TokenRateWindow = cmp.Or(cfg.TokenRateWindow, time.Hour)
+	cfg.RequestTimeout = cmp.Or(cfg.RequestTimeout, time.Second)
+	cfg.KeyRequestTimeout = cmp.Or(cfg.KeyRequestTimeout, 10*time.Second)
+	cfg.ReadyTimeout = cmp.Or(cfg.ReadyTimeout, time.Second)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -96,7 +129,12 @@ func NewServer(deps Deps, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register http metrics: %w", err)
 	}
-	s := &Server{deps: deps, cfg: cfg, log: deps.Logger, metrics: m}
+	rejected, err := newRejectedReceipts(deps.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("register receipt metrics: %w", err)
+	}
+	s := &Server{deps: deps, cfg: cfg, log: deps.Logger, metrics: m,
+		receipts: receipts.NewSigner(deps.Redis), rejected: rejected}
 	r := chi.NewRouter()
 	r.Use(s.observe)
 	r.NotFound(s.handle(func(w http.ResponseWriter, r *http.Request) error {

@@ -93,6 +93,9 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 		if utf8.RuneCountInString(a.Title) > maxAlertTitle || utf8.RuneCountInString(a.Body) > maxAlertBody {
 			return badRequest("alert", "alert: title up to 120 characters, body up to 1000")
 		}
+		if hasControl(a.Title) || hasControl(strings.NewReplacer("\n", "", "\t", "").Replace(a.Body)) {
+			return badRequest("alert", "alert: no control characters in the title, none but newlines and tabs in the body")
+		}
 		ev.Alert = &fanout.Alert{Title: a.Title, Body: a.Body}
 	}
 	// A sync names no new items: it carries each feed's head, and the app

@@ -143,3 +143,19 @@ func Stats(minute int64) string { return "stats:" + strconv.FormatInt(minute, 10
 // provider's answer concerns (push.Sender.PauseScope): "fcm:<project>" or
 // "apns:<environment>:<credential>".
 func ProviderPause(scope string) string { return "pause:" + scope }
+
+// ReceiptKey holds the HMAC key that signs push ids (internal/receipts).
+// It is created once, by whichever process needs it first.
+func ReceiptKey() string { return "receipt:key" }
+
+// ReceiptSeen marks a push id whose receipt was counted, so a replay is
+// refused; it expires when the receipt could no longer count anyway.
+// It lives in the device's slot.
+func ReceiptSeen(device uint64, pushID string) string {
+	return "receipt:{" + strconv.FormatUint(device, 10) + "}:" + pushID
+}
+
+// TokenRegistrations counts the registrations of one push token in the
+// current window (httpapi's per-token limit); tokenHash is a hash of
+// provider and token, never the token.
+func TokenRegistrations(tokenHash string) string { return "regtok:{" + tokenHash + "}" }
