@@ -23,6 +23,11 @@ type Feed struct {
 	Title        string        `json:"title"`         // shown to editors and apps
 	URL          string        `json:"url"`           // RSS, Atom or JSON Feed document
 	PollInterval time.Duration `json:"poll_interval"` // how often the watcher polls it
+	// Credentials names a file in the dispatcher's NUDGE_FEED_CREDENTIALS_DIR
+	// whose content is the Authorization header value for this feed's
+	// origin (e.g. "Basic dXNlcjpwYXNz" or "Bearer …"). Only the name is
+	// stored and shown; the secret stays in the file. Empty: none.
+	Credentials string `json:"credentials,omitempty"`
 }
 
 // ErrNotFound is returned for a feed id that is not in the catalogue.
@@ -41,6 +46,10 @@ const (
 )
 
 var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+
+// credentialsRE is a credentials file name: no path separators and no
+// leading dot, so a reference cannot leave the credentials directory.
+var credentialsRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // ValidID reports whether id is a well-formed feed id.
 func ValidID(id string) bool { return idRE.MatchString(id) }
@@ -72,6 +81,9 @@ func (f *Feed) Validate() error {
 	if u.User != nil {
 		return &FieldError{"url", "must not carry user info (user:password@); the API would show it to editors"}
 	}
+	if f.Credentials != "" && !credentialsRE.MatchString(f.Credentials) {
+		return &FieldError{"credentials", "must be a file name of 1-64 characters of A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit"}
+	}
 	if f.PollInterval == 0 {
 		f.PollInterval = DefaultPollInterval
 	}
@@ -99,10 +111,11 @@ type feedWire struct {
 	Title        string `json:"title" yaml:"title"`
 	URL          string `json:"url" yaml:"url"`
 	PollInterval string `json:"poll_interval,omitempty" yaml:"poll_interval"`
+	Credentials  string `json:"credentials,omitempty" yaml:"credentials"`
 }
 
 func (w feedWire) feed() (Feed, error) {
-	f := Feed{ID: w.ID, Title: w.Title, URL: w.URL}
+	f := Feed{ID: w.ID, Title: w.Title, URL: w.URL, Credentials: w.Credentials}
 	if w.PollInterval != "" {
 		d, err := time.ParseDuration(w.PollInterval)
 		if err != nil {
@@ -115,7 +128,7 @@ func (w feedWire) feed() (Feed, error) {
 
 // MarshalJSON writes the poll interval as a duration string ("5m0s").
 func (f Feed) MarshalJSON() ([]byte, error) {
-	return json.Marshal(feedWire{ID: f.ID, Title: f.Title, URL: f.URL, PollInterval: f.PollInterval.String()})
+	return json.Marshal(feedWire{ID: f.ID, Title: f.Title, URL: f.URL, PollInterval: f.PollInterval.String(), Credentials: f.Credentials})
 }
 
 // UnmarshalJSON reads the form MarshalJSON writes.

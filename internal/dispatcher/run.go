@@ -72,6 +72,8 @@ func Settings() []config.Setting {
 		{Flag: "feed-parse-budget", Env: "NUDGE_FEED_PARSE_BUDGET", Help: "feed bytes parsed at once by one replica (empty: 2×NUDGE_FEED_MAX_BYTES)"},
 		{Flag: "feed-max-items", Env: "NUDGE_FEED_MAX_ITEMS", Default: "1000", Help: "most items taken from one feed document (the newest)"},
 		{Flag: "feed-memory", Env: "NUDGE_FEED_MEMORY", Default: "720h", Help: "how long an announced article is remembered after it was last in its feed"},
+		{Flag: "feed-credentials-dir", Env: "NUDGE_FEED_CREDENTIALS_DIR", Default: "",
+			Help: "directory of the files that feeds name as credentials, each an Authorization header value (empty: none)"},
 		{Flag: "feed-allow-nets", Env: "NUDGE_FEED_ALLOW_NETS", Default: "",
 			Help: "CIDRs that feed fetches may reach although loopback, private or link-local (e.g. 10.20.0.0/16; empty: none)"},
 
@@ -121,6 +123,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	allow, err := egress.ParseAllowNets(v.String("feed-allow-nets"))
 	if err != nil {
 		return err
+	}
+	if dir := v.String("feed-credentials-dir"); dir != "" {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("NUDGE_FEED_CREDENTIALS_DIR=%s: not a readable directory: set it to the directory that holds the feeds' credentials files", dir)
+		}
 	}
 	feedClient := egress.New(allow).Client(egress.Config{})
 	d, err := New(ctx, cfg, Deps{Redis: rdb.Client, Logger: log, Registerer: reg, FeedClient: feedClient})
@@ -253,6 +260,7 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 			ParseBudget:     int64(num("feed-parse-budget")),
 			Parser:          feeds.ParserConfig{MaxItems: num("feed-max-items")},
 			Store:           feeds.StoreConfig{Memory: dur("feed-memory")},
+			CredentialsDir:  v.String("feed-credentials-dir"),
 		},
 		PushWorker: jobs.WorkerConfig{
 			Concurrency:    num("push-workers"),

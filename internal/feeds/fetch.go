@@ -63,7 +63,10 @@ func newFetcher(base *http.Client, userAgent string, timeout time.Duration, maxB
 	return &fetcher{client: &c, userAgent: userAgent, timeout: timeout, maxBody: maxBody}
 }
 
-func (f *fetcher) fetch(ctx context.Context, url, etag, lastModified string, now time.Time) (fetchResult, error) {
+// fetch does one conditional GET of url. authorization, when not empty, is
+// sent as the Authorization header; net/http drops it on a redirect to
+// another host.
+func (f *fetcher) fetch(ctx context.Context, url, authorization, etag, lastModified string, now time.Time) (fetchResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -72,6 +75,9 @@ func (f *fetcher) fetch(ctx context.Context, url, etag, lastModified string, now
 	}
 	req.Header.Set("User-Agent", f.userAgent)
 	req.Header.Set("Accept", "application/rss+xml, application/atom+xml, application/feed+json, application/json;q=0.9, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5")
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
 	if etag != "" {
 		req.Header.Set("If-None-Match", etag)
 	}

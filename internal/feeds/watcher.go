@@ -78,6 +78,11 @@ type Config struct {
 	MaxRedirects int
 	// UserAgent is sent with every fetch.
 	UserAgent string
+	// CredentialsDir holds the files that feeds name in their Credentials
+	// field (catalog.Feed), each the Authorization header value for that
+	// feed's origin. A file is read at every fetch, so replacing it rotates
+	// the secret. Empty: a feed that names credentials fails its polls.
+	CredentialsDir string
 	// MaxBackoff caps the delay after consecutive failures (interval × 2^(n-1)).
 	// Default 1h.
 	MaxBackoff time.Duration
@@ -645,12 +650,16 @@ func (w *Watcher) poll(ctx context.Context, f catalog.Feed, h Health, s *slot) e
 // fetch fetches the feed under a context that cutLongest can end while
 // the fetch runs.
 func (w *Watcher) fetch(ctx context.Context, f catalog.Feed, h Health, s *slot, now time.Time) (fetchResult, error) {
+	auth, err := readCredentials(w.cfg.CredentialsDir, f)
+	if err != nil {
+		return fetchResult{}, err
+	}
 	fctx, cut := context.WithCancelCause(ctx)
 	defer cut(nil)
 	w.mu.Lock()
 	s.fetching, s.cut = time.Now(), cut
 	w.mu.Unlock()
-	res, err := w.fetcher.fetch(fctx, f.URL, h.ETag, h.LastModified, now)
+	res, err := w.fetcher.fetch(fctx, f.URL, auth, h.ETag, h.LastModified, now)
 	w.mu.Lock()
 	s.fetching, s.cut = time.Time{}, nil
 	w.mu.Unlock()

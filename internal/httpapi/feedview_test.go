@@ -33,3 +33,31 @@ func TestFeedListHidesURLsFromThePublic(t *testing.T) {
 		}
 	}
 }
+
+// TestFeedCredentialsAreAReference: a feed's credentials are a file name
+// on the dispatchers; editors see the name, the public nothing, and a name
+// that could leave the directory is refused.
+func TestFeedCredentialsAreAReference(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	put := func(creds string) response {
+		return b.do(t, "PUT", "/v1/admin/feeds/{feed}", "/v1/admin/feeds/private", b.adminKey,
+			map[string]any{"title": "Private", "url": "https://origin.example.com/private.xml", "credentials": creds})
+	}
+	for _, bad := range []string{"../secrets", "a/b", ".env"} {
+		if r := put(bad); r.code != 400 || !strings.Contains(string(r.body), "credentials") {
+			t.Errorf("credentials %q: %d %s, want 400 naming the field", bad, r.code, r.body)
+		}
+	}
+	if r := put("private-origin"); r.code != 201 {
+		t.Fatalf("PUT: %d %s", r.code, r.body)
+	}
+	editor := b.do(t, "GET", "/v1/feeds", "/v1/feeds", b.editKey, nil)
+	if !strings.Contains(string(editor.body), `"credentials":"private-origin"`) {
+		t.Errorf("editor view lacks the credentials name: %s", editor.body)
+	}
+	public := b.do(t, "GET", "/v1/feeds", "/v1/feeds", "", nil)
+	if strings.Contains(string(public.body), "private-origin") {
+		t.Errorf("public view shows the credentials name: %s", public.body)
+	}
+}

@@ -248,16 +248,18 @@ type publicFeed struct {
 }
 
 // editorFeed is a catalogue entry as editors and admins see it: the URL
-// without user info.
+// without user info, and the name of its credentials file (never its
+// content, which only the dispatcher reads).
 type editorFeed struct {
 	ID           string `json:"id"`
 	Title        string `json:"title"`
 	URL          string `json:"url"`
 	PollInterval string `json:"poll_interval"`
+	Credentials  string `json:"credentials,omitempty"`
 }
 
 func editorView(f catalog.Feed) editorFeed {
-	return editorFeed{ID: f.ID, Title: f.Title, URL: redactURL(f.URL), PollInterval: f.PollInterval.String()}
+	return editorFeed{ID: f.ID, Title: f.Title, URL: redactURL(f.URL), PollInterval: f.PollInterval.String(), Credentials: f.Credentials}
 }
 
 // listFeeds is GET /v1/feeds: id, title and interval for everyone; with an
@@ -289,6 +291,7 @@ type feedRequest struct {
 	Title        string  `json:"title"`
 	URL          string  `json:"url"`
 	PollInterval string  `json:"poll_interval"`
+	Credentials  string  `json:"credentials"`
 }
 
 // putFeed is PUT /v1/admin/feeds/{feed}: 201 when created, 200 when replaced.
@@ -304,7 +307,7 @@ func (s *Server) putFeed(w http.ResponseWriter, r *http.Request) error {
 	if req.ID != nil && *req.ID != id {
 		return badRequest("id", "id in the body differs from the id in the path")
 	}
-	f := catalog.Feed{ID: id, Title: req.Title, URL: req.URL}
+	f := catalog.Feed{ID: id, Title: req.Title, URL: req.URL, Credentials: req.Credentials}
 	if req.PollInterval != "" {
 		d, err := time.ParseDuration(req.PollInterval)
 		if err != nil {
