@@ -17,6 +17,10 @@ type Job struct {
 	Partition  int
 	Payload    []byte
 	Deliveries int // 1 on the first delivery; counts retries and redeliveries after a crash
+	// Enqueued is when the job was first enqueued, on Redis's clock; it
+	// stays the same across retries. A job whose retry would be due more
+	// than the worker's MaxAge after it is dead-lettered instead.
+	Enqueued time.Time
 
 	// Set through Outcomes, under Outcomes.mu.
 	outcome outcome
@@ -31,6 +35,7 @@ const (
 	outcomeDone
 	outcomeDrop
 	outcomeRetry
+	outcomeRelease
 	outcomeDead
 )
 
@@ -100,10 +105,19 @@ func (o *Outcomes) MarkDone(ctx context.Context, jobs ...*Job) error {
 func (o *Outcomes) Drop(job *Job) { o.set([]*Job{job}, outcomeDrop, 0, "") }
 
 // Retry reports the job failed for now: it is acknowledged and comes back
-// as a new delivery after d (0 = the worker's backoff), unless it has used
-// its delivery budget, in which case it is dead-lettered.
+// as a new delivery after d (0 = the worker's backoff). With a MaxAge, it
+// is dead-lettered instead once the retry would be due after the job is
+// MaxAge old; without one, once it has used its delivery budget.
 func (o *Outcomes) Retry(job *Job, d time.Duration) {
 	o.set([]*Job{job}, outcomeRetry, max(d, 0), "")
+}
+
+// Release puts the job back for later without using a delivery: it is
+// acknowledged and comes back after d (0 = the worker's first backoff step)
+// with the same delivery count, for a job the handler chose not to try
+// (its provider is paused). MaxAge still applies.
+func (o *Outcomes) Release(job *Job, d time.Duration) {
+	o.set([]*Job{job}, outcomeRelease, max(d, 0), "")
 }
 
 // Dead reports the job can never succeed: it moves to the dead-letter

@@ -20,6 +20,7 @@
 //	q:<queue>:{pN}:dlq      STREAM  dead jobs
 //	q:<queue>:{pN}:sent     HASH    job id -> done record, checked on redelivery
 //	q:<queue>:{pN}:u:<id>   STRING  idempotency marker of a unique job (TTL), value = job id
+//	q:<queue>:hb:<consumer> STRING  heartbeat of a live worker (short TTL)
 //	ev:{<id>}               HASH    one fan-out event: definition, cursor, progress
 //	audit                   STREAM  editor and admin actions
 //	stats:<minute>          HASH    fleet-wide push and wake counters of one minute
@@ -141,3 +142,8 @@ func Stats(minute int64) string { return "stats:" + strconv.FormatInt(minute, 10
 // ProviderPause is set while all sends to a provider ("fcm", "apns") are
 // paused after a project-level error; it expires when the pause ends.
 func ProviderPause(provider string) string { return "pause:" + provider }
+
+// Heartbeat is set (with a short TTL) by the worker of a queue whose
+// consumer name is consumer while it is alive; a consumer without one is
+// dead, and its pending jobs are claimed at once.
+func Heartbeat(queue, consumer string) string { return "q:" + queue + ":hb:" + consumer }
