@@ -236,7 +236,7 @@ func NewWorker(q *Queue, h Handler, cfg WorkerConfig, log *slog.Logger, now func
 	}
 	return &Worker{
 		q: q, h: h, cfg: cfg, m: m, now: now,
-		log:  log.With("queue", q.Name(), "consumer", cfg.Consumer),
+		log:    log.With("queue", q.Name(), "consumer", cfg.Consumer),
 		sem:    make(chan struct{}, cfg.Concurrency),
 		held:   make(map[heldKey]time.Time),
 		lapsed: make(map[string]time.Time),
