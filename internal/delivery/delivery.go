@@ -173,7 +173,7 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 	var send []*item
 	for _, it := range items {
 		if until, ok := pauses[it.msg.Provider]; ok {
-			o.Retry(it.job, until)
+			o.Release(it.job, until) // not tried: costs no delivery
 			continue
 		}
 		send = append(send, it)
@@ -319,7 +319,6 @@ func cursors(since map[string]int64) []push.Cursor {
 // act applies one send result to its job.
 func (h *Handler) act(ctx context.Context, o *jobs.Outcomes, it *item, r push.Result, t *tally) {
 	h.results.WithLabelValues(string(it.msg.Provider), r.Action.String(), reasonLabel(r.Reason)).Inc()
-	last := it.job.Deliveries >= h.cfg.MaxDeliveries
 	switch r.Action {
 	case push.Delivered:
 		t.add(it, stats.Sent, fanout.OutcomeSent)
@@ -333,11 +332,8 @@ func (h *Handler) act(ctx context.Context, o *jobs.Outcomes, it *item, r push.Re
 		o.Drop(it.job)
 		t.add(it, stats.Pruned, fanout.OutcomePruned)
 	case push.Retry, push.BackoffDevice, push.PauseProvider:
-		if last {
-			o.Dead(it.job, "delivery budget used up: "+r.Reason)
-			t.add(it, stats.Failed, fanout.OutcomeFailed)
-			return
-		}
+		// The queue retries until the push would be stale (its MaxAge), then
+		// dead-letters it and hands it back to the throttle (OnDead).
 		if r.Action == push.PauseProvider {
 			h.pause(ctx, it.msg.Provider, r.RetryAfter, r.Reason)
 		}

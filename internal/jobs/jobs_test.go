@@ -189,6 +189,8 @@ func TestQueue(t *testing.T) {
 		{"held jobs keep their lease", testLeaseRenewal},
 		{"enqueue unique", testEnqueueUnique},
 		{"enqueue after", testEnqueueAfter},
+		{"retries bounded by age, not count", testRetryBoundedByAge},
+		{"release costs no delivery", testReleaseCostsNoDelivery},
 		{"graceful drain", testDrain},
 		{"drain deadline", testDrainDeadline},
 		{"metrics", testMetrics},

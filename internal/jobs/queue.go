@@ -261,14 +261,24 @@ func (q *Queue) MoveDue(ctx context.Context, partitions []int, limit int) ([]int
 
 // DeadJob is one entry of a dead-letter stream.
 type DeadJob struct {
-	ID         string // id in the dead-letter stream, for RequeueDead
+	ID         string // id in the dead-letter stream, for RequeueDead (not set for OnDead)
 	Partition  int
 	OriginalID string // the job id it had in the stream
 	Payload    []byte
 	Reason     string
 	Deliveries int
-	DiedAt     time.Time
+	DiedAt     time.Time // not set for OnDead
+	// Cause says who dead-lettered the job (set for OnDead only):
+	// CauseHandler, CauseMaxAge or CauseMaxDeliveries.
+	Cause string
 }
+
+// Causes of a dead job, as passed to WorkerConfig.OnDead.
+const (
+	CauseHandler       = "handler"        // the handler reported Dead
+	CauseMaxAge        = "max_age"        // a retry would have been due after MaxAge
+	CauseMaxDeliveries = "max_deliveries" // the delivery budget was used up
+)
 
 // Dead lists dead jobs across all partitions, ordered by partition and
 // then by age, skipping the first offset and returning at most count.

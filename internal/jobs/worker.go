@@ -11,6 +11,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -602,7 +603,11 @@ func (w *Worker) settle(ctx context.Context, jobs []*Job, herr error) error {
 		case outcomeDead:
 			dead++
 			ops = append(ops, "d", j.ID, j.Payload, reason, j.Deliveries)
-			deadJobs = append(deadJobs, DeadJob{Partition: j.Partition, OriginalID: j.ID, Payload: j.Payload, Reason: reason, Deliveries: j.Deliveries})
+			cause := CauseHandler
+			if j.outcome != outcomeDead {
+				cause = CauseMaxDeliveries
+			}
+			deadJobs = append(deadJobs, DeadJob{Partition: j.Partition, OriginalID: j.ID, Payload: j.Payload, Reason: reason, Deliveries: j.Deliveries, Cause: cause})
 		}
 		byPart[j.Partition] = ops
 	}
@@ -636,7 +641,7 @@ func (w *Worker) settle(ctx context.Context, jobs []*Job, herr error) error {
 			}
 			stale++
 			deadJobs = append(deadJobs, DeadJob{Partition: j.Partition, OriginalID: j.ID, Payload: j.Payload,
-				Reason: "stale: older than " + w.cfg.MaxAge.String(), Deliveries: j.Deliveries})
+				Reason: "stale: older than " + w.cfg.MaxAge.String(), Deliveries: j.Deliveries, Cause: CauseMaxAge})
 		}
 	}
 	w.handBack(ctx, deadJobs)
@@ -962,7 +967,9 @@ func (w *Worker) claimFrom(loopCtx, handlerCtx, base context.Context, p int, own
 				return taken, fmt.Errorf("claim jobs of %s in partition %d: %w", owner, p, err)
 			}
 			w.m.dupSkipped.WithLabelValues(name).Add(float64(skipped))
-			w.m.deadLettered.WithLabelValues(name, "max_deliveries").Add(float64(len(dead)))
+			for _, d := range dead {
+				w.m.deadLettered.WithLabelValues(name, d.Cause).Inc()
+			}
 			if skipped+len(dead) > 0 {
 				w.log.InfoContext(loopCtx, "reclaimed finished or exhausted jobs", "partition", p, "from", owner, "acked_done", skipped, "dead_lettered", len(dead))
 			}
@@ -1000,7 +1007,11 @@ func parseClaim(res []any, p int) (jobs []*Job, skipped int, dead []DeadJob, err
 		id, _ := dl[i+1].(string)
 		reason, _ := dl[i+2].(string)
 		d, _ := dl[i+3].(int64)
-		dead = append(dead, DeadJob{Partition: p, OriginalID: id, Payload: []byte(payload), Reason: reason, Deliveries: int(d)})
+		cause := CauseMaxDeliveries
+		if strings.HasPrefix(reason, "stale") {
+			cause = CauseMaxAge
+		}
+		dead = append(dead, DeadJob{Partition: p, OriginalID: id, Payload: []byte(payload), Reason: reason, Deliveries: int(d), Cause: cause})
 	}
 	return jobs, int(s), dead, nil
 }
