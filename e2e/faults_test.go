@@ -79,15 +79,7 @@ func TestTwoDispatchersSlowProviderNoDuplicates(t *testing.T) {
 	})
 	waitFor(t, time.Minute, "the push queue to drain", func() bool { return pushesPending(t, s) == 0 })
 	if _, dups := deliveriesPerDevice(s, fleet); dups != 0 {
-		shown := 0
-		for id := uint64(1); id <= fleet && shown < 5; id++ {
-			if ds := s.emu.Deliveries(devicestest.Token(id)); len(ds) > 1 {
-				shown++
-				for _, d := range ds {
-					t.Logf("device %d: %s %s at %s id %s", id, d.Provider, d.Environment, d.At.Format(time.StampMilli), d.ID)
-				}
-			}
-		}
+		logDuplicates(t, s, fleet)
 		t.Fatalf("duplicates without a crash: got %d, want 0", dups)
 	}
 	for i, d := range s.dispatchers {
@@ -208,12 +200,28 @@ func TestRedisStallDuringFanout(t *testing.T) {
 	})
 	_, dups := deliveriesPerDevice(s, fleet)
 	if limit := 2 * workers * batch; dups > limit {
+		logDuplicates(t, s, fleet)
 		t.Fatalf("duplicates: %d, over the in-flight bound %d", dups, limit)
 	}
 	t.Logf("redis stall: %d duplicates (bound %d), progress %+v", dups, 2*workers*batch, p)
 	for i, d := range s.dispatchers {
 		if exited, err := d.Exited(); exited {
 			t.Fatalf("dispatcher %d exited: %v", i, err)
+		}
+	}
+}
+
+// logDuplicates logs the deliveries of the first devices that got more
+// than one push.
+func logDuplicates(t *testing.T, s *stack, fleet int) {
+	t.Helper()
+	shown := 0
+	for id := uint64(1); id <= uint64(fleet) && shown < 5; id++ {
+		if ds := s.emu.Deliveries(devicestest.Token(id)); len(ds) > 1 {
+			shown++
+			for _, d := range ds {
+				t.Logf("device %d: %s %s at %s id %s collapse %s data %v", id, d.Provider, d.Environment, d.At.Format(time.StampMilli), d.ID, d.CollapseID, d.Data)
+			}
 		}
 	}
 }

@@ -210,8 +210,9 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 }
 
 // recordTimeout bounds the bookkeeping after a send: done records, prunes,
-// pauses, progress and stats.
-const recordTimeout = 10 * time.Second
+// pauses, progress and stats. Done records and progress are retried with
+// backoff within it, so a Redis stall shorter than this loses no count.
+const recordTimeout = time.Minute
 
 // lookup loads the devices of the items in one pipeline and composes their
 // messages. Items whose device is gone are dropped from the slice.
@@ -415,7 +416,7 @@ func (h *Handler) flush(ctx context.Context, t *tally) {
 		h.log.WarnContext(ctx, "record push stats", "err", err)
 	}
 	for o, ids := range t.events {
-		if err := h.events.Record(ctx, ids, o); err != nil {
+		if err := jobs.Persist(ctx, func() error { return h.events.Record(ctx, ids, o) }); err != nil {
 			h.log.WarnContext(ctx, "record event progress", "outcome", o, "err", err)
 		}
 	}

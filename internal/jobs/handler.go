@@ -132,9 +132,28 @@ func (o *Outcomes) set(jobs []*Job, oc outcome, d time.Duration, reason string) 
 	}
 }
 
+// Persist calls f until it succeeds or ctx ends, backing off from 50ms to
+// 2s between attempts: for bookkeeping after a side effect, which must not
+// be lost to a short Redis stall. It returns f's last error when ctx ends.
+func Persist(ctx context.Context, f func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if !sleep(ctx, backoff(50*time.Millisecond, 2*time.Second, attempt)) {
+			return err
+		}
+	}
+}
+
 // markDone writes the done records of jobs: one HSET per partition, in one
-// pipeline.
+// pipeline, retried (Persist) until it succeeds or ctx ends.
 func (q *Queue) markDone(ctx context.Context, now time.Time, jobs []*Job) error {
+	return Persist(ctx, func() error { return q.markDoneOnce(ctx, now, jobs) })
+}
+
+func (q *Queue) markDoneOnce(ctx context.Context, now time.Time, jobs []*Job) error {
 	ms := strconv.FormatInt(now.UnixMilli(), 10)
 	byPart := make(map[int][]any)
 	for _, j := range jobs {
