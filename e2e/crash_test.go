@@ -29,7 +29,7 @@ func TestKilledDispatcherLosesNoPush(t *testing.T) {
 		kills   = 3
 	)
 	s := start(t, options{dispatchers: 2, env: map[string]string{
-		"NUDGE_PUSH_WORKERS": "4", "NUDGE_PUSH_BATCH": "250", "NUDGE_RECLAIM_AFTER": "10s",
+		"NUDGE_PUSH_WORKERS": "4", "NUDGE_PUSH_BATCH": "250",
 	}})
 	live := []*stacktest.Process{s.dispatchers[0], s.dispatchers[1]}
 	devicestest.Write(t, s.rdb, 1, fleet, func(uint64) string { return "headlines" })

@@ -62,13 +62,12 @@ func deadPushes(t *testing.T, s *stack) int64 {
 // that each replica holds read jobs waiting for a handler slot for
 // seconds, longer than the heartbeat TTL (1s here). No process crashes, so
 // no device may get a second push: a live replica never takes the other's
-// jobs. (NUDGE_RECLAIM_AFTER also sets the handler deadline, half of it;
-// it stays well above the latency so no send is cut off.)
+// jobs.
 func TestTwoDispatchersSlowProviderNoDuplicates(t *testing.T) {
 	t.Parallel()
 	const fleet = 3000
 	s := start(t, options{dispatchers: 2, env: map[string]string{
-		"NUDGE_PUSH_WORKERS": "2", "NUDGE_PUSH_BATCH": "50", "NUDGE_RECLAIM_AFTER": "8s",
+		"NUDGE_PUSH_WORKERS": "2", "NUDGE_PUSH_BATCH": "50",
 		"NUDGE_HEARTBEAT_TTL": "1s",
 	}})
 	s.emu.AddFault(pushemu.Fault{Latency: 300 * time.Millisecond})

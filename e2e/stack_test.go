@@ -157,7 +157,11 @@ func start(t *testing.T, o options) *stack {
 		"NUDGE_API_KEYS_FILE="+write("keys.txt", key.Line+"\n"),
 		"NUDGE_FEEDS_FILE="+write("feeds.json", string(feedsJSON)),
 		"NUDGE_DEBOUNCE=1s", "NUDGE_MAX_WAIT=2s",
-		"NUDGE_RECLAIM_AFTER=6s",
+		// A dead replica's jobs move on by heartbeat (NUDGE_HEARTBEAT_TTL);
+		// NUDGE_RECLAIM_AFTER also sets the push handler's deadline (half
+		// of it), which must stay well above a send on a loaded machine, or
+		// sends the provider accepted are cut off and retried.
+		"NUDGE_RECLAIM_AFTER=30s",
 	)
 	for k, v := range o.env {
 		env = append(env, k+"="+v)

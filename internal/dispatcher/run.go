@@ -71,7 +71,7 @@ func Settings() []config.Setting {
 		{Flag: "push-batch", Env: "NUDGE_PUSH_BATCH", Default: "500", Help: "most push jobs per batch (one FCM SendEach call)"},
 		{Flag: "max-deliveries", Env: "NUDGE_MAX_DELIVERIES", Default: "5", Help: "deliveries of a push cut short by replica crashes before it goes to the dead-letter queue (failed sends retry until NUDGE_PUSH_TTL)"},
 		{Flag: "reclaim-after", Env: "NUDGE_RECLAIM_AFTER", Default: "60s", Help: "how long a replica's own unsettled job (its settle failed) waits before the replica runs it again"},
-		{Flag: "heartbeat-ttl", Env: "NUDGE_HEARTBEAT_TTL", Default: "2s", Help: "lifetime of a replica's queue heartbeat; the jobs of a replica silent this long (plus half of it) move to the others"},
+		{Flag: "heartbeat-ttl", Env: "NUDGE_HEARTBEAT_TTL", Default: "2s", Help: "lifetime of a replica's queue heartbeat; the jobs of a replica silent this long (plus 3/4 of it) move to the others"},
 	})
 }
 

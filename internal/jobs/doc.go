@@ -36,7 +36,7 @@
 // HeartbeatTTL, renewed every HeartbeatTTL/4 by its own goroutine, which
 // outlives the handlers and deletes the key after the drain. The reclaimer
 // lists the consumers of each partition's group every ReclaimInterval; a
-// consumer whose heartbeat is gone at two scans at least HeartbeatTTL/2
+// consumer whose heartbeat is gone at two scans at least 3/4 of HeartbeatTTL
 // apart is dead: its pending jobs are claimed at once (a script takes a
 // job only while it is still pending with that consumer, so two
 // reclaimers never both take it) and, once it has none, it is removed from

@@ -335,3 +335,64 @@ func TestDoneRecordsSwept(t *testing.T) {
 		t.Fatalf("done records after sweep: got %v, want only the pending job's %s", got, ids[0])
 	}
 }
+
+// TestLapsedWorkerDropsClaimedJobs: a worker whose heartbeat expired (it
+// stalled) may have had its read jobs claimed by another worker. Once it
+// has found its heartbeat gone, it checks the jobs it read before, does
+// not run those another consumer now owns, and does not renew their lease
+// (which would take them back).
+func TestLapsedWorkerDropsClaimedJobs(t *testing.T) {
+	t.Parallel()
+	b := setup(t, redistestStart(t), 1)
+	w, err := NewWorker(b.q, HandlerFunc(func(context.Context, *Outcomes, []*Job) error { return nil }),
+		WorkerConfig{ReclaimMinIdle: 30 * time.Millisecond, HandlerTimeout: 10 * time.Millisecond}, nil, nil, b.reg)
+	if err != nil {
+		t.Fatalf("new worker: %v", err)
+	}
+	if err := b.q.loadScripts(t.Context()); err != nil {
+		t.Fatalf("load scripts: %v", err)
+	}
+	ids := enqueue(t, b.q, Message{Payload: []byte("kept")}, Message{Payload: []byte("taken")})
+	stream := keys.Stream(b.q.Name(), 0)
+	res, err := b.rdb.XReadGroup(t.Context(), &redis.XReadGroupArgs{
+		Group: Group, Consumer: w.Consumer(), Streams: []string{stream, ">"}, Count: 2, Block: -1,
+	}).Result()
+	if err != nil {
+		t.Fatalf("read as the worker: %v", err)
+	}
+	jobs := w.jobsOf(res)
+	w.hold(jobs)
+	// The worker's heartbeat lapses; meanwhile another worker claims one of
+	// the jobs it holds.
+	w.lapses.Add(1)
+	if err := b.rdb.XClaim(t.Context(), &redis.XClaimArgs{Stream: stream, Group: Group, Consumer: "other", Messages: []string{ids[1]}}).Err(); err != nil {
+		t.Fatalf("claim as another worker: %v", err)
+	}
+	waitFor(t, "the held jobs idle long enough to renew", func() bool {
+		pe, err := b.rdb.XPendingExt(t.Context(), &redis.XPendingExtArgs{Stream: stream, Group: Group, Start: "-", End: "+", Count: 10, Idle: 20 * time.Millisecond}).Result()
+		return err == nil && len(pe) == 2
+	})
+	if err := w.renewLeases(t.Context()); err != nil {
+		t.Fatalf("renew leases: %v", err)
+	}
+	got := w.stillOurs(t.Context(), jobs)
+	if len(got) != 1 || string(got[0].Payload) != "kept" {
+		t.Fatalf("jobs still ours: got %d, want only %q", len(got), "kept")
+	}
+	pe, err := b.rdb.XPendingExt(t.Context(), &redis.XPendingExtArgs{Stream: stream, Group: Group, Start: "-", End: "+", Count: 10}).Result()
+	if err != nil || len(pe) != 2 {
+		t.Fatalf("pending: got %+v (err %v)", pe, err)
+	}
+	for _, e := range pe {
+		want := w.Consumer()
+		if e.ID == ids[1] {
+			want = "other"
+		}
+		if e.Consumer != want {
+			t.Fatalf("job %s pending with %s, want %s (a lease renewal must not take a job back)", e.ID, e.Consumer, want)
+		}
+	}
+	if n := testutil.ToFloat64(mustVec(t, b.reg, "nudge_queue_jobs_lost_to_other_workers_total", b.q.Name())); n != 1 {
+		t.Fatalf("lost jobs metric: got %v, want 1", n)
+	}
+}

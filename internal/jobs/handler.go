@@ -22,6 +22,8 @@ type Job struct {
 	// than the worker's MaxAge after it is dead-lettered instead.
 	Enqueued time.Time
 
+	epoch uint64 // the worker's heartbeat lapses when it was read or last checked
+
 	// Set through Outcomes, under Outcomes.mu.
 	outcome outcome
 	after   time.Duration

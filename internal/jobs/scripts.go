@@ -191,6 +191,27 @@ end
 return {out, skipped, dead}
 `)
 
+// renewScript renews the lease of jobs this consumer still owns: XCLAIM
+// ... JUSTID to itself, which resets the idle time without counting a
+// delivery. A job another consumer took (after this one's heartbeat
+// lapsed) or that was acknowledged is left alone.
+//
+//	KEYS[1] stream
+//	ARGV[1] group, ARGV[2] this consumer, ARGV[3..] job ids
+//
+// Returns the ids renewed.
+var renewScript = redis.NewScript(`
+local out = {}
+for i = 3, #ARGV do
+  local pe = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if pe[1] and pe[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    out[#out+1] = ARGV[i]
+  end
+end
+return out
+`)
+
 // delConsumerScript removes a consumer from the group if it has no pending
 // jobs (checked in the same step, so no pending job is ever dropped).
 //
@@ -282,4 +303,4 @@ return #es
 
 // allScripts are loaded on every node when a worker starts.
 var allScripts = []*redis.Script{enqueueUniqueScript, enqueueDelayedScript, settleScript, claimScript,
-	delConsumerScript, sweepDoneScript, moveDueScript, requeueDeadScript}
+	renewScript, delConsumerScript, sweepDoneScript, moveDueScript, requeueDeadScript}

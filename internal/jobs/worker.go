@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,7 +72,7 @@ type WorkerConfig struct {
 	OnDead func(ctx context.Context, dead []DeadJob)
 	// HeartbeatTTL is the lifetime of the worker's heartbeat key, which it
 	// renews every HeartbeatTTL/4. Pending jobs of a consumer whose
-	// heartbeat is gone (and stays gone for HeartbeatTTL/2 more) are
+	// heartbeat is gone (and stays gone for 3/4 of HeartbeatTTL more) are
 	// claimed at once by the other workers. Default 2s.
 	HeartbeatTTL time.Duration
 	// ReclaimMinIdle is how long one of this worker's own pending jobs
@@ -194,6 +195,7 @@ type Worker struct {
 	held   map[heldKey]time.Time // jobs read and not yet settled -> last lease renewal
 
 	lapsed map[string]time.Time // reclaimer only: consumer -> first scan that found no heartbeat
+	lapses atomic.Uint64        // times this worker found its own heartbeat expired
 
 	mu            sync.Mutex
 	started       bool
@@ -459,8 +461,10 @@ func (w *Worker) jobsOf(res []redis.XStream) []*Job {
 
 func (w *Worker) hold(jobs []*Job) {
 	now := time.Now()
+	epoch := w.lapses.Load()
 	w.heldMu.Lock()
 	for _, j := range jobs {
+		j.epoch = epoch
 		w.held[heldKey{j.Partition, j.ID}] = now
 	}
 	w.heldMu.Unlock()
@@ -478,6 +482,7 @@ func (w *Worker) unhold(jobs []*Job) {
 // and holds them.
 func (w *Worker) notHeld(jobs []*Job) []*Job {
 	now := time.Now()
+	epoch := w.lapses.Load()
 	w.heldMu.Lock()
 	defer w.heldMu.Unlock()
 	out := jobs[:0]
@@ -486,6 +491,7 @@ func (w *Worker) notHeld(jobs []*Job) []*Job {
 		if _, ok := w.held[k]; ok {
 			continue
 		}
+		j.epoch = epoch
 		w.held[k] = now
 		out = append(out, j)
 	}
@@ -518,6 +524,9 @@ func (w *Worker) dispatch(handlerCtx, base context.Context, jobs []*Job) {
 func (w *Worker) run(handlerCtx, base context.Context, jobs []*Job) {
 	defer w.m.inflight.WithLabelValues(w.q.Name()).Sub(float64(len(jobs)))
 	defer w.unhold(jobs)
+	if jobs = w.stillOurs(handlerCtx, jobs); len(jobs) == 0 {
+		return
+	}
 	o := &Outcomes{mark: func(ctx context.Context, js []*Job) error { return w.q.markDone(ctx, w.now(), js) }}
 	ctx, cancel := context.WithTimeout(handlerCtx, w.cfg.HandlerTimeout)
 	start := time.Now()
@@ -698,6 +707,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 		case err != nil && ctx.Err() == nil:
 			w.log.ErrorContext(ctx, "renew heartbeat", "err", err)
 		case lapsed:
+			w.lapses.Add(1)
 			// Other workers may have taken the jobs we hold; whatever of
 			// them is still sent here is a duplicate within the pushes in
 			// flight.
@@ -747,8 +757,8 @@ func (w *Worker) renewLoop(ctx context.Context) {
 // renewLeases resets the idle time of the jobs this worker holds (read,
 // waiting for or inside a handler call) once they have been idle for a
 // third of ReclaimMinIdle: XCLAIM ... JUSTID to ourselves, which does not
-// count as a delivery. A renewal is recorded only for the jobs the XCLAIM
-// returned. Other workers take only the jobs of consumers whose heartbeat
+// count as a delivery, and only for jobs still pending with this worker
+// (renewScript). A renewal is recorded only for the jobs it renewed. Other workers take only the jobs of consumers whose heartbeat
 // is gone; the idle time tells the worker's own reclaimer which of its
 // pending jobs no handler holds any more. Held times are local
 // (monotonic) durations; the idle time itself is measured by Redis.
@@ -766,26 +776,27 @@ func (w *Worker) renewLeases(ctx context.Context) error {
 	if len(byPart) == 0 {
 		return nil
 	}
-	pipe := w.q.rdb.Pipeline()
-	cmds := make(map[int]*redis.StringSliceCmd, len(byPart))
+	calls := make([]scriptCall, 0, len(byPart))
+	parts := make([]int, 0, len(byPart))
 	for p, ids := range byPart {
-		cmds[p] = pipe.XClaimJustID(ctx, &redis.XClaimArgs{
-			Stream: w.q.parts[p].stream, Group: Group, Consumer: w.cfg.Consumer,
-			// Skip a job another consumer claimed moments ago: it is theirs now.
-			MinIdle: threshold / 2, Messages: ids,
-		})
+		args := make([]any, 0, 2+len(ids))
+		args = append(args, Group, w.cfg.Consumer)
+		for _, id := range ids {
+			args = append(args, id)
+		}
+		calls = append(calls, scriptCall{keys: []string{w.q.parts[p].stream}, args: args})
+		parts = append(parts, p)
 	}
-	_, _ = pipe.Exec(ctx)
 	var errs []error
-	for p, c := range cmds {
-		ids, err := c.Result()
+	for i, c := range runPipelined(ctx, w.q.rdb, renewScript, calls) {
+		ids, err := c.StringSlice()
 		if err != nil && !errors.Is(err, redis.Nil) {
-			errs = append(errs, fmt.Errorf("xclaim justid partition %d: %w", p, err))
+			errs = append(errs, fmt.Errorf("renew leases in partition %d: %w", parts[i], err))
 			continue
 		}
 		w.heldMu.Lock()
 		for _, id := range ids {
-			k := heldKey{p, id}
+			k := heldKey{parts[i], id}
 			if _, ok := w.held[k]; ok {
 				w.held[k] = now
 			}
@@ -793,6 +804,56 @@ func (w *Worker) renewLeases(ctx context.Context) error {
 		w.heldMu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// stillOurs returns the jobs that are still pending with this worker. Only
+// jobs read before the worker last found its heartbeat expired are
+// checked (other workers may have claimed them meanwhile: they are theirs
+// now, and running them here too would be a duplicate); the others are
+// returned as they are. If the check fails the jobs are kept: at least
+// once wins over at most once.
+func (w *Worker) stillOurs(ctx context.Context, jobs []*Job) []*Job {
+	epoch := w.lapses.Load()
+	var check []*Job
+	for _, j := range jobs {
+		if j.epoch != epoch {
+			check = append(check, j)
+		}
+	}
+	if len(check) == 0 {
+		return jobs
+	}
+	pipe := w.q.rdb.Pipeline()
+	cmds := make([]*redis.XPendingExtCmd, len(check))
+	for i, j := range check {
+		cmds[i] = pipe.XPendingExt(ctx, &redis.XPendingExtArgs{
+			Stream: w.q.parts[j.Partition].stream, Group: Group, Start: j.ID, End: j.ID, Count: 1,
+		})
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		w.log.WarnContext(ctx, "check ownership of jobs after a heartbeat lapse; running them", "jobs", len(check), "err", err)
+		return jobs
+	}
+	lost := make(map[*Job]bool)
+	for i, c := range cmds {
+		if pe := c.Val(); len(pe) == 0 || pe[0].Consumer != w.cfg.Consumer {
+			lost[check[i]] = true
+		} else {
+			check[i].epoch = epoch
+		}
+	}
+	if len(lost) == 0 {
+		return jobs
+	}
+	w.m.lost.WithLabelValues(w.q.Name()).Add(float64(len(lost)))
+	w.log.WarnContext(ctx, "jobs claimed by another worker while the heartbeat lapsed; not running them", "jobs", len(lost))
+	out := make([]*Job, 0, len(jobs)-len(lost))
+	for _, j := range jobs {
+		if !lost[j] {
+			out = append(out, j)
+		}
+	}
+	return out
 }
 
 // reclaimLoop scans the partitions for jobs to take over right away and
@@ -828,7 +889,7 @@ type consumerInfo struct {
 
 // reclaim runs one scan of the worker's partitions. It takes the pending
 // jobs of consumers whose heartbeat is gone (seen gone twice, at least
-// HeartbeatTTL/2 apart, so that a heartbeat that lapsed while Redis itself
+// 3/4 of HeartbeatTTL apart, so that a heartbeat that lapsed while Redis itself
 // stalled is renewed before anyone acts on it), and its own pending jobs
 // that no handler holds and that have been idle longer than
 // ReclaimMinIdle. It takes no more than the free handler slots can run,
@@ -891,7 +952,7 @@ func (w *Worker) reclaim(loopCtx, handlerCtx, base context.Context) error {
 }
 
 // deadConsumers returns the consumers among names whose heartbeat was gone
-// at this scan and at an earlier one at least HeartbeatTTL/2 ago.
+// at this scan and at an earlier one at least 3/4 of HeartbeatTTL ago.
 func (w *Worker) deadConsumers(ctx context.Context, names map[string]bool) (map[string]bool, error) {
 	if len(names) == 0 {
 		clear(w.lapsed)
@@ -917,7 +978,7 @@ func (w *Worker) deadConsumers(ctx context.Context, names map[string]bool) (map[
 			w.lapsed[n] = now
 			continue
 		}
-		if now.Sub(first) >= w.cfg.HeartbeatTTL/2 {
+		if now.Sub(first) >= w.cfg.HeartbeatTTL*3/4 {
 			dead[n] = true
 		}
 	}
