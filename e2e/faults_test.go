@@ -100,8 +100,14 @@ func TestTwoDispatchersSlowProviderNoDuplicates(t *testing.T) {
 func TestProviderOutageDeliversOnceAfterRecovery(t *testing.T) {
 	t.Parallel()
 	const fleet = 20_000
+	// The send and handler deadlines are raised (60 s, 120 s/2) so that
+	// a loaded 2-core CI box, where a burst of retried sends can take more
+	// than the default 10 s, does not cut off sends the emulator accepted:
+	// those would be retried and counted as duplicates, which is the
+	// at-least-once of a client deadline, not of the queue.
 	s := start(t, options{dispatchers: 2, env: map[string]string{
 		"NUDGE_PUSH_DEVICE_BACKOFF": "1s",
+		"NUDGE_PUSH_SEND_TIMEOUT":   "60s", "NUDGE_RECLAIM_AFTER": "120s",
 	}})
 	phases := [][]pushemu.Fault{
 		{{Provider: pushemu.APNs, Reason: "ServiceUnavailable"}, {Provider: pushemu.FCM, Reason: "UNAVAILABLE"}},
@@ -132,6 +138,7 @@ func TestProviderOutageDeliversOnceAfterRecovery(t *testing.T) {
 	})
 	waitFor(t, time.Minute, "the push queue to drain", func() bool { return pushesPending(t, s) == 0 })
 	if _, dups := deliveriesPerDevice(s, fleet); dups != 0 {
+		logDuplicates(t, s, fleet)
 		t.Fatalf("duplicates: got %d, want 0 (no process died)", dups)
 	}
 	if n := deadPushes(t, s); n != 0 {
@@ -215,12 +222,17 @@ func TestRedisStallDuringFanout(t *testing.T) {
 func logDuplicates(t *testing.T, s *stack, fleet int) {
 	t.Helper()
 	shown := 0
-	for id := uint64(1); id <= uint64(fleet) && shown < 5; id++ {
+	byProvider := map[pushemu.Provider]int{}
+	for id := uint64(1); id <= uint64(fleet); id++ {
 		if ds := s.emu.Deliveries(devicestest.Token(id)); len(ds) > 1 {
-			shown++
+			byProvider[ds[0].Provider] += len(ds) - 1
+			if shown++; shown > 5 {
+				continue
+			}
 			for _, d := range ds {
 				t.Logf("device %d: %s %s at %s id %s collapse %s data %v", id, d.Provider, d.Environment, d.At.Format(time.StampMilli), d.ID, d.CollapseID, d.Data)
 			}
 		}
 	}
+	t.Logf("duplicates by provider: %v", byProvider)
 }
