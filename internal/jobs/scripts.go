@@ -21,10 +21,13 @@ import "github.com/redis/go-redis/v9"
 // delayed jobs).
 
 // redisNowMs is the Lua prelude every script that needs the time starts
-// with: Redis's clock in unix ms.
+// with: Redis's clock in unix ms, rounded down (now, to compare with) and
+// up (nowUp, to add a delay to, so a job is never due before its delay
+// has fully passed).
 const redisNowMs = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nowUp = tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000)
 `
 
 // enqueueUniqueScript adds a job unless its idempotency marker exists.
@@ -52,7 +55,7 @@ return {1, id}
 //
 // Returns the due time in unix ms.
 var enqueueDelayedScript = redis.NewScript(redisNowMs + `
-local due = now + tonumber(ARGV[1])
+local due = nowUp + tonumber(ARGV[1])
 redis.call('ZADD', KEYS[1], due, '0|' .. now .. '|' .. ARGV[2] .. '|' .. ARGV[3])
 return due
 `)
@@ -85,7 +88,7 @@ while i <= #ARGV do
   if op == 'a' then
     i = i + 2
   elseif op == 'r' then
-    local due, n, f, payload = now + tonumber(ARGV[i+2]), ARGV[i+3], ARGV[i+4], ARGV[i+5]
+    local due, n, f, payload = nowUp + tonumber(ARGV[i+2]), ARGV[i+3], ARGV[i+4], ARGV[i+5]
     if maxAge > 0 and due > tonumber(f) + maxAge then
       redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*',
         'p', payload, 'o', id, 'r', 'stale: a retry would be due after the job is ' .. maxAge .. ' ms old', 'n', n, 't', now)
