@@ -9,11 +9,14 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/stacktest"
 )
 
-// TestKilledDispatcherLosesNoPush kills the dispatcher with SIGKILL at
-// random points of a breaking fan-out to 100k devices and starts a new one
-// each time. Every device must get the push; the only duplicates allowed
+// TestKilledDispatcherLosesNoPush runs two dispatcher replicas and kills
+// one of them (the two in turn) with SIGKILL at random points of a
+// breaking fan-out to 100k devices, starting a new one each time. The
+// survivor claims the dead replica's pending jobs once its heartbeat
+// expires. Every device must get the push; the only duplicates allowed
 // are the pushes in flight at a kill (at most push workers × batch per
 // kill), and a duplicate carries the same collapse id, so a phone shows it
 // once.
@@ -25,9 +28,10 @@ func TestKilledDispatcherLosesNoPush(t *testing.T) {
 		batch   = 250
 		kills   = 3
 	)
-	s := start(t, options{env: map[string]string{
-		"NUDGE_PUSH_WORKERS": "4", "NUDGE_PUSH_BATCH": "250", "NUDGE_RECLAIM_AFTER": "10s",
+	s := start(t, options{dispatchers: 2, env: map[string]string{
+		"NUDGE_PUSH_WORKERS": "4", "NUDGE_PUSH_BATCH": "250",
 	}})
+	live := []*stacktest.Process{s.dispatchers[0], s.dispatchers[1]}
 	devicestest.Write(t, s.rdb, 1, fleet, func(uint64) string { return "headlines" })
 
 	var created struct{ ID string }
@@ -40,10 +44,9 @@ func TestKilledDispatcherLosesNoPush(t *testing.T) {
 	for k := range kills {
 		at := fleet * (k*30 + 5 + rng.IntN(25)) / 100 // in 5–30%, 35–60%, 65–90%
 		waitFor(t, 3*time.Minute, "deliveries to pass the kill point", func() bool { return s.emu.Stats().Delivered >= at })
-		victim := s.dispatchers[len(s.dispatchers)-1]
-		victim.Kill()
-		t.Logf("kill %d at %d deliveries", k+1, s.emu.Stats().Delivered)
-		s.startDispatcher()
+		live[k%2].Kill()
+		t.Logf("kill %d (replica %d) at %d deliveries", k+1, k%2, s.emu.Stats().Delivered)
+		live[k%2] = s.startDispatcher()
 	}
 	// Progress counters are best effort (a kill between a send and its
 	// count loses the count); the emulator's record is the truth.

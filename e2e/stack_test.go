@@ -157,7 +157,11 @@ func start(t *testing.T, o options) *stack {
 		"NUDGE_API_KEYS_FILE="+write("keys.txt", key.Line+"\n"),
 		"NUDGE_FEEDS_FILE="+write("feeds.json", string(feedsJSON)),
 		"NUDGE_DEBOUNCE=1s", "NUDGE_MAX_WAIT=2s",
-		"NUDGE_RECLAIM_AFTER=6s",
+		// A dead replica's jobs move on by heartbeat (NUDGE_HEARTBEAT_TTL);
+		// NUDGE_RECLAIM_AFTER also sets the push handler's deadline (half
+		// of it), which must stay well above a send on a loaded machine, or
+		// sends the provider accepted are cut off and retried.
+		"NUDGE_RECLAIM_AFTER=30s",
 		"NUDGE_FEED_ALLOW_NETS=127.0.0.1/32", // the test news server listens on loopback
 	)
 	for k, v := range o.env {

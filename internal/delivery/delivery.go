@@ -225,7 +225,7 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 	var send []*item
 	for _, it := range items {
 		if until, ok := pauses[it.scope]; ok {
-			o.Retry(it.job, until)
+			o.Release(it.job, until) // not tried: costs no delivery
 			continue
 		}
 		send = append(send, it)
@@ -379,8 +379,9 @@ func (h *Handler) sendRecording(ctx context.Context, o *jobs.Outcomes, send []*i
 }
 
 // recordTimeout bounds the bookkeeping after a send: done records, prunes,
-// pauses, progress and stats.
-const recordTimeout = 10 * time.Second
+// pauses, progress and stats. Done records and progress are retried with
+// backoff within it, so a Redis stall shorter than this loses no count.
+const recordTimeout = time.Minute
 
 // lookup loads the devices of the items in one pipeline and composes their
 // messages. Items whose device is gone are dropped from the slice.
@@ -496,7 +497,6 @@ func cursors(since map[string]int64) []push.Cursor {
 // act applies one send result to its job.
 func (h *Handler) act(ctx context.Context, o *jobs.Outcomes, it *item, r push.Result, t *tally) {
 	h.results.WithLabelValues(string(it.msg.Provider), r.Action.String(), reasonLabel(r.Reason)).Inc()
-	last := it.job.Deliveries >= h.cfg.MaxDeliveries
 	switch r.Action {
 	case push.Delivered:
 		t.add(it, stats.Sent, fanout.OutcomeSent)
@@ -525,11 +525,8 @@ func (h *Handler) act(ctx context.Context, o *jobs.Outcomes, it *item, r push.Re
 		h.log.InfoContext(ctx, "pruned device", "device_id", it.push.Device, "token", redact.Token(it.msg.Token), "reason", r.Reason)
 		t.add(it, stats.Pruned, fanout.OutcomePruned)
 	case push.Retry, push.BackoffDevice, push.PauseProvider:
-		if last {
-			o.Dead(it.job, "delivery budget used up: "+r.Reason)
-			t.add(it, stats.Failed, fanout.OutcomeFailed)
-			return
-		}
+		// The queue retries until the push would be stale (its MaxAge), then
+		// dead-letters it and hands it back to the throttle (OnDead).
 		if r.Action == push.PauseProvider {
 			h.pause(ctx, it.msg.Provider, it.scope, r.RetryAfter, r.Reason)
 		}
@@ -620,7 +617,7 @@ func (h *Handler) flush(ctx context.Context, t *tally) {
 		h.log.WarnContext(ctx, "record push stats", "err", err)
 	}
 	for o, ids := range t.events {
-		if err := h.events.Record(ctx, ids, o); err != nil {
+		if err := jobs.Persist(ctx, func() error { return h.events.Record(ctx, ids, o) }); err != nil {
 			h.log.WarnContext(ctx, "record event progress", "outcome", o, "err", err)
 		}
 	}

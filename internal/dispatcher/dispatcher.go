@@ -206,7 +206,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Dispatcher, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if dis.pushes, err = jobs.NewWorker(p.Pushes, h, cfg.PushWorker, d.Logger, clock, d.Registerer); err != nil {
+	pc := cfg.PushWorker
+	pc.OnDead = func(ctx context.Context, dead []jobs.DeadJob) { dis.handBack(ctx, dead) }
+	if dis.pushes, err = jobs.NewWorker(p.Pushes, h, pc, d.Logger, clock, d.Registerer); err != nil {
 		return fail(err)
 	}
 	if dis.monitor, err = jobs.NewMonitor([]*jobs.Queue{p.Events, p.Pushes}, cfg.Monitor, d.Logger, clock, d.Registerer); err != nil {
@@ -295,4 +297,35 @@ func (d *Dispatcher) plan(ctx context.Context, o *jobs.Outcomes, js []*jobs.Job)
 		}
 	}
 	return nil
+}
+
+// handBack gives the work of push jobs that the queue dead-lettered (too
+// old to retry, or crashing every worker) back to the throttle as a
+// pending update of their device, so that the device's next push carries
+// it, and counts them failed in their events' progress. Jobs the handler
+// itself declared dead (permanent provider failures, undecodable
+// payloads) were already counted by delivery and are not handed back.
+func (d *Dispatcher) handBack(ctx context.Context, dead []jobs.DeadJob) {
+	for _, dj := range dead {
+		if dj.Cause == jobs.CauseHandler {
+			continue
+		}
+		p, err := throttle.DecodePush(dj.Payload)
+		if err != nil || len(p.Events) == 0 {
+			continue
+		}
+		if err := d.pipe.Planner.Record(ctx, p.Events, fanout.OutcomeFailed); err != nil {
+			d.log.WarnContext(ctx, "record progress of a dead push", "device_id", p.Device, "err", err)
+		}
+		// A fresh event id: the throttle remembers the ones it applied.
+		u := throttle.Update{
+			Event: fmt.Sprintf("redo:%d:%s", dj.Partition, dj.OriginalID),
+			Feeds: p.Feeds, Lane: p.Lane, Reason: p.Reason, Since: p.Since,
+		}
+		if _, err := d.pipe.Throttle.Decide(ctx, u, []uint64{p.Device}); err != nil {
+			d.log.ErrorContext(ctx, "hand a dead push back to the throttle", "device_id", p.Device, "job", dj.OriginalID, "cause", dj.Cause, "err", err)
+			continue
+		}
+		d.log.InfoContext(ctx, "dead push handed back to the throttle", "device_id", p.Device, "job", dj.OriginalID, "cause", dj.Cause, "reason", dj.Reason)
+	}
 }

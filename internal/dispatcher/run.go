@@ -79,8 +79,9 @@ func Settings() []config.Setting {
 
 		{Flag: "push-workers", Env: "NUDGE_PUSH_WORKERS", Default: "4", Help: "push batches sent at once by this replica"},
 		{Flag: "push-batch", Env: "NUDGE_PUSH_BATCH", Default: "500", Help: "most push jobs per batch (one FCM SendEach call)"},
-		{Flag: "max-deliveries", Env: "NUDGE_MAX_DELIVERIES", Default: "5", Help: "attempts of a push before it goes to the dead-letter queue"},
-		{Flag: "reclaim-after", Env: "NUDGE_RECLAIM_AFTER", Default: "60s", Help: "how long a job may go unacknowledged before another replica takes it over"},
+		{Flag: "max-deliveries", Env: "NUDGE_MAX_DELIVERIES", Default: "5", Help: "deliveries of a push cut short by replica crashes before it goes to the dead-letter queue (failed sends retry until NUDGE_PUSH_TTL)"},
+		{Flag: "reclaim-after", Env: "NUDGE_RECLAIM_AFTER", Default: "60s", Help: "how long a replica's own unsettled job (its settle failed) waits before the replica runs it again"},
+		{Flag: "heartbeat-ttl", Env: "NUDGE_HEARTBEAT_TTL", Default: "2s", Help: "lifetime of a replica's queue heartbeat; the jobs of a replica silent this long (plus 3/4 of it) move to the others"},
 	})
 }
 
@@ -267,6 +268,7 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 			BatchSize:      num("push-batch"),
 			MaxDeliveries:  num("max-deliveries"),
 			ReclaimMinIdle: dur("reclaim-after"),
+			HeartbeatTTL:   dur("heartbeat-ttl"),
 		},
 	}
 	// Planning one event is resumable, so the events worker plans in
@@ -274,11 +276,14 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 	cfg.EventWorker = jobs.WorkerConfig{
 		MaxDeliveries:  100,
 		ReclaimMinIdle: cfg.PushWorker.ReclaimMinIdle,
+		HeartbeatTTL:   cfg.PushWorker.HeartbeatTTL,
 		HandlerTimeout: cfg.PushWorker.ReclaimMinIdle / 2,
 	}
 	if cfg.PushWorker.ReclaimMinIdle > 0 {
 		cfg.PushWorker.HandlerTimeout = min(cfg.PushWorker.ReclaimMinIdle/2, time.Minute)
 	}
+	// A push is retried until it would be stale at the provider.
+	cfg.PushWorker.MaxAge = cfg.Push.DefaultTTL
 	shutdown := dur("shutdown-timeout")
 	errs = append(errs, cfg.Push.Validate())
 	return cfg, shutdown, errors.Join(errs...)

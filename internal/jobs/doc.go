@@ -9,17 +9,42 @@
 // packages' scripts add push jobs with XADD key * p <payload>) and, when it
 // came back from the retry set, its earlier deliveries in field "n".
 //
-// Producers call Enqueue (pipelined), EnqueueAt (delayed) or EnqueueUnique
-// (once per unique id within a TTL). A Worker reads batches with
-// XREADGROUP, calls a Handler with at most BatchSize jobs and at most
+// Producers call Enqueue (pipelined), EnqueueAfter (delayed) or
+// EnqueueUnique (once per unique id within a TTL). A Worker reads batches
+// with XREADGROUP, calls a Handler with at most BatchSize jobs and at most
 // Concurrency calls at once, and settles each job by its outcome in one
 // script per partition: acknowledged (XACK + XDEL + HDEL of its done
 // record), put in the retry set (honouring the handler's delay, e.g. a
-// Retry-After), or moved to the dead-letter stream. A job is dead-lettered
-// once it has used MaxDeliveries deliveries. The worker's reclaimer takes
-// over jobs left unacknowledged longer than ReclaimMinIdle (XAUTOCLAIM),
-// for instance by a killed process; its retry mover brings due retries and
-// delayed jobs back into the streams.
+// Retry-After; Release does so without using a delivery), or moved to the
+// dead-letter stream. Without a MaxAge a job is dead-lettered once it has
+// used MaxDeliveries deliveries; with one, retries go on until a retry
+// would be due more than MaxAge after the job's first enqueue (field "f"),
+// and MaxDeliveries counts only redeliveries after crashes. OnDead
+// receives every job a worker dead-letters.
+//
+// # Clock
+//
+// Every time the queue decides on is Redis's: the scripts call TIME for
+// retry due times, delayed jobs, the moves of due jobs, staleness and
+// dead-letter times, and idle times are measured by Redis. The injected
+// clock of a Worker plays no part in them, so replicas whose clocks are
+// off still agree.
+//
+// # Liveness and reclaim
+//
+// Each worker keeps a heartbeat key (keys.Heartbeat) with a TTL of
+// HeartbeatTTL, renewed every HeartbeatTTL/4 by its own goroutine, which
+// outlives the handlers and deletes the key after the drain. The reclaimer
+// lists the consumers of each partition's group every ReclaimInterval; a
+// consumer whose heartbeat is gone at two scans at least 3/4 of HeartbeatTTL
+// apart is dead: its pending jobs are claimed at once (a script takes a
+// job only while it is still pending with that consumer, so two
+// reclaimers never both take it) and, once it has none, it is removed from
+// the group. A live worker's jobs are never taken, however long they wait
+// for a handler slot. A reclaim scan takes only what the free handler
+// slots can run. The worker's own pending jobs that no handler holds (a
+// settle that failed) are run again once idle for ReclaimMinIdle; the
+// lease renewer keeps held jobs' idle time low on its own ticker.
 //
 // # Delivery guarantee and the duplicate window
 //
@@ -38,7 +63,7 @@
 // window: from their side effect to the acknowledgement.
 //
 // Jobs that are read but not yet handled when a process dies stay pending
-// under its consumer name and are reclaimed after ReclaimMinIdle. Because
-// the reclaimer also takes jobs from slow consumers, HandlerTimeout must be
-// shorter than ReclaimMinIdle.
+// under its consumer name and are claimed by another worker once its
+// heartbeat has expired. HandlerTimeout must be shorter than
+// ReclaimMinIdle, so a worker does not run its own running jobs again.
 package jobs

@@ -17,6 +17,12 @@ type Job struct {
 	Partition  int
 	Payload    []byte
 	Deliveries int // 1 on the first delivery; counts retries and redeliveries after a crash
+	// Enqueued is when the job was first enqueued, on Redis's clock; it
+	// stays the same across retries. A job whose retry would be due more
+	// than the worker's MaxAge after it is dead-lettered instead.
+	Enqueued time.Time
+
+	epoch uint64 // the worker's heartbeat lapses when it was read or last checked
 
 	// Set through Outcomes, under Outcomes.mu.
 	outcome outcome
@@ -31,6 +37,7 @@ const (
 	outcomeDone
 	outcomeDrop
 	outcomeRetry
+	outcomeRelease
 	outcomeDead
 )
 
@@ -100,10 +107,19 @@ func (o *Outcomes) MarkDone(ctx context.Context, jobs ...*Job) error {
 func (o *Outcomes) Drop(job *Job) { o.set([]*Job{job}, outcomeDrop, 0, "") }
 
 // Retry reports the job failed for now: it is acknowledged and comes back
-// as a new delivery after d (0 = the worker's backoff), unless it has used
-// its delivery budget, in which case it is dead-lettered.
+// as a new delivery after d (0 = the worker's backoff). With a MaxAge, it
+// is dead-lettered instead once the retry would be due after the job is
+// MaxAge old; without one, once it has used its delivery budget.
 func (o *Outcomes) Retry(job *Job, d time.Duration) {
 	o.set([]*Job{job}, outcomeRetry, max(d, 0), "")
+}
+
+// Release puts the job back for later without using a delivery: it is
+// acknowledged and comes back after d (0 = the worker's first backoff step)
+// with the same delivery count, for a job the handler chose not to try
+// (its provider is paused). MaxAge still applies.
+func (o *Outcomes) Release(job *Job, d time.Duration) {
+	o.set([]*Job{job}, outcomeRelease, max(d, 0), "")
 }
 
 // Dead reports the job can never succeed: it moves to the dead-letter
@@ -118,9 +134,28 @@ func (o *Outcomes) set(jobs []*Job, oc outcome, d time.Duration, reason string) 
 	}
 }
 
+// Persist calls f until it succeeds or ctx ends, backing off from 50ms to
+// 2s between attempts: for bookkeeping after a side effect, which must not
+// be lost to a short Redis stall. It returns f's last error when ctx ends.
+func Persist(ctx context.Context, f func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if !sleep(ctx, backoff(50*time.Millisecond, 2*time.Second, attempt)) {
+			return err
+		}
+	}
+}
+
 // markDone writes the done records of jobs: one HSET per partition, in one
-// pipeline.
+// pipeline, retried (Persist) until it succeeds or ctx ends.
 func (q *Queue) markDone(ctx context.Context, now time.Time, jobs []*Job) error {
+	return Persist(ctx, func() error { return q.markDoneOnce(ctx, now, jobs) })
+}
+
+func (q *Queue) markDoneOnce(ctx context.Context, now time.Time, jobs []*Job) error {
 	ms := strconv.FormatInt(now.UnixMilli(), 10)
 	byPart := make(map[int][]any)
 	for _, j := range jobs {

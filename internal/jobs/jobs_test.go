@@ -188,7 +188,9 @@ func TestQueue(t *testing.T) {
 		{"reclaim dead-letters exhausted jobs", testReclaimExhausted},
 		{"held jobs keep their lease", testLeaseRenewal},
 		{"enqueue unique", testEnqueueUnique},
-		{"enqueue at", testEnqueueAt},
+		{"enqueue after", testEnqueueAfter},
+		{"retries bounded by age, not count", testRetryBoundedByAge},
+		{"release costs no delivery", testReleaseCostsNoDelivery},
 		{"graceful drain", testDrain},
 		{"drain deadline", testDrainDeadline},
 		{"metrics", testMetrics},
@@ -293,6 +295,41 @@ func testPartitionRouting(t *testing.T, b *bundle) {
 	}
 }
 
+// redisNow reads Redis's clock.
+func redisNow(t *testing.T, rdb redis.UniversalClient) time.Time {
+	t.Helper()
+	now, err := rdb.Time(t.Context()).Result()
+	if err != nil {
+		t.Fatalf("redis TIME: %v", err)
+	}
+	return now
+}
+
+// advance makes Redis's clock appear d later to the retry set of partition
+// p: every waiting job's due time moves d earlier. The queue takes time
+// only from Redis, so this is how a test lets time pass.
+func (b *bundle) advance(t *testing.T, p int, d time.Duration) {
+	t.Helper()
+	key := keys.Retry(b.q.Name(), p)
+	for _, z := range b.rdb.ZRangeWithScores(t.Context(), key, 0, -1).Val() {
+		z.Score -= float64(d.Milliseconds())
+		if err := b.rdb.ZAddXX(t.Context(), key, z).Err(); err != nil {
+			t.Fatalf("advance retry set: %v", err)
+		}
+	}
+}
+
+// dueWithin checks that the retry set of partition p holds one job due
+// d after a Redis time in [from, to].
+func (b *bundle) dueWithin(t *testing.T, p int, from, to time.Time, d time.Duration) {
+	t.Helper()
+	zs := b.rdb.ZRangeWithScores(t.Context(), keys.Retry(b.q.Name(), p), 0, -1).Val()
+	lo, hi := from.Add(d).UnixMilli()-1, to.Add(d).UnixMilli()+1
+	if len(zs) != 1 || int64(zs[0].Score) < lo || int64(zs[0].Score) > hi {
+		t.Fatalf("retry set: got %v, want one job due in [%d, %d] (Redis's now + %v)", zs, lo, hi, d)
+	}
+}
+
 func testRetryAfter(t *testing.T, b *bundle) {
 	var calls atomic.Int32
 	seen := make(chan Job, 4)
@@ -309,28 +346,32 @@ func testRetryAfter(t *testing.T, b *bundle) {
 		}
 		return nil
 	})
+	// The worker's own clock is 5 minutes fast: it must not matter.
+	b.clock.Advance(5 * time.Minute)
 	b.worker(t, h, WorkerConfig{})
-	start := b.clock.Now()
+	start := redisNow(t, b.rdb)
 	enqueue(t, b.q, Message{Partition: 5, Payload: []byte("x")})
-	if j := <-seen; j.Deliveries != 1 {
+	j := <-seen
+	if j.Deliveries != 1 {
 		t.Fatalf("first delivery: got %d, want 1", j.Deliveries)
 	}
 	waitFor(t, "the retry scheduled", func() bool { return b.stats(t).Retry == 1 })
-	zs := b.rdb.ZRangeWithScores(t.Context(), keys.Retry(b.q.Name(), 5), 0, -1).Val()
-	if len(zs) != 1 || int64(zs[0].Score) != start.Add(30*time.Second).UnixMilli() {
-		t.Fatalf("retry set: got %v, want one job due at now+30s (%d)", zs, start.Add(30*time.Second).UnixMilli())
-	}
+	b.dueWithin(t, 5, start, redisNow(t, b.rdb), 30*time.Second)
 	if s := b.stats(t); s.Depth != 0 || s.Pending != 0 {
 		t.Fatalf("stream while retry waits: got depth %d pending %d, want 0 0", s.Depth, s.Pending)
 	}
-	b.clock.Advance(29 * time.Second)
-	moved, err := b.q.MoveDue(t.Context(), []int{5}, b.clock.Now(), 10)
+	b.advance(t, 5, 25*time.Second)
+	moved, err := b.q.MoveDue(t.Context(), []int{5}, 10)
 	if err != nil || moved[0] != 0 {
-		t.Fatalf("move due at now+29s: got %v (err %v), want nothing moved", moved, err)
+		t.Fatalf("move due at now+25s: got %v (err %v), want nothing moved", moved, err)
 	}
-	b.clock.Advance(time.Second)
-	if j := <-seen; j.Deliveries != 2 || string(j.Payload) != "x" {
-		t.Fatalf("second delivery: got deliveries %d payload %q, want 2 %q", j.Deliveries, j.Payload, "x")
+	b.advance(t, 5, 5*time.Second)
+	j2 := <-seen
+	if j2.Deliveries != 2 || string(j2.Payload) != "x" {
+		t.Fatalf("second delivery: got deliveries %d payload %q, want 2 %q", j2.Deliveries, j2.Payload, "x")
+	}
+	if !j2.Enqueued.Equal(j.Enqueued) || j.Enqueued.Before(start.Truncate(time.Millisecond)) || j.Enqueued.After(redisNow(t, b.rdb)) {
+		t.Fatalf("first enqueue time: got %v then %v, want the same Redis time after %v", j.Enqueued, j2.Enqueued, start)
 	}
 	b.waitEmpty(t)
 }
@@ -343,15 +384,13 @@ func testRetryError(t *testing.T, b *bundle) {
 		}
 		return nil
 	})
+	b.clock.Advance(-5 * time.Minute) // a slow worker clock must not matter either
 	b.worker(t, h, WorkerConfig{})
-	start := b.clock.Now()
+	start := redisNow(t, b.rdb)
 	enqueue(t, b.q, Message{Partition: 1, Payload: []byte("y")})
 	waitFor(t, "the retry scheduled", func() bool { return b.stats(t).Retry == 1 })
-	zs := b.rdb.ZRangeWithScores(t.Context(), keys.Retry(b.q.Name(), 1), 0, -1).Val()
-	if len(zs) != 1 || int64(zs[0].Score) != start.Add(2*time.Minute).UnixMilli() {
-		t.Fatalf("retry set: got %v, want one job due at now+2m", zs)
-	}
-	b.clock.Advance(2 * time.Minute)
+	b.dueWithin(t, 1, start, redisNow(t, b.rdb), 2*time.Minute)
+	b.advance(t, 1, 2*time.Minute)
 	waitFor(t, "the second call", func() bool { return calls.Load() == 2 })
 	b.waitEmpty(t)
 }
@@ -375,7 +414,7 @@ func testMaxDeliveries(t *testing.T, b *bundle) {
 	b.worker(t, h, WorkerConfig{MaxDeliveries: 3})
 	ids := enqueue(t, b.q, Message{Partition: 4, Payload: []byte("flaky")}, Message{Partition: 4, Payload: []byte("poison")})
 	waitFor(t, "two dead jobs", func() bool {
-		b.clock.Advance(time.Hour) // every scheduled retry is due
+		b.advance(t, 4, time.Hour) // every scheduled retry is due
 		return b.stats(t).Dead == 2
 	})
 	b.waitEmpty(t)
@@ -590,24 +629,30 @@ func testEnqueueUnique(t *testing.T, b *bundle) {
 	}
 }
 
-func testEnqueueAt(t *testing.T, b *bundle) {
+func testEnqueueAfter(t *testing.T, b *bundle) {
 	rec := &recorder{}
 	b.worker(t, rec, WorkerConfig{})
-	at := b.clock.Now().Add(10 * time.Minute)
-	if err := b.q.EnqueueAt(t.Context(), 1, at, []byte("later")); err != nil {
-		t.Fatalf("enqueue at: %v", err)
+	start := redisNow(t, b.rdb)
+	if err := b.q.EnqueueAfter(t.Context(), 1, 10*time.Minute, []byte("later")); err != nil {
+		t.Fatalf("enqueue after: %v", err)
 	}
-	if err := b.q.EnqueueAt(t.Context(), 1, at, []byte("later")); err != nil {
-		t.Fatalf("enqueue at, same payload: %v", err)
+	if err := b.q.EnqueueAfter(t.Context(), 1, 10*time.Minute, []byte("later")); err != nil {
+		t.Fatalf("enqueue after, same payload: %v", err)
 	}
 	if s := b.stats(t); s.Retry != 2 {
 		t.Fatalf("delayed jobs: got %d, want 2", s.Retry)
 	}
-	moved, err := b.q.MoveDue(t.Context(), []int{1}, at.Add(-time.Millisecond), 10)
+	for _, z := range b.rdb.ZRangeWithScores(t.Context(), keys.Retry(b.q.Name(), 1), 0, -1).Val() {
+		if lo := start.Add(10 * time.Minute).UnixMilli(); int64(z.Score) < lo-1 {
+			t.Fatalf("delayed job due at %d, want at least Redis's now + 10m (%d)", int64(z.Score), lo)
+		}
+	}
+	b.advance(t, 1, 9*time.Minute)
+	moved, err := b.q.MoveDue(t.Context(), []int{1}, 10)
 	if err != nil || moved[0] != 0 {
 		t.Fatalf("move before due: got %v (err %v), want 0", moved, err)
 	}
-	b.clock.Advance(10 * time.Minute)
+	b.advance(t, 1, time.Minute)
 	waitFor(t, "delayed jobs handled", func() bool { return rec.count() >= 2 })
 	b.waitEmpty(t)
 }
@@ -673,8 +718,8 @@ func testMetrics(t *testing.T, b *bundle) {
 	}
 	enqueue(t, b.q, msgs...)
 	claimAsDeadConsumer(t, b, 0, 1)
-	if err := b.q.EnqueueAt(t.Context(), 2, b.clock.Now().Add(time.Hour), []byte("later")); err != nil {
-		t.Fatalf("enqueue at: %v", err)
+	if err := b.q.EnqueueAfter(t.Context(), 2, time.Hour, []byte("later")); err != nil {
+		t.Fatalf("enqueue after: %v", err)
 	}
 	if err := mon.Refresh(t.Context()); err != nil {
 		t.Fatalf("refresh: %v", err)

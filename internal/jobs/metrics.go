@@ -34,6 +34,7 @@ type workerMetrics struct {
 	retries      *prometheus.CounterVec   // queue
 	deadLettered *prometheus.CounterVec   // queue, cause
 	dupSkipped   *prometheus.CounterVec   // queue
+	lost         *prometheus.CounterVec   // queue
 	inflight     *prometheus.GaugeVec     // queue
 	duration     *prometheus.HistogramVec // queue
 }
@@ -42,11 +43,11 @@ func newWorkerMetrics(reg prometheus.Registerer) (*workerMetrics, error) {
 	m := &workerMetrics{
 		handled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "nudge", Subsystem: "queue", Name: "jobs_handled_total",
-			Help: "Jobs settled after a handler call, by outcome (done, dropped, retry, dead).",
+			Help: "Jobs settled after a handler call, by outcome (done, dropped, retry, released, dead).",
 		}, []string{"queue", "outcome"}),
 		redelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "nudge", Subsystem: "queue", Name: "redeliveries_total",
-			Help: "Jobs reclaimed from a quiet consumer (XAUTOCLAIM) and handed to a handler again.",
+			Help: "Jobs claimed from a dead consumer (or the worker's own unsettled jobs) and handed to a handler again.",
 		}, []string{"queue"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "nudge", Subsystem: "queue", Name: "retries_scheduled_total",
@@ -54,11 +55,15 @@ func newWorkerMetrics(reg prometheus.Registerer) (*workerMetrics, error) {
 		}, []string{"queue"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "nudge", Subsystem: "queue", Name: "dead_lettered_total",
-			Help: "Jobs moved to the dead-letter stream, by cause (handler, max_deliveries).",
+			Help: "Jobs moved to the dead-letter stream, by cause (handler, max_deliveries, max_age).",
 		}, []string{"queue", "cause"}),
 		dupSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "nudge", Subsystem: "queue", Name: "duplicates_skipped_total",
 			Help: "Redelivered jobs acknowledged without a handler because their done record existed.",
+		}, []string{"queue"}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "nudge", Subsystem: "queue", Name: "jobs_lost_to_other_workers_total",
+			Help: "Read jobs not run because another worker claimed them while this worker's heartbeat had lapsed.",
 		}, []string{"queue"}),
 		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "nudge", Subsystem: "queue", Name: "jobs_in_flight",
@@ -84,6 +89,9 @@ func newWorkerMetrics(reg prometheus.Registerer) (*workerMetrics, error) {
 		return nil, err
 	}
 	if m.dupSkipped, err = register(reg, m.dupSkipped); err != nil {
+		return nil, err
+	}
+	if m.lost, err = register(reg, m.lost); err != nil {
 		return nil, err
 	}
 	if m.inflight, err = register(reg, m.inflight); err != nil {

@@ -22,6 +22,7 @@ const Group = "workers"
 const (
 	fieldPayload    = "p" // job payload bytes (other packages XADD this field directly)
 	fieldDeliveries = "n" // deliveries before this entry, when it came back from retry
+	fieldFirst      = "f" // unix ms of the first enqueue (Redis's clock), when it came back from retry
 	fieldOrigID     = "o" // dead-letter: the job id in the stream
 	fieldReason     = "r" // dead-letter: why the job died
 	fieldTime       = "t" // dead-letter: unix ms when the job died
@@ -41,8 +42,10 @@ type Config struct {
 	Partitions int
 	// UniqueTTL is how long EnqueueUnique remembers a unique id. Default 24h.
 	UniqueTTL time.Duration
-	// DeadMaxLen caps each partition's dead-letter stream (approximately);
-	// the oldest dead jobs are trimmed first. Default 100,000.
+	// DeadMaxLen caps the queue's dead-letter streams together
+	// (approximately): each partition keeps about DeadMaxLen/Partitions
+	// (at least 100); the oldest dead jobs are trimmed first. Default
+	// 100,000.
 	DeadMaxLen int64
 }
 
@@ -79,6 +82,7 @@ type Queue struct {
 	cluster bool
 	parts   []partKeys
 	byKey   map[string]int // stream key -> partition
+	deadCap int64          // MAXLEN ~ of each partition's dead-letter stream
 }
 
 type partKeys struct {
@@ -93,7 +97,8 @@ func New(rdb redis.UniversalClient, cfg Config) (*Queue, error) {
 		return nil, err
 	}
 	_, cluster := rdb.(*redis.ClusterClient)
-	q := &Queue{rdb: rdb, cfg: cfg, cluster: cluster, byKey: make(map[string]int, cfg.Partitions)}
+	q := &Queue{rdb: rdb, cfg: cfg, cluster: cluster, byKey: make(map[string]int, cfg.Partitions),
+		deadCap: max(cfg.DeadMaxLen/int64(cfg.Partitions), min(cfg.DeadMaxLen, 100))}
 	for p := range cfg.Partitions {
 		pk := partKeys{
 			stream: keys.Stream(cfg.Name, p),
@@ -183,25 +188,22 @@ func (q *Queue) Enqueue(ctx context.Context, msgs ...Message) ([]string, error) 
 	return ids, nil
 }
 
-// EnqueueAt adds a job to partition that becomes visible to workers at
-// (or shortly after) at. It waits in the partition's retry set until a
-// worker's retry mover moves it into the stream.
-func (q *Queue) EnqueueAt(ctx context.Context, partition int, at time.Time, payload []byte) error {
+// EnqueueAfter adds a job to partition that becomes visible to workers
+// after d (or shortly after), measured on Redis's clock. It waits in the
+// partition's retry set until a worker's retry mover moves it into the
+// stream.
+func (q *Queue) EnqueueAfter(ctx context.Context, partition int, d time.Duration, payload []byte) error {
 	if err := q.checkPartition(partition); err != nil {
 		return fmt.Errorf("enqueue delayed: %w", err)
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	member := retryMember(0, "d"+hex.EncodeToString(b[:]), payload)
-	if err := q.rdb.ZAdd(ctx, q.parts[partition].retry, redis.Z{Score: float64(at.UnixMilli()), Member: member}).Err(); err != nil {
+	err := enqueueDelayedScript.Run(ctx, q.rdb, []string{q.parts[partition].retry},
+		max(d, 0).Milliseconds(), "d"+hex.EncodeToString(b[:]), payload).Err()
+	if err != nil {
 		return fmt.Errorf("enqueue delayed to %s partition %d: %w", q.cfg.Name, partition, err)
 	}
 	return nil
-}
-
-// retryMember encodes a retry set member: "<n>|<uniq>|<payload>".
-func retryMember(n int, uniq string, payload []byte) string {
-	return strconv.Itoa(n) + "|" + uniq + "|" + string(payload)
 }
 
 // EnqueueUnique adds a job to partition unless a job with the same
@@ -230,10 +232,11 @@ func (q *Queue) EnqueueUnique(ctx context.Context, partition int, uniqueID strin
 	return id, n == 1, nil
 }
 
-// MoveDue moves up to limit due jobs per partition (score ≤ now) from the
-// retry sets of partitions into their streams, one script call per
-// partition in one pipeline. It returns the number moved per partition.
-func (q *Queue) MoveDue(ctx context.Context, partitions []int, now time.Time, limit int) ([]int, error) {
+// MoveDue moves up to limit due jobs per partition (due on Redis's clock)
+// from the retry sets of partitions into their streams, one script call
+// per partition in one pipeline. It returns the number moved per
+// partition.
+func (q *Queue) MoveDue(ctx context.Context, partitions []int, limit int) ([]int, error) {
 	calls := make([]scriptCall, len(partitions))
 	for i, p := range partitions {
 		if err := q.checkPartition(p); err != nil {
@@ -241,7 +244,7 @@ func (q *Queue) MoveDue(ctx context.Context, partitions []int, now time.Time, li
 		}
 		calls[i] = scriptCall{
 			keys: []string{q.parts[p].retry, q.parts[p].stream},
-			args: []any{now.UnixMilli(), limit},
+			args: []any{limit},
 		}
 	}
 	cmds := runPipelined(ctx, q.rdb, moveDueScript, calls)
@@ -258,14 +261,24 @@ func (q *Queue) MoveDue(ctx context.Context, partitions []int, now time.Time, li
 
 // DeadJob is one entry of a dead-letter stream.
 type DeadJob struct {
-	ID         string // id in the dead-letter stream, for RequeueDead
+	ID         string // id in the dead-letter stream, for RequeueDead (not set for OnDead)
 	Partition  int
 	OriginalID string // the job id it had in the stream
 	Payload    []byte
 	Reason     string
 	Deliveries int
-	DiedAt     time.Time
+	DiedAt     time.Time // not set for OnDead
+	// Cause says who dead-lettered the job (set for OnDead only):
+	// CauseHandler, CauseMaxAge or CauseMaxDeliveries.
+	Cause string
 }
+
+// Causes of a dead job, as passed to WorkerConfig.OnDead.
+const (
+	CauseHandler       = "handler"        // the handler reported Dead
+	CauseMaxAge        = "max_age"        // a retry would have been due after MaxAge
+	CauseMaxDeliveries = "max_deliveries" // the delivery budget was used up
+)
 
 // Dead lists dead jobs across all partitions, ordered by partition and
 // then by age, skipping the first offset and returning at most count.

@@ -11,11 +11,15 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudge-dev/nudge/internal/keys"
 )
 
 // ErrStarted is returned by Start on a component that was already started
@@ -53,15 +57,34 @@ type WorkerConfig struct {
 	// ReclaimMinIdle. Default 15s.
 	HandlerTimeout time.Duration
 	// MaxDeliveries is the delivery budget of a job: a job that would be
-	// delivered more often is dead-lettered. Default 5.
+	// delivered more often is dead-lettered. With a MaxAge it counts only
+	// redeliveries after crashes (a job that kills its worker), not
+	// retries. Default 5.
 	MaxDeliveries int
-	// ReclaimMinIdle is how long a delivered job may go unacknowledged
-	// before another consumer takes it over (XAUTOCLAIM). Default 60s.
+	// MaxAge bounds retries by time instead of by count: a job whose retry
+	// would be due more than MaxAge after its first enqueue (both on
+	// Redis's clock) is dead-lettered instead. 0 (the default) bounds
+	// retries by MaxDeliveries.
+	MaxAge time.Duration
+	// OnDead, if set, is called with the jobs this worker moved to the
+	// dead-letter stream (by the handler's Dead, or as stale or exhausted),
+	// right after the move: the place to hand their work back elsewhere.
+	OnDead func(ctx context.Context, dead []DeadJob)
+	// HeartbeatTTL is the lifetime of the worker's heartbeat key, which it
+	// renews every HeartbeatTTL/4. Pending jobs of a consumer whose
+	// heartbeat is gone (and stays gone for 3/4 of HeartbeatTTL more) are
+	// claimed at once by the other workers. Default 2s.
+	HeartbeatTTL time.Duration
+	// ReclaimMinIdle is how long one of this worker's own pending jobs
+	// that none of its handlers holds (its settle failed) may stay idle
+	// before the worker runs it again. Held jobs' idle time is renewed
+	// every ReclaimMinIdle/4. Default 60s.
 	ReclaimMinIdle time.Duration
-	// ReclaimInterval is the pause between reclaim scans and lease renewals
-	// of held jobs; at most ReclaimMinIdle/3. Default ReclaimMinIdle/4.
+	// ReclaimInterval is the pause between reclaim scans (dead consumers
+	// and orphaned jobs). Default HeartbeatTTL/4.
 	ReclaimInterval time.Duration
-	// ReclaimBatch is the XAUTOCLAIM COUNT. Default 100.
+	// ReclaimBatch is the most jobs taken per partition per scan step.
+	// Default 100.
 	ReclaimBatch int
 	// RetryInterval is the pause between moves of due jobs from the retry
 	// sets into the streams. Default 1s.
@@ -104,8 +127,9 @@ func (c WorkerConfig) withDefaults(q *Queue) WorkerConfig {
 	c.IdlePoll = cmp.Or(c.IdlePoll, 50*time.Millisecond)
 	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, 15*time.Second)
 	c.MaxDeliveries = cmp.Or(c.MaxDeliveries, 5)
+	c.HeartbeatTTL = cmp.Or(c.HeartbeatTTL, 2*time.Second)
 	c.ReclaimMinIdle = cmp.Or(c.ReclaimMinIdle, 60*time.Second)
-	c.ReclaimInterval = cmp.Or(c.ReclaimInterval, c.ReclaimMinIdle/4)
+	c.ReclaimInterval = cmp.Or(c.ReclaimInterval, c.HeartbeatTTL/4)
 	c.ReclaimBatch = cmp.Or(c.ReclaimBatch, 100)
 	c.RetryInterval = cmp.Or(c.RetryInterval, time.Second)
 	c.RetryBatch = cmp.Or(c.RetryBatch, 500)
@@ -136,8 +160,12 @@ func (c WorkerConfig) validate(q *Queue) error {
 		return fmt.Errorf("%sBatchSize is %d: set it to 10000 or less", prefix, c.BatchSize)
 	case c.Block < time.Millisecond, c.IdlePoll < time.Millisecond, c.RetryInterval < time.Millisecond, c.ReclaimInterval < time.Millisecond:
 		return errors.New(prefix + "Block, IdlePoll, RetryInterval and ReclaimInterval must be at least 1ms: set them or leave them 0 for the defaults")
-	case c.ReclaimInterval > c.ReclaimMinIdle/3:
-		return fmt.Errorf("%sReclaimInterval (%v) must be at most a third of ReclaimMinIdle (%v), so held jobs' leases are renewed in time: lower ReclaimInterval or leave it 0", prefix, c.ReclaimInterval, c.ReclaimMinIdle)
+	case c.HeartbeatTTL < 20*time.Millisecond:
+		return fmt.Errorf("%sHeartbeatTTL is %v: set it to at least 20ms (NUDGE_HEARTBEAT_TTL for the dispatcher)", prefix, c.HeartbeatTTL)
+	case c.MaxAge < 0:
+		return fmt.Errorf("%sMaxAge is %v: set it to 0 (no age limit) or a positive duration", prefix, c.MaxAge)
+	case c.ReclaimMinIdle < 4*time.Millisecond:
+		return fmt.Errorf("%sReclaimMinIdle is %v: set it to at least 4ms", prefix, c.ReclaimMinIdle)
 	case c.HandlerTimeout >= c.ReclaimMinIdle:
 		return fmt.Errorf("%sHandlerTimeout (%v) must be shorter than ReclaimMinIdle (%v), or running jobs get reclaimed: lower HandlerTimeout or raise ReclaimMinIdle", prefix, c.HandlerTimeout, c.ReclaimMinIdle)
 	case c.RetryBackoff <= 0 || c.RetryBackoffMax < c.RetryBackoff:
@@ -150,9 +178,10 @@ func (c WorkerConfig) validate(q *Queue) error {
 
 // Worker consumes partitions of a queue: reader goroutines fetch batches
 // with XREADGROUP and hand them to the handler (at most Concurrency calls
-// at once), a reclaimer takes over the jobs of dead consumers with
-// XAUTOCLAIM, and a retry mover brings due retries and delayed jobs back
-// into the streams.
+// at once), a heartbeat keeps the worker's consumer marked alive, a
+// reclaimer takes over the pending jobs of consumers whose heartbeat is
+// gone, a lease renewer keeps the idle time of held jobs low, and a retry
+// mover brings due retries and delayed jobs back into the streams.
 type Worker struct {
 	q   *Queue
 	h   Handler
@@ -165,13 +194,18 @@ type Worker struct {
 	heldMu sync.Mutex
 	held   map[heldKey]time.Time // jobs read and not yet settled -> last lease renewal
 
+	lapsed map[string]time.Time // reclaimer only: consumer -> first scan that found no heartbeat
+	lapses atomic.Uint64        // times this worker found its own heartbeat expired
+
 	mu            sync.Mutex
 	started       bool
 	stopOnce      sync.Once
 	loopCancel    context.CancelFunc
 	handlerCancel context.CancelFunc
+	beatCancel    context.CancelFunc
 	loops         sync.WaitGroup
 	handlers      sync.WaitGroup
+	beat          sync.WaitGroup
 }
 
 type heldKey struct {
@@ -205,19 +239,20 @@ func NewWorker(q *Queue, h Handler, cfg WorkerConfig, log *slog.Logger, now func
 	}
 	return &Worker{
 		q: q, h: h, cfg: cfg, m: m, now: now,
-		log:  log.With("queue", q.Name(), "consumer", cfg.Consumer),
-		sem:  make(chan struct{}, cfg.Concurrency),
-		held: make(map[heldKey]time.Time),
+		log:    log.With("queue", q.Name(), "consumer", cfg.Consumer),
+		sem:    make(chan struct{}, cfg.Concurrency),
+		held:   make(map[heldKey]time.Time),
+		lapsed: make(map[string]time.Time),
 	}, nil
 }
 
 // Consumer returns the worker's consumer name.
 func (w *Worker) Consumer() string { return w.cfg.Consumer }
 
-// Start creates the consumer groups, loads the scripts and starts the
-// readers, the reclaimer and the retry mover. They run until Stop, or
-// until ctx ends (then Stop must still be called to wait for running
-// handler calls).
+// Start creates the consumer groups, loads the scripts, writes the first
+// heartbeat and starts the readers, the heartbeat, the lease renewer, the
+// reclaimer and the retry mover. They run until Stop, or until ctx ends
+// (then Stop must still be called to wait for running handler calls).
 func (w *Worker) Start(ctx context.Context) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -230,11 +265,19 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.q.loadScripts(ctx); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
+	if _, err := w.heartbeat(ctx); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
 	w.started = true
 	base := context.WithoutCancel(ctx)
 	loopCtx, loopCancel := context.WithCancel(ctx)
 	handlerCtx, handlerCancel := context.WithCancel(base)
-	w.loopCancel, w.handlerCancel = loopCancel, handlerCancel
+	beatCtx, beatCancel := context.WithCancel(base)
+	w.loopCancel, w.handlerCancel, w.beatCancel = loopCancel, handlerCancel, beatCancel
+	// The heartbeat outlives the loops and the handlers: while a handler
+	// may still send, no other worker may take its jobs.
+	w.beat.Go(func() { w.heartbeatLoop(beatCtx) })
+	w.loops.Go(func() { w.renewLoop(loopCtx) })
 
 	parts := w.cfg.Partitions
 	for r := range w.cfg.Readers {
@@ -250,10 +293,10 @@ func (w *Worker) Start(ctx context.Context) error {
 }
 
 // Stop stops reading, lets running handler calls finish (up to
-// DrainTimeout, then cancels them), settles them and returns when every
-// goroutine has exited. Jobs read but not handled stay pending and are
-// reclaimed by another worker after ReclaimMinIdle. Stop is safe to call
-// twice, concurrently, or before Start.
+// DrainTimeout, then cancels them), settles them, removes the worker's
+// heartbeat and returns when every goroutine has exited. Jobs read but not
+// handled stay pending and are claimed by another worker at its next
+// reclaim scan. Stop is safe to call twice, concurrently, or before Start.
 func (w *Worker) Stop() {
 	w.stopOnce.Do(func() {
 		w.mu.Lock()
@@ -269,6 +312,8 @@ func (w *Worker) Stop() {
 		w.handlers.Wait()
 		deadline.Stop()
 		w.handlerCancel()
+		w.beatCancel()
+		w.beat.Wait()
 	})
 }
 
@@ -395,8 +440,14 @@ func (w *Worker) jobsOf(res []redis.XStream) []*Job {
 		p := w.q.byKey[s.Stream]
 		for _, m := range s.Messages {
 			j := &Job{ID: m.ID, Partition: p, Deliveries: 1}
+			j.Enqueued, _ = idTime(m.ID)
 			if v, ok := m.Values[fieldPayload].(string); ok {
 				j.Payload = []byte(v)
+			}
+			if v, ok := m.Values[fieldFirst].(string); ok {
+				if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+					j.Enqueued = time.UnixMilli(ms)
+				}
 			}
 			if v, ok := m.Values[fieldDeliveries].(string); ok {
 				n, _ := strconv.Atoi(v)
@@ -410,8 +461,10 @@ func (w *Worker) jobsOf(res []redis.XStream) []*Job {
 
 func (w *Worker) hold(jobs []*Job) {
 	now := time.Now()
+	epoch := w.lapses.Load()
 	w.heldMu.Lock()
 	for _, j := range jobs {
+		j.epoch = epoch
 		w.held[heldKey{j.Partition, j.ID}] = now
 	}
 	w.heldMu.Unlock()
@@ -429,6 +482,7 @@ func (w *Worker) unhold(jobs []*Job) {
 // and holds them.
 func (w *Worker) notHeld(jobs []*Job) []*Job {
 	now := time.Now()
+	epoch := w.lapses.Load()
 	w.heldMu.Lock()
 	defer w.heldMu.Unlock()
 	out := jobs[:0]
@@ -437,6 +491,7 @@ func (w *Worker) notHeld(jobs []*Job) []*Job {
 		if _, ok := w.held[k]; ok {
 			continue
 		}
+		j.epoch = epoch
 		w.held[k] = now
 		out = append(out, j)
 	}
@@ -469,6 +524,9 @@ func (w *Worker) dispatch(handlerCtx, base context.Context, jobs []*Job) {
 func (w *Worker) run(handlerCtx, base context.Context, jobs []*Job) {
 	defer w.m.inflight.WithLabelValues(w.q.Name()).Sub(float64(len(jobs)))
 	defer w.unhold(jobs)
+	if jobs = w.stillOurs(handlerCtx, jobs); len(jobs) == 0 {
+		return
+	}
 	o := &Outcomes{mark: func(ctx context.Context, js []*Job) error { return w.q.markDone(ctx, w.now(), js) }}
 	ctx, cancel := context.WithTimeout(handlerCtx, w.cfg.HandlerTimeout)
 	start := time.Now()
@@ -499,16 +557,19 @@ func (w *Worker) call(ctx context.Context, o *Outcomes, jobs []*Job) (err error)
 
 // settle acknowledges the jobs of one handler call, scheduling retries and
 // dead-lettering as their outcomes say: one script call per partition, in
-// one pipeline.
+// one pipeline. Due times and staleness are decided by the script on
+// Redis's clock.
 func (w *Worker) settle(ctx context.Context, jobs []*Job, herr error) error {
-	now := w.now()
 	var defaultAfter time.Duration = -1
 	if re, ok := errors.AsType[*RetryError](herr); ok {
 		defaultAfter = max(re.After, 0)
 	}
 	byPart := make(map[int][]any)
-	var done, dropped, retried, dead, exhausted int
+	byID := make(map[heldKey]*Job, len(jobs))
+	var deadJobs []DeadJob
+	var done, dropped, retried, released, dead, exhausted int
 	for _, j := range jobs {
+		byID[heldKey{j.Partition, j.ID}] = j
 		oc, after, reason := j.outcome, j.after, j.reason
 		if oc == outcomeNone {
 			if herr == nil {
@@ -517,7 +578,7 @@ func (w *Worker) settle(ctx context.Context, jobs []*Job, herr error) error {
 				oc, after = outcomeRetry, max(defaultAfter, 0)
 			}
 		}
-		if oc == outcomeRetry && j.Deliveries >= w.cfg.MaxDeliveries {
+		if oc == outcomeRetry && w.cfg.MaxAge == 0 && j.Deliveries >= w.cfg.MaxDeliveries {
 			oc = outcomeDead
 			reason = "retries exhausted after " + strconv.Itoa(j.Deliveries) + " deliveries"
 			if herr != nil {
@@ -533,57 +594,283 @@ func (w *Worker) settle(ctx context.Context, jobs []*Job, herr error) error {
 		case outcomeDrop:
 			dropped++
 			ops = append(ops, "a", j.ID)
-		case outcomeRetry:
-			retried++
-			if after == 0 {
-				after = backoff(w.cfg.RetryBackoff, w.cfg.RetryBackoffMax, j.Deliveries)
+		case outcomeRetry, outcomeRelease:
+			n := j.Deliveries
+			if oc == outcomeRelease {
+				released++
+				n-- // not tried: the next delivery has the same number
+				if after == 0 {
+					after = backoff(w.cfg.RetryBackoff, w.cfg.RetryBackoffMax, 1)
+				}
+			} else {
+				retried++
+				if after == 0 {
+					after = backoff(w.cfg.RetryBackoff, w.cfg.RetryBackoffMax, j.Deliveries)
+				}
 			}
-			ops = append(ops, "r", j.ID, now.Add(after).UnixMilli(), retryMember(j.Deliveries, j.ID, j.Payload))
+			ops = append(ops, "r", j.ID, after.Milliseconds(), n, j.Enqueued.UnixMilli(), j.Payload)
 		case outcomeDead:
 			dead++
 			ops = append(ops, "d", j.ID, j.Payload, reason, j.Deliveries)
+			cause := CauseHandler
+			if j.outcome != outcomeDead {
+				cause = CauseMaxDeliveries
+			}
+			deadJobs = append(deadJobs, DeadJob{Partition: j.Partition, OriginalID: j.ID, Payload: j.Payload, Reason: reason, Deliveries: j.Deliveries, Cause: cause})
 		}
 		byPart[j.Partition] = ops
 	}
 	calls := make([]scriptCall, 0, len(byPart))
+	parts := make([]int, 0, len(byPart))
 	for p, ops := range byPart {
 		pk := w.q.parts[p]
+		parts = append(parts, p)
 		calls = append(calls, scriptCall{
 			keys: []string{pk.stream, pk.done, pk.retry, pk.dead},
-			args: append([]any{Group, now.UnixMilli(), w.q.cfg.DeadMaxLen}, ops...),
+			args: append([]any{Group, w.q.deadCap, w.cfg.MaxAge.Milliseconds()}, ops...),
 		})
 	}
 	var errs []error
-	for _, c := range runPipelined(ctx, w.q.rdb, settleScript, calls) {
-		if err := c.Err(); err != nil {
+	stale := 0
+	for i, c := range runPipelined(ctx, w.q.rdb, settleScript, calls) {
+		res, err := c.Slice()
+		if err == nil && len(res) != 2 {
+			err = fmt.Errorf("unexpected reply %v", res)
+		}
+		if err != nil {
 			errs = append(errs, err)
+			continue
+		}
+		ids, _ := res[1].([]any)
+		for _, v := range ids {
+			id, _ := v.(string)
+			j := byID[heldKey{parts[i], id}]
+			if j == nil {
+				continue
+			}
+			stale++
+			deadJobs = append(deadJobs, DeadJob{Partition: j.Partition, OriginalID: j.ID, Payload: j.Payload,
+				Reason: "stale: older than " + w.cfg.MaxAge.String(), Deliveries: j.Deliveries, Cause: CauseMaxAge})
 		}
 	}
+	w.handBack(ctx, deadJobs)
 	if len(errs) > 0 {
 		return fmt.Errorf("settle %d jobs: %w", len(jobs), errors.Join(errs...))
 	}
 	name := w.q.Name()
 	w.m.handled.WithLabelValues(name, "done").Add(float64(done))
 	w.m.handled.WithLabelValues(name, "dropped").Add(float64(dropped))
-	w.m.handled.WithLabelValues(name, "retry").Add(float64(retried))
-	w.m.handled.WithLabelValues(name, "dead").Add(float64(dead))
-	w.m.retries.WithLabelValues(name).Add(float64(retried))
+	w.m.handled.WithLabelValues(name, "retry").Add(float64(retried - stale))
+	w.m.handled.WithLabelValues(name, "released").Add(float64(released))
+	w.m.handled.WithLabelValues(name, "dead").Add(float64(dead + stale))
+	w.m.retries.WithLabelValues(name).Add(float64(retried - stale))
 	w.m.deadLettered.WithLabelValues(name, "handler").Add(float64(dead - exhausted))
 	w.m.deadLettered.WithLabelValues(name, "max_deliveries").Add(float64(exhausted))
+	w.m.deadLettered.WithLabelValues(name, "max_age").Add(float64(stale))
 	return nil
 }
 
-// reclaimLoop scans the partitions for jobs idle longer than ReclaimMinIdle
-// right away and then every ReclaimInterval.
+// handBack passes jobs that were just dead-lettered to OnDead.
+func (w *Worker) handBack(ctx context.Context, dead []DeadJob) {
+	if w.cfg.OnDead == nil || len(dead) == 0 {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			w.log.ErrorContext(ctx, "dead-job hook panicked", "jobs", len(dead), "panic", fmt.Sprint(r))
+		}
+	}()
+	w.cfg.OnDead(ctx, dead)
+}
+
+// heartbeatLoop renews the worker's heartbeat every HeartbeatTTL/4 until
+// ctx ends, then deletes it so that the jobs the worker left pending are
+// claimed at once.
+func (w *Worker) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(w.cfg.HeartbeatTTL / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			defer cancel()
+			if err := w.q.rdb.Del(dctx, w.heartbeatKey()).Err(); err != nil {
+				w.log.WarnContext(dctx, "remove heartbeat", "err", err)
+			}
+			return
+		case <-t.C:
+		}
+		bctx, cancel := context.WithTimeout(ctx, w.cfg.HeartbeatTTL)
+		lapsed, err := w.heartbeat(bctx)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			w.log.ErrorContext(ctx, "renew heartbeat", "err", err)
+		case lapsed:
+			w.lapses.Add(1)
+			// Other workers may have taken the jobs we hold; whatever of
+			// them is still sent here is a duplicate within the pushes in
+			// flight.
+			w.log.WarnContext(ctx, "heartbeat had lapsed; held jobs may have been claimed by other workers", "held", w.heldCount())
+		}
+	}
+}
+
+func (w *Worker) heartbeatKey() string { return keys.Heartbeat(w.q.Name(), w.cfg.Consumer) }
+
+// heartbeat writes the worker's heartbeat and reports whether it had
+// expired before (lapsed).
+func (w *Worker) heartbeat(ctx context.Context) (lapsed bool, err error) {
+	old, err := w.q.rdb.SetArgs(ctx, w.heartbeatKey(), "1", redis.SetArgs{TTL: w.cfg.HeartbeatTTL, Get: true}).Result()
+	if errors.Is(err, redis.Nil) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("write heartbeat of %s: %w", w.cfg.Consumer, err)
+	}
+	return old == "", nil
+}
+
+func (w *Worker) heldCount() int {
+	w.heldMu.Lock()
+	defer w.heldMu.Unlock()
+	return len(w.held)
+}
+
+// renewLoop renews the leases of held jobs every ReclaimMinIdle/4, on its
+// own ticker so that nothing else the worker waits for can starve it.
+func (w *Worker) renewLoop(ctx context.Context) {
+	t := time.NewTicker(max(w.cfg.ReclaimMinIdle/4, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := w.renewLeases(ctx); err != nil && ctx.Err() == nil {
+			w.log.ErrorContext(ctx, "renew leases of held jobs", "err", err)
+		}
+	}
+}
+
+// renewLeases resets the idle time of the jobs this worker holds (read,
+// waiting for or inside a handler call) once they have been idle for a
+// third of ReclaimMinIdle: XCLAIM ... JUSTID to ourselves, which does not
+// count as a delivery, and only for jobs still pending with this worker
+// (renewScript). A renewal is recorded only for the jobs it renewed. Other workers take only the jobs of consumers whose heartbeat
+// is gone; the idle time tells the worker's own reclaimer which of its
+// pending jobs no handler holds any more. Held times are local
+// (monotonic) durations; the idle time itself is measured by Redis.
+func (w *Worker) renewLeases(ctx context.Context) error {
+	now := time.Now()
+	threshold := w.cfg.ReclaimMinIdle / 3
+	byPart := make(map[int][]string)
+	w.heldMu.Lock()
+	for k, last := range w.held {
+		if now.Sub(last) >= threshold {
+			byPart[k.p] = append(byPart[k.p], k.id)
+		}
+	}
+	w.heldMu.Unlock()
+	if len(byPart) == 0 {
+		return nil
+	}
+	calls := make([]scriptCall, 0, len(byPart))
+	parts := make([]int, 0, len(byPart))
+	for p, ids := range byPart {
+		args := make([]any, 0, 2+len(ids))
+		args = append(args, Group, w.cfg.Consumer)
+		for _, id := range ids {
+			args = append(args, id)
+		}
+		calls = append(calls, scriptCall{keys: []string{w.q.parts[p].stream}, args: args})
+		parts = append(parts, p)
+	}
+	var errs []error
+	for i, c := range runPipelined(ctx, w.q.rdb, renewScript, calls) {
+		ids, err := c.StringSlice()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			errs = append(errs, fmt.Errorf("renew leases in partition %d: %w", parts[i], err))
+			continue
+		}
+		w.heldMu.Lock()
+		for _, id := range ids {
+			k := heldKey{parts[i], id}
+			if _, ok := w.held[k]; ok {
+				w.held[k] = now
+			}
+		}
+		w.heldMu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// stillOurs returns the jobs that are still pending with this worker. Only
+// jobs read before the worker last found its heartbeat expired are
+// checked (other workers may have claimed them meanwhile: they are theirs
+// now, and running them here too would be a duplicate); the others are
+// returned as they are. If the check fails the jobs are kept: at least
+// once wins over at most once.
+func (w *Worker) stillOurs(ctx context.Context, jobs []*Job) []*Job {
+	epoch := w.lapses.Load()
+	var check []*Job
+	for _, j := range jobs {
+		if j.epoch != epoch {
+			check = append(check, j)
+		}
+	}
+	if len(check) == 0 {
+		return jobs
+	}
+	pipe := w.q.rdb.Pipeline()
+	cmds := make([]*redis.XPendingExtCmd, len(check))
+	for i, j := range check {
+		cmds[i] = pipe.XPendingExt(ctx, &redis.XPendingExtArgs{
+			Stream: w.q.parts[j.Partition].stream, Group: Group, Start: j.ID, End: j.ID, Count: 1,
+		})
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		w.log.WarnContext(ctx, "check ownership of jobs after a heartbeat lapse; running them", "jobs", len(check), "err", err)
+		return jobs
+	}
+	lost := make(map[*Job]bool)
+	for i, c := range cmds {
+		if pe := c.Val(); len(pe) == 0 || pe[0].Consumer != w.cfg.Consumer {
+			lost[check[i]] = true
+		} else {
+			check[i].epoch = epoch
+		}
+	}
+	if len(lost) == 0 {
+		return jobs
+	}
+	w.m.lost.WithLabelValues(w.q.Name()).Add(float64(len(lost)))
+	w.log.WarnContext(ctx, "jobs claimed by another worker while the heartbeat lapsed; not running them", "jobs", len(lost))
+	out := make([]*Job, 0, len(jobs)-len(lost))
+	for _, j := range jobs {
+		if !lost[j] {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// reclaimLoop scans the partitions for jobs to take over right away and
+// then every ReclaimInterval.
 func (w *Worker) reclaimLoop(loopCtx, handlerCtx, base context.Context) {
 	t := time.NewTicker(w.cfg.ReclaimInterval)
 	defer t.Stop()
+	sweep := time.Now()
 	for {
-		if err := w.renewLeases(loopCtx); err != nil && loopCtx.Err() == nil {
-			w.log.ErrorContext(loopCtx, "renew leases of held jobs", "err", err)
-		}
 		if err := w.reclaim(loopCtx, handlerCtx, base); err != nil && loopCtx.Err() == nil {
 			w.log.ErrorContext(loopCtx, "reclaim jobs", "err", err)
+		}
+		if time.Since(sweep) >= w.cfg.ReclaimMinIdle {
+			sweep = time.Now()
+			if err := w.sweepDone(loopCtx); err != nil && loopCtx.Err() == nil {
+				w.log.ErrorContext(loopCtx, "sweep done records", "err", err)
+			}
 		}
 		select {
 		case <-loopCtx.Done():
@@ -593,125 +880,234 @@ func (w *Worker) reclaimLoop(loopCtx, handlerCtx, base context.Context) {
 	}
 }
 
-// renewLeases resets the idle time of the jobs this worker holds (read,
-// waiting for or inside a handler call) once they have been idle for a
-// third of ReclaimMinIdle: XCLAIM ... JUSTID to ourselves, which does not
-// count as a delivery. So only the jobs of a worker that stopped renewing
-// (dead or stalled) are reclaimed, and a backlog waiting for a handler
-// slot does not burn its delivery budget. Idle time is measured by Redis,
-// so this uses the wall clock, not the injected one.
-func (w *Worker) renewLeases(ctx context.Context) error {
-	now := time.Now()
-	threshold := w.cfg.ReclaimMinIdle / 3
-	byPart := make(map[int][]string)
-	w.heldMu.Lock()
-	for k, last := range w.held {
-		if now.Sub(last) >= threshold {
-			byPart[k.p] = append(byPart[k.p], k.id)
-			w.held[k] = now
-		}
-	}
-	w.heldMu.Unlock()
-	if len(byPart) == 0 {
-		return nil
-	}
-	pipe := w.q.rdb.Pipeline()
-	for p, ids := range byPart {
-		pipe.XClaimJustID(ctx, &redis.XClaimArgs{
-			Stream: w.q.parts[p].stream, Group: Group, Consumer: w.cfg.Consumer,
-			// Skip a job another consumer claimed moments ago: it is theirs now.
-			MinIdle: threshold / 2, Messages: ids,
-		})
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("xclaim justid: %w", err)
-	}
-	return nil
+// consumerInfo is one consumer of one partition's group.
+type consumerInfo struct {
+	p       int
+	name    string
+	pending int64
 }
 
-// reclaim runs one full XAUTOCLAIM scan of the worker's partitions.
+// reclaim runs one scan of the worker's partitions. It takes the pending
+// jobs of consumers whose heartbeat is gone (seen gone twice, at least
+// 3/4 of HeartbeatTTL apart, so that a heartbeat that lapsed while Redis itself
+// stalled is renewed before anyone acts on it), and its own pending jobs
+// that no handler holds and that have been idle longer than
+// ReclaimMinIdle. It takes no more than the free handler slots can run,
+// and removes dead consumers without pending jobs from the group. A live
+// worker's jobs are never taken.
 func (w *Worker) reclaim(loopCtx, handlerCtx, base context.Context) error {
-	cursors := make(map[int]string, len(w.cfg.Partitions))
-	for _, p := range w.cfg.Partitions {
-		cursors[p] = "0-0"
+	pipe := w.q.rdb.Pipeline()
+	infos := make([]*redis.XInfoConsumersCmd, len(w.cfg.Partitions))
+	for i, p := range w.cfg.Partitions {
+		infos[i] = pipe.XInfoConsumers(loopCtx, w.q.parts[p].stream, Group)
 	}
-	name := w.q.Name()
-	for len(cursors) > 0 && loopCtx.Err() == nil {
-		parts := make([]int, 0, len(cursors))
-		calls := make([]scriptCall, 0, len(cursors))
-		for p, cur := range cursors {
-			pk := w.q.parts[p]
-			parts = append(parts, p)
-			calls = append(calls, scriptCall{
-				keys: []string{pk.stream, pk.done, pk.dead},
-				args: []any{Group, w.cfg.Consumer, w.cfg.ReclaimMinIdle.Milliseconds(), cur,
-					w.cfg.ReclaimBatch, w.cfg.MaxDeliveries, w.now().UnixMilli(), w.q.cfg.DeadMaxLen},
-			})
-		}
-		var errs []error
-		var got []*Job
-		for i, c := range runPipelined(loopCtx, w.q.rdb, reclaimScript, calls) {
-			p := parts[i]
-			next, jobs, skipped, dead, err := parseReclaim(c, p)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("partition %d: %w", p, err))
-				delete(cursors, p)
+	_, _ = pipe.Exec(loopCtx)
+	var consumers []consumerInfo
+	names := map[string]bool{}
+	for i, c := range infos {
+		cs, err := c.Result()
+		if err != nil {
+			if isNoGroup(err) {
 				continue
 			}
-			w.m.dupSkipped.WithLabelValues(name).Add(float64(skipped))
-			w.m.deadLettered.WithLabelValues(name, "max_deliveries").Add(float64(dead))
-			if skipped+dead > 0 {
-				w.log.InfoContext(loopCtx, "reclaimed finished or exhausted jobs", "partition", p, "acked_done", skipped, "dead_lettered", dead)
-			}
-			got = append(got, jobs...)
-			if next == "0-0" || next == "" {
-				delete(cursors, p)
-			} else {
-				cursors[p] = next
-			}
+			return fmt.Errorf("list consumers of partition %d: %w", w.cfg.Partitions[i], err)
 		}
-		if got = w.notHeld(got); len(got) > 0 {
-			w.m.redelivered.WithLabelValues(name).Add(float64(len(got)))
-			w.log.InfoContext(loopCtx, "reclaimed jobs of a quiet consumer", "jobs", len(got))
-			w.dispatch(handlerCtx, base, got)
-		}
-		if len(errs) > 0 {
-			return errors.Join(errs...)
+		for _, ci := range cs {
+			consumers = append(consumers, consumerInfo{p: w.cfg.Partitions[i], name: ci.Name, pending: ci.Pending})
+			if ci.Name != w.cfg.Consumer {
+				names[ci.Name] = true
+			}
 		}
 	}
-	return nil
+	dead, err := w.deadConsumers(loopCtx, names)
+	if err != nil {
+		return err
+	}
+	budget := (cap(w.sem) - len(w.sem)) * w.cfg.BatchSize
+	var errs []error
+	for _, c := range consumers {
+		if loopCtx.Err() != nil {
+			break
+		}
+		switch {
+		case c.name == w.cfg.Consumer && c.pending > 0:
+			if budget <= 0 {
+				continue
+			}
+			n, err := w.claimFrom(loopCtx, handlerCtx, base, c.p, c.name, w.cfg.ReclaimMinIdle, budget)
+			budget -= n
+			errs = append(errs, err)
+		case !dead[c.name]:
+		case c.pending == 0:
+			if _, err := delConsumerScript.Run(loopCtx, w.q.rdb, []string{w.q.parts[c.p].stream}, Group, c.name).Result(); err != nil {
+				errs = append(errs, fmt.Errorf("remove dead consumer %s of partition %d: %w", c.name, c.p, err))
+			}
+		case budget > 0:
+			n, err := w.claimFrom(loopCtx, handlerCtx, base, c.p, c.name, 0, budget)
+			budget -= n
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
-func parseReclaim(c *redis.Cmd, p int) (next string, jobs []*Job, skipped, dead int, err error) {
-	res, err := c.Slice()
-	if err != nil {
-		return "", nil, 0, 0, err
+// deadConsumers returns the consumers among names whose heartbeat was gone
+// at this scan and at an earlier one at least 3/4 of HeartbeatTTL ago.
+func (w *Worker) deadConsumers(ctx context.Context, names map[string]bool) (map[string]bool, error) {
+	if len(names) == 0 {
+		clear(w.lapsed)
+		return nil, nil
 	}
-	if len(res) != 4 {
-		return "", nil, 0, 0, fmt.Errorf("reclaim: unexpected reply of %d elements", len(res))
+	pipe := w.q.rdb.Pipeline()
+	cmds := make(map[string]*redis.IntCmd, len(names))
+	for n := range names {
+		cmds[n] = pipe.Exists(ctx, keys.Heartbeat(w.q.Name(), n))
 	}
-	next, _ = res[0].(string)
-	flat, _ := res[1].([]any)
-	for i := 0; i+2 < len(flat); i += 3 {
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read heartbeats: %w", err)
+	}
+	now := time.Now()
+	dead := make(map[string]bool)
+	for n, c := range cmds {
+		if c.Val() == 1 {
+			delete(w.lapsed, n)
+			continue
+		}
+		first, ok := w.lapsed[n]
+		if !ok {
+			w.lapsed[n] = now
+			continue
+		}
+		if now.Sub(first) >= w.cfg.HeartbeatTTL*3/4 {
+			dead[n] = true
+		}
+	}
+	for n := range w.lapsed {
+		if !names[n] {
+			delete(w.lapsed, n)
+		}
+	}
+	return dead, nil
+}
+
+// claimFrom takes up to limit pending jobs of owner in partition p that
+// have been idle at least minIdle (and, for our own, that no handler
+// holds), and hands them to handler calls. It returns how many it took.
+func (w *Worker) claimFrom(loopCtx, handlerCtx, base context.Context, p int, owner string, minIdle time.Duration, limit int) (int, error) {
+	pk := w.q.parts[p]
+	name := w.q.Name()
+	taken := 0
+	start := "-"
+	for taken < limit && loopCtx.Err() == nil {
+		count := int64(min(w.cfg.ReclaimBatch, limit-taken))
+		pe, err := w.q.rdb.XPendingExt(loopCtx, &redis.XPendingExtArgs{
+			Stream: pk.stream, Group: Group, Idle: minIdle, Start: start, End: "+", Count: count, Consumer: owner,
+		}).Result()
+		if err != nil {
+			return taken, fmt.Errorf("list pending jobs of %s in partition %d: %w", owner, p, err)
+		}
+		if len(pe) == 0 {
+			return taken, nil
+		}
+		start = "(" + pe[len(pe)-1].ID
+		args := []any{Group, w.cfg.Consumer, owner, w.cfg.MaxDeliveries, w.cfg.MaxAge.Milliseconds(), w.q.deadCap}
+		w.heldMu.Lock()
+		for _, e := range pe {
+			if _, held := w.held[heldKey{p, e.ID}]; !held {
+				args = append(args, e.ID)
+			}
+		}
+		w.heldMu.Unlock()
+		if len(args) > 6 {
+			res, err := claimScript.Run(loopCtx, w.q.rdb, []string{pk.stream, pk.done, pk.dead}, args...).Slice()
+			if err != nil {
+				return taken, fmt.Errorf("claim jobs of %s in partition %d: %w", owner, p, err)
+			}
+			got, skipped, dead, err := parseClaim(res, p)
+			if err != nil {
+				return taken, fmt.Errorf("claim jobs of %s in partition %d: %w", owner, p, err)
+			}
+			w.m.dupSkipped.WithLabelValues(name).Add(float64(skipped))
+			for _, d := range dead {
+				w.m.deadLettered.WithLabelValues(name, d.Cause).Inc()
+			}
+			if skipped+len(dead) > 0 {
+				w.log.InfoContext(loopCtx, "reclaimed finished or exhausted jobs", "partition", p, "from", owner, "acked_done", skipped, "dead_lettered", len(dead))
+			}
+			w.handBack(loopCtx, dead)
+			if got = w.notHeld(got); len(got) > 0 {
+				taken += len(got)
+				w.m.redelivered.WithLabelValues(name).Add(float64(len(got)))
+				w.log.InfoContext(loopCtx, "reclaimed jobs", "partition", p, "from", owner, "jobs", len(got))
+				w.dispatch(handlerCtx, base, got)
+			}
+		}
+		if int64(len(pe)) < count {
+			return taken, nil
+		}
+	}
+	return taken, nil
+}
+
+func parseClaim(res []any, p int) (jobs []*Job, skipped int, dead []DeadJob, err error) {
+	if len(res) != 3 {
+		return nil, 0, nil, fmt.Errorf("unexpected reply of %d elements", len(res))
+	}
+	flat, _ := res[0].([]any)
+	for i := 0; i+3 < len(flat); i += 4 {
 		id, _ := flat[i].(string)
 		payload, _ := flat[i+1].(string)
 		d, _ := flat[i+2].(int64)
-		jobs = append(jobs, &Job{ID: id, Partition: p, Payload: []byte(payload), Deliveries: int(d)})
+		f, _ := flat[i+3].(int64)
+		jobs = append(jobs, &Job{ID: id, Partition: p, Payload: []byte(payload), Deliveries: int(d), Enqueued: time.UnixMilli(f)})
 	}
-	s, _ := res[2].(int64)
-	dd, _ := res[3].(int64)
-	return next, jobs, int(s), int(dd), nil
+	s, _ := res[1].(int64)
+	dl, _ := res[2].([]any)
+	for i := 0; i+3 < len(dl); i += 4 {
+		payload, _ := dl[i].(string)
+		id, _ := dl[i+1].(string)
+		reason, _ := dl[i+2].(string)
+		d, _ := dl[i+3].(int64)
+		cause := CauseMaxDeliveries
+		if strings.HasPrefix(reason, "stale") {
+			cause = CauseMaxAge
+		}
+		dead = append(dead, DeadJob{Partition: p, OriginalID: id, Payload: []byte(payload), Reason: reason, Deliveries: int(d), Cause: cause})
+	}
+	return jobs, int(s), dead, nil
+}
+
+// sweepDone removes done records whose job is no longer pending, so the
+// done hashes stay bounded by the jobs in flight.
+func (w *Worker) sweepDone(ctx context.Context) error {
+	var errs []error
+	for _, p := range w.cfg.Partitions {
+		pk := w.q.parts[p]
+		cursor := "0"
+		for ctx.Err() == nil {
+			res, err := sweepDoneScript.Run(ctx, w.q.rdb, []string{pk.stream, pk.done}, Group, cursor, 200).Slice()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("partition %d: %w", p, err))
+				break
+			}
+			cursor, _ = res[0].(string)
+			if cursor == "0" || cursor == "" {
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // retryLoop moves due jobs from the retry sets into the streams every
-// RetryInterval, taking "now" from the worker's clock.
+// RetryInterval; the scripts decide what is due on Redis's clock.
 func (w *Worker) retryLoop(ctx context.Context) {
 	t := time.NewTicker(w.cfg.RetryInterval)
 	defer t.Stop()
 	for {
 		parts := w.cfg.Partitions
 		for len(parts) > 0 && ctx.Err() == nil {
-			moved, err := w.q.MoveDue(ctx, parts, w.now(), w.cfg.RetryBatch)
+			moved, err := w.q.MoveDue(ctx, parts, w.cfg.RetryBatch)
 			if err != nil {
 				if ctx.Err() == nil {
 					w.log.ErrorContext(ctx, "move due jobs", "err", err)

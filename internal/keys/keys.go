@@ -20,6 +20,7 @@
 //	q:<queue>:{pN}:dlq      STREAM  dead jobs
 //	q:<queue>:{pN}:sent     HASH    job id -> done record, checked on redelivery
 //	q:<queue>:{pN}:u:<id>   STRING  idempotency marker of a unique job (TTL), value = job id
+//	q:<queue>:hb:<consumer> STRING  heartbeat of a live worker (short TTL)
 //	ev:{<id>}               HASH    one fan-out event: definition, cursor, progress
 //	audit                   STREAM  editor and admin actions
 //	stats:<minute>          HASH    fleet-wide push and wake counters of one minute
@@ -159,3 +160,8 @@ func ReceiptSeen(device uint64, pushID string) string {
 // current window (httpapi's per-token limit); tokenHash is a hash of
 // provider and token, never the token.
 func TokenRegistrations(tokenHash string) string { return "regtok:{" + tokenHash + "}" }
+
+// Heartbeat is set (with a short TTL) by the worker of a queue whose
+// consumer name is consumer while it is alive; a consumer without one is
+// dead, and its pending jobs are claimed at once.
+func Heartbeat(queue, consumer string) string { return "q:" + queue + ":hb:" + consumer }
