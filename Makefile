@@ -5,7 +5,13 @@ GO            ?= go
 STATICCHECK   ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCH         ?= .
 BENCHTIME     ?= 3s
-.PHONY: help run test deps bench lint build clean
+FUZZTIME      ?= 5s
+# Fuzz targets as package:Target; `make fuzz` runs each for FUZZTIME.
+FUZZ_TARGETS  := ./internal/feeds:FuzzParse ./internal/feeds:FuzzIdentity \
+                 ./internal/httpapi:FuzzDecodeRegister ./internal/httpapi:FuzzDecodePatch \
+                 ./internal/httpapi:FuzzDecodeFeed ./internal/httpapi:FuzzDecodeReceipt \
+                 ./internal/httpapi:FuzzDecodeSync
+.PHONY: help run test deps fuzz bench lint build clean
 .DEFAULT_GOAL := help
 
 ## help: list the targets with what each does
@@ -20,13 +26,24 @@ run:
 	@echo "starting bin/devstack (settings: bin/devstack -help)"
 	@bin/devstack
 
-## test: check the tools the tests need (scripts/deps.sh), go vet, then every test with -race
+## test: check the tools the tests need (scripts/deps.sh), go vet, a short fuzz of each fuzz target, then every test with -race
 test: deps
 	$(GO) vet ./...
+	@$(MAKE) --no-print-directory fuzz
 	@mkdir -p bin
 	@$(GO) build -o bin/testprogress ./scripts/testprogress
 	@echo "go test -race ./...: one line per package as it finishes (10 to 15 minutes on 2 busy cores)"
 	@bin/testprogress -race -timeout 30m ./...
+
+## fuzz: run each fuzz target for FUZZTIME (5s) beyond its seed corpus, which every test run covers
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/nudge-fuzz.$$$$.log 2>&1 \
+			|| { cat /tmp/nudge-fuzz.$$$$.log; rm -f /tmp/nudge-fuzz.$$$$.log; exit 1; }; \
+		rm -f /tmp/nudge-fuzz.$$$$.log; \
+	done
 
 ## deps: check redis-server 7+, chromium, gcc and kubectl; install them as root on Debian/Ubuntu
 deps:

@@ -77,6 +77,16 @@ func httpAddr(t *testing.T, s composeService) string {
 	return settingsOf(t, s.Command[0])["NUDGE_HTTP_ADDR"]
 }
 
+// metricsAddr is where service s serves /metrics: NUDGE_METRICS_ADDR (the
+// api's own listener) when set, else its HTTP address.
+func metricsAddr(t *testing.T, s composeService) string {
+	t.Helper()
+	if a := s.Environment["NUDGE_METRICS_ADDR"]; a != "" {
+		return a
+	}
+	return httpAddr(t, s)
+}
+
 // TestComposeFiles checks docker-compose.yml and the credentials override
 // against the binaries: commands, NUDGE_* names, ports, healthcheck URLs,
 // mounts, Redis configuration and the shutdown grace periods.
@@ -208,8 +218,8 @@ func TestComposeFiles(t *testing.T) {
 				s := base.Services[bin]
 				// A service in another's network namespace is reached by that one's name.
 				wantHost := cmpOr(strings.TrimPrefix(s.NetworkMode, "service:"), bin)
-				if host != wantHost || port != portOf(t, httpAddr(t, s)) || sc.MetricsPath != "/metrics" {
-					t.Errorf("prometheus job %s: target %s%s, want %s:%s/metrics", sc.JobName, target, sc.MetricsPath, wantHost, portOf(t, httpAddr(t, s)))
+				if host != wantHost || port != portOf(t, metricsAddr(t, s)) || sc.MetricsPath != "/metrics" {
+					t.Errorf("prometheus job %s: target %s%s, want %s:%s/metrics", sc.JobName, target, sc.MetricsPath, wantHost, portOf(t, metricsAddr(t, s)))
 				}
 			}
 		}
@@ -416,7 +426,7 @@ func TestComposeStackRunsLocally(t *testing.T) {
 	// The alert rules and the dashboard read metrics the binaries export.
 	scraped := map[string]map[string]bool{}
 	for _, name := range []string{"api", "dispatcher"} {
-		u := "http://" + l.value(t, "127.0.0.1:"+portOf(t, httpAddr(t, cf.Services[name]))) + "/metrics"
+		u := "http://" + l.value(t, "127.0.0.1:"+portOf(t, metricsAddr(t, cf.Services[name]))) + "/metrics"
 		for fam, labels := range scrape(t, u) {
 			if scraped[fam] == nil {
 				scraped[fam] = map[string]bool{}

@@ -271,6 +271,24 @@ func checkManifests(t *testing.T, where string, objs []k8sObject) {
 		if portName == "" {
 			t.Errorf("%s: no containerPort %s (NUDGE_HTTP_ADDR %s)", dw, port, value("NUDGE_HTTP_ADDR"))
 		}
+		// Prometheus scrapes /metrics where the binary serves it: the api's
+		// own metrics listener (NUDGE_METRICS_ADDR, off the public port)
+		// when set, else the HTTP port; a container port must expose it.
+		if ann := pod.Metadata.Annotations; ann["prometheus.io/scrape"] == "true" {
+			want := port
+			if m := value("NUDGE_METRICS_ADDR"); m != "" {
+				want = portOf(t, m)
+			}
+			exposed := slices.ContainsFunc(c.Ports, func(p struct {
+				Name          string `yaml:"name"`
+				ContainerPort int    `yaml:"containerPort"`
+			}) bool {
+				return itoaPort(p.ContainerPort) == want
+			})
+			if ann["prometheus.io/port"] != want || ann["prometheus.io/path"] != "/metrics" || !exposed {
+				t.Errorf("%s: prometheus.io/port %q path %q, want %s (and a containerPort) /metrics", dw, ann["prometheus.io/port"], ann["prometheus.io/path"], want)
+			}
+		}
 		for _, pr := range []struct {
 			probe *k8sProbe
 			path  string
