@@ -45,6 +45,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -139,6 +140,9 @@ type Handler struct {
 	alertsMu sync.Mutex
 	alerts   map[string]*push.Alert // event id -> alert (nil: none); events never change
 
+	scopesMu sync.Mutex
+	scopes   []string // pause scopes seen so far: read with the devices
+
 	results *prometheus.CounterVec
 	paused  *prometheus.CounterVec
 	held    prometheus.Counter
@@ -215,12 +219,9 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 		}
 		items = append(items, &item{job: j, push: p, events: p.Events})
 	}
-	if err := h.lookup(ctx, o, &items); err != nil {
-		return err // every job without an outcome is retried
-	}
-	pauses, err := h.pauses(ctx, items)
+	pauses, err := h.lookup(ctx, o, &items)
 	if err != nil {
-		return err
+		return err // every job without an outcome is retried
 	}
 	var send []*item
 	for _, it := range items {
@@ -327,14 +328,21 @@ func (h *Handler) deliver(ctx context.Context, o *jobs.Outcomes, send []*item) {
 			settle[i] = throttle.Unknown // no answer: it may have arrived
 		}
 	}
-	if err := h.budget.Settle(ctx, attempts, settle); err != nil {
-		h.log.WarnContext(ctx, "settle pushes at the phone", "count", len(send), "err", err)
-	}
+	// The settlement goes out alongside the rest of the bookkeeping rather
+	// than ahead of it: it touches only the phone log, which a prune's
+	// Forget deletes whichever runs first. Handle returns after both.
+	var settled sync.WaitGroup
+	settled.Go(func() {
+		if err := h.budget.Settle(ctx, attempts, settle); err != nil {
+			h.log.WarnContext(ctx, "settle pushes at the phone", "count", len(send), "err", err)
+		}
+	})
 	tally := newTally()
 	for i, r := range results {
 		h.act(ctx, o, send[i], r, tally)
 	}
 	h.flush(ctx, tally)
+	settled.Wait()
 }
 
 // sendRecording sends msgs and writes the done record of each delivered
@@ -383,16 +391,30 @@ func (h *Handler) sendRecording(ctx context.Context, o *jobs.Outcomes, send []*i
 // backoff within it, so a Redis stall shorter than this loses no count.
 const recordTimeout = time.Minute
 
-// lookup loads the devices of the items in one pipeline and composes their
-// messages. Items whose device is gone are dropped from the slice.
-func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) error {
+// lookup loads the devices of the items and the pauses of the scopes seen
+// so far in one pipeline, and composes their messages. Items whose device
+// is gone are dropped from the slice. It returns the remaining pause of
+// each paused scope among the items; a scope met for the first time costs
+// one more round trip, once.
+func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) (map[string]time.Duration, error) {
 	pipe := h.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(*items))
 	for i, it := range *items {
 		cmds[i] = pipe.HMGet(ctx, keys.Device(it.push.Device), "tk", "pv", "pl", "en", "bg")
 	}
+	known := h.knownScopes()
+	ttls := make([]*redis.DurationCmd, len(known))
+	for i, s := range known {
+		ttls[i] = pipe.PTTL(ctx, keys.ProviderPause(s))
+	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("load devices of push jobs: %w", err)
+		return nil, fmt.Errorf("load devices of push jobs: %w", err)
+	}
+	pauses := map[string]time.Duration{}
+	for i, c := range ttls {
+		if d := c.Val(); d > 0 {
+			pauses[known[i]] = d
+		}
 	}
 	tally := newTally()
 	kept := (*items)[:0]
@@ -412,11 +434,11 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 		en, _ := v[3].(string)
 		alert, err := h.alert(ctx, it.push)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		id, err := h.receipts.Sign(ctx, it.push.Device, PushID(it.push.Lane, h.now(), it.push.CollapseID()))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		it.msg = push.Message{
 			ID:          id,
@@ -436,7 +458,45 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 	}
 	*items = kept
 	h.flush(ctx, tally)
-	return nil
+	var fresh []string
+	for _, it := range kept {
+		if !slices.Contains(known, it.scope) && !slices.Contains(fresh, it.scope) {
+			fresh = append(fresh, it.scope)
+		}
+	}
+	if len(fresh) == 0 {
+		return pauses, nil
+	}
+	more, err := h.pauses(ctx, fresh)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(pauses, more)
+	h.learnScopes(fresh)
+	return pauses, nil
+}
+
+// maxKnownScopes bounds the pause scopes read with every batch; a process
+// sends to a few (an FCM project, an APNs environment and credential).
+const maxKnownScopes = 64
+
+func (h *Handler) knownScopes() []string {
+	h.scopesMu.Lock()
+	defer h.scopesMu.Unlock()
+	return h.scopes // appended to only under the lock, never modified in place
+}
+
+func (h *Handler) learnScopes(scopes []string) {
+	h.scopesMu.Lock()
+	defer h.scopesMu.Unlock()
+	if len(h.scopes)+len(scopes) > maxKnownScopes {
+		h.scopes = nil
+	}
+	for _, s := range scopes {
+		if !slices.Contains(h.scopes, s) {
+			h.scopes = append(slices.Clip(h.scopes), s)
+		}
+	}
 }
 
 // alert returns the visible alert of a breaking push: the alert of the
@@ -562,17 +622,8 @@ func (h *Handler) pause(ctx context.Context, p push.Provider, scope string, d ti
 	}
 }
 
-// pauses returns the remaining pause of each paused scope among items.
-func (h *Handler) pauses(ctx context.Context, items []*item) (map[string]time.Duration, error) {
-	var scopes []string
-	for _, it := range items {
-		if !slices.Contains(scopes, it.scope) {
-			scopes = append(scopes, it.scope)
-		}
-	}
-	if len(scopes) == 0 {
-		return nil, nil
-	}
+// pauses returns the remaining pause of each paused scope among scopes.
+func (h *Handler) pauses(ctx context.Context, scopes []string) (map[string]time.Duration, error) {
 	pipe := h.rdb.Pipeline()
 	cmds := make([]*redis.DurationCmd, len(scopes))
 	for i, s := range scopes {

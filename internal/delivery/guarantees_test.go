@@ -256,3 +256,40 @@ func TestBudgetHoldsAtThePhone(t *testing.T) {
 		t.Fatalf("deliveries %v apart at the phone, under the %v gap (events %s then %s)", g, gap, del[0].Data["event"], del[1].Data["event"])
 	}
 }
+
+// TestPauseSetElsewhereHoldsKnownScope sets a provider pause from outside
+// the worker, as another replica would, on a pause scope the worker has
+// already sent to: the worker reads the pauses of scopes it knows in its
+// device lookup, and must still hold the next push back.
+func TestPauseSetElsewhereHoldsKnownScope(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first := b.register(t, "fcm", "android", fcmToken(21), true)
+	id := b.breaking(t, nil)
+	b.waitProgress(t, id, func(p fanout.Progress) bool { return p.Sent == 1 })
+	if n := b.emu.CountToken(first.Token); n != 1 {
+		t.Fatalf("first device: got %d pushes, want 1", n)
+	}
+
+	// Another replica paused the FCM project.
+	scope := keys.ProviderPause("fcm:" + b.creds.FCMProjectID)
+	if err := b.rdb.Set(t.Context(), scope, "quota", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	second := b.register(t, "fcm", "android", fcmToken(22), true)
+	b.breaking(t, nil)
+	pollUntil(t, "the second device's push waits in the retry set", func() bool {
+		var retrying int64
+		for p := range keys.Partitions {
+			n, err := b.rdb.ZCard(t.Context(), keys.Retry(keys.PushQueue, p)).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			retrying += n
+		}
+		return retrying >= 1
+	})
+	if n := b.emu.CountToken(second.Token); n != 0 {
+		t.Fatalf("second device got %d pushes while its FCM project was paused", n)
+	}
+}

@@ -410,6 +410,11 @@ func BenchmarkBreakingFanout(b *testing.B) {
 		bareCPU += processCPU() - c0
 
 		base := bu.emu.Count()
+		if commandStats {
+			if err := bu.rdb.ConfigResetStat(ctx).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
 		cpu0 := redistest.MainThreadCPU(b, bu.rdb)
 		c0 = processCPU()
 		start := time.Now()
@@ -426,6 +431,9 @@ func BenchmarkBreakingFanout(b *testing.B) {
 		pipeWall += time.Since(start)
 		pipeCPU += processCPU() - c0
 		redisSec += redistest.MainThreadCPU(b, bu.rdb) - cpu0
+		if commandStats {
+			logCommandStats(b, bu.rdb)
+		}
 		pr := bu.waitSettled(b, id, int64(n))
 		if pr.Targeted != int64(n) || pr.Queued != int64(n) || pr.Sent != int64(n) {
 			b.Fatalf("event %s: got %+v, want %d targeted, queued and sent", id, pr, n)
@@ -551,4 +559,46 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[max(int(math.Ceil(q*float64(len(s))))-1, 0)]
+}
+
+// commandStats ($NUDGE_BENCH_COMMANDSTATS=1) makes BenchmarkBreakingFanout
+// log Redis's per-command CPU during each pipeline fan-out, to see where
+// Redis's time goes.
+var commandStats = os.Getenv("NUDGE_BENCH_COMMANDSTATS") == "1"
+
+// logCommandStats logs the commands that took Redis's time since the last
+// CONFIG RESETSTAT, busiest first: calls, total and per-call µs.
+func logCommandStats(b *testing.B, rdb *redis.Client) {
+	b.Helper()
+	info, err := rdb.Info(b.Context(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	type stat struct {
+		name        string
+		calls, usec int64
+	}
+	var stats []stat
+	for line := range strings.Lines(info) {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		st := stat{name: strings.TrimPrefix(name, "cmdstat_")}
+		for kv := range strings.SplitSeq(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "calls":
+				st.calls = n
+			case "usec":
+				st.usec = n
+			}
+		}
+		stats = append(stats, st)
+	}
+	slices.SortFunc(stats, func(a, c stat) int { return int(c.usec - a.usec) })
+	for _, st := range stats[:min(len(stats), 12)] {
+		b.Logf("redis %-22s calls %8d  usec %9d  per call %.1f", st.name, st.calls, st.usec, float64(st.usec)/float64(max(st.calls, 1)))
+	}
 }

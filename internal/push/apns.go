@@ -65,9 +65,11 @@ func newAPNsSender(cfg Config, tlsCfg *tls.Config, now func() time.Time, m *metr
 			a.credential = "cert-" + hex.EncodeToString(sum[:6])
 		}
 	}
+	conns := m.conns(APNs)
 	client := func(host string) *apns2.Client {
 		tr := &http2.Transport{
 			TLSClientConfig: tc.Clone(),
+			DialTLSContext:  conns.dialTLS,
 			ReadIdleTimeout: 15 * time.Second,
 			PingTimeout:     15 * time.Second,
 			// StrictMaxConcurrentStreams stays false: when a connection is

@@ -187,7 +187,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, now func() time.T
 	}
 	s := &Sender{cfg: cfg, logger: logger, now: now, m: m}
 	if cfg.fcmEnabled() {
-		if s.fcm, err = newFCMSender(ctx, cfg, tlsCfg); err != nil {
+		if s.fcm, err = newFCMSender(ctx, cfg, tlsCfg, m.conns(FCM)); err != nil {
 			return nil, err
 		}
 	}
@@ -330,7 +330,10 @@ type metrics struct {
 	results   *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	rotations prometheus.Counter
-	byAction  map[Provider][]prometheus.Counter
+	// Provider connections dialed and open (conns.go).
+	connsOpened *prometheus.CounterVec
+	connsOpen   *prometheus.GaugeVec
+	byAction    map[Provider][]prometheus.Counter
 	// Pre-resolved children, off the per-push path's label lookup.
 	apnsLatency, fcmLatency prometheus.Observer
 }
@@ -350,6 +353,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "nudge_push_apns_jwt_rotations_total",
 			Help: "APNs provider JWTs signed.",
 		}),
+		connsOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nudge_push_connections_opened_total",
+			Help: "Connections dialed to a provider (TCP, each with its TLS handshake), by provider; flat after warm-up when connections are reused.",
+		}, []string{"provider"}),
+		connsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nudge_push_connections_open",
+			Help: "Connections to a provider open now, by provider.",
+		}, []string{"provider"}),
 		byAction: make(map[Provider][]prometheus.Counter),
 	}
 	m.apnsLatency = m.latency.WithLabelValues(string(APNs))
@@ -362,7 +373,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.byAction[p] = cs
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.results, m.latency, m.rotations} {
+		for _, c := range []prometheus.Collector{m.results, m.latency, m.rotations, m.connsOpened, m.connsOpen} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register push metrics: %w", err)
 			}

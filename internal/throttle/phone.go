@@ -3,7 +3,6 @@ package throttle
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 	"time"
 
@@ -41,10 +40,20 @@ type Attempt struct {
 	Collapse string // the push's collapse id (Push.CollapseID)
 }
 
+// tag is the FNV-1a digest of the collapse id in 8 hex digits.
 func (a Attempt) tag() string {
-	h := fnv.New32a()
-	h.Write([]byte(a.Collapse))
-	return fmt.Sprintf("%08x", h.Sum32())
+	const hexDigits = "0123456789abcdef"
+	h := uint32(2166136261)
+	for i := 0; i < len(a.Collapse); i++ {
+		h ^= uint32(a.Collapse[i])
+		h *= 16777619
+	}
+	var b [8]byte
+	for i := 7; i >= 0; i-- {
+		b[i] = hexDigits[h&0xf]
+		h >>= 4
+	}
+	return string(b[:])
 }
 
 // Settlement is what Settle records for an admitted attempt.
@@ -62,10 +71,42 @@ const (
 )
 
 // luaPhone holds the phone log helpers of admitScript and settleScript.
+// A script reads every log it needs with one HMGET (load), works on them
+// in memory (get, put) and writes the changed ones back with one HSET and
+// one HDEL (save): a batch costs a few commands, not two per push.
 const luaPhone = `
 local RS, US = '\30', '\31'
 local tm = redis.call('TIME')
 local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+local logs, dirty = {}, {}
+
+-- load reads the logs of fields into memory.
+local function load(key, fields)
+  if #fields == 0 then return end
+  local raws = redis.call('HMGET', key, unpack(fields))
+  for i, f in ipairs(fields) do logs[f] = raws[i] or false end
+end
+
+local function get(field) return logs[field] or nil end
+
+local function put(field, raw)
+  logs[field] = raw or false
+  dirty[#dirty + 1] = field
+end
+
+-- save writes the changed logs back (deleting empty ones), in chunks
+-- that stay under Lua's argument limit.
+local function save(key)
+  local set, del, done = {}, {}, {}
+  for _, f in ipairs(dirty) do
+    if not done[f] then
+      done[f] = true
+      if logs[f] then set[#set + 1] = f; set[#set + 1] = logs[f] else del[#del + 1] = f end
+    end
+  end
+  for i = 1, #set, 1000 do redis.call('HSET', key, unpack(set, i, math.min(i + 999, #set))) end
+  for i = 1, #del, 1000 do redis.call('HDEL', key, unpack(del, i, math.min(i + 999, #del))) end
+end
 
 -- entries parses a log into {tag, ms} pairs.
 local function entries(raw)
@@ -77,20 +118,17 @@ local function entries(raw)
   return out
 end
 
--- store writes the log es (newest k kept, none older than keep ms), or
--- deletes the field when nothing is left.
-local function store(key, field, es, k, keep)
+-- encode returns the log es (newest k kept, none older than keep ms), or
+-- nil when nothing is left.
+local function encode(es, k, keep)
   table.sort(es, function(a, b) return a[2] > b[2] end)
   local parts = {}
   for i = 1, #es do
     if #parts >= k then break end
     if es[i][2] > now - keep then parts[#parts + 1] = es[i][1] .. RS .. es[i][2] end
   end
-  if #parts == 0 then
-    redis.call('HDEL', key, field)
-  else
-    redis.call('HSET', key, field, table.concat(parts, US))
-  end
+  if #parts == 0 then return nil end
+  return table.concat(parts, US)
 end
 `
 
@@ -103,21 +141,24 @@ end
 // ARGV[5+2i], ARGV[6+2i] device id and tag of attempt i
 //
 // Returns one number per attempt: 0 when admitted (the time is reserved),
-// else the milliseconds to wait.
+// else the milliseconds to wait. Attempts are decided in order, so a later
+// attempt for the same device sees an earlier one's reservation.
 var admitScript = redis.NewScript(luaPhone + `
 local pols = {
   ios = {k = tonumber(ARGV[1]), w = tonumber(ARGV[2]), gap = tonumber(ARGV[3])},
   android = {k = tonumber(ARGV[4]), w = tonumber(ARGV[5]), gap = tonumber(ARGV[6])},
 }
+local fields = {}
+for i = 1, #KEYS - 1 do fields[i] = 'p' .. ARGV[5 + 2 * i] end
+load(KEYS[1], fields)
 local out = {}
 for i = 1, #KEYS - 1 do
-  local id, tag = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
-  local field = 'p' .. id
-  local raw = redis.call('HGET', KEYS[1], field)
+  local tag, field = ARGV[6 + 2 * i], fields[i]
+  local raw = get(field)
   if not raw then
     -- Nothing may have reached the phone within the window: no policy
     -- to read.
-    redis.call('HSET', KEYS[1], field, tag .. RS .. now)
+    put(field, tag .. RS .. now)
     out[i] = 0
   else
     local dev = redis.call('HMGET', KEYS[1 + i], 'pl', 'mi')
@@ -137,11 +178,12 @@ for i = 1, #KEYS - 1 do
       out[i] = at - now
     else
       others[#others + 1] = {tag, now}
-      store(KEYS[1], field, others, pol.k, math.max(pol.w, gap))
+      put(field, encode(others, pol.k, math.max(pol.w, gap)))
       out[i] = 0
     end
   end
 end
+save(KEYS[1])
 return out
 `)
 
@@ -153,10 +195,13 @@ return out
 //
 // Returns the number of entries changed.
 var settleScript = redis.NewScript(luaPhone + `
+local fields = {}
+for i = 1, #ARGV, 3 do fields[#fields + 1] = 'p' .. ARGV[i] end
+load(KEYS[1], fields)
 local n = 0
 for i = 1, #ARGV, 3 do
   local field, tag, what = 'p' .. ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local raw = redis.call('HGET', KEYS[1], field)
+  local raw = get(field)
   if raw then
     -- Tags are 8 hex digits, so the pattern needs no escaping; the entry
     -- keeps its place (admit re-sorts when it trims).
@@ -171,10 +216,11 @@ for i = 1, #ARGV, 3 do
     end
     if m > 0 then
       n = n + 1
-      if new == '' then redis.call('HDEL', KEYS[1], field) else redis.call('HSET', KEYS[1], field, new) end
+      if new == '' then put(field, nil) else put(field, new) end
     end
   end
 end
+save(KEYS[1])
 return n
 `)
 

@@ -805,3 +805,49 @@ func TestBudgetAtThePhone(t *testing.T) {
 		t.Fatalf("phone log after Forget: exists %v, %v", ok, err)
 	}
 }
+
+// TestBudgetAtThePhoneInOneBatch puts several attempts for the same device
+// in one Admit and one Settle call: the scripts read the batch's logs once
+// and work on them in memory, so a later attempt must still see an
+// earlier one's reservation, and a settlement the one before it.
+func TestBudgetAtThePhoneInOneBatch(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	rdb := redistest.Start(t)
+	pol := Policy{Limit: 3, Window: time.Hour, MinGap: 10 * time.Minute}
+	th, err := New(Config{IOS: pol, Android: pol}, rdb, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{rdb: rdb, th: th}
+	// Devices 1 and 65 share partition 1; device 2 is in another.
+	e.addDevices(t, device{id: 1, pl: "ios", bg: true}, device{id: 65, pl: "android", bg: true}, device{id: 2, pl: "ios", bg: true})
+	w, err := th.Admit(ctx, []Attempt{{1, "a"}, {65, "a"}, {1, "b"}, {2, "a"}, {1, "a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w[0] != 0 || w[1] != 0 || w[3] != 0 || w[4] != 0 {
+		t.Fatalf("waits %v: want 0 for the first push of each device and for push a's re-attempt", w)
+	}
+	if w[2] < 9*time.Minute {
+		t.Fatalf("device 1's push b in the same batch as its push a: wait %v, want nearly the 10m gap", w[2])
+	}
+	// Refuse a and deliver device 65's push in one call: device 1's log
+	// empties, device 65's keeps its entry.
+	if err := th.Settle(ctx, []Attempt{{1, "a"}, {65, "a"}, {1, "zz"}}, []Settlement{Refused, Delivered, Refused}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := rdb.HExists(ctx, keys.Throttle(keys.Partition(1)), "p1").Result(); err != nil || ok {
+		t.Fatalf("device 1's log after its only push was refused: exists %v, %v", ok, err)
+	}
+	w, err = th.Admit(ctx, []Attempt{{1, "b"}, {65, "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w[0] != 0 {
+		t.Fatalf("device 1's push b after a was refused: wait %v, want 0", w[0])
+	}
+	if w[1] < 9*time.Minute {
+		t.Fatalf("device 65's push b after a was delivered: wait %v, want the gap", w[1])
+	}
+}
