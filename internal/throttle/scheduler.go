@@ -42,8 +42,11 @@ func (t *Throttle) Step(ctx context.Context, limit int) (Moves, error) {
 	if err != nil {
 		return total, fmt.Errorf("scheduler: %w", err)
 	}
-	nowMS := now.UnixMilli()
-	upTo := strconv.FormatInt(nowMS, 10)
+	upTo := strconv.FormatInt(now.UnixMilli(), 10)
+	nowArg, err := t.nowArg(ctx)
+	if err != nil {
+		return total, fmt.Errorf("scheduler: %w", err)
+	}
 	active := make([]int, keys.Partitions)
 	for p := range active {
 		active[p] = p
@@ -69,7 +72,7 @@ func (t *Throttle) Step(ctx context.Context, limit int) (Moves, error) {
 			}
 			c := &call{keys: make([]string, 0, 3+len(ids)), args: make([]any, 0, 11+len(ids))}
 			c.keys = append(c.keys, keys.Throttle(p), keys.Due(p), keys.Stream(keys.PushQueue, p))
-			c.args = append(c.args, nowMS)
+			c.args = append(c.args, nowArg)
 			c.args = append(c.args, t.polArg...)
 			for _, s := range ids {
 				id, err := strconv.ParseUint(s, 10, 64)

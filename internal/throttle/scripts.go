@@ -88,6 +88,16 @@ local function allow_at(s, pol, gap, now)
   return a
 end
 
+-- server_now is the time of the call in unix ms, as a string: arg when the
+-- caller passed one (a test clock), else this server's TIME, read here so
+-- that a decision and the stream id of the push it writes share one
+-- instant (a TIME read by the caller would be a round trip older).
+local function server_now(arg)
+  if arg ~= '' then return arg end
+  local tm = redis.call('TIME')
+  return string.format('%d', tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000))
+end
+
 -- record returns S with the send time now_s appended, keeping the last k.
 local function record(s, pol, now_s)
   local keep = pol.k
@@ -175,7 +185,7 @@ end
 // KEYS[2]  due:{pN}       deferred pushes, score = due unix ms
 // KEYS[3]  q:push:{pN}    push stream
 // KEYS[4..] dev:{pN}:<id> device hashes, one per device of the batch
-// ARGV[1]  now, unix ms
+// ARGV[1]  now, unix ms; empty: the server's TIME, read inside the script
 // ARGV[2]  event id, as a JSON string literal
 // ARGV[3]  lane "feed"|"breaking"
 // ARGV[4]  reason, as a JSON string literal
@@ -198,7 +208,7 @@ var decideScript = redis.NewScript(luaCommon + decideLua)
 // the same states.
 const decideLua = `
 local FAST, MEMO = true, true
-local now_s = ARGV[1]
+local now_s = server_now(ARGV[1])
 local now = tonumber(now_s)
 local qev = ARGV[2]
 local lane = ARGV[3]
@@ -433,7 +443,7 @@ return {cnt.q, cnt.d, cnt.c, skipped, missing, dup, ios.d, ios.c, android.d, and
 // KEYS[2]  due:{pN}       deferred pushes, score = due unix ms
 // KEYS[3]  q:push:{pN}    push stream
 // KEYS[4..] dev:{pN}:<id> device hashes of the candidates (distinct)
-// ARGV[1]  now, unix ms
+// ARGV[1]  now, unix ms; empty: the server's TIME, read inside the script
 // ARGV[2..11] policies (see luaCommon)
 // ARGV[12..] device ids, ARGV[8+i] belongs to KEYS[i]
 //
@@ -448,7 +458,7 @@ var moveScript = redis.NewScript(luaCommon + moveLua)
 // moveLua is the body of moveScript; MEMO switches its memo off in tests.
 const moveLua = `
 local MEMO = true
-local now_s = ARGV[1]
+local now_s = server_now(ARGV[1])
 local now = tonumber(now_s)
 local pols = policies(2)
 local queued, resched, skipped, missing, stale = 0, 0, 0, 0, 0

@@ -45,7 +45,8 @@
 // # One clock: Redis's
 //
 // Every decision and the due scheduler use the Redis server's clock (TIME,
-// read once per Decide or Step call), never the replica's wall clock, so
+// read inside each script, so a decision and the stream id of the push it
+// writes share one instant), never the replica's wall clock, so
 // replicas whose clocks are minutes apart still space a device's pushes by
 // MinGap and keep K per W. Config.Clock replaces it in tests only.
 //
@@ -176,6 +177,20 @@ type Config struct {
 // Clock tells the throttle what time it is.
 type Clock interface {
 	Now(ctx context.Context) (time.Time, error)
+}
+
+// nowArg is the time argument of the decide and move scripts: "" for the
+// default clock, which makes each script read its server's TIME itself,
+// else the injected clock's unix ms.
+func (t *Throttle) nowArg(ctx context.Context) (any, error) {
+	if _, ok := t.cfg.Clock.(redisClock); ok {
+		return "", nil
+	}
+	now, err := t.cfg.Clock.Now(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return now.UnixMilli(), nil
 }
 
 // redisClock is the Redis server's clock: one fleet-wide time, whatever
@@ -397,7 +412,7 @@ func (t *Throttle) Decide(ctx context.Context, u Update, devices []uint64) (Coun
 	if err := u.validate(); err != nil {
 		return Counts{}, err
 	}
-	now, err := t.cfg.Clock.Now(ctx)
+	now, err := t.nowArg(ctx)
 	if err != nil {
 		return Counts{}, fmt.Errorf("decide event %s: %w", u.Event, err)
 	}
@@ -407,7 +422,7 @@ func (t *Throttle) Decide(ctx context.Context, u Update, devices []uint64) (Coun
 		p := keys.Partition(id)
 		groups[p] = append(groups[p], id)
 	}
-	head := []any{now.UnixMilli(), quote(u.Event), u.Lane, quote(u.Reason), feeds, since}
+	head := []any{now, quote(u.Event), u.Lane, quote(u.Reason), feeds, since}
 	head = append(head, t.polArg...)
 	head = append(head, t.cfg.Remember, t.cfg.MaxEvents)
 
