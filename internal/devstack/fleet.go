@@ -115,7 +115,10 @@ type FleetStats struct {
 	Missed         int64 // deliveries that did not wake the app, by design
 	Wakes          int64 // app wakes (each fetches, then posts a receipt)
 	Receipts       int64 // receipts the api accepted
-	Failed         int64 // wakes whose fetch or receipt failed
+	// Posting is how many receipts were sent whose answer has not come
+	// back yet: the api may already count them.
+	Posting int64
+	Failed  int64 // wakes whose fetch or receipt failed
 }
 
 // Fleet is a simulated fleet of phones running a news app: they register
@@ -134,7 +137,7 @@ type Fleet struct {
 	rng     *rand.Rand            // used by the consumer goroutine only
 	wakeSem chan struct{}
 
-	registered, regFailed, deliveries, breaking, unknown, missed, wakes, receipts, failed atomic.Int64
+	registered, regFailed, deliveries, breaking, unknown, missed, wakes, receipts, posting, failed atomic.Int64
 
 	regDone chan struct{}
 
@@ -295,7 +298,11 @@ func (f *Fleet) Registered() <-chan struct{} { return f.regDone }
 
 // Stats returns the fleet's counters.
 func (f *Fleet) Stats() FleetStats {
-	return FleetStats{
+	// posting is read before receipts, and a post moves to receipts before
+	// it leaves posting, so Receipts+Posting never misses a receipt the api
+	// counted before this call.
+	posting := f.posting.Load()
+	return FleetStats{Posting: posting,
 		Devices: len(f.devices), Registered: f.registered.Load(), RegisterFailed: f.regFailed.Load(),
 		Deliveries: f.deliveries.Load(), Breaking: f.breaking.Load(), Unknown: f.unknown.Load(), Missed: f.missed.Load(),
 		Wakes: f.wakes.Load(), Receipts: f.receipts.Load(), Failed: f.failed.Load(),
@@ -473,9 +480,14 @@ func (f *Fleet) wake(ctx context.Context, d *simDevice, data map[string]string) 
 	case items > 0:
 		outcome = "synced"
 	}
+	f.posting.Add(1)
 	err := f.api.postReceipt(ctx, id, secret, receipt{
 		PushID: data["push_id"], ReceivedAt: wokeAt.UTC().Format(time.RFC3339Nano), Outcome: outcome, Items: items,
 	})
+	if err == nil {
+		f.receipts.Add(1)
+	}
+	f.posting.Add(-1)
 	if err != nil {
 		if ctx.Err() == nil {
 			if n := f.failed.Add(1); n <= 5 {
@@ -487,7 +499,6 @@ func (f *Fleet) wake(ctx context.Context, d *simDevice, data map[string]string) 
 	if fetchErr != nil && f.failed.Add(1) <= 5 {
 		f.log.WarnContext(ctx, "fleet: reading feed items failed", "device_id", id, "err", fetchErr)
 	}
-	f.receipts.Add(1)
 }
 
 // payloadOf returns the push's custom data: the FCM data map, or the keys

@@ -118,8 +118,11 @@ func TestStackWakesTheFleet(t *testing.T) {
 	if fs.Unknown != 0 {
 		t.Fatalf("deliveries to tokens outside the fleet: got %d, want 0", fs.Unknown)
 	}
-	if sum.Receipts > fs.Receipts {
-		t.Fatalf("receipts nudge counted: got %d, more than the fleet posted (%d)", sum.Receipts, fs.Receipts)
+	// A receipt whose answer is still on its way (Posting), or whose answer
+	// the fleet gave up waiting for (among Failed), may be counted by nudge
+	// but not by the fleet.
+	if sum.Receipts > fs.Receipts+fs.Posting+fs.Failed {
+		t.Fatalf("receipts nudge counted: got %d, more than the fleet posted (%d accepted, %d in flight, %d failed)", sum.Receipts, fs.Receipts, fs.Posting, fs.Failed)
 	}
 	if !strings.Contains(sum.String(), "wakes ") {
 		t.Fatalf("summary line %q lacks the wakes", sum.String())
