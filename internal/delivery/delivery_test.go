@@ -206,7 +206,7 @@ func TestDeliversSilentPushesWithCursorAndAlert(t *testing.T) {
 		if data["type"] != "nudge.sync" || data["feeds"] != "headlines" || data["since"] != "headlines:41" || data["event"] != id || data["reason"] != "breaking" {
 			t.Fatalf("%s/%s payload: got %v", d.Provider, d.Platform, data)
 		}
-		if lane, _, err := delivery.ParsePushID(data["push_id"]); err != nil || lane != throttle.LaneBreaking {
+		if lane, _, err := delivery.ParsePushID(data["push_id"]); err != nil || lane != throttle.LaneAlert {
 			t.Fatalf("push id %q: lane %q, %v", data["push_id"], lane, err)
 		}
 		if !del.Alert {

@@ -19,6 +19,7 @@
 //	done, fin                "1" and the finish time (unix ms) once planned
 //	targeted                 devices found subscribed
 //	queued deferred coalesced skipped missing duplicate   throttle outcomes
+//	held                     alert-lane devices the alert guard held back
 //	sent pruned failed superseded   push outcomes, added by the push worker (Record)
 //
 // The hash expires Config.Retain after Publish. Nothing recreates it
@@ -81,6 +82,16 @@ func (e Event) validate() error {
 		return fmt.Errorf("event %s reason %q: want feed, breaking or stale: %w", e.ID, e.Reason, ErrInvalidEvent)
 	}
 	return nil
+}
+
+// throttleLane is the throttle lane of the event's pushes: a breaking
+// event with a visible alert goes on the alert lane, which is sent at once
+// whatever the silent budget (throttle's package comment).
+func (e Event) throttleLane() string {
+	if e.Lane == throttle.LaneBreaking && e.Alert != nil && (e.Alert.Title != "" || e.Alert.Body != "") {
+		return throttle.LaneAlert
+	}
+	return e.Lane
 }
 
 // Decider decides and enqueues pushes for a batch of devices;
@@ -234,9 +245,12 @@ type Progress struct {
 	Skipped    int64     // background sync off
 	Missing    int64     // subscribed id without a device
 	Duplicate  int64     // re-planned after a crash (inside the counts above)
-	Sent       int64     // pushes the provider accepted (Record)
-	Pruned     int64     // pushes whose token was pruned (Record)
-	Failed     int64     // pushes that failed for good (Record)
+	// Held counts devices the alert guard held back: they got the sync
+	// without the visible alert (inside the counts above).
+	Held   int64
+	Sent   int64 // pushes the provider accepted (Record)
+	Pruned int64 // pushes whose token was pruned (Record)
+	Failed int64 // pushes that failed for good (Record)
 	// Superseded counts pushes dropped at send time because the device was
 	// deleted, opted out or moved to another token after planning (Record).
 	Superseded int64
@@ -251,7 +265,7 @@ func (p Progress) Planned() int64 { return p.Queued + p.Deferred }
 // Ended is the number of pushes with a final outcome.
 func (p Progress) Ended() int64 { return p.Sent + p.Pruned + p.Failed + p.Superseded }
 
-var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "def"}
+var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "held", "def"}
 
 // Progress returns the progress of event id.
 func (p *Planner) Progress(ctx context.Context, id string) (Progress, error) {
@@ -270,7 +284,7 @@ func (p *Planner) Progress(ctx context.Context, id string) (Progress, error) {
 	pr := Progress{
 		ID: id, Done: n(0) == 1, Cursor: uint64(n(1)),
 		Targeted: n(3), Queued: n(4), Deferred: n(5), Coalesced: n(6), Skipped: n(7), Missing: n(8), Duplicate: n(9),
-		Sent: n(10), Pruned: n(11), Failed: n(12), Superseded: n(13),
+		Sent: n(10), Pruned: n(11), Failed: n(12), Superseded: n(13), Held: n(14),
 	}
 	if fin := n(2); fin > 0 {
 		pr.FinishedAt = time.UnixMilli(fin)
@@ -382,7 +396,7 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 	if pr.Done {
 		return pr, nil
 	}
-	u := throttle.Update{Event: ev.ID, Feeds: ev.Feeds, Lane: ev.Lane, Reason: ev.Reason, Since: ev.Since}
+	u := throttle.Update{Event: ev.ID, Feeds: ev.Feeds, Lane: ev.throttleLane(), Reason: ev.Reason, Since: ev.Since}
 	seq, err := p.rdb.Get(ctx, keys.DeviceSeq()).Uint64()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return pr, fmt.Errorf("plan event %s: read device sequence: %w", id, err)
@@ -412,7 +426,7 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 		ok, err := checkpointScript.Run(ctx, p.rdb, []string{keys.Event(id)},
 			strconv.FormatUint(pr.Cursor, 10), strconv.FormatUint(next, 10),
 			"targeted", len(ids), "queued", c.Queued, "deferred", c.Deferred, "coalesced", c.Coalesced,
-			"skipped", c.Skipped, "missing", c.Missing, "duplicate", c.Duplicate).Int()
+			"skipped", c.Skipped, "missing", c.Missing, "duplicate", c.Duplicate, "held", c.Held).Int()
 		if err != nil {
 			return pr, fmt.Errorf("plan event %s: checkpoint %d: %w", id, next, err)
 		}
@@ -450,7 +464,7 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 		return pr, err
 	}
 	p.log.InfoContext(ctx, "fan-out planned", "event", id, "targeted", pr.Targeted, "queued", pr.Queued,
-		"deferred", pr.Deferred, "coalesced", pr.Coalesced, "skipped", pr.Skipped, "missing", pr.Missing)
+		"deferred", pr.Deferred, "coalesced", pr.Coalesced, "skipped", pr.Skipped, "missing", pr.Missing, "held", pr.Held)
 	return pr, nil
 }
 
@@ -458,7 +472,7 @@ func (p *Planner) observe(c throttle.Counts) {
 	for _, o := range []struct {
 		name string
 		n    int64
-	}{{"queued", c.Queued}, {"deferred", c.Deferred}, {"coalesced", c.Coalesced}, {"skipped", c.Skipped}, {"missing", c.Missing}, {"duplicate", c.Duplicate}} {
+	}{{"queued", c.Queued}, {"deferred", c.Deferred}, {"coalesced", c.Coalesced}, {"skipped", c.Skipped}, {"missing", c.Missing}, {"duplicate", c.Duplicate}, {"held", c.Held}} {
 		if o.n > 0 {
 			p.devices.WithLabelValues(o.name).Add(float64(o.n))
 		}
