@@ -53,7 +53,7 @@ func setupWith(t *testing.T, tcfg throttle.Config, mod ...func(*push.Config)) *b
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"headlines", "sport"} {
+	for _, id := range []string{"headlines", "sport", "world", "tech"} {
 		if _, err := store.Put(ctx, catalog.Feed{ID: id, Title: id, URL: "https://news.example/" + id}); err != nil {
 			t.Fatal(err)
 		}

@@ -5,7 +5,10 @@
 // bitmaps of the event's feeds in windows of Config.Window device ids,
 // ORs the feeds' slices together (a device subscribed to several changed
 // feeds is decided once), and hands each window to the throttle, which
-// decides and enqueues atomically per partition. After each window the
+// decides and enqueues atomically per partition. Devices are handed over
+// grouped by which of the event's feeds they follow, so each push names
+// only those feeds, each with its cursor; a device that follows none of
+// them is not targeted. After each window the
 // cursor and the window's counts are checkpointed in the event hash in one
 // step, so a killed planner resumes at the first window it had not
 // checkpointed. Re-running that window is safe: the throttle remembers the
@@ -64,6 +67,9 @@ type Event struct {
 	CreatedAt time.Time        `json:"created_at"`
 }
 
+// MaxFeeds is the most feeds one event names.
+const MaxFeeds = 64
+
 // ErrInvalidEvent is returned by Publish for an event that cannot be planned.
 var ErrInvalidEvent = errors.New("invalid event")
 
@@ -74,8 +80,8 @@ func (e Event) validate() error {
 	switch {
 	case e.ID == "" || len(e.ID) > 128:
 		return fmt.Errorf("event id %q: want 1 to 128 bytes: %w", e.ID, ErrInvalidEvent)
-	case len(e.Feeds) == 0:
-		return fmt.Errorf("event %s has no feeds: %w", e.ID, ErrInvalidEvent)
+	case len(e.Feeds) == 0 || len(e.Feeds) > MaxFeeds:
+		return fmt.Errorf("event %s has %d feeds: want 1 to %d: %w", e.ID, len(e.Feeds), MaxFeeds, ErrInvalidEvent)
 	case e.Lane != throttle.LaneFeed && e.Lane != throttle.LaneBreaking:
 		return fmt.Errorf("event %s lane %q: want %q or %q: %w", e.ID, e.Lane, throttle.LaneFeed, throttle.LaneBreaking, ErrInvalidEvent)
 	case e.Reason != "feed" && e.Reason != "breaking" && e.Reason != "stale":
@@ -396,7 +402,6 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 	if pr.Done {
 		return pr, nil
 	}
-	u := throttle.Update{Event: ev.ID, Feeds: ev.Feeds, Lane: ev.throttleLane(), Reason: ev.Reason, Since: ev.Since}
 	seq, err := p.rdb.Get(ctx, keys.DeviceSeq()).Uint64()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return pr, fmt.Errorf("plan event %s: read device sequence: %w", id, err)
@@ -410,7 +415,7 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 	defer func() { pre.wait() }()
 	for cur <= seq {
 		next := cur + win
-		ids, err := pre.wait()
+		subs, err := pre.wait()
 		if err != nil {
 			return pr, fmt.Errorf("plan event %s at %d: %w", id, cur, err)
 		}
@@ -418,14 +423,14 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 			pre = p.prefetch(ctx, ev.Feeds, next)
 		}
 		var c throttle.Counts
-		if len(ids) > 0 {
-			if c, err = p.th.Decide(ctx, u, ids); err != nil {
+		if len(subs) > 0 {
+			if c, err = p.decide(ctx, ev, subs); err != nil {
 				return pr, fmt.Errorf("plan event %s at %d: %w", id, cur, err)
 			}
 		}
 		ok, err := checkpointScript.Run(ctx, p.rdb, []string{keys.Event(id)},
 			strconv.FormatUint(pr.Cursor, 10), strconv.FormatUint(next, 10),
-			"targeted", len(ids), "queued", c.Queued, "deferred", c.Deferred, "coalesced", c.Coalesced,
+			"targeted", len(subs), "queued", c.Queued, "deferred", c.Deferred, "coalesced", c.Coalesced,
 			"skipped", c.Skipped, "missing", c.Missing, "duplicate", c.Duplicate, "held", c.Held).Int()
 		if err != nil {
 			return pr, fmt.Errorf("plan event %s: checkpoint %d: %w", id, next, err)
@@ -482,15 +487,15 @@ func (p *Planner) observe(c throttle.Counts) {
 // pending is a window read that runs in its own goroutine.
 type pending struct {
 	done chan struct{}
-	ids  []uint64
+	subs []sub
 	err  error
 }
 
 // wait waits for the read and returns its result. It may be called more
 // than once.
-func (w *pending) wait() ([]uint64, error) {
+func (w *pending) wait() ([]sub, error) {
 	<-w.done
-	return w.ids, w.err
+	return w.subs, w.err
 }
 
 // prefetch starts reading the window at start. Whoever holds the result
@@ -499,15 +504,16 @@ func (p *Planner) prefetch(ctx context.Context, feeds []string, start uint64) *p
 	w := &pending{done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		w.ids, w.err = p.window(ctx, feeds, start)
+		w.subs, w.err = p.window(ctx, feeds, start)
 	}()
 	return w
 }
 
 // window returns the ids in [start, start+Window) subscribed to any of
-// feeds, ascending. start is a multiple of Window, so the window lies in
-// one bitmap chunk.
-func (p *Planner) window(ctx context.Context, feeds []string, start uint64) ([]uint64, error) {
+// feeds, ascending, each with the mask of the feeds it follows (bit i:
+// feeds[i]). start is a multiple of Window, so the window lies in one
+// bitmap chunk.
+func (p *Planner) window(ctx context.Context, feeds []string, start uint64) ([]sub, error) {
 	k, bit := keys.SubChunkOf(start)
 	from := bit / 8
 	to := from + int64(p.cfg.Window/8) - 1
@@ -520,8 +526,10 @@ func (p *Planner) window(ctx context.Context, feeds []string, start uint64) ([]u
 		return nil, fmt.Errorf("read subscriptions: %w", err)
 	}
 	var union []byte
-	for _, c := range cmds {
+	maps := make([][]byte, len(cmds))
+	for f, c := range cmds {
 		b, _ := c.Bytes()
+		maps[f] = b
 		if len(b) > len(union) {
 			b, union = union, append(make([]byte, 0, p.cfg.Window/8), b...)
 		}
@@ -529,14 +537,64 @@ func (p *Planner) window(ctx context.Context, feeds []string, start uint64) ([]u
 			union[i] |= b[i]
 		}
 	}
-	var ids []uint64
+	var subs []sub
 	for i, b := range union {
 		for b != 0 {
 			// SETBIT numbers bits from the most significant bit of each byte.
 			j := bits.LeadingZeros8(b)
-			ids = append(ids, start+uint64(i*8+j))
-			b &^= 0x80 >> j
+			bit := byte(0x80) >> j
+			var mask uint64
+			for f, m := range maps {
+				if i < len(m) && m[i]&bit != 0 {
+					mask |= 1 << f
+				}
+			}
+			subs = append(subs, sub{id: start + uint64(i*8+j), mask: mask})
+			b &^= bit
 		}
 	}
-	return ids, nil
+	return subs, nil
+}
+
+// sub is one subscribed device of a window and the mask of the event's
+// feeds it follows.
+type sub struct {
+	id   uint64
+	mask uint64
+}
+
+// decide hands a window's devices to the throttle, grouped by the feeds
+// each follows: a push names only the event's feeds that its device
+// follows, each with its cursor. A single-feed event is one group.
+func (p *Planner) decide(ctx context.Context, ev Event, subs []sub) (throttle.Counts, error) {
+	groups := map[uint64][]uint64{}
+	var order []uint64
+	for _, s := range subs {
+		if _, ok := groups[s.mask]; !ok {
+			order = append(order, s.mask)
+		}
+		groups[s.mask] = append(groups[s.mask], s.id)
+	}
+	var total throttle.Counts
+	for _, mask := range order {
+		u := throttle.Update{Event: ev.ID, Lane: ev.throttleLane(), Reason: ev.Reason}
+		for f, feed := range ev.Feeds {
+			if mask&(1<<f) == 0 {
+				continue
+			}
+			u.Feeds = append(u.Feeds, feed)
+			if c, ok := ev.Since[feed]; ok {
+				if u.Since == nil {
+					u.Since = map[string]int64{}
+				}
+				u.Since[feed] = c
+			}
+		}
+		c, err := p.th.Decide(ctx, u, groups[mask])
+		if err != nil {
+			return total, err
+		}
+		total.Add(c)
+	}
+	return total, nil
 }
