@@ -51,23 +51,32 @@ type fakeSync struct {
 
 // syncCounts is one answer of GET /v1/syncs/{id}.
 type syncCounts struct {
-	State     string `json:"state"`
-	Targeted  int    `json:"targeted"`
-	Queued    int    `json:"queued"`
-	Sent      int    `json:"sent"`
-	Deferred  int    `json:"deferred"`
-	Coalesced int    `json:"coalesced"`
-	Skipped   int    `json:"skipped"`
-	Pruned    int    `json:"pruned"`
-	Failed    int    `json:"failed"`
+	State      string `json:"state"`
+	Targeted   int    `json:"targeted"`
+	Queued     int    `json:"queued"`
+	Sent       int    `json:"sent"`
+	Deferred   int    `json:"deferred"`
+	Coalesced  int    `json:"coalesced"`
+	Skipped    int    `json:"skipped"`
+	Pruned     int    `json:"pruned"`
+	Failed     int    `json:"failed"`
+	Superseded int    `json:"superseded"`
+	InFlight   int    `json:"in_flight"`
+	Held       int    `json:"held"`
+	// LastSentAfter is the last push's time after the sync's creation;
+	// zero: no last_sent_at.
+	LastSentAfter time.Duration `json:"-"`
 }
 
 // syncSteps is what successive polls of a sync return; the last repeats.
+// As the API does, targeted is skipped + sent + pruned + failed +
+// superseded + in_flight at every step.
 var syncSteps = []syncCounts{
 	{State: "planning"},
-	{State: "planning", Targeted: 600, Queued: 600, Sent: 120},
-	{State: "planned", Targeted: 1200, Queued: 1200, Sent: 800, Deferred: 12, Coalesced: 4, Pruned: 6, Failed: 1},
-	{State: "planned", Targeted: 1200, Queued: 1200, Sent: 1150, Deferred: 20, Coalesced: 10, Skipped: 5, Pruned: 10, Failed: 5},
+	{State: "planning", Targeted: 600, Queued: 600, Sent: 120, InFlight: 480},
+	{State: "sending", Targeted: 1200, Queued: 1180, Sent: 800, Deferred: 12, Coalesced: 4, Skipped: 4, Pruned: 6, Failed: 1, InFlight: 389, Held: 3},
+	{State: "done", Targeted: 1200, Queued: 1165, Sent: 1175, Deferred: 20, Coalesced: 10, Skipped: 5, Pruned: 10, Failed: 5, Superseded: 5, Held: 3,
+		LastSentAfter: 4200 * time.Millisecond},
 }
 
 type apiError struct {
@@ -248,13 +257,18 @@ func (f *fakeAPI) getSync(w http.ResponseWriter, r *http.Request, _ who) {
 	f.syncGets++
 	c := syncSteps[min(s.step, len(syncSteps)-1)]
 	s.step++
+	last := ""
+	if c.LastSentAfter > 0 {
+		last = s.start.Add(c.LastSentAfter).UTC().Format(time.RFC3339Nano)
+	}
 	writeJSON(w, http.StatusOK, struct {
-		ID        string   `json:"id"`
-		Feeds     []string `json:"feeds"`
-		Lane      string   `json:"lane"`
-		CreatedAt string   `json:"created_at"`
+		ID         string   `json:"id"`
+		Feeds      []string `json:"feeds"`
+		Lane       string   `json:"lane"`
+		CreatedAt  string   `json:"created_at"`
+		LastSentAt string   `json:"last_sent_at,omitempty"`
 		syncCounts
-	}{s.id, s.req.Feeds, s.req.Lane, rfc3339(s.start), c})
+	}{s.id, s.req.Feeds, s.req.Lane, s.start.UTC().Format(time.RFC3339Nano), last, c})
 }
 
 func (f *fakeAPI) putFeed(w http.ResponseWriter, r *http.Request, _ who) {

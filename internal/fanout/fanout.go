@@ -24,6 +24,7 @@
 //	queued deferred coalesced skipped missing duplicate   throttle outcomes
 //	held                     alert-lane devices the alert guard held back
 //	sent pruned failed superseded   push outcomes, added by the push worker (Record)
+//	last                     when the latest push of the event was sent (unix ms, Redis's clock)
 //
 // The hash expires Config.Retain after Publish. Nothing recreates it
 // without a TTL: the checkpoint and the final mark only write to an
@@ -260,6 +261,46 @@ type Progress struct {
 	// Superseded counts pushes dropped at send time because the device was
 	// deleted, opted out or moved to another token after planning (Record).
 	Superseded int64
+	// LastSentAt is when the latest push covering the event was sent;
+	// zero before the first.
+	LastSentAt time.Time
+}
+
+// Progress states, from planning to the last device accounted for.
+const (
+	StatePlanning = "planning" // subscribers are still being walked
+	StateSending  = "sending"  // planned; pushes are on their way
+	StateDone     = "done"     // every targeted device has its outcome
+)
+
+// InFlight is the number of targeted devices whose push has not ended yet.
+// A device the throttle queued, deferred or merged into a pending push
+// ends with the one push that carries the event (Record counts each such
+// push once for every event it covers), so every targeted device is
+// exactly one of skipped, missing, sent, pruned, failed, superseded or in
+// flight. While planning, a push can end before its window's counts are
+// checkpointed; InFlight is then 0 rather than negative, and Accounted
+// counts the ended push.
+func (p Progress) InFlight() int64 {
+	return max(0, p.Queued+p.Deferred+p.Coalesced-p.Ended())
+}
+
+// Accounted is the number of targeted devices seen so far: skipped,
+// missing, ended and in flight. It equals Targeted once every window's
+// counts are in, and the sum of the parts at every read.
+func (p Progress) Accounted() int64 {
+	return p.Skipped + p.Missing + p.Ended() + p.InFlight()
+}
+
+// State is StatePlanning, StateSending or StateDone.
+func (p Progress) State() string {
+	switch {
+	case !p.Done:
+		return StatePlanning
+	case p.InFlight() > 0:
+		return StateSending
+	}
+	return StateDone
 }
 
 // Planned is the number of pushes the planning step produced that have
@@ -271,7 +312,7 @@ func (p Progress) Planned() int64 { return p.Queued + p.Deferred }
 // Ended is the number of pushes with a final outcome.
 func (p Progress) Ended() int64 { return p.Sent + p.Pruned + p.Failed + p.Superseded }
 
-var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "held", "def"}
+var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "held", "last", "def"}
 
 // Progress returns the progress of event id.
 func (p *Planner) Progress(ctx context.Context, id string) (Progress, error) {
@@ -295,6 +336,9 @@ func (p *Planner) Progress(ctx context.Context, id string) (Progress, error) {
 	if fin := n(2); fin > 0 {
 		pr.FinishedAt = time.UnixMilli(fin)
 	}
+	if last := n(15); last > 0 {
+		pr.LastSentAt = time.UnixMilli(last)
+	}
 	return pr, nil
 }
 
@@ -311,14 +355,21 @@ const (
 	OutcomeSuperseded Outcome = "superseded"
 )
 
-// recordScript adds one to a push outcome counter of an event that still
-// exists (an expired event is not recreated).
+// recordScript adds to a push outcome counter of an event that still
+// exists (an expired event is not recreated); a sent push also moves the
+// event's last send time, on Redis's clock, forward.
 //
 // KEYS[1] ev:{id}; ARGV[1] counter field, ARGV[2] increment.
 // Returns 1 if counted, 0 if the event is gone.
 var recordScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[1] == 'sent' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+  if now > last then redis.call('HSET', KEYS[1], 'last', now) end
+end
 return 1
 `)
 

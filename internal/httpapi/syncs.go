@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -39,18 +40,30 @@ type progressView struct {
 	Feeds     []string  `json:"feeds"`
 	Lane      string    `json:"lane"`
 	CreatedAt time.Time `json:"created_at"`
-	State     string    `json:"state"` // planning, planned
-	Targeted  int64     `json:"targeted"`
-	Queued    int64     `json:"queued"`
-	Sent      int64     `json:"sent"`
-	Deferred  int64     `json:"deferred"`
-	Coalesced int64     `json:"coalesced"`
-	Skipped   int64     `json:"skipped"` // opted out, or gone before planning
-	Pruned    int64     `json:"pruned"`
-	Failed    int64     `json:"failed"`
+	// State is planning, sending (planned, pushes on their way) or done
+	// (every targeted device has its outcome).
+	State string `json:"state"`
+	// Targeted is always skipped + sent + pruned + failed + superseded +
+	// in_flight: every device found so far, each in exactly one of them.
+	// Queued, deferred and coalesced say how the throttle planned them.
+	Targeted  int64 `json:"targeted"`
+	Queued    int64 `json:"queued"`
+	Sent      int64 `json:"sent"`
+	Deferred  int64 `json:"deferred"`
+	Coalesced int64 `json:"coalesced"`
+	Skipped   int64 `json:"skipped"` // opted out, or gone before planning
+	Pruned    int64 `json:"pruned"`
+	Failed    int64 `json:"failed"`
 	// Superseded: dropped at send time (device deleted, opted out or
 	// re-tokened since planning).
 	Superseded int64 `json:"superseded"`
+	// InFlight: planned pushes that have not ended yet.
+	InFlight int64 `json:"in_flight"`
+	// Held: devices the alert guard (NUDGE_ALERT_LIMIT) sent the sync to
+	// silently, without its alert; inside the counts above.
+	Held int64 `json:"held"`
+	// LastSentAt is when the latest push of the sync was sent.
+	LastSentAt *time.Time `json:"last_sent_at,omitempty"`
 }
 
 // createSync is POST /v1/syncs: an editor asks subscribers of some feeds to
@@ -117,8 +130,10 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 
 // getSync is GET /v1/syncs/{id}: live progress of a sync.
 func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
-	id := chi.URLParam(r, "id")
-	if id == "" || len(id) > maxEventIDSize {
+	// Clients percent-encode the colons of ids like feed:headlines:5; the
+	// router leaves the escaped path as it is.
+	id, err := url.PathUnescape(chi.URLParam(r, "id"))
+	if err != nil || id == "" || len(id) > maxEventIDSize {
 		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found"}
 	}
 	ev, err := s.deps.Pipeline.Planner.Event(r.Context(), id)
@@ -137,15 +152,17 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 }
 
 func viewOfProgress(ev fanout.Event, p fanout.Progress) progressView {
-	state := "planning"
-	if p.Done {
-		state = "planned"
-	}
-	return progressView{
-		ID: ev.ID, Feeds: ev.Feeds, Lane: ev.Lane, CreatedAt: ev.CreatedAt.UTC(), State: state,
-		Targeted: p.Targeted, Queued: p.Queued, Sent: p.Sent, Deferred: p.Deferred, Coalesced: p.Coalesced,
+	v := progressView{
+		ID: ev.ID, Feeds: ev.Feeds, Lane: ev.Lane, CreatedAt: ev.CreatedAt.UTC(), State: p.State(),
+		Targeted: p.Accounted(), Queued: p.Queued, Sent: p.Sent, Deferred: p.Deferred, Coalesced: p.Coalesced,
 		Skipped: p.Skipped + p.Missing, Pruned: p.Pruned, Failed: p.Failed, Superseded: p.Superseded,
+		InFlight: p.InFlight(), Held: p.Held,
 	}
+	if !p.LastSentAt.IsZero() {
+		t := p.LastSentAt.UTC()
+		v.LastSentAt = &t
+	}
+	return v
 }
 
 // pollFeed is POST /v1/feeds/{feed}/poll: a CMS or an editor asks for the
