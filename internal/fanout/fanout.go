@@ -59,13 +59,16 @@ type Alert struct {
 
 // Event is one change that subscribed devices should sync.
 type Event struct {
-	ID        string           `json:"id"`
-	Feeds     []string         `json:"feeds"`           // feeds that changed; their subscribers are targeted
-	Lane      string           `json:"lane"`            // throttle.LaneFeed or throttle.LaneBreaking
-	Reason    string           `json:"reason"`          // "feed", "breaking" or "stale"
-	Since     map[string]int64 `json:"since,omitempty"` // per feed, the cursor to fetch from
-	Alert     *Alert           `json:"alert,omitempty"` // optional visible alert (breaking lane)
-	CreatedAt time.Time        `json:"created_at"`
+	ID     string           `json:"id"`
+	Feeds  []string         `json:"feeds"`           // feeds that changed; their subscribers are targeted
+	Lane   string           `json:"lane"`            // throttle.LaneFeed or throttle.LaneBreaking
+	Reason string           `json:"reason"`          // "feed", "breaking" or "stale"
+	Since  map[string]int64 `json:"since,omitempty"` // per feed, the cursor to fetch from
+	Alert  *Alert           `json:"alert,omitempty"` // optional visible alert (breaking lane)
+	// Audience optionally narrows the subscribers targeted; subscribers
+	// outside it are not targeted at all.
+	Audience  *Audience `json:"audience,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // MaxFeeds is the most feeds one event names.
@@ -134,11 +137,13 @@ func (c Config) validate() error {
 
 // Planner publishes events and plans their fan-out.
 type Planner struct {
-	cfg   Config
-	rdb   redis.UniversalClient
-	th    Decider
-	log   *slog.Logger
-	clock func() time.Time
+	cfg Config
+	rdb redis.UniversalClient
+	th  Decider
+	log *slog.Logger
+	// profiles filters events with an audience (UseProfiles).
+	profiles Profiles
+	clock    func() time.Time
 
 	devices *prometheus.CounterVec
 	windows prometheus.Counter
@@ -467,6 +472,9 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 	for cur <= seq {
 		next := cur + win
 		subs, err := pre.wait()
+		if err == nil {
+			subs, err = p.narrow(ctx, ev, subs)
+		}
 		if err != nil {
 			return pr, fmt.Errorf("plan event %s at %d: %w", id, cur, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -32,6 +33,39 @@ type syncRequest struct {
 		Title string `json:"title"`
 		Body  string `json:"body"`
 	} `json:"alert"`
+	Audience *fanout.Audience `json:"audience"`
+}
+
+// Limits of an audience.
+const (
+	maxAudienceLocales = 32
+	maxAppVersionSize  = 32
+)
+
+var audienceLocaleRE = regexp.MustCompile(`^[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8}){0,4}$`)
+
+// checkAudience refuses an audience the planner could not match.
+func checkAudience(a *fanout.Audience) error {
+	if a == nil {
+		return nil
+	}
+	for _, p := range a.Platforms {
+		if p != "ios" && p != "android" {
+			return badRequest("audience", `audience.platforms: want "ios" or "android"`)
+		}
+	}
+	if len(a.Locales) > maxAudienceLocales {
+		return badRequest("audience", "audience.locales: list at most 32 locales")
+	}
+	for _, l := range a.Locales {
+		if !audienceLocaleRE.MatchString(l) {
+			return badRequest("audience", "audience.locales: want locales like en or en-GB")
+		}
+	}
+	if len(a.MinAppVersion) > maxAppVersionSize || len(a.MaxAppVersion) > maxAppVersionSize {
+		return badRequest("audience", "audience: app versions up to 32 characters")
+	}
+	return nil
 }
 
 // progressView is the progress of one sync as editors see it.
@@ -107,6 +141,20 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 			return badRequest("alert", "alert: title up to 120 characters, body up to 1000")
 		}
 		ev.Alert = &fanout.Alert{Title: a.Title, Body: a.Body}
+	}
+	if err := checkAudience(req.Audience); err != nil {
+		return err
+	}
+	if !req.Audience.Empty() {
+		ev.Audience = req.Audience
+	}
+	if r.URL.Query().Get("dry_run") == "true" {
+		n, err := s.deps.Pipeline.Planner.Count(r.Context(), ev)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "targeted": n})
+		return nil
 	}
 	// A sync names no new items: it carries each feed's head, and the app
 	// fetches from the smaller of that and its own cursor, as always.
