@@ -335,6 +335,39 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("audience preview counts devices and goes with the sync", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, browser)
+		loginOK(t, b, "editor-key")
+		do(t, b, "fill an audience and preview it",
+			chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)),
+			chromedp.Click(chromedp.CSS(`input[name=platform][value=ios]`)),
+			chromedp.SendKeys(chromedp.CSS("#audience-locales"), "en, de-DE"),
+			chromedp.SendKeys(chromedp.CSS("#audience-min-version"), "1.5"),
+			chromedp.Click(chromedp.CSS("#audience-preview")),
+		)
+		// The fake halves 1,200 for each narrowing field: ios, locales, min.
+		waitFor(t, b, "the count", `document.querySelector("#audience-count").textContent.includes("150")`, 10*time.Second)
+		if got, want := text(t, b, "#audience-count"), "This sync would reach 150 devices."; got != want {
+			t.Fatalf("preview: got %q, want %q", got, want)
+		}
+		b.api.mu.Lock()
+		dry, sent := b.api.dryRuns, len(b.api.syncs)
+		b.api.mu.Unlock()
+		if dry != 1 || sent != 0 {
+			t.Fatalf("preview: %d dry runs and %d syncs, want 1 and 0", dry, sent)
+		}
+		do(t, b, "send it", chromedp.Click(chromedp.CSS("#sync-submit")))
+		waitFor(t, b, "the sync to start", `!document.querySelector("#sync-progress").hidden`, 10*time.Second)
+		b.api.mu.Lock()
+		reqs := b.api.syncRequests
+		b.api.mu.Unlock()
+		last := reqs[len(reqs)-1]
+		if a := last.Audience; a == nil || strings.Join(a.Platforms, ",") != "ios" || strings.Join(a.Locales, ",") != "en,de-DE" || a.MinAppVersion != "1.5" || a.MaxAppVersion != "" {
+			t.Fatalf("sync audience: got %+v", last.Audience)
+		}
+	})
+
 	t.Run("sync progress pauses while the tab is hidden", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, browser)

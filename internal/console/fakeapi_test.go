@@ -18,6 +18,7 @@ type fakeAPI struct {
 	syncs         map[string]*fakeSync
 	syncRequests  []syncRequest
 	syncGets      int
+	dryRuns       int // POST /v1/syncs?dry_run=true answered
 	nextSync      int
 	overviewFails bool      // GET /v1/console/overview answers 500
 	syncReject    *apiError // POST /v1/syncs answers 400 with this error
@@ -34,12 +35,34 @@ type fakeFeed struct {
 }
 
 type syncRequest struct {
-	Feeds []string `json:"feeds"`
-	Lane  string   `json:"lane"`
-	Alert *struct {
+	Feeds    []string      `json:"feeds"`
+	Lane     string        `json:"lane"`
+	Audience *fakeAudience `json:"audience,omitempty"`
+	Alert    *struct {
 		Title string `json:"title"`
 		Body  string `json:"body"`
 	} `json:"alert,omitempty"`
+}
+
+type fakeAudience struct {
+	Platforms     []string `json:"platforms,omitempty"`
+	Locales       []string `json:"locales,omitempty"`
+	MinAppVersion string   `json:"min_app_version,omitempty"`
+	MaxAppVersion string   `json:"max_app_version,omitempty"`
+}
+
+// dryRunCount is the fake's dry-run answer: 1,200 devices per feed, halved
+// by each narrowing field that is set.
+func dryRunCount(req syncRequest) int {
+	n := 1200 * len(req.Feeds)
+	if a := req.Audience; a != nil {
+		for _, set := range []bool{len(a.Platforms) == 1, len(a.Locales) > 0, a.MinAppVersion != "", a.MaxAppVersion != ""} {
+			if set {
+				n /= 2
+			}
+		}
+	}
+	return n
 }
 
 type fakeSync struct {
@@ -239,6 +262,11 @@ func (f *fakeAPI) createSync(w http.ResponseWriter, r *http.Request, _ who) {
 			writeError(w, http.StatusBadRequest, apiError{Code: "unknown_feed", Message: "unknown feed " + id, Field: "feeds"})
 			return
 		}
+	}
+	if r.URL.Query().Get("dry_run") == "true" {
+		f.dryRuns++
+		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "targeted": dryRunCount(req)})
+		return
 	}
 	f.nextSync++
 	id := "ev-" + strconv.Itoa(f.nextSync)

@@ -44,7 +44,7 @@ func setup(t *testing.T, mod ...func(*push.Config)) *bundle {
 
 // setupWith is setup with a throttle configuration; a policy with a
 // short gap also starts the due scheduler.
-func setupWith(t *testing.T, tcfg throttle.Config, mod ...func(*push.Config)) *bundle {
+func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *bundle {
 	t.Helper()
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -507,6 +507,8 @@ async function onSyncSubmit(event) {
   const title = $("#alert-title").value.trim();
   const text = $("#alert-body").value.trim();
   if (title || text) body.alert = { title, body: text };
+  const audience = audienceOf(form);
+  if (audience) body.audience = audience;
 
   const button = $("#sync-submit");
   button.disabled = true;
@@ -527,6 +529,43 @@ async function onSyncSubmit(event) {
   } finally {
     button.disabled = false;
     button.textContent = "Send breaking sync";
+  }
+}
+
+/** audienceOf reads the sync form's audience; null when it narrows nothing. */
+function audienceOf(form) {
+  const a = {};
+  const platforms = [...form.querySelectorAll("input[name=platform]:checked")].map((i) => i.value);
+  if (platforms.length) a.platforms = platforms;
+  const locales = $("#audience-locales").value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (locales.length) a.locales = locales;
+  const min = $("#audience-min-version").value.trim();
+  const max = $("#audience-max-version").value.trim();
+  if (min) a.min_app_version = min;
+  if (max) a.max_app_version = max;
+  return Object.keys(a).length ? a : null;
+}
+
+/** onAudiencePreview asks the API for a dry run: how many devices the
+ * sync as filled in would reach now. */
+async function onAudiencePreview() {
+  const form = $("#sync-form");
+  const out = $("#audience-count");
+  const feeds = [...form.querySelectorAll("input[name=feed]:checked")].map((i) => i.value);
+  if (feeds.length === 0) {
+    out.textContent = "Choose at least one feed to count its devices.";
+    return;
+  }
+  const body = { feeds, lane: "breaking" };
+  const audience = audienceOf(form);
+  if (audience) body.audience = audience;
+  out.textContent = "Counting…";
+  try {
+    const res = await request(state.key, "POST", "/v1/syncs?dry_run=true", body);
+    out.textContent = `This sync would reach ${num(Number(res.targeted) || 0)} devices.`;
+  } catch (err) {
+    if (err.status === 401) return signOut("Your key is no longer accepted. Sign in again.");
+    out.textContent = `Could not count: ${err.message}`;
   }
 }
 
@@ -671,6 +710,7 @@ async function boot() {
   $("#logout").addEventListener("click", () => signOut());
   $("#sync-form").addEventListener("submit", onSyncSubmit);
   $("#sync-feeds").addEventListener("change", onSyncFeedChange);
+  $("#audience-preview").addEventListener("click", onAudiencePreview);
   $("#feeds").addEventListener("click", onFeedAction);
   $("#feed-add").addEventListener("click", () => openFeedForm(null));
   $("#feed-form").addEventListener("submit", onFeedSubmit);
