@@ -207,7 +207,7 @@ func (s *stack) waitFeedSettled(feed string) feeds.Health {
 	})
 	if h.Head > 0 {
 		id := fmt.Sprintf("feed:%s:%d", feed, h.Head)
-		waitFor(s.t, 30*time.Second, "event "+id+" planned", func() bool { return s.progress(id).State == "planned" })
+		waitFor(s.t, 30*time.Second, "event "+id+" planned", func() bool { return s.progress(id).State != "planning" })
 	}
 	return h
 }

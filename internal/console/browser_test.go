@@ -244,6 +244,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		counts := map[string]int{
 			"targeted": final.Targeted, "queued": final.Queued, "sent": final.Sent, "deferred": final.Deferred,
 			"coalesced": final.Coalesced, "skipped": final.Skipped, "pruned": final.Pruned, "failed": final.Failed,
+			"superseded": final.Superseded, "in_flight": final.InFlight, "held": final.Held,
 		}
 		for name, want := range counts {
 			sel := fmt.Sprintf("[data-count=%s]", name)
@@ -254,8 +255,31 @@ func TestConsoleInBrowser(t *testing.T) {
 		if got, want := text(t, b, "#sync-state"), "Finished"; got != want {
 			t.Fatalf("sync state: got %q, want %q", got, want)
 		}
-		if got, want := text(t, b, "#sync-summary"), "Finished: 1,150 of 1,200 targeted devices were sent a push; 20 deferred, 10 coalesced, 5 skipped, 10 pruned (token no longer valid), 5 failed."; got != want {
+		if got, want := text(t, b, "#sync-summary"), "Finished: 1,175 of 1,200 targeted devices were sent a push; 5 skipped (background sync off), 10 pruned (token no longer valid), 5 failed, 5 superseded (changed since planning). The alert limit held back the alert on 3 of them: they synced silently."; got != want {
 			t.Fatalf("summary: got %q, want %q", got, want)
+		}
+		// Each outcome has its own bar, filled to its share of targeted.
+		for _, o := range []struct {
+			name string
+			n    int
+		}{{"sent", final.Sent}, {"in_flight", final.InFlight}, {"skipped", final.Skipped}, {"pruned", final.Pruned}, {"failed", final.Failed}, {"superseded", final.Superseded}} {
+			got := js[[]float64](t, b, fmt.Sprintf(`(b => [b.value, b.max])(document.querySelector("[data-bar=%s]"))`, o.name))
+			if got[0] != float64(o.n) || got[1] != float64(final.Targeted) {
+				t.Errorf("%s bar: got %v of %v, want %d of %d", o.name, got[0], got[1], o.n, final.Targeted)
+			}
+		}
+		// 100 % sent is timed from the last push's time; 50 and 90 % were
+		// seen by a poll, so they are set and no later than it.
+		if got, want := text(t, b, `[data-milestone="100"]`), "4.2 s"; got != want {
+			t.Errorf("time to 100%% sent: got %q, want %q", got, want)
+		}
+		for _, m := range []string{"50", "90"} {
+			if got := text(t, b, fmt.Sprintf(`[data-milestone="%s"]`, m)); got == "—" || got == "" {
+				t.Errorf("time to %s%% sent: not shown", m)
+			}
+		}
+		if got := text(t, b, "[data-testid=sync-explain]"); !strings.Contains(got, "Deferred:") || !strings.Contains(got, "Coalesced:") {
+			t.Errorf("explanations of deferred and coalesced: got %q", got)
 		}
 		if got, want := text(t, b, "#sync-id"), "ev-1"; got != want {
 			t.Fatalf("sync id: got %q, want %q", got, want)
@@ -308,6 +332,39 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		if reqs[0].Alert != nil {
 			t.Fatalf("sync alert: got %+v, want none", reqs[0].Alert)
+		}
+	})
+
+	t.Run("audience preview counts devices and goes with the sync", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, browser)
+		loginOK(t, b, "editor-key")
+		do(t, b, "fill an audience and preview it",
+			chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)),
+			chromedp.Click(chromedp.CSS(`input[name=platform][value=ios]`)),
+			chromedp.SendKeys(chromedp.CSS("#audience-locales"), "en, de-DE"),
+			chromedp.SendKeys(chromedp.CSS("#audience-min-version"), "1.5"),
+			chromedp.Click(chromedp.CSS("#audience-preview")),
+		)
+		// The fake halves 1,200 for each narrowing field: ios, locales, min.
+		waitFor(t, b, "the count", `document.querySelector("#audience-count").textContent.includes("150")`, 10*time.Second)
+		if got, want := text(t, b, "#audience-count"), "This sync would reach 150 devices."; got != want {
+			t.Fatalf("preview: got %q, want %q", got, want)
+		}
+		b.api.mu.Lock()
+		dry, sent := b.api.dryRuns, len(b.api.syncs)
+		b.api.mu.Unlock()
+		if dry != 1 || sent != 0 {
+			t.Fatalf("preview: %d dry runs and %d syncs, want 1 and 0", dry, sent)
+		}
+		do(t, b, "send it", chromedp.Click(chromedp.CSS("#sync-submit")))
+		waitFor(t, b, "the sync to start", `!document.querySelector("#sync-progress").hidden`, 10*time.Second)
+		b.api.mu.Lock()
+		reqs := b.api.syncRequests
+		b.api.mu.Unlock()
+		last := reqs[len(reqs)-1]
+		if a := last.Audience; a == nil || strings.Join(a.Platforms, ",") != "ios" || strings.Join(a.Locales, ",") != "en,de-DE" || a.MinAppVersion != "1.5" || a.MaxAppVersion != "" {
+			t.Fatalf("sync audience: got %+v", last.Audience)
 		}
 	})
 

@@ -18,6 +18,7 @@ type fakeAPI struct {
 	syncs         map[string]*fakeSync
 	syncRequests  []syncRequest
 	syncGets      int
+	dryRuns       int // POST /v1/syncs?dry_run=true answered
 	nextSync      int
 	overviewFails bool      // GET /v1/console/overview answers 500
 	syncReject    *apiError // POST /v1/syncs answers 400 with this error
@@ -34,12 +35,34 @@ type fakeFeed struct {
 }
 
 type syncRequest struct {
-	Feeds []string `json:"feeds"`
-	Lane  string   `json:"lane"`
-	Alert *struct {
+	Feeds    []string      `json:"feeds"`
+	Lane     string        `json:"lane"`
+	Audience *fakeAudience `json:"audience,omitempty"`
+	Alert    *struct {
 		Title string `json:"title"`
 		Body  string `json:"body"`
 	} `json:"alert,omitempty"`
+}
+
+type fakeAudience struct {
+	Platforms     []string `json:"platforms,omitempty"`
+	Locales       []string `json:"locales,omitempty"`
+	MinAppVersion string   `json:"min_app_version,omitempty"`
+	MaxAppVersion string   `json:"max_app_version,omitempty"`
+}
+
+// dryRunCount is the fake's dry-run answer: 1,200 devices per feed, halved
+// by each narrowing field that is set.
+func dryRunCount(req syncRequest) int {
+	n := 1200 * len(req.Feeds)
+	if a := req.Audience; a != nil {
+		for _, set := range []bool{len(a.Platforms) == 1, len(a.Locales) > 0, a.MinAppVersion != "", a.MaxAppVersion != ""} {
+			if set {
+				n /= 2
+			}
+		}
+	}
+	return n
 }
 
 type fakeSync struct {
@@ -51,23 +74,32 @@ type fakeSync struct {
 
 // syncCounts is one answer of GET /v1/syncs/{id}.
 type syncCounts struct {
-	State     string `json:"state"`
-	Targeted  int    `json:"targeted"`
-	Queued    int    `json:"queued"`
-	Sent      int    `json:"sent"`
-	Deferred  int    `json:"deferred"`
-	Coalesced int    `json:"coalesced"`
-	Skipped   int    `json:"skipped"`
-	Pruned    int    `json:"pruned"`
-	Failed    int    `json:"failed"`
+	State      string `json:"state"`
+	Targeted   int    `json:"targeted"`
+	Queued     int    `json:"queued"`
+	Sent       int    `json:"sent"`
+	Deferred   int    `json:"deferred"`
+	Coalesced  int    `json:"coalesced"`
+	Skipped    int    `json:"skipped"`
+	Pruned     int    `json:"pruned"`
+	Failed     int    `json:"failed"`
+	Superseded int    `json:"superseded"`
+	InFlight   int    `json:"in_flight"`
+	Held       int    `json:"held"`
+	// LastSentAfter is the last push's time after the sync's creation;
+	// zero: no last_sent_at.
+	LastSentAfter time.Duration `json:"-"`
 }
 
 // syncSteps is what successive polls of a sync return; the last repeats.
+// As the API does, targeted is skipped + sent + pruned + failed +
+// superseded + in_flight at every step.
 var syncSteps = []syncCounts{
 	{State: "planning"},
-	{State: "planning", Targeted: 600, Queued: 600, Sent: 120},
-	{State: "planned", Targeted: 1200, Queued: 1200, Sent: 800, Deferred: 12, Coalesced: 4, Pruned: 6, Failed: 1},
-	{State: "planned", Targeted: 1200, Queued: 1200, Sent: 1150, Deferred: 20, Coalesced: 10, Skipped: 5, Pruned: 10, Failed: 5},
+	{State: "planning", Targeted: 600, Queued: 600, Sent: 120, InFlight: 480},
+	{State: "sending", Targeted: 1200, Queued: 1180, Sent: 800, Deferred: 12, Coalesced: 4, Skipped: 4, Pruned: 6, Failed: 1, InFlight: 389, Held: 3},
+	{State: "done", Targeted: 1200, Queued: 1165, Sent: 1175, Deferred: 20, Coalesced: 10, Skipped: 5, Pruned: 10, Failed: 5, Superseded: 5, Held: 3,
+		LastSentAfter: 4200 * time.Millisecond},
 }
 
 type apiError struct {
@@ -231,6 +263,11 @@ func (f *fakeAPI) createSync(w http.ResponseWriter, r *http.Request, _ who) {
 			return
 		}
 	}
+	if r.URL.Query().Get("dry_run") == "true" {
+		f.dryRuns++
+		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "targeted": dryRunCount(req)})
+		return
+	}
 	f.nextSync++
 	id := "ev-" + strconv.Itoa(f.nextSync)
 	f.syncs[id] = &fakeSync{id: id, req: req, start: f.now()}
@@ -248,13 +285,18 @@ func (f *fakeAPI) getSync(w http.ResponseWriter, r *http.Request, _ who) {
 	f.syncGets++
 	c := syncSteps[min(s.step, len(syncSteps)-1)]
 	s.step++
+	last := ""
+	if c.LastSentAfter > 0 {
+		last = s.start.Add(c.LastSentAfter).UTC().Format(time.RFC3339Nano)
+	}
 	writeJSON(w, http.StatusOK, struct {
-		ID        string   `json:"id"`
-		Feeds     []string `json:"feeds"`
-		Lane      string   `json:"lane"`
-		CreatedAt string   `json:"created_at"`
+		ID         string   `json:"id"`
+		Feeds      []string `json:"feeds"`
+		Lane       string   `json:"lane"`
+		CreatedAt  string   `json:"created_at"`
+		LastSentAt string   `json:"last_sent_at,omitempty"`
 		syncCounts
-	}{s.id, s.req.Feeds, s.req.Lane, rfc3339(s.start), c})
+	}{s.id, s.req.Feeds, s.req.Lane, s.start.UTC().Format(time.RFC3339Nano), last, c})
 }
 
 func (f *fakeAPI) putFeed(w http.ResponseWriter, r *http.Request, _ who) {

@@ -278,7 +278,7 @@ func (h *Handler) admit(ctx context.Context, o *jobs.Outcomes, items []*item, in
 	}
 	attempts := make([]throttle.Attempt, len(items))
 	for i, it := range items {
-		attempts[i] = throttle.Attempt{Device: it.push.Device, Collapse: it.msg.CollapseID}
+		attempts[i] = throttle.Attempt{Device: it.push.Device, Collapse: it.msg.CollapseID, Alert: it.push.Lane == throttle.LaneAlert}
 	}
 	waits, err := h.budget.Admit(ctx, attempts)
 	if err != nil {
@@ -499,10 +499,12 @@ func (h *Handler) learnScopes(scopes []string) {
 	}
 }
 
-// alert returns the visible alert of a breaking push: the alert of the
-// newest event it covers that has one.
+// alert returns the visible alert of an alert-lane push: the alert of the
+// newest event it covers that has one. Only the alert lane is visible: a
+// device the throttle's alert guard held back gets the same event on the
+// breaking lane, silent.
 func (h *Handler) alert(ctx context.Context, p throttle.Push) (*push.Alert, error) {
-	if p.Lane != throttle.LaneBreaking {
+	if p.Lane != throttle.LaneAlert {
 		return nil, nil
 	}
 	for _, id := range slices.Backward(p.Events) {
@@ -680,8 +682,11 @@ func (h *Handler) flush(ctx context.Context, t *tally) {
 // without storing anything per push.
 func PushID(lane string, sent time.Time, collapse string) string {
 	l := "f"
-	if lane == throttle.LaneBreaking {
+	switch lane {
+	case throttle.LaneBreaking:
 		l = "b"
+	case throttle.LaneAlert:
+		l = "a"
 	}
 	return l + strconv.FormatInt(sent.UnixMilli(), 36) + "." + collapse
 }
@@ -697,6 +702,8 @@ func ParsePushID(id string) (lane string, sent time.Time, err error) {
 		lane = throttle.LaneFeed
 	case 'b':
 		lane = throttle.LaneBreaking
+	case 'a':
+		lane = throttle.LaneAlert
 	default:
 		return "", time.Time{}, fmt.Errorf("push id %q has an unknown lane", id)
 	}

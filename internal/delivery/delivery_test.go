@@ -44,7 +44,7 @@ func setup(t *testing.T, mod ...func(*push.Config)) *bundle {
 
 // setupWith is setup with a throttle configuration; a policy with a
 // short gap also starts the due scheduler.
-func setupWith(t *testing.T, tcfg throttle.Config, mod ...func(*push.Config)) *bundle {
+func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *bundle {
 	t.Helper()
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -53,7 +53,7 @@ func setupWith(t *testing.T, tcfg throttle.Config, mod ...func(*push.Config)) *b
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"headlines", "sport"} {
+	for _, id := range []string{"headlines", "sport", "world", "tech"} {
 		if _, err := store.Put(ctx, catalog.Feed{ID: id, Title: id, URL: "https://news.example/" + id}); err != nil {
 			t.Fatal(err)
 		}
@@ -206,7 +206,7 @@ func TestDeliversSilentPushesWithCursorAndAlert(t *testing.T) {
 		if data["type"] != "nudge.sync" || data["feeds"] != "headlines" || data["since"] != "headlines:41" || data["event"] != id || data["reason"] != "breaking" {
 			t.Fatalf("%s/%s payload: got %v", d.Provider, d.Platform, data)
 		}
-		if lane, _, err := delivery.ParsePushID(data["push_id"]); err != nil || lane != throttle.LaneBreaking {
+		if lane, _, err := delivery.ParsePushID(data["push_id"]); err != nil || lane != throttle.LaneAlert {
 			t.Fatalf("push id %q: lane %q, %v", data["push_id"], lane, err)
 		}
 		if !del.Alert {

@@ -100,6 +100,7 @@ func NewPipeline(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg pr
 	if err != nil {
 		return nil, err
 	}
+	planner.UseProfiles(reg0) // audiences of editors' syncs
 	events, err := jobs.New(rdb, jobs.Config{Name: keys.EventQueue, Partitions: 1})
 	if err != nil {
 		return nil, err

@@ -62,6 +62,8 @@ func Settings() []config.Setting {
 		{Flag: "android-min-gap", Env: "NUDGE_ANDROID_MIN_GAP", Default: "5m", Help: "Android: least time between two pushes to a device"},
 		{Flag: "debounce", Env: "NUDGE_DEBOUNCE", Default: "2m", Help: "feed lane: how long a push waits for more updates to merge"},
 		{Flag: "max-wait", Env: "NUDGE_MAX_WAIT", Default: "15m", Help: "feed lane: the debounce never delays a push more than this"},
+		{Flag: "alert-limit", Env: "NUDGE_ALERT_LIMIT", Default: "4", Help: "most visible breaking alerts per device in any NUDGE_ALERT_WINDOW; more are sent silent"},
+		{Flag: "alert-window", Env: "NUDGE_ALERT_WINDOW", Default: "1h", Help: "sliding window of NUDGE_ALERT_LIMIT"},
 
 		{Flag: "feed-default-interval", Env: "NUDGE_FEED_DEFAULT_INTERVAL", Default: "5m", Help: "poll interval of feeds whose catalogue entry has none"},
 		{Flag: "feed-timeout", Env: "NUDGE_FEED_TIMEOUT", Default: "30s", Help: "deadline of one feed fetch, body included"},
@@ -250,6 +252,7 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 				Debounce: dur("debounce"), MaxWait: dur("max-wait")},
 			Android: throttle.Policy{Limit: num("android-push-limit"), Window: dur("android-push-window"), MinGap: dur("android-min-gap"),
 				Debounce: dur("debounce"), MaxWait: dur("max-wait")},
+			AlertLimit: num("alert-limit"), AlertWindow: dur("alert-window"),
 		},
 		Watcher: feeds.Config{
 			DefaultInterval: dur("feed-default-interval"),

@@ -5,7 +5,10 @@
 // bitmaps of the event's feeds in windows of Config.Window device ids,
 // ORs the feeds' slices together (a device subscribed to several changed
 // feeds is decided once), and hands each window to the throttle, which
-// decides and enqueues atomically per partition. After each window the
+// decides and enqueues atomically per partition. Devices are handed over
+// grouped by which of the event's feeds they follow, so each push names
+// only those feeds, each with its cursor; a device that follows none of
+// them is not targeted. After each window the
 // cursor and the window's counts are checkpointed in the event hash in one
 // step, so a killed planner resumes at the first window it had not
 // checkpointed. Re-running that window is safe: the throttle remembers the
@@ -19,7 +22,9 @@
 //	done, fin                "1" and the finish time (unix ms) once planned
 //	targeted                 devices found subscribed
 //	queued deferred coalesced skipped missing duplicate   throttle outcomes
+//	held                     alert-lane devices the alert guard held back
 //	sent pruned failed superseded   push outcomes, added by the push worker (Record)
+//	last                     when the latest push of the event was sent (unix ms, Redis's clock)
 //
 // The hash expires Config.Retain after Publish. Nothing recreates it
 // without a TTL: the checkpoint and the final mark only write to an
@@ -54,14 +59,20 @@ type Alert struct {
 
 // Event is one change that subscribed devices should sync.
 type Event struct {
-	ID        string           `json:"id"`
-	Feeds     []string         `json:"feeds"`           // feeds that changed; their subscribers are targeted
-	Lane      string           `json:"lane"`            // throttle.LaneFeed or throttle.LaneBreaking
-	Reason    string           `json:"reason"`          // "feed", "breaking" or "stale"
-	Since     map[string]int64 `json:"since,omitempty"` // per feed, the cursor to fetch from
-	Alert     *Alert           `json:"alert,omitempty"` // optional visible alert (breaking lane)
-	CreatedAt time.Time        `json:"created_at"`
+	ID     string           `json:"id"`
+	Feeds  []string         `json:"feeds"`           // feeds that changed; their subscribers are targeted
+	Lane   string           `json:"lane"`            // throttle.LaneFeed or throttle.LaneBreaking
+	Reason string           `json:"reason"`          // "feed", "breaking" or "stale"
+	Since  map[string]int64 `json:"since,omitempty"` // per feed, the cursor to fetch from
+	Alert  *Alert           `json:"alert,omitempty"` // optional visible alert (breaking lane)
+	// Audience optionally narrows the subscribers targeted; subscribers
+	// outside it are not targeted at all.
+	Audience  *Audience `json:"audience,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 }
+
+// MaxFeeds is the most feeds one event names.
+const MaxFeeds = 64
 
 // ErrInvalidEvent is returned by Publish for an event that cannot be planned.
 var ErrInvalidEvent = errors.New("invalid event")
@@ -73,14 +84,24 @@ func (e Event) validate() error {
 	switch {
 	case e.ID == "" || len(e.ID) > 128:
 		return fmt.Errorf("event id %q: want 1 to 128 bytes: %w", e.ID, ErrInvalidEvent)
-	case len(e.Feeds) == 0:
-		return fmt.Errorf("event %s has no feeds: %w", e.ID, ErrInvalidEvent)
+	case len(e.Feeds) == 0 || len(e.Feeds) > MaxFeeds:
+		return fmt.Errorf("event %s has %d feeds: want 1 to %d: %w", e.ID, len(e.Feeds), MaxFeeds, ErrInvalidEvent)
 	case e.Lane != throttle.LaneFeed && e.Lane != throttle.LaneBreaking:
 		return fmt.Errorf("event %s lane %q: want %q or %q: %w", e.ID, e.Lane, throttle.LaneFeed, throttle.LaneBreaking, ErrInvalidEvent)
 	case e.Reason != "feed" && e.Reason != "breaking" && e.Reason != "stale":
 		return fmt.Errorf("event %s reason %q: want feed, breaking or stale: %w", e.ID, e.Reason, ErrInvalidEvent)
 	}
 	return nil
+}
+
+// throttleLane is the throttle lane of the event's pushes: a breaking
+// event with a visible alert goes on the alert lane, which is sent at once
+// whatever the silent budget (throttle's package comment).
+func (e Event) throttleLane() string {
+	if e.Lane == throttle.LaneBreaking && e.Alert != nil && (e.Alert.Title != "" || e.Alert.Body != "") {
+		return throttle.LaneAlert
+	}
+	return e.Lane
 }
 
 // Decider decides and enqueues pushes for a batch of devices;
@@ -116,11 +137,13 @@ func (c Config) validate() error {
 
 // Planner publishes events and plans their fan-out.
 type Planner struct {
-	cfg   Config
-	rdb   redis.UniversalClient
-	th    Decider
-	log   *slog.Logger
-	clock func() time.Time
+	cfg Config
+	rdb redis.UniversalClient
+	th  Decider
+	log *slog.Logger
+	// profiles filters events with an audience (UseProfiles).
+	profiles Profiles
+	clock    func() time.Time
 
 	devices *prometheus.CounterVec
 	windows prometheus.Counter
@@ -234,12 +257,55 @@ type Progress struct {
 	Skipped    int64     // background sync off
 	Missing    int64     // subscribed id without a device
 	Duplicate  int64     // re-planned after a crash (inside the counts above)
-	Sent       int64     // pushes the provider accepted (Record)
-	Pruned     int64     // pushes whose token was pruned (Record)
-	Failed     int64     // pushes that failed for good (Record)
+	// Held counts devices the alert guard held back: they got the sync
+	// without the visible alert (inside the counts above).
+	Held   int64
+	Sent   int64 // pushes the provider accepted (Record)
+	Pruned int64 // pushes whose token was pruned (Record)
+	Failed int64 // pushes that failed for good (Record)
 	// Superseded counts pushes dropped at send time because the device was
 	// deleted, opted out or moved to another token after planning (Record).
 	Superseded int64
+	// LastSentAt is when the latest push covering the event was sent;
+	// zero before the first.
+	LastSentAt time.Time
+}
+
+// Progress states, from planning to the last device accounted for.
+const (
+	StatePlanning = "planning" // subscribers are still being walked
+	StateSending  = "sending"  // planned; pushes are on their way
+	StateDone     = "done"     // every targeted device has its outcome
+)
+
+// InFlight is the number of targeted devices whose push has not ended yet.
+// A device the throttle queued, deferred or merged into a pending push
+// ends with the one push that carries the event (Record counts each such
+// push once for every event it covers), so every targeted device is
+// exactly one of skipped, missing, sent, pruned, failed, superseded or in
+// flight. While planning, a push can end before its window's counts are
+// checkpointed; InFlight is then 0 rather than negative, and Accounted
+// counts the ended push.
+func (p Progress) InFlight() int64 {
+	return max(0, p.Queued+p.Deferred+p.Coalesced-p.Ended())
+}
+
+// Accounted is the number of targeted devices seen so far: skipped,
+// missing, ended and in flight. It equals Targeted once every window's
+// counts are in, and the sum of the parts at every read.
+func (p Progress) Accounted() int64 {
+	return p.Skipped + p.Missing + p.Ended() + p.InFlight()
+}
+
+// State is StatePlanning, StateSending or StateDone.
+func (p Progress) State() string {
+	switch {
+	case !p.Done:
+		return StatePlanning
+	case p.InFlight() > 0:
+		return StateSending
+	}
+	return StateDone
 }
 
 // Planned is the number of pushes the planning step produced that have
@@ -251,7 +317,7 @@ func (p Progress) Planned() int64 { return p.Queued + p.Deferred }
 // Ended is the number of pushes with a final outcome.
 func (p Progress) Ended() int64 { return p.Sent + p.Pruned + p.Failed + p.Superseded }
 
-var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "def"}
+var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "held", "last", "def"}
 
 // Progress returns the progress of event id.
 func (p *Planner) Progress(ctx context.Context, id string) (Progress, error) {
@@ -270,10 +336,13 @@ func (p *Planner) Progress(ctx context.Context, id string) (Progress, error) {
 	pr := Progress{
 		ID: id, Done: n(0) == 1, Cursor: uint64(n(1)),
 		Targeted: n(3), Queued: n(4), Deferred: n(5), Coalesced: n(6), Skipped: n(7), Missing: n(8), Duplicate: n(9),
-		Sent: n(10), Pruned: n(11), Failed: n(12), Superseded: n(13),
+		Sent: n(10), Pruned: n(11), Failed: n(12), Superseded: n(13), Held: n(14),
 	}
 	if fin := n(2); fin > 0 {
 		pr.FinishedAt = time.UnixMilli(fin)
+	}
+	if last := n(15); last > 0 {
+		pr.LastSentAt = time.UnixMilli(last)
 	}
 	return pr, nil
 }
@@ -291,14 +360,21 @@ const (
 	OutcomeSuperseded Outcome = "superseded"
 )
 
-// recordScript adds one to a push outcome counter of an event that still
-// exists (an expired event is not recreated).
+// recordScript adds to a push outcome counter of an event that still
+// exists (an expired event is not recreated); a sent push also moves the
+// event's last send time, on Redis's clock, forward.
 //
 // KEYS[1] ev:{id}; ARGV[1] counter field, ARGV[2] increment.
 // Returns 1 if counted, 0 if the event is gone.
 var recordScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[1] == 'sent' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+  if now > last then redis.call('HSET', KEYS[1], 'last', now) end
+end
 return 1
 `)
 
@@ -382,7 +458,6 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 	if pr.Done {
 		return pr, nil
 	}
-	u := throttle.Update{Event: ev.ID, Feeds: ev.Feeds, Lane: ev.Lane, Reason: ev.Reason, Since: ev.Since}
 	seq, err := p.rdb.Get(ctx, keys.DeviceSeq()).Uint64()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return pr, fmt.Errorf("plan event %s: read device sequence: %w", id, err)
@@ -396,7 +471,10 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 	defer func() { pre.wait() }()
 	for cur <= seq {
 		next := cur + win
-		ids, err := pre.wait()
+		subs, err := pre.wait()
+		if err == nil {
+			subs, err = p.narrow(ctx, ev, subs)
+		}
 		if err != nil {
 			return pr, fmt.Errorf("plan event %s at %d: %w", id, cur, err)
 		}
@@ -404,15 +482,15 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 			pre = p.prefetch(ctx, ev.Feeds, next)
 		}
 		var c throttle.Counts
-		if len(ids) > 0 {
-			if c, err = p.th.Decide(ctx, u, ids); err != nil {
+		if len(subs) > 0 {
+			if c, err = p.decide(ctx, ev, subs); err != nil {
 				return pr, fmt.Errorf("plan event %s at %d: %w", id, cur, err)
 			}
 		}
 		ok, err := checkpointScript.Run(ctx, p.rdb, []string{keys.Event(id)},
 			strconv.FormatUint(pr.Cursor, 10), strconv.FormatUint(next, 10),
-			"targeted", len(ids), "queued", c.Queued, "deferred", c.Deferred, "coalesced", c.Coalesced,
-			"skipped", c.Skipped, "missing", c.Missing, "duplicate", c.Duplicate).Int()
+			"targeted", len(subs), "queued", c.Queued, "deferred", c.Deferred, "coalesced", c.Coalesced,
+			"skipped", c.Skipped, "missing", c.Missing, "duplicate", c.Duplicate, "held", c.Held).Int()
 		if err != nil {
 			return pr, fmt.Errorf("plan event %s: checkpoint %d: %w", id, next, err)
 		}
@@ -450,7 +528,7 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 		return pr, err
 	}
 	p.log.InfoContext(ctx, "fan-out planned", "event", id, "targeted", pr.Targeted, "queued", pr.Queued,
-		"deferred", pr.Deferred, "coalesced", pr.Coalesced, "skipped", pr.Skipped, "missing", pr.Missing)
+		"deferred", pr.Deferred, "coalesced", pr.Coalesced, "skipped", pr.Skipped, "missing", pr.Missing, "held", pr.Held)
 	return pr, nil
 }
 
@@ -458,7 +536,7 @@ func (p *Planner) observe(c throttle.Counts) {
 	for _, o := range []struct {
 		name string
 		n    int64
-	}{{"queued", c.Queued}, {"deferred", c.Deferred}, {"coalesced", c.Coalesced}, {"skipped", c.Skipped}, {"missing", c.Missing}, {"duplicate", c.Duplicate}} {
+	}{{"queued", c.Queued}, {"deferred", c.Deferred}, {"coalesced", c.Coalesced}, {"skipped", c.Skipped}, {"missing", c.Missing}, {"duplicate", c.Duplicate}, {"held", c.Held}} {
 		if o.n > 0 {
 			p.devices.WithLabelValues(o.name).Add(float64(o.n))
 		}
@@ -468,15 +546,15 @@ func (p *Planner) observe(c throttle.Counts) {
 // pending is a window read that runs in its own goroutine.
 type pending struct {
 	done chan struct{}
-	ids  []uint64
+	subs []sub
 	err  error
 }
 
 // wait waits for the read and returns its result. It may be called more
 // than once.
-func (w *pending) wait() ([]uint64, error) {
+func (w *pending) wait() ([]sub, error) {
 	<-w.done
-	return w.ids, w.err
+	return w.subs, w.err
 }
 
 // prefetch starts reading the window at start. Whoever holds the result
@@ -485,15 +563,16 @@ func (p *Planner) prefetch(ctx context.Context, feeds []string, start uint64) *p
 	w := &pending{done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		w.ids, w.err = p.window(ctx, feeds, start)
+		w.subs, w.err = p.window(ctx, feeds, start)
 	}()
 	return w
 }
 
 // window returns the ids in [start, start+Window) subscribed to any of
-// feeds, ascending. start is a multiple of Window, so the window lies in
-// one bitmap chunk.
-func (p *Planner) window(ctx context.Context, feeds []string, start uint64) ([]uint64, error) {
+// feeds, ascending, each with the mask of the feeds it follows (bit i:
+// feeds[i]). start is a multiple of Window, so the window lies in one
+// bitmap chunk.
+func (p *Planner) window(ctx context.Context, feeds []string, start uint64) ([]sub, error) {
 	k, bit := keys.SubChunkOf(start)
 	from := bit / 8
 	to := from + int64(p.cfg.Window/8) - 1
@@ -506,8 +585,10 @@ func (p *Planner) window(ctx context.Context, feeds []string, start uint64) ([]u
 		return nil, fmt.Errorf("read subscriptions: %w", err)
 	}
 	var union []byte
-	for _, c := range cmds {
+	maps := make([][]byte, len(cmds))
+	for f, c := range cmds {
 		b, _ := c.Bytes()
+		maps[f] = b
 		if len(b) > len(union) {
 			b, union = union, append(make([]byte, 0, p.cfg.Window/8), b...)
 		}
@@ -515,14 +596,64 @@ func (p *Planner) window(ctx context.Context, feeds []string, start uint64) ([]u
 			union[i] |= b[i]
 		}
 	}
-	var ids []uint64
+	var subs []sub
 	for i, b := range union {
 		for b != 0 {
 			// SETBIT numbers bits from the most significant bit of each byte.
 			j := bits.LeadingZeros8(b)
-			ids = append(ids, start+uint64(i*8+j))
-			b &^= 0x80 >> j
+			bit := byte(0x80) >> j
+			var mask uint64
+			for f, m := range maps {
+				if i < len(m) && m[i]&bit != 0 {
+					mask |= 1 << f
+				}
+			}
+			subs = append(subs, sub{id: start + uint64(i*8+j), mask: mask})
+			b &^= bit
 		}
 	}
-	return ids, nil
+	return subs, nil
+}
+
+// sub is one subscribed device of a window and the mask of the event's
+// feeds it follows.
+type sub struct {
+	id   uint64
+	mask uint64
+}
+
+// decide hands a window's devices to the throttle, grouped by the feeds
+// each follows: a push names only the event's feeds that its device
+// follows, each with its cursor. A single-feed event is one group.
+func (p *Planner) decide(ctx context.Context, ev Event, subs []sub) (throttle.Counts, error) {
+	groups := map[uint64][]uint64{}
+	var order []uint64
+	for _, s := range subs {
+		if _, ok := groups[s.mask]; !ok {
+			order = append(order, s.mask)
+		}
+		groups[s.mask] = append(groups[s.mask], s.id)
+	}
+	var total throttle.Counts
+	for _, mask := range order {
+		u := throttle.Update{Event: ev.ID, Lane: ev.throttleLane(), Reason: ev.Reason}
+		for f, feed := range ev.Feeds {
+			if mask&(1<<f) == 0 {
+				continue
+			}
+			u.Feeds = append(u.Feeds, feed)
+			if c, ok := ev.Since[feed]; ok {
+				if u.Since == nil {
+					u.Since = map[string]int64{}
+				}
+				u.Since[feed] = c
+			}
+		}
+		c, err := p.th.Decide(ctx, u, groups[mask])
+		if err != nil {
+			return total, err
+		}
+		total.Add(c)
+	}
+	return total, nil
 }

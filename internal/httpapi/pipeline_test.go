@@ -56,7 +56,7 @@ func TestSyncTriggerAndProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	p = decode[progressJSON](t, b.do(t, "GET", "/v1/syncs/{id}", "/v1/syncs/"+id, b.editKey, nil))
-	if p.State != "planned" || p.Targeted != 2 || p.Queued != 1 || p.Skipped != 1 {
+	if p.State != "sending" || p.Targeted != 2 || p.Queued != 1 || p.Skipped != 1 {
 		t.Fatalf("after planning: got %+v, want 2 targeted, 1 queued, 1 skipped", p)
 	}
 	ev, err := b.pipe.Planner.Event(t.Context(), id)

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"errors"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -31,6 +33,39 @@ type syncRequest struct {
 		Title string `json:"title"`
 		Body  string `json:"body"`
 	} `json:"alert"`
+	Audience *fanout.Audience `json:"audience"`
+}
+
+// Limits of an audience.
+const (
+	maxAudienceLocales = 32
+	maxAppVersionSize  = 32
+)
+
+var audienceLocaleRE = regexp.MustCompile(`^[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8}){0,4}$`)
+
+// checkAudience refuses an audience the planner could not match.
+func checkAudience(a *fanout.Audience) error {
+	if a == nil {
+		return nil
+	}
+	for _, p := range a.Platforms {
+		if p != "ios" && p != "android" {
+			return badRequest("audience", `audience.platforms: want "ios" or "android"`)
+		}
+	}
+	if len(a.Locales) > maxAudienceLocales {
+		return badRequest("audience", "audience.locales: list at most 32 locales")
+	}
+	for _, l := range a.Locales {
+		if !audienceLocaleRE.MatchString(l) {
+			return badRequest("audience", "audience.locales: want locales like en or en-GB")
+		}
+	}
+	if len(a.MinAppVersion) > maxAppVersionSize || len(a.MaxAppVersion) > maxAppVersionSize {
+		return badRequest("audience", "audience: app versions up to 32 characters")
+	}
+	return nil
 }
 
 // progressView is the progress of one sync as editors see it.
@@ -39,18 +74,30 @@ type progressView struct {
 	Feeds     []string  `json:"feeds"`
 	Lane      string    `json:"lane"`
 	CreatedAt time.Time `json:"created_at"`
-	State     string    `json:"state"` // planning, planned
-	Targeted  int64     `json:"targeted"`
-	Queued    int64     `json:"queued"`
-	Sent      int64     `json:"sent"`
-	Deferred  int64     `json:"deferred"`
-	Coalesced int64     `json:"coalesced"`
-	Skipped   int64     `json:"skipped"` // opted out, or gone before planning
-	Pruned    int64     `json:"pruned"`
-	Failed    int64     `json:"failed"`
+	// State is planning, sending (planned, pushes on their way) or done
+	// (every targeted device has its outcome).
+	State string `json:"state"`
+	// Targeted is always skipped + sent + pruned + failed + superseded +
+	// in_flight: every device found so far, each in exactly one of them.
+	// Queued, deferred and coalesced say how the throttle planned them.
+	Targeted  int64 `json:"targeted"`
+	Queued    int64 `json:"queued"`
+	Sent      int64 `json:"sent"`
+	Deferred  int64 `json:"deferred"`
+	Coalesced int64 `json:"coalesced"`
+	Skipped   int64 `json:"skipped"` // opted out, or gone before planning
+	Pruned    int64 `json:"pruned"`
+	Failed    int64 `json:"failed"`
 	// Superseded: dropped at send time (device deleted, opted out or
 	// re-tokened since planning).
 	Superseded int64 `json:"superseded"`
+	// InFlight: planned pushes that have not ended yet.
+	InFlight int64 `json:"in_flight"`
+	// Held: devices the alert guard (NUDGE_ALERT_LIMIT) sent the sync to
+	// silently, without its alert; inside the counts above.
+	Held int64 `json:"held"`
+	// LastSentAt is when the latest push of the sync was sent.
+	LastSentAt *time.Time `json:"last_sent_at,omitempty"`
 }
 
 // createSync is POST /v1/syncs: an editor asks subscribers of some feeds to
@@ -98,6 +145,20 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 		}
 		ev.Alert = &fanout.Alert{Title: a.Title, Body: a.Body}
 	}
+	if err := checkAudience(req.Audience); err != nil {
+		return err
+	}
+	if !req.Audience.Empty() {
+		ev.Audience = req.Audience
+	}
+	if r.URL.Query().Get("dry_run") == "true" {
+		n, err := s.deps.Pipeline.Planner.Count(r.Context(), ev)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "targeted": n})
+		return nil
+	}
 	// A sync names no new items: it carries each feed's head, and the app
 	// fetches from the smaller of that and its own cursor, as always.
 	ev.Since = map[string]int64{}
@@ -120,8 +181,10 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 
 // getSync is GET /v1/syncs/{id}: live progress of a sync.
 func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
-	id := chi.URLParam(r, "id")
-	if id == "" || len(id) > maxEventIDSize {
+	// Clients percent-encode the colons of ids like feed:headlines:5; the
+	// router leaves the escaped path as it is.
+	id, err := url.PathUnescape(chi.URLParam(r, "id"))
+	if err != nil || id == "" || len(id) > maxEventIDSize {
 		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found"}
 	}
 	ev, err := s.deps.Pipeline.Planner.Event(r.Context(), id)
@@ -140,15 +203,17 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 }
 
 func viewOfProgress(ev fanout.Event, p fanout.Progress) progressView {
-	state := "planning"
-	if p.Done {
-		state = "planned"
-	}
-	return progressView{
-		ID: ev.ID, Feeds: ev.Feeds, Lane: ev.Lane, CreatedAt: ev.CreatedAt.UTC(), State: state,
-		Targeted: p.Targeted, Queued: p.Queued, Sent: p.Sent, Deferred: p.Deferred, Coalesced: p.Coalesced,
+	v := progressView{
+		ID: ev.ID, Feeds: ev.Feeds, Lane: ev.Lane, CreatedAt: ev.CreatedAt.UTC(), State: p.State(),
+		Targeted: p.Accounted(), Queued: p.Queued, Sent: p.Sent, Deferred: p.Deferred, Coalesced: p.Coalesced,
 		Skipped: p.Skipped + p.Missing, Pruned: p.Pruned, Failed: p.Failed, Superseded: p.Superseded,
+		InFlight: p.InFlight(), Held: p.Held,
 	}
+	if !p.LastSentAt.IsZero() {
+		t := p.LastSentAt.UTC()
+		v.LastSentAt = &t
+	}
+	return v
 }
 
 // pollFeed is POST /v1/feeds/{feed}/poll: a CMS or an editor asks for the

@@ -33,7 +33,7 @@ const Retention = 2 * time.Hour
 // so a bad client cannot grow the label sets.
 var (
 	platforms = []string{"android", "ios"}
-	lanes     = []string{"feed", "breaking"}
+	lanes     = []string{"feed", "breaking", "alert"}
 )
 
 // Push outcomes that the delivery side records.

@@ -38,6 +38,10 @@ import (
 type Attempt struct {
 	Device   uint64
 	Collapse string // the push's collapse id (Push.CollapseID)
+	// Alert marks an alert-lane push: it is admitted at once (visible
+	// pushes are not under the silent budget) and its time is logged, so
+	// silent pushes keep their gap after it.
+	Alert bool
 }
 
 // tag is the FNV-1a digest of the collapse id in 8 hex digits.
@@ -138,7 +142,8 @@ end
 // KEYS[1]   thr:{pN}
 // KEYS[1+i] dev:{pN}:<id> of attempt i
 // ARGV[1..3] iOS limit, window ms, min gap ms; ARGV[4..6] Android's
-// ARGV[5+2i], ARGV[6+2i] device id and tag of attempt i
+// ARGV[5+2i], ARGV[6+2i] device id and tag of attempt i; a tag that
+// starts with "!" is an alert: admitted at once, logged without the "!"
 //
 // Returns one number per attempt: 0 when admitted (the time is reserved),
 // else the milliseconds to wait. Attempts are decided in order, so a later
@@ -154,6 +159,8 @@ load(KEYS[1], fields)
 local out = {}
 for i = 1, #KEYS - 1 do
   local tag, field = ARGV[6 + 2 * i], fields[i]
+  local alert = string.sub(tag, 1, 1) == '!'
+  if alert then tag = string.sub(tag, 2) end
   local raw = get(field)
   if not raw then
     -- Nothing may have reached the phone within the window: no policy
@@ -174,7 +181,7 @@ for i = 1, #KEYS - 1 do
     local at = now
     if others[1] then at = math.max(at, others[1][2] + gap) end
     if others[pol.k] then at = math.max(at, others[pol.k][2] + pol.w) end
-    if at > now then
+    if at > now and not alert then
       out[i] = at - now
     else
       others[#others + 1] = {tag, now}
@@ -244,7 +251,11 @@ func (t *Throttle) Admit(ctx context.Context, attempts []Attempt) ([]time.Durati
 		for _, i := range idx {
 			a := attempts[i]
 			c.keys = append(c.keys, keys.Device(a.Device))
-			c.args = append(c.args, strconv.FormatUint(a.Device, 10), a.tag())
+			tag := a.tag()
+			if a.Alert {
+				tag = "!" + tag
+			}
+			c.args = append(c.args, strconv.FormatUint(a.Device, 10), tag)
 		}
 		calls = append(calls, c)
 		order = append(order, idx)

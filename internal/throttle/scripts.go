@@ -187,18 +187,28 @@ end
 // KEYS[4..] dev:{pN}:<id> device hashes, one per device of the batch
 // ARGV[1]  now, unix ms; empty: the server's TIME, read inside the script
 // ARGV[2]  event id, as a JSON string literal
-// ARGV[3]  lane "feed"|"breaking"
+// ARGV[3]  lane "feed"|"breaking"|"alert"
 // ARGV[4]  reason, as a JSON string literal
 // ARGV[5]  feeds (non-empty): US (<JSON string literal> US)*
 // ARGV[6]  since cursors: US (<JSON string literal>:<cursor> US)*
 // ARGV[7..16] policies (see luaCommon)
 // ARGV[17] Remember: applied events remembered per device
 // ARGV[18] MaxEvents: event ids carried by one pending push
-// ARGV[19..] device ids, ARGV[15+i] belongs to KEYS[i]
+// ARGV[19] alert limit: alerts per device in any alert window
+// ARGV[20] alert window, ms
+// ARGV[21..] device ids, ARGV[17+i] belongs to KEYS[i]
+//
+// The alert lane is queued at once whatever the silent budget: the push
+// carries the device's pending push too (which leaves the due set), and its
+// send time is recorded in S like any other push. The alert guard keeps the
+// device's alert times in field "a<id>" of thr:{pN} ("," separated unix
+// ms); a device that already had the alert limit within the alert window is
+// held back: it gets the update on the breaking lane instead (silent, under
+// the budget) and is counted as held as well as under that outcome.
 //
 // Returns {queued, deferred, coalesced, skipped, missing, duplicate,
-// deferred iOS, coalesced iOS, deferred Android, coalesced Android}. A
-// duplicate (event already applied to the device) is counted under its
+// deferred iOS, coalesced iOS, deferred Android, coalesced Android, held}.
+// A duplicate (event already applied to the device) is counted under its
 // original outcome and also under duplicate; the per-platform counts are of
 // fresh decisions only.
 var decideScript = redis.NewScript(luaCommon + decideLua)
@@ -218,7 +228,9 @@ local sinceL = ARGV[6]
 local pols = policies(7)
 local remember = tonumber(ARGV[17])
 local maxev = tonumber(ARGV[18])
+local alim, awin = tonumber(ARGV[19]), tonumber(ARGV[20])
 local stream = KEYS[3]
+local held = 0
 local cnt = {q = 0, d = 0, c = 0}
 local ios, android = {q = 0, d = 0, c = 0}, {q = 0, d = 0, c = 0}
 local skipped, missing, dup = 0, 0, 0
@@ -241,9 +253,12 @@ for f, v in string.gmatch(sinceL, '\31([^\31]*):(%-?%d+)') do
 end
 local coldDeferred = state(1, 1, 0, now_s, lane, '', feedsL, sinceL, qreason, evNeedle .. 'd', evPE)
 local coldQueued = state(1, 0, 0, '', '', now_s, '', '', '', evNeedle .. 'q', '')
-local newTail = '","events":[' .. qev .. '],"dropped":0,"feeds":[' .. list_json(feedsL) ..
-  '],"since":{' .. list_json(sinceL) .. '},"lane":"' .. lane .. '","reason":' .. qreason ..
-  ',"queued_at":' .. now_s .. '}'
+local function newTailOf(l)
+  return '","events":[' .. qev .. '],"dropped":0,"feeds":[' .. list_json(feedsL) ..
+    '],"since":{' .. list_json(sinceL) .. '},"lane":"' .. l .. '","reason":' .. qreason ..
+    ',"queued_at":' .. now_s .. '}'
+end
+local newTail = newTailOf(lane)
 
 -- A decision is a table: st the new state, out its outcome, d the due
 -- time to set, unq true to remove the device from the due set, job the
@@ -294,6 +309,52 @@ local function coalesce(raw, ne_s, k_s, t, pl, p, pol, mi)
     sub(raw, from, eEnd - 1) .. evNeedle .. 'c' .. sub(raw, eEnd) .. evPE}
 end
 
+-- merge adds the update to a pending push: its event id (dropping the
+-- oldest beyond MaxEvents), its feeds and the smaller since cursors.
+local function merge(k, n, PE, PF, PC)
+  k = k + 1
+  PE = PE .. evPE
+  while k > maxev do PE = sub(PE, (find(PE, US, 2, true))); k = k - 1; n = n + 1 end
+  for i = 1, #feedNeedles do
+    if not find(PF, feedNeedles[i], 1, true) then PF = PF .. feedEntries[i] end
+  end
+  for i = 1, #sinceNeedles do
+    local needle = sinceNeedles[i]
+    local x = find(PC, needle, 1, true)
+    if not x then
+      PC = PC .. sinceEntries[i] .. US
+    else
+      local v = match(PC, '^%-?%d+', x + #needle)
+      if sinceVals[i] < tonumber(v) then
+        PC = sub(PC, 1, x) .. sinceEntries[i] .. sub(PC, x + #needle + #v)
+      end
+    end
+  end
+  return k, n, PE, PF, PC
+end
+
+-- alert queues the alert-lane push now, whatever the budget: it absorbs
+-- the pending push (whose due entry goes, unq) and its send time counts in
+-- S. raw is the device's state (nil: never seen), not a duplicate.
+local function alert(raw, pol)
+  if not raw then return {st = coldQueued, out = 'q', job = newTail} end
+  if byte(raw, 1) == 123 then raw = legacy(raw) end
+  local ne, k, n, t, pl, S, PF, PC, pr, E, PE = state_of(raw)
+  local r = {out = 'q'}
+  if k > 0 then
+    k, n, PE, PF, PC = merge(k, n, PE, PF, PC)
+    r.unq = true
+  else
+    n, PE, PF, PC = 0, evPE, feedsL, sinceL
+  end
+  r.job = tail(PE, n, PF, PC, lane, qreason, now_s)
+  ne = ne + 1
+  E = E .. evNeedle .. 'q'
+  while ne > remember do E = sub(E, (find(E, GS, 2, true))); ne = ne - 1 end
+  r.st = state(ne, 0, 0, '', '', record(sends_of(S), pol, now_s), '', '', '', E, '')
+  return r
+end
+
 -- general splits the state, applies the policy and joins the state again.
 local function general(raw, pol, mi)
   local ne, k, n, t, pl, S, PF, PC, pr, E, PE = state_of(raw)
@@ -301,24 +362,7 @@ local function general(raw, pol, mi)
   local a = allow_at(s, pol, gap_of(pol, mi), now)
   local r = {}
   if k > 0 then
-    k = k + 1
-    PE = PE .. evPE
-    while k > maxev do PE = sub(PE, (find(PE, US, 2, true))); k = k - 1; n = n + 1 end
-    for i = 1, #feedNeedles do
-      if not find(PF, feedNeedles[i], 1, true) then PF = PF .. feedEntries[i] end
-    end
-    for i = 1, #sinceNeedles do
-      local needle = sinceNeedles[i]
-      local x = find(PC, needle, 1, true)
-      if not x then
-        PC = PC .. sinceEntries[i] .. US
-      else
-        local v = match(PC, '^%-?%d+', x + #needle)
-        if sinceVals[i] < tonumber(v) then
-          PC = sub(PC, 1, x) .. sinceEntries[i] .. sub(PC, x + #needle + #v)
-        end
-      end
-    end
+    k, n, PE, PF, PC = merge(k, n, PE, PF, PC)
     if lane == 'breaking' and pl ~= 'breaking' then pl = 'breaking'; pr = qreason end
     local d
     if pl == 'breaking' then
@@ -375,9 +419,31 @@ end
 -- One HMGET for the whole batch's state; writes are gathered and issued in
 -- bulk at the end (per-call overhead dominates small commands in Lua).
 local ids = {}
-for i = 4, #KEYS do ids[i - 3] = ARGV[15 + i] end
+for i = 4, #KEYS do ids[i - 3] = ARGV[17 + i] end
 local raws = call('HMGET', KEYS[1], unpack(ids))
 local fresh = {}
+local alane = lane == 'alert'
+local alogs, aset = {}, {}
+if alane then
+  local f = {}
+  for j = 1, #ids do f[j] = 'a' .. ids[j] end
+  alogs = call('HMGET', KEYS[1], unpack(f))
+end
+local heldTail = newTailOf('breaking')
+
+-- guard returns the alert log of a device with now added, or nil when the
+-- device already had alim alerts within the alert window.
+local function guard(alog)
+  local keep, n = {}, 0
+  if alog then
+    for x in string.gmatch(alog, '%d+') do
+      if tonumber(x) > now - awin then n = n + 1; keep[n] = x end
+    end
+  end
+  if n >= alim then return nil end
+  keep[n + 1] = now_s
+  return concat(keep, ',')
+end
 local memo = {[pols.ios] = {}, [pols.android] = {}}
 
 for j = 1, #ids do
@@ -385,7 +451,7 @@ for j = 1, #ids do
   local dev = call('HMGET', KEYS[3 + j], 'pl', 'bg', 'mi')
   if not dev[1] and not dev[2] then
     missing = missing + 1
-    if raws[j] then gone[#gone + 1] = id; gone[#gone + 1] = 'p' .. id; zrem[#zrem + 1] = id end
+    if raws[j] then gone[#gone + 1] = id; gone[#gone + 1] = 'p' .. id; gone[#gone + 1] = 'a' .. id; zrem[#zrem + 1] = id end
   elseif dev[2] == '0' then
     skipped = skipped + 1
   else
@@ -394,7 +460,24 @@ for j = 1, #ids do
     local raw = fresh[id] or raws[j]
     local mi = dev[3]
     local r
-    if MEMO then
+    if alane then
+      local at = raw and find(raw, evNeedle, 1, true)
+      if at then
+        r = {dup = true, out = sub(raw, at + #evNeedle, at + #evNeedle)}
+      else
+        local alog = guard(aset[id] or alogs[j])
+        if alog then
+          aset[id] = alog
+          r = alert(raw, pol)
+        else
+          -- Held back by the alert guard: the breaking lane, silent.
+          held = held + 1
+          lane, newTail = 'breaking', heldTail
+          r = apply(raw, pol, mi)
+          lane, newTail = 'alert', newTailOf('alert')
+        end
+      end
+    elseif MEMO then
       local m = memo[pol]
       r = m[raw or '']
       if not r or r.mi ~= mi then
@@ -427,12 +510,13 @@ for j = 1, #ids do
   end
 end
 
+for id, alog in pairs(aset) do hset[#hset + 1] = 'a' .. id; hset[#hset + 1] = alog end
 bulk('HSET', KEYS[1], hset, 2)
 bulk('ZADD', KEYS[2], zadd, 2)
 bulk('ZREM', KEYS[2], zrem, 1)
 bulk('HDEL', KEYS[1], gone, 1)
 keep_hashtable(KEYS[1])
-return {cnt.q, cnt.d, cnt.c, skipped, missing, dup, ios.d, ios.c, android.d, android.c}
+return {cnt.q, cnt.d, cnt.c, skipped, missing, dup, ios.d, ios.c, android.d, android.c, held}
 `
 
 // moveScript moves due pending pushes of one partition into its stream.
@@ -498,6 +582,7 @@ for j = 1, #ids do
       missing = missing + 1
       gone[#gone + 1] = id
       gone[#gone + 1] = 'p' .. id
+      gone[#gone + 1] = 'a' .. id
       zrem[#zrem + 1] = id
     else
       local pol = pols.android
@@ -544,12 +629,12 @@ keep_hashtable(KEYS[1])
 return {queued, resched, skipped, missing, stale}
 `
 
-// forgetScript drops the throttle state, the phone log and the pending
-// push of one device.
+// forgetScript drops the throttle state, the phone log, the alert log and
+// the pending push of one device.
 //
 // KEYS[1] thr:{pN}, KEYS[2] due:{pN}; ARGV[1] device id.
 // Returns the number of fields removed (0: there was no state).
 var forgetScript = redis.NewScript(`
 redis.call('ZREM', KEYS[2], ARGV[1])
-return redis.call('HDEL', KEYS[1], ARGV[1], 'p' .. ARGV[1])
+return redis.call('HDEL', KEYS[1], ARGV[1], 'p' .. ARGV[1], 'a' .. ARGV[1])
 `)

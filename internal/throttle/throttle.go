@@ -34,6 +34,17 @@
 // pending feed push, the whole pending push becomes breaking and due at
 // allowAt.
 //
+// The alert lane carries a visible alert (with content-available, so the
+// app syncs too). Apple and Google throttle silent pushes, not visible
+// ones, so an alert is queued at once whatever the silent budget. It still
+// counts against that budget (the app did wake), and it absorbs the
+// device's pending push: its feeds, cursors and events ride in the alert,
+// and nothing silent follows within the gap. The alert guard replaces the
+// budget for alerts: at most Config.AlertLimit alerts per device in any
+// Config.AlertWindow. A device over it is held back: it gets the update on
+// the breaking lane, silent and under the budget, and Counts.Held says how
+// many devices that happened to.
+//
 // # Opt-out
 //
 // A device whose user turned background sync off ("bg" = "0") gets no push
@@ -106,6 +117,7 @@ import (
 const (
 	LaneFeed     = "feed"     // feed changes: debounced and coalesced
 	LaneBreaking = "breaking" // editor triggers: skip the debounce
+	LaneAlert    = "alert"    // editor triggers with a visible alert: at once, under the alert guard
 )
 
 // Policy is the push budget of one platform.
@@ -169,6 +181,12 @@ type Config struct {
 	// Batch is the most devices one script call decides (default 512),
 	// which bounds the time Redis spends in one call.
 	Batch int
+	// AlertLimit is the most alert-lane pushes one device gets in any
+	// AlertWindow (default 4); further alerts are held back to the breaking
+	// lane.
+	AlertLimit int
+	// AlertWindow is the sliding window of AlertLimit (default 1h).
+	AlertWindow time.Duration
 	// Clock is the time source of every decision (default: the Redis
 	// server's TIME). Tests inject a simulated clock here.
 	Clock Clock
@@ -211,6 +229,8 @@ func (c Config) withDefaults() Config {
 	c.Remember = cmp.Or(c.Remember, 8)
 	c.MaxEvents = cmp.Or(c.MaxEvents, 32)
 	c.Batch = cmp.Or(c.Batch, 512)
+	c.AlertLimit = cmp.Or(c.AlertLimit, 4)
+	c.AlertWindow = cmp.Or(c.AlertWindow, time.Hour)
 	return c
 }
 
@@ -224,6 +244,9 @@ func (c Config) validate() error {
 	if c.Remember < 1 || c.MaxEvents < 1 || c.Batch < 1 {
 		return fmt.Errorf("throttle: remember %d, max events %d, batch %d: set Remember, MaxEvents and Batch to at least 1", c.Remember, c.MaxEvents, c.Batch)
 	}
+	if c.AlertLimit < 1 || c.AlertWindow < time.Second {
+		return fmt.Errorf("throttle: alert limit %d per %s: set AlertLimit to at least 1 and AlertWindow to at least 1s", c.AlertLimit, c.AlertWindow)
+	}
 	return nil
 }
 
@@ -232,7 +255,7 @@ func (c Config) validate() error {
 type Update struct {
 	Event  string           // event id, unique per fan-out
 	Feeds  []string         // feeds the app should fetch; at least one
-	Lane   string           // LaneFeed or LaneBreaking
+	Lane   string           // LaneFeed, LaneBreaking or LaneAlert
 	Reason string           // "feed", "breaking" or "stale"
 	Since  map[string]int64 // per feed, the cursor to fetch from
 }
@@ -246,7 +269,7 @@ func (u Update) validate() error {
 		return fmt.Errorf("empty event id: %w", ErrInvalidUpdate)
 	case len(u.Feeds) == 0:
 		return fmt.Errorf("event %s has no feeds: %w", u.Event, ErrInvalidUpdate)
-	case u.Lane != LaneFeed && u.Lane != LaneBreaking:
+	case u.Lane != LaneFeed && u.Lane != LaneBreaking && u.Lane != LaneAlert:
 		return fmt.Errorf("event %s lane %q: %w", u.Event, u.Lane, ErrInvalidUpdate)
 	case !utf8.ValidString(u.Event) || !utf8.ValidString(u.Reason):
 		return fmt.Errorf("event %q or its reason is not UTF-8: %w", u.Event, ErrInvalidUpdate)
@@ -303,6 +326,9 @@ type Counts struct {
 	Skipped   int64 // background sync off
 	Missing   int64 // no device hash (pruned or unregistered)
 	Duplicate int64 // event already applied; also counted in its original outcome
+	// Held counts alert-lane devices the alert guard held back to the
+	// breaking lane; also counted in the outcome they got there.
+	Held int64
 
 	// IOS and Android split the fresh (not duplicate) decisions by platform.
 	IOS, Android PlatformCounts
@@ -322,6 +348,7 @@ func (c *Counts) Add(o Counts) {
 	c.Skipped += o.Skipped
 	c.Missing += o.Missing
 	c.Duplicate += o.Duplicate
+	c.Held += o.Held
 	c.IOS.Deferred += o.IOS.Deferred
 	c.IOS.Coalesced += o.IOS.Coalesced
 	c.Android.Deferred += o.Android.Deferred
@@ -370,7 +397,7 @@ func New(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus
 		move:   moveScript,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_throttle_decisions_total",
-			Help: "Throttle decisions by outcome (queued, deferred, coalesced, skipped, missing, duplicate) and lane.",
+			Help: "Throttle decisions by outcome (queued, deferred, coalesced, skipped, missing, duplicate, held) and lane.",
 		}, []string{"outcome", "lane"}),
 		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_throttle_scheduler_moves_total",
@@ -424,7 +451,7 @@ func (t *Throttle) Decide(ctx context.Context, u Update, devices []uint64) (Coun
 	}
 	head := []any{now, quote(u.Event), u.Lane, quote(u.Reason), feeds, since}
 	head = append(head, t.polArg...)
-	head = append(head, t.cfg.Remember, t.cfg.MaxEvents)
+	head = append(head, t.cfg.Remember, t.cfg.MaxEvents, t.cfg.AlertLimit, t.cfg.AlertWindow.Milliseconds())
 
 	// The calls go out in pipelines of pipelineCalls, two at a time, so that
 	// building the next pipeline's arguments overlaps with Redis running the
@@ -467,11 +494,11 @@ func (t *Throttle) Decide(ctx context.Context, u Update, devices []uint64) (Coun
 	var total Counts
 	for _, c := range calls {
 		v, err := c.cmd.Int64Slice()
-		if err != nil || len(v) != 10 {
+		if err != nil || len(v) != 11 {
 			return total, fmt.Errorf("decide event %s: script reply %v: %w", u.Event, c.cmd.Val(), err)
 		}
 		total.Add(Counts{Queued: v[0], Deferred: v[1], Coalesced: v[2], Skipped: v[3], Missing: v[4], Duplicate: v[5],
-			IOS: PlatformCounts{v[6], v[7]}, Android: PlatformCounts{v[8], v[9]}})
+			IOS: PlatformCounts{v[6], v[7]}, Android: PlatformCounts{v[8], v[9]}, Held: v[10]})
 	}
 	t.observe(u.Lane, total)
 	return total, nil
@@ -481,7 +508,7 @@ func (t *Throttle) observe(lane string, c Counts) {
 	for _, o := range []struct {
 		name string
 		n    int64
-	}{{"queued", c.Queued}, {"deferred", c.Deferred}, {"coalesced", c.Coalesced}, {"skipped", c.Skipped}, {"missing", c.Missing}, {"duplicate", c.Duplicate}} {
+	}{{"queued", c.Queued}, {"deferred", c.Deferred}, {"coalesced", c.Coalesced}, {"skipped", c.Skipped}, {"missing", c.Missing}, {"duplicate", c.Duplicate}, {"held", c.Held}} {
 		if o.n > 0 {
 			t.decisions.WithLabelValues(o.name, lane).Add(float64(o.n))
 		}
@@ -535,7 +562,7 @@ type Push struct {
 	Dropped  int              // older events merged in but not listed (MaxEvents)
 	Feeds    []string         // feeds the app should fetch
 	Since    map[string]int64 // per feed, the cursor to fetch from
-	Lane     string           // LaneFeed or LaneBreaking
+	Lane     string           // LaneFeed, LaneBreaking or LaneAlert
 	Reason   string           // "feed", "breaking" or "stale"
 	QueuedAt time.Time        // when the throttle queued it (the budget's send time)
 }

@@ -822,7 +822,7 @@ func TestBudgetAtThePhoneInOneBatch(t *testing.T) {
 	e := &env{rdb: rdb, th: th}
 	// Devices 1 and 65 share partition 1; device 2 is in another.
 	e.addDevices(t, device{id: 1, pl: "ios", bg: true}, device{id: 65, pl: "android", bg: true}, device{id: 2, pl: "ios", bg: true})
-	w, err := th.Admit(ctx, []Attempt{{1, "a"}, {65, "a"}, {1, "b"}, {2, "a"}, {1, "a"}})
+	w, err := th.Admit(ctx, []Attempt{{Device: 1, Collapse: "a"}, {Device: 65, Collapse: "a"}, {Device: 1, Collapse: "b"}, {Device: 2, Collapse: "a"}, {Device: 1, Collapse: "a"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -834,13 +834,13 @@ func TestBudgetAtThePhoneInOneBatch(t *testing.T) {
 	}
 	// Refuse a and deliver device 65's push in one call: device 1's log
 	// empties, device 65's keeps its entry.
-	if err := th.Settle(ctx, []Attempt{{1, "a"}, {65, "a"}, {1, "zz"}}, []Settlement{Refused, Delivered, Refused}); err != nil {
+	if err := th.Settle(ctx, []Attempt{{Device: 1, Collapse: "a"}, {Device: 65, Collapse: "a"}, {Device: 1, Collapse: "zz"}}, []Settlement{Refused, Delivered, Refused}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := rdb.HExists(ctx, keys.Throttle(keys.Partition(1)), "p1").Result(); err != nil || ok {
 		t.Fatalf("device 1's log after its only push was refused: exists %v, %v", ok, err)
 	}
-	w, err = th.Admit(ctx, []Attempt{{1, "b"}, {65, "b"}})
+	w, err = th.Admit(ctx, []Attempt{{Device: 1, Collapse: "b"}, {Device: 65, Collapse: "b"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,10 @@ import * as chart from "./chart.js";
 const KEY_STORAGE = "nudge.console.key";
 const REFRESH_MS = 5000;
 const SYNC_POLL_MS = 1000;
-const SYNC_COUNTS = ["targeted", "queued", "sent", "deferred", "coalesced", "skipped", "pruned", "failed"];
+const SYNC_COUNTS = ["targeted", "queued", "sent", "deferred", "coalesced", "skipped", "pruned", "failed", "superseded", "in_flight", "held"];
+/** Outcomes every targeted device ends in, one live bar each. */
+const SYNC_OUTCOMES = ["sent", "in_flight", "skipped", "pruned", "failed", "superseded"];
+const MILESTONES = [50, 90, 100];
 const PLATFORMS = [["ios", "iOS"], ["android", "Android"]];
 const QUEUES = [["push", "Push"], ["events", "Events"]];
 const FEED_ID = /^[a-z0-9-]{1,64}$/;
@@ -504,6 +507,8 @@ async function onSyncSubmit(event) {
   const title = $("#alert-title").value.trim();
   const text = $("#alert-body").value.trim();
   if (title || text) body.alert = { title, body: text };
+  const audience = audienceOf(form);
+  if (audience) body.audience = audience;
 
   const button = $("#sync-submit");
   button.disabled = true;
@@ -527,6 +532,43 @@ async function onSyncSubmit(event) {
   }
 }
 
+/** audienceOf reads the sync form's audience; null when it narrows nothing. */
+function audienceOf(form) {
+  const a = {};
+  const platforms = [...form.querySelectorAll("input[name=platform]:checked")].map((i) => i.value);
+  if (platforms.length) a.platforms = platforms;
+  const locales = $("#audience-locales").value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (locales.length) a.locales = locales;
+  const min = $("#audience-min-version").value.trim();
+  const max = $("#audience-max-version").value.trim();
+  if (min) a.min_app_version = min;
+  if (max) a.max_app_version = max;
+  return Object.keys(a).length ? a : null;
+}
+
+/** onAudiencePreview asks the API for a dry run: how many devices the
+ * sync as filled in would reach now. */
+async function onAudiencePreview() {
+  const form = $("#sync-form");
+  const out = $("#audience-count");
+  const feeds = [...form.querySelectorAll("input[name=feed]:checked")].map((i) => i.value);
+  if (feeds.length === 0) {
+    out.textContent = "Choose at least one feed to count its devices.";
+    return;
+  }
+  const body = { feeds, lane: "breaking" };
+  const audience = audienceOf(form);
+  if (audience) body.audience = audience;
+  out.textContent = "Counting…";
+  try {
+    const res = await request(state.key, "POST", "/v1/syncs?dry_run=true", body);
+    out.textContent = `This sync would reach ${num(Number(res.targeted) || 0)} devices.`;
+  } catch (err) {
+    if (err.status === 401) return signOut("Your key is no longer accepted. Sign in again.");
+    out.textContent = `Could not count: ${err.message}`;
+  }
+}
+
 function onSyncFeedChange(event) {
   const input = event.target;
   if (input.name !== "feed") return;
@@ -541,13 +583,15 @@ function stopSync() {
 
 function startSync(id) {
   stopSync();
-  state.sync = { id, timer: 0, done: false, waiting: false };
+  state.sync = { id, timer: 0, done: false, waiting: false, reached: {} };
   $("#sync-progress").hidden = false;
   $("#sync-id").textContent = id;
   setSyncState("planning", "Starting…");
   $("#sync-summary").textContent = "";
   $("#sync-bar").value = 0;
   for (const c of SYNC_COUNTS) $(`[data-count=${c}]`).textContent = "0";
+  for (const o of SYNC_OUTCOMES) $(`[data-bar=${o}]`).value = 0;
+  for (const m of MILESTONES) $(`[data-milestone="${m}"]`).textContent = DASH;
   pollSync();
 }
 
@@ -557,10 +601,34 @@ function setSyncState(kind, text) {
   el.textContent = text;
 }
 
-/** finished: planned, and every targeted device has an outcome. */
+/** finished: every targeted device has an outcome (targeted is the sum of
+ * the outcomes and in_flight, so done is targeted less in_flight). */
 function finished(s) {
-  const done = ["sent", "pruned", "failed", "deferred", "coalesced", "skipped"].reduce((n, k) => n + (Number(s[k]) || 0), 0);
-  return { done, complete: s.state === "planned" && done >= (Number(s.targeted) || 0) };
+  const done = (Number(s.targeted) || 0) - (Number(s.in_flight) || 0);
+  return { done, complete: s.state === "done" };
+}
+
+/**
+ * milestones notes when 50 and 90 % of the devices that get a push
+ * (targeted less skipped) were sent, as first seen by a poll, and when the
+ * last push went out (100 %: every device has its outcome), counted from
+ * the sync's creation.
+ */
+function milestones(s, res) {
+  const created = parseTime(res.created_at);
+  const base = (Number(res.targeted) || 0) - (Number(res.skipped) || 0);
+  if (!created || base <= 0 || res.state === "planning") return;
+  const share = (100 * (Number(res.sent) || 0)) / base;
+  for (const m of MILESTONES) {
+    if (s.reached[m] !== undefined) continue;
+    if (m === 100) {
+      // Done: every device has its outcome, the last push is out.
+      if (res.state === "done" && res.last_sent_at) s.reached[m] = parseTime(res.last_sent_at) - created;
+    } else if (share >= m) {
+      s.reached[m] = Date.now() - created;
+    }
+    if (s.reached[m] !== undefined) $(`[data-milestone="${m}"]`).textContent = millis(Math.max(0, s.reached[m]));
+  }
 }
 
 async function pollSync() {
@@ -584,13 +652,19 @@ async function pollSync() {
     const bar = $("#sync-bar");
     bar.max = Math.max(targeted, 1);
     bar.value = Math.min(done, bar.max);
+    for (const o of SYNC_OUTCOMES) {
+      const b = $(`[data-bar=${o}]`);
+      b.max = Math.max(targeted, 1);
+      b.value = Math.min(Number(res[o]) || 0, b.max);
+    }
+    milestones(s, res);
     if (complete) {
       s.done = true;
       setSyncState("done", "Finished");
       $("#sync-summary").textContent = summaryText(res);
       return;
     }
-    setSyncState(res.state === "planned" ? "sending" : "planning", res.state === "planned" ? "Sending…" : "Planning…");
+    setSyncState(res.state === "sending" ? "sending" : "planning", res.state === "sending" ? "Sending…" : "Planning…");
   } catch (err) {
     if (state.sync !== s) return;
     if (err.status === 401) return signOut("Your key is no longer accepted. Sign in again.");
@@ -609,11 +683,12 @@ async function pollSync() {
 function summaryText(r) {
   const targeted = Number(r.targeted) || 0;
   if (targeted === 0) return "Finished: no device subscribes to these feeds.";
-  const parts = [["deferred", "deferred"], ["coalesced", "coalesced"], ["skipped", "skipped"], ["pruned", "pruned (token no longer valid)"], ["failed", "failed"]]
+  const parts = [["skipped", "skipped (background sync off)"], ["pruned", "pruned (token no longer valid)"], ["failed", "failed"], ["superseded", "superseded (changed since planning)"]]
     .filter(([k]) => Number(r[k]) > 0)
     .map(([k, label]) => `${num(Number(r[k]))} ${label}`);
   const rest = parts.length ? `; ${parts.join(", ")}` : "";
-  return `Finished: ${num(Number(r.sent) || 0)} of ${num(targeted)} targeted devices were sent a push${rest}.`;
+  const held = Number(r.held) > 0 ? ` The alert limit held back the alert on ${num(Number(r.held))} of them: they synced silently.` : "";
+  return `Finished: ${num(Number(r.sent) || 0)} of ${num(targeted)} targeted devices were sent a push${rest}.${held}`;
 }
 
 // ---------------------------------------------------------------- start
@@ -635,6 +710,7 @@ async function boot() {
   $("#logout").addEventListener("click", () => signOut());
   $("#sync-form").addEventListener("submit", onSyncSubmit);
   $("#sync-feeds").addEventListener("change", onSyncFeedChange);
+  $("#audience-preview").addEventListener("click", onAudiencePreview);
   $("#feeds").addEventListener("click", onFeedAction);
   $("#feed-add").addEventListener("click", () => openFeedForm(null));
   $("#feed-form").addEventListener("submit", onFeedSubmit);

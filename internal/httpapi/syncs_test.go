@@ -1,0 +1,132 @@
+package httpapi_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/nudge-dev/nudge/internal/fanout"
+	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/throttle"
+)
+
+// TestSyncIDPercentEncoded reads the progress of a sync whose id has
+// colons (the dispatcher's feed:<feed>:<cursor> ids) both as written and
+// percent-encoded, as HTTP clients send it; both must find it.
+func TestSyncIDPercentEncoded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	ev := fanout.Event{ID: "feed:headlines:5", Feeds: []string{"headlines"}, Lane: throttle.LaneFeed, Reason: "feed"}
+	if _, err := b.pipe.Planner.Publish(t.Context(), ev); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/v1/syncs/feed:headlines:5", "/v1/syncs/feed%3Aheadlines%3A5", "/v1/syncs/feed%3aheadlines%3a5"} {
+		r := b.do(t, "GET", "/v1/syncs/{id}", path, b.editKey, nil)
+		if r.code != http.StatusOK {
+			t.Fatalf("GET %s: got %d %s", path, r.code, r.body)
+		}
+		if p := decode[progressJSON](t, r); p.ID != ev.ID || p.State != "planning" {
+			t.Fatalf("GET %s: got %+v", path, p)
+		}
+	}
+	if r := b.do(t, "GET", "/v1/syncs/{id}", "/v1/syncs/feed%3Aheadlines%3A6", b.editKey, nil); r.code != http.StatusNotFound {
+		t.Fatalf("unknown encoded id: got %d", r.code)
+	}
+}
+
+// TestSyncAudienceDryRun registers devices of both platforms, several
+// locales and app versions, counts audiences with dry_run (nothing may be
+// published or queued), then sends one of them: the planned sync must
+// target exactly the dry run's count, and only the matching devices.
+func TestSyncAudienceDryRun(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	type dev struct{ platform, locale, version string }
+	devs := []dev{
+		{"android", "en-US", "1.4.0"}, {"android", "en-GB", "1.10.0"}, {"android", "de-DE", "1.9.2"},
+		{"ios", "en_GB", "2.0"}, {"ios", "fr-FR", "1.4.0"}, {"ios", "en", ""},
+	}
+	ids := map[uint64]dev{}
+	for i, d := range devs {
+		reg := fcmReg(fcmToken(700+i), "world")
+		reg["platform"], reg["locale"] = d.platform, d.locale
+		if d.version == "" {
+			delete(reg, "app_version")
+		} else {
+			reg["app_version"] = d.version
+		}
+		ids[b.register(t, reg, http.StatusCreated).ID] = d
+	}
+	b.register(t, fcmReg(fcmToken(799), "tech"), http.StatusCreated) // not a subscriber
+
+	tests := []struct {
+		name     string
+		audience map[string]any
+		want     int
+	}{
+		{"everyone", nil, 6},
+		{"ios", map[string]any{"platforms": []string{"ios"}}, 3},
+		{"english", map[string]any{"locales": []string{"en"}}, 4},
+		{"british", map[string]any{"locales": []string{"en-gb"}}, 2},
+		{"from 1.9", map[string]any{"min_app_version": "1.9"}, 3},
+		{"1.4 to 1.9.x", map[string]any{"min_app_version": "1.4", "max_app_version": "1.9.9"}, 3},
+		{"android english from 1.5", map[string]any{"platforms": []string{"android"}, "locales": []string{"en"}, "min_app_version": "1.5"}, 1},
+	}
+	for _, tt := range tests {
+		body := map[string]any{"feeds": []string{"world"}}
+		if tt.audience != nil {
+			body["audience"] = tt.audience
+		}
+		r := b.do(t, "POST", "/v1/syncs", "/v1/syncs?dry_run=true", b.editKey, body)
+		if r.code != http.StatusOK {
+			t.Fatalf("%s: dry run got %d %s", tt.name, r.code, r.body)
+		}
+		if got := decode[struct{ Targeted int }](t, r).Targeted; got != tt.want {
+			t.Fatalf("%s: dry run counts %d, want %d", tt.name, got, tt.want)
+		}
+	}
+	if n, err := b.rdb.XLen(t.Context(), keys.Stream(keys.EventQueue, 0)).Result(); err != nil || n != 0 {
+		t.Fatalf("dry runs queued %d events (%v), want none", n, err)
+	}
+	if r := b.do(t, "POST", "/v1/syncs", "/v1/syncs", b.editKey, map[string]any{"feeds": []string{"world"},
+		"audience": map[string]any{"platforms": []string{"windows"}}}); r.code != http.StatusBadRequest {
+		t.Fatalf("unknown platform: got %d", r.code)
+	}
+
+	r := b.do(t, "POST", "/v1/syncs", "/v1/syncs", b.editKey, map[string]any{"feeds": []string{"world"},
+		"audience": map[string]any{"locales": []string{"en"}, "min_app_version": "1.5"}})
+	if r.code != http.StatusAccepted {
+		t.Fatalf("create: got %d %s", r.code, r.body)
+	}
+	id := decode[struct{ ID string }](t, r).ID
+	p, err := b.pipe.Planner.Plan(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Targeted != 2 {
+		t.Fatalf("planned: targeted %d, want the dry run's 2 (en-GB 1.10.0, en_GB 2.0)", p.Targeted)
+	}
+	// Breaking, no alert, fresh devices: each planned device has its push
+	// in the push stream now.
+	pushed := map[uint64]bool{}
+	for part := range keys.Partitions {
+		msgs, err := b.rdb.XRange(t.Context(), keys.Stream(keys.PushQueue, part), "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			s, _ := m.Values["p"].(string)
+			job, err := throttle.DecodePush([]byte(s))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pushed[job.Device] = true
+		}
+	}
+	for id, d := range ids {
+		in := strings.HasPrefix(strings.ToLower(d.locale), "en") && d.version != "" && fanout.CompareVersions(d.version, "1.5") >= 0
+		if pushed[id] != in {
+			t.Fatalf("device %+v: pushed %v, want %v", d, pushed[id], in)
+		}
+	}
+}
