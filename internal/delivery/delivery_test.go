@@ -276,17 +276,22 @@ func TestProjectQuotaPausesProvider(t *testing.T) {
 	if n := b.emu.CountToken(d.Token); n != 0 {
 		t.Fatalf("device got %d pushes while fcm was over quota", n)
 	}
-	// The job waits in the retry set for the pause, not lost.
-	var retrying int64
-	for p := range keys.Partitions {
-		n, err := b.rdb.ZCard(t.Context(), keys.Retry(keys.PushQueue, p)).Result()
-		if err != nil {
-			t.Fatal(err)
+	// The job waits in the retry set for the pause, not lost. The pause is
+	// set before the batch's outcomes are settled, so wait for the settle.
+	retrying := func() int64 {
+		var n int64
+		for p := range keys.Partitions {
+			c, err := b.rdb.ZCard(t.Context(), keys.Retry(keys.PushQueue, p)).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += c
 		}
-		retrying += n
+		return n
 	}
-	if retrying != 1 {
-		t.Fatalf("jobs waiting for retry: got %d, want 1", retrying)
+	pollUntil(t, "the paused job in the retry set", func() bool { return retrying() != 0 })
+	if n := retrying(); n != 1 {
+		t.Fatalf("jobs waiting for retry: got %d, want 1", n)
 	}
 }
 

@@ -173,7 +173,10 @@ func TestReceiptsFeedWakeStats(t *testing.T) {
 	b := setup(t, setupOpts{})
 	d := b.register(t, fcmReg(fcmToken(1), "world"), http.StatusCreated)
 	other := b.register(t, fcmReg(fcmToken(2), "world"), http.StatusCreated)
-	sent := time.Now().Add(-3 * time.Second)
+	// Both counted receipts arrive 2.5 s after their push (the 3 s bucket),
+	// whatever the test's own pace, so the wake latency is known exactly.
+	sent := time.Now().Add(-10 * time.Second)
+	received := sent.Add(2500 * time.Millisecond).Format(time.RFC3339Nano)
 	signer := receipts.NewSigner(b.rdb)
 	sign := func(device uint64, id string) string {
 		signed, err := signer.Sign(t.Context(), device, id)
@@ -184,7 +187,7 @@ func TestReceiptsFeedWakeStats(t *testing.T) {
 	}
 	pushID := sign(d.ID, delivery.PushID("breaking", sent, "n1-7"))
 	path := fmt.Sprintf("/v1/devices/%d/receipts", d.ID)
-	good := map[string]any{"push_id": pushID, "received_at": time.Now().Format(time.RFC3339Nano), "outcome": "synced", "items": 3}
+	good := map[string]any{"push_id": pushID, "received_at": received, "outcome": "synced", "items": 3}
 	if r := b.do(t, "POST", "/v1/devices/{id}/receipts", path, d.Secret, good); r.code != http.StatusNoContent {
 		t.Fatalf("receipt: got %d %s", r.code, r.body)
 	}
@@ -219,7 +222,7 @@ func TestReceiptsFeedWakeStats(t *testing.T) {
 	// The other device's own receipt for its push counts; the refusals were counted.
 	otherPush := sign(other.ID, delivery.PushID("breaking", sent, "n1-9"))
 	otherPath := fmt.Sprintf("/v1/devices/%d/receipts", other.ID)
-	if r := b.do(t, "POST", "/v1/devices/{id}/receipts", otherPath, other.Secret, map[string]any{"push_id": otherPush, "received_at": time.Now().Format(time.RFC3339Nano), "outcome": "synced"}); r.code != http.StatusNoContent {
+	if r := b.do(t, "POST", "/v1/devices/{id}/receipts", otherPath, other.Secret, map[string]any{"push_id": otherPush, "received_at": received, "outcome": "synced"}); r.code != http.StatusNoContent {
 		t.Fatalf("other device's own receipt: got %d %s", r.code, r.body)
 	}
 	metrics := string(b.do(t, "GET", "/metrics", "/metrics", "", nil).body)

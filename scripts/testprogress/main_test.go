@@ -38,7 +38,10 @@ func lastLine(s string) string {
 // pass. It checks the per-package lines, the failed test's output, the
 // closing count and the exit status.
 func TestRunRealGoTest(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the go commands it runs must not inherit a GOFLAGS such
+	// as CI's -count=1, which would turn off the cache the "cached" case
+	// relies on.
+	t.Setenv("GOFLAGS", "")
 	broken := writeModule(t, map[string]string{
 		"good/good.go":      "package good\n",
 		"good/good_test.go": "package good\nimport \"testing\"\nfunc TestA(t *testing.T) {}\nfunc TestB(t *testing.T) { t.Run(\"sub\", func(t *testing.T) {}) }\nfunc TestC(t *testing.T) { t.Skip(\"not here\") }\n",
