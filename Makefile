@@ -32,7 +32,7 @@ test: deps
 	@$(MAKE) --no-print-directory fuzz
 	@mkdir -p bin
 	@$(GO) build -o bin/testprogress ./scripts/testprogress
-	@echo "go test -race ./...: one line per package as it finishes (10 to 15 minutes on 2 busy cores)"
+	@echo "go test -race ./...: one line per package as it finishes (4 minutes on 2 idle cores, up to 14 when they are busy)"
 	@bin/testprogress -race -timeout 30m ./...
 
 ## fuzz: run each fuzz target for FUZZTIME (5s) beyond its seed corpus, which every test run covers
