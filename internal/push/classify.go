@@ -196,28 +196,7 @@ func invalidToken(err error) bool {
 	if strings.Contains(strings.ToLower(err.Error()), "registration token") {
 		return true
 	}
-	resp := errorutils.HTTPResponse(err)
-	if resp == nil || resp.Body == nil {
-		return false
-	}
-	body, rerr := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if rerr != nil {
-		return false
-	}
-	var st struct {
-		Error struct {
-			Details []struct {
-				Type            string `json:"@type"`
-				FieldViolations []struct {
-					Field string `json:"field"`
-				} `json:"fieldViolations"`
-			} `json:"details"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(body, &st) != nil {
-		return false
-	}
-	for _, d := range st.Error.Details {
+	for _, d := range errorDetails(errorutils.HTTPResponse(err)) {
 		for _, v := range d.FieldViolations {
 			if d.Type == "type.googleapis.com/google.rpc.BadRequest" && v.Field == "message.token" {
 				return true
@@ -234,28 +213,7 @@ func deviceQuota(err error, resp *http.Response) bool {
 	if strings.Contains(strings.ToLower(err.Error()), "device") {
 		return true
 	}
-	if resp == nil || resp.Body == nil {
-		return false
-	}
-	body, rerr := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if rerr != nil {
-		return false
-	}
-	var st struct {
-		Error struct {
-			Details []struct {
-				Type       string `json:"@type"`
-				Violations []struct {
-					Subject     string `json:"subject"`
-					Description string `json:"description"`
-				} `json:"violations"`
-			} `json:"details"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(body, &st) != nil {
-		return false
-	}
-	for _, d := range st.Error.Details {
+	for _, d := range errorDetails(resp) {
 		if d.Type != "type.googleapis.com/google.rpc.QuotaFailure" {
 			continue
 		}
@@ -266,6 +224,41 @@ func deviceQuota(err error, resp *http.Response) bool {
 		}
 	}
 	return false
+}
+
+// errorDetail is one entry of the "details" of an FCM error body
+// (google.rpc.Status): the fields of BadRequest and QuotaFailure that the
+// classification reads.
+type errorDetail struct {
+	Type            string `json:"@type"`
+	FieldViolations []struct {
+		Field string `json:"field"`
+	} `json:"fieldViolations"`
+	Violations []struct {
+		Subject     string `json:"subject"`
+		Description string `json:"description"`
+	} `json:"violations"`
+}
+
+// errorDetails reads the details of an FCM error response; nil when there
+// is no body or it is not a google.rpc.Status.
+func errorDetails(resp *http.Response) []errorDetail {
+	if resp == nil || resp.Body == nil {
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return nil
+	}
+	var st struct {
+		Error struct {
+			Details []errorDetail `json:"details"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &st) != nil {
+		return nil
+	}
+	return st.Error.Details
 }
 
 // parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
