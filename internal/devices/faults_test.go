@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,8 +14,6 @@ import (
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/redis/go-redis/v9"
 )
-
-var debugHook = false
 
 var errInjected = errors.New("injected fault")
 
@@ -85,9 +82,6 @@ func (h *faultHook) step(cmd redis.Cmder) (run, lose bool) {
 		return !tripped, tripped
 	}
 	h.n++
-	if debugHook {
-		fmt.Println("CMD", h.n, cmd.Name(), cmd.Args()[:min(len(cmd.Args()), 4)])
-	}
 	switch {
 	case h.at == 0 || h.n < h.at:
 		return true, false
