@@ -1,7 +1,6 @@
 package devices_test
 
 import (
-	"context"
 	"errors"
 	"math/rand/v2"
 	"slices"
@@ -11,51 +10,9 @@ import (
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/keys"
-	"github.com/redis/go-redis/v9"
 )
-
-// raceHook runs fn once, right before the first script that the registry
-// runs on one device hash: a concurrent writer landing between a call's
-// read and its write, every time.
-type raceHook struct {
-	mu  sync.Mutex
-	key string
-	fn  func()
-}
-
-func (h *raceHook) before(key string, fn func()) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.key, h.fn = key, fn
-}
-
-func (h *raceHook) take(cmd redis.Cmder) func() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	args := cmd.Args()
-	if h.fn == nil || len(args) < 4 || (cmd.Name() != "evalsha" && cmd.Name() != "eval") || args[3] != h.key {
-		return nil
-	}
-	fn := h.fn
-	h.fn = nil
-	return fn
-}
-
-func (h *raceHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *raceHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if fn := h.take(cmd); fn != nil {
-			fn()
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (h *raceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
 
 func ptr[T any](v T) *T { return &v }
 
@@ -86,7 +43,7 @@ func reRegister(t *testing.T, rg *devices.Registry, tok string, feeds ...string)
 func TestConcurrentPatchesKeepEachOthersFields(t *testing.T) {
 	t.Parallel()
 	b := setup(t, false)
-	hook := &raceHook{}
+	hook := &devicestest.RaceHook{}
 	b.rdb.AddHook(hook)
 	ctx := t.Context()
 	d, secret, _, err := b.reg.Register(ctx, reg(fcmToken(1), "world"))
@@ -97,7 +54,7 @@ func TestConcurrentPatchesKeepEachOthersFields(t *testing.T) {
 
 	// Both PATCHes were authenticated with the same read; the opt-out
 	// lands between the feeds PATCH's read and its write.
-	hook.before(keys.Device(d.ID), func() {
+	hook.Before(keys.Device(d.ID), func() {
 		if _, err := b.reg.Update(ctx, read, devices.Patch{SyncEnabled: ptr(false), Locale: ptr("de-DE")}); err != nil {
 			t.Errorf("opt-out patch: %v", err)
 		}
@@ -106,7 +63,7 @@ func TestConcurrentPatchesKeepEachOthersFields(t *testing.T) {
 		t.Fatalf("feeds patch: %v", err)
 	}
 	// And the other way round: a feeds change lands inside a settings PATCH.
-	hook.before(keys.Device(d.ID), func() {
+	hook.Before(keys.Device(d.ID), func() {
 		if _, err := b.reg.Update(ctx, read, feedsPatch("sport")); err != nil {
 			t.Errorf("feeds patch: %v", err)
 		}
@@ -126,7 +83,7 @@ func TestConcurrentPatchesKeepEachOthersFields(t *testing.T) {
 func TestPatchAgainstReRegistration(t *testing.T) {
 	t.Parallel()
 	b := setup(t, false)
-	hook := &raceHook{}
+	hook := &devicestest.RaceHook{}
 	b.rdb.AddHook(hook)
 	ctx := t.Context()
 	tok := fcmToken(2)
@@ -141,7 +98,7 @@ func TestPatchAgainstReRegistration(t *testing.T) {
 
 	t.Run("re-registration lands inside the PATCH", func(t *testing.T) {
 		var s2 string
-		hook.before(keys.Device(d.ID), func() { _, s2 = reRegister(t, b.reg, tok, "tech") })
+		hook.Before(keys.Device(d.ID), func() { _, s2 = reRegister(t, b.reg, tok, "tech") })
 		_, err := b.reg.Update(ctx, authenticated(t, b.reg, d.ID, s1), devices.Patch{SyncEnabled: ptr(false)})
 		if !errors.Is(err, devices.ErrConflict) {
 			t.Fatalf("patch authenticated with the replaced secret: got %v, want ErrConflict", err)
@@ -167,7 +124,7 @@ func TestPatchAgainstReRegistration(t *testing.T) {
 		if _, err := b.reg.Update(ctx, authenticated(t, b.reg, d.ID, s1), devices.Patch{SyncEnabled: ptr(true)}); err != nil {
 			t.Fatal(err)
 		}
-		hook.before(keys.Device(d.ID), func() {
+		hook.Before(keys.Device(d.ID), func() {
 			if _, err := b.reg.Update(ctx, authenticated(t, b.reg, d.ID, s1), devices.Patch{SyncEnabled: ptr(false)}); err != nil {
 				t.Errorf("opt-out patch: %v", err)
 			}
@@ -186,7 +143,7 @@ func TestPatchAgainstReRegistration(t *testing.T) {
 	})
 	t.Run("re-registration lands inside a token rotation", func(t *testing.T) {
 		var s2 string
-		hook.before(keys.Device(d.ID), func() { _, s2 = reRegister(t, b.reg, tok, "world") })
+		hook.Before(keys.Device(d.ID), func() { _, s2 = reRegister(t, b.reg, tok, "world") })
 		_, err := b.reg.Update(ctx, authenticated(t, b.reg, d.ID, s1), devices.Patch{Token: ptr(fcmToken(3))})
 		if !errors.Is(err, devices.ErrConflict) {
 			t.Fatalf("rotation authenticated with the replaced secret: got %v, want ErrConflict", err)

@@ -1,52 +1,15 @@
 package httpapi_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"testing"
 
+	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/redis/go-redis/v9"
 )
-
-// raceHook runs fn once, right before the first script run on one key: a
-// concurrent request landing between a handler's read and its write.
-type raceHook struct {
-	mu  sync.Mutex
-	key string
-	fn  func()
-}
-
-func (h *raceHook) before(key string, fn func()) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.key, h.fn = key, fn
-}
-
-func (h *raceHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *raceHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.mu.Lock()
-		args, fn := cmd.Args(), h.fn
-		hit := fn != nil && len(args) > 3 && (cmd.Name() == "evalsha" || cmd.Name() == "eval") && args[3] == h.key
-		if hit {
-			h.fn = nil
-		}
-		h.mu.Unlock()
-		if hit {
-			fn()
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (h *raceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
 
 // TestPatchLostRaceAnswers409 lands a re-registration (which replaces the
 // secret) between the PATCH handler's authentication and its write: the
@@ -55,14 +18,14 @@ func (h *raceHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 func TestPatchLostRaceAnswers409(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
-	hook := &raceHook{}
+	hook := &devicestest.RaceHook{}
 	b.rdb.AddHook(hook)
 	tok := fcmToken(40)
 	d := b.register(t, fcmReg(tok, "world"), 201)
 	path := fmt.Sprintf("/v1/devices/%d", d.ID)
 
 	var again deviceJSON
-	hook.before(keys.Device(d.ID), func() {
+	hook.Before(keys.Device(d.ID), func() {
 		reg := fcmReg(tok, "world")
 		delete(reg, "background_sync")
 		again = b.register(t, reg, 200)
@@ -99,11 +62,11 @@ func TestPatchLostRaceAnswers409(t *testing.T) {
 func TestPatchSettingsKeepsConcurrentFeeds(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
-	hook := &raceHook{}
+	hook := &devicestest.RaceHook{}
 	b.rdb.AddHook(hook)
 	d := b.register(t, fcmReg(fcmToken(41), "world"), 201)
 	path := fmt.Sprintf("/v1/devices/%d", d.ID)
-	hook.before(keys.Device(d.ID), func() {
+	hook.Before(keys.Device(d.ID), func() {
 		r := b.do(t, "PATCH", "/v1/devices/{id}", path, d.Secret, map[string]any{
 			"feeds": []string{"tech"}, "background_sync": map[string]any{"enabled": false}})
 		if r.code != 200 {
