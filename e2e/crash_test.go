@@ -10,6 +10,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/stacktest"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestKilledDispatcherLosesNoPush runs two dispatcher replicas and kills
@@ -87,10 +88,19 @@ func pushesPending(t *testing.T, s *stack) int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	pipe := s.rdb.Pipeline()
-	for p := range keys.Partitions {
+	return sumPartitions(t, ctx, s, func(pipe redis.Pipeliner, p int) {
 		pipe.XLen(ctx, keys.Stream(keys.PushQueue, p))
 		pipe.ZCard(ctx, keys.Retry(keys.PushQueue, p))
+	})
+}
+
+// sumPartitions queues add's counting commands for every partition in one
+// pipeline and returns the sum of their answers.
+func sumPartitions(t *testing.T, ctx context.Context, s *stack, add func(pipe redis.Pipeliner, p int)) int64 {
+	t.Helper()
+	pipe := s.rdb.Pipeline()
+	for p := range keys.Partitions {
+		add(pipe, p)
 	}
 	cmds, err := pipe.Exec(ctx)
 	if err != nil {

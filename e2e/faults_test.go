@@ -11,6 +11,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/redis/go-redis/v9"
 )
 
 // fanOut registers fleet devices on feed headlines and creates a sync of
@@ -42,19 +43,9 @@ func deliveriesPerDevice(s *stack, fleet int) (missing, dups int) {
 // deadPushes counts the entries of the push queue's dead-letter streams.
 func deadPushes(t *testing.T, s *stack) int64 {
 	t.Helper()
-	pipe := s.rdb.Pipeline()
-	for p := range keys.Partitions {
+	return sumPartitions(t, t.Context(), s, func(pipe redis.Pipeliner, p int) {
 		pipe.XLen(t.Context(), keys.DeadLetter(keys.PushQueue, p))
-	}
-	cmds, err := pipe.Exec(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	for _, c := range cmds {
-		n += c.(interface{ Val() int64 }).Val()
-	}
-	return n
+	})
 }
 
 // TestTwoDispatchersSlowProviderNoDuplicates runs two live dispatchers
