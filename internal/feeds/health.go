@@ -55,8 +55,16 @@ type Health struct {
 	Records int
 }
 
-// ReadHealth reads the health of feed; a feed never polled has a zero
-// Health.
+// Health reads the health of feed; a feed never polled has a zero Health.
+// It is how the api and the console read a feed's poll state.
+func (s *Store) Health(ctx context.Context, feed string) (Health, error) {
+	return ReadHealth(ctx, s.rdb, feed)
+}
+
+// ReadHealth reads the health of feed from rdb; a feed never polled has a
+// zero Health. Processes read health through Store.Health (or the
+// Watcher); ReadHealth serves the tests and tools that hold only a Redis
+// client.
 func ReadHealth(ctx context.Context, rdb redis.Cmdable, feed string) (Health, error) {
 	m, err := rdb.HGetAll(ctx, keys.FeedHealth(feed)).Result()
 	if err != nil {

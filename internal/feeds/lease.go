@@ -2,6 +2,7 @@ package feeds
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"time"
@@ -15,71 +16,30 @@ import (
 // that expired and moved to another replica.
 var ErrLeaseLost = errors.New("feed lease lost")
 
-// releaseScript deletes a feed lease if the caller still holds it.
-//
-// KEYS[1] feed:{f}:lease  STRING holder token
-// ARGV[1] the caller's token
-// Returns 1 when released, 0 when the lease was not the caller's.
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-`)
+// The lease scripts; each .lua file opens with its KEYS/ARGV/returns contract.
+var (
+	// releaseScript deletes a feed lease if the caller still holds it.
+	//go:embed lease_release.lua
+	releaseLua    string
+	releaseScript = redis.NewScript(releaseLua)
 
-// renewScript extends a feed lease if the caller still holds it.
-//
-// KEYS[1] feed:{f}:lease  STRING holder token
-// ARGV[1] the caller's token
-// ARGV[2] new time to live, ms
-// Returns 1 when renewed, 0 when the lease was not the caller's.
-var renewScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-`)
+	// renewScript extends a feed lease if the caller still holds it.
+	//go:embed lease_renew.lua
+	renewLua    string
+	renewScript = redis.NewScript(renewLua)
 
-// commitScript writes fields of a feed's health hash only while the caller
-// holds the feed's lease (fencing: a replica whose lease expired mid-poll
-// must not overwrite the schedule its successor wrote).
-//
-// KEYS[1] feed:{f}:lease   STRING holder token
-// KEYS[2] feed:{f}:health  HASH
-// ARGV[1] the caller's token
-// ARGV[2..] field, value pairs
-// Returns 1 when written, 0 when the lease was not the caller's.
-var commitScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-redis.call('HSET', KEYS[2], unpack(ARGV, 2))
-return 1
-`)
+	// commitScript writes health fields only while the caller holds the
+	// feed's lease.
+	//go:embed lease_commit.lua
+	commitLua    string
+	commitScript = redis.NewScript(commitLua)
 
-// commitPollScript is commitScript for the outcome of a poll: when the
-// feed's poll generation moved on since the poll began (a PollNow arrived
-// while it ran), the feed is made due at once, whatever next_poll the
-// fields set.
-//
-// KEYS[1] feed:{f}:lease   STRING holder token
-// KEYS[2] feed:{f}:health  HASH
-// ARGV[1] the caller's token
-// ARGV[2] the poll generation (field poll_gen) the poll began with
-// ARGV[3..] field, value pairs
-// Returns 1 when written, 2 when written and made due again, 0 when the
-// lease was not the caller's.
-var commitPollScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-redis.call('HSET', KEYS[2], unpack(ARGV, 3))
-if (redis.call('HGET', KEYS[2], 'poll_gen') or '0') ~= ARGV[2] then
-  redis.call('HSET', KEYS[2], 'next_poll', 0)
-  return 2
-end
-return 1
-`)
+	// commitPollScript is commitScript for a poll's outcome, making the
+	// feed due again when a PollNow arrived during the poll.
+	//go:embed lease_commit_poll.lua
+	commitPollLua    string
+	commitPollScript = redis.NewScript(commitPollLua)
+)
 
 // leases hands out and returns the per-feed polling leases of one replica.
 type leases struct {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/delivery"
-	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/stats"
 )
@@ -230,7 +229,7 @@ func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) error {
 		Queues: map[string]queueView{},
 	}
 	for _, f := range list {
-		h, err := feeds.ReadHealth(ctx, s.deps.Redis, f.ID)
+		h, err := p.Items.Health(ctx, f.ID)
 		if err != nil {
 			return err
 		}
