@@ -111,14 +111,11 @@ func (s *Store) Put(ctx context.Context, f Feed) (created bool, err error) {
 	return n == 1, nil
 }
 
-// Delete removes a feed and clears its subscription bitmaps.
-//
-// Order: the catalogue entry goes first, so no new subscription to the feed
-// is accepted, then every bitmap chunk up to the highest device id is
-// deleted. The chunks are cleared even when the feed is already gone (the
-// call then still returns ErrNotFound), so repeating a DELETE that crashed
-// half-way finishes the cleanup. Devices keep the id in their "fd" field;
-// without bits they get no pushes for it.
+// Delete removes a feed from the catalogue. It returns ErrNotFound for a
+// feed that is not there. The feed's subscription bitmaps belong to the
+// device registry: the caller clears them next (devices.Registry.DropFeed),
+// also after ErrNotFound, so repeating a DELETE that crashed half-way
+// finishes the cleanup.
 func (s *Store) Delete(ctx context.Context, id string) error {
 	if !ValidID(id) {
 		return fmt.Errorf("delete feed %q: %w", id, ErrNotFound)
@@ -128,21 +125,6 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("delete feed %s: %w", id, err)
 	}
 	s.invalidate()
-	maxID, err := s.rdb.Get(ctx, keys.DeviceSeq()).Uint64()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("delete feed %s: read device seq: %w", id, err)
-	}
-	last, _ := keys.SubChunkOf(maxID)
-	const batch = 256
-	for lo := 0; lo <= last; lo += batch {
-		pipe := s.rdb.Pipeline()
-		for k := lo; k <= min(last, lo+batch-1); k++ {
-			pipe.Del(ctx, keys.SubChunk(id, k))
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return fmt.Errorf("delete feed %s: clear subscriptions: %w", id, err)
-		}
-	}
 	if n == 0 {
 		return fmt.Errorf("delete feed %s: %w", id, ErrNotFound)
 	}

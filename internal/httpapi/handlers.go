@@ -2,16 +2,16 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/nudge-dev/nudge/internal/audit"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/devices"
-	"github.com/nudge-dev/nudge/internal/keys"
-	"github.com/redis/go-redis/v9"
 )
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
@@ -334,7 +334,17 @@ func (s *Server) putFeed(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) deleteFeed(w http.ResponseWriter, r *http.Request) error {
 	id := chi.URLParam(r, "feed")
-	if err := s.deps.Pipeline.Catalog.Delete(r.Context(), id); err != nil {
+	// The catalogue entry goes first, so no new subscription is accepted;
+	// then the registry clears the feed's bitmaps, also when the entry was
+	// already gone, so repeating a DELETE that crashed half-way finishes.
+	err := s.deps.Pipeline.Catalog.Delete(r.Context(), id)
+	if err != nil && (!errors.Is(err, catalog.ErrNotFound) || !catalog.ValidID(id)) {
+		return err
+	}
+	if derr := s.deps.Pipeline.Devices.DropFeed(r.Context(), id); derr != nil {
+		return derr
+	}
+	if err != nil {
 		return err
 	}
 	s.audit(r, "feed.delete", id)
@@ -343,23 +353,25 @@ func (s *Server) deleteFeed(w http.ResponseWriter, r *http.Request) error {
 }
 
 // audit logs an admin or editor action and appends it to the audit stream
-// (keys.Audit, capped at about 100k entries). It names the API key, never
-// the key itself. A failed audit write is logged, not returned: the action
-// has already happened.
+// (package audit, capped at about 100k entries). It names the API key,
+// never the key itself. A failed audit write is logged, not returned: the
+// action has already happened.
 func (s *Server) audit(r *http.Request, action, target string) {
 	ctx := r.Context()
 	k, _ := auth.KeyFrom(ctx)
 	log := logFrom(ctx)
 	log.InfoContext(ctx, "audit", "action", action, "target", target, "role", string(k.Role)) // api_key is on the logger
-	err := s.deps.Redis.XAdd(ctx, &redis.XAddArgs{
-		Stream: keys.Audit(), MaxLen: 100_000, Approx: true,
-		Values: []any{"action", action, "target", target, "key", k.Name, "role", string(k.Role),
-			"request_id", RequestID(ctx), "at", s.cfg.Now().UTC().Format(time.RFC3339)},
-	}).Err()
+	err := s.auditLog().Record(ctx, audit.Entry{
+		Action: action, Target: target, Key: k.Name, Role: string(k.Role),
+		RequestID: RequestID(ctx), At: s.cfg.Now(),
+	})
 	if err != nil {
 		log.ErrorContext(ctx, "write audit record", "action", action, "err", err)
 	}
 }
+
+// auditLog is the audit stream's owner on the server's Redis client.
+func (s *Server) auditLog() *audit.Log { return audit.New(s.deps.Redis) }
 
 // redactURL is a feed URL as editors may see it: without user info.
 func redactURL(raw string) string { return catalog.RedactURL(raw) }
