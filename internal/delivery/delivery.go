@@ -55,6 +55,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/keys"
@@ -74,10 +75,16 @@ type Sender interface {
 	PauseScope(m *push.Message) string
 }
 
-// Pruner deletes a device whose token the provider reported dead, unless
-// the device has rotated to another token since or, when at is not zero,
-// was updated at or after at (the provider's "unregistered at").
-type Pruner interface {
+// Devices is the device registry as the push worker sees it;
+// *devices.Registry is one.
+type Devices interface {
+	// Targets reads where to send and whether each device still wants
+	// silent pushes, in order.
+	Targets(ctx context.Context, ids []uint64) ([]devices.Target, error)
+	// DeleteIfTokenBefore deletes a device whose token the provider
+	// reported dead, unless the device has rotated to another token since
+	// or, when at is not zero, was updated at or after at (the provider's
+	// "unregistered at").
 	DeleteIfTokenBefore(ctx context.Context, id uint64, token string, at time.Time) (bool, error)
 }
 
@@ -125,15 +132,15 @@ func (c Config) validate() error {
 
 // Handler is the jobs.Handler of the push queue.
 type Handler struct {
-	cfg    Config
-	rdb    redis.UniversalClient
-	sender Sender
-	pruner Pruner
-	budget Budget
-	events Events
-	stats  *stats.Recorder
-	log    *slog.Logger
-	now    func() time.Time
+	cfg     Config
+	rdb     redis.UniversalClient
+	sender  Sender
+	devices Devices
+	budget  Budget
+	events  Events
+	stats   *stats.Recorder
+	log     *slog.Logger
+	now     func() time.Time
 	// receipts signs push ids so that the api can verify receipts.
 	receipts *receipts.Signer
 
@@ -150,10 +157,10 @@ type Handler struct {
 
 // Deps are the collaborators of a Handler.
 type Deps struct {
-	Redis  redis.UniversalClient
-	Sender Sender
-	Pruner Pruner
-	Events Events
+	Redis   redis.UniversalClient
+	Sender  Sender
+	Devices Devices
+	Events  Events
 	// Throttle holds the budget at the phone and forgets the throttle
 	// state of pruned devices.
 	Throttle Budget
@@ -169,11 +176,11 @@ func New(cfg Config, d Deps) (*Handler, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if d.Redis == nil || d.Sender == nil || d.Pruner == nil || d.Events == nil || d.Throttle == nil || d.Stats == nil || d.Logger == nil {
-		return nil, errors.New("delivery: Redis, Sender, Pruner, Events, Throttle, Stats and Logger are required")
+	if d.Redis == nil || d.Sender == nil || d.Devices == nil || d.Events == nil || d.Throttle == nil || d.Stats == nil || d.Logger == nil {
+		return nil, errors.New("delivery: Redis, Sender, Devices, Events, Throttle, Stats and Logger are required")
 	}
 	h := &Handler{
-		cfg: cfg, rdb: d.Redis, sender: d.Sender, pruner: d.Pruner, budget: d.Throttle, events: d.Events,
+		cfg: cfg, rdb: d.Redis, sender: d.Sender, devices: d.Devices, budget: d.Throttle, events: d.Events,
 		stats: d.Stats, log: d.Logger, now: d.Clock, alerts: map[string]*push.Alert{}, receipts: receipts.NewSigner(d.Redis),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_delivery_results_total",
@@ -397,41 +404,38 @@ const recordTimeout = time.Minute
 // each paused scope among the items; a scope met for the first time costs
 // one more round trip, once.
 func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) (map[string]time.Duration, error) {
-	pipe := h.rdb.Pipeline()
-	cmds := make([]*redis.SliceCmd, len(*items))
+	ids := make([]uint64, len(*items))
 	for i, it := range *items {
-		cmds[i] = pipe.HMGet(ctx, keys.Device(it.push.Device), "tk", "pv", "pl", "en", "bg")
+		ids[i] = it.push.Device
 	}
+	// The devices and the known pauses are read at the same time.
 	known := h.knownScopes()
-	ttls := make([]*redis.DurationCmd, len(known))
-	for i, s := range known {
-		ttls[i] = pipe.PTTL(ctx, keys.ProviderPause(s))
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	var pauses map[string]time.Duration
+	var perr error
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		pauses, perr = h.pauses(ctx, known)
+	}()
+	targets, err := h.devices.Targets(ctx, ids)
+	<-read
+	if err != nil {
 		return nil, fmt.Errorf("load devices of push jobs: %w", err)
 	}
-	pauses := map[string]time.Duration{}
-	for i, c := range ttls {
-		if d := c.Val(); d > 0 {
-			pauses[known[i]] = d
-		}
+	if perr != nil {
+		return nil, perr
 	}
 	tally := newTally()
 	kept := (*items)[:0]
 	for i, it := range *items {
-		v := cmds[i].Val()
-		tok, _ := v[0].(string)
-		bg, _ := v[4].(string)
-		if tok == "" || bg == "0" {
+		tg := targets[i]
+		if !tg.Sendable() {
 			// Deleted, pruned or opted out since planning: the user's
 			// latest word wins over the plan.
 			o.Drop(it.job)
 			tally.add(it, "", fanout.OutcomeSuperseded)
 			continue
 		}
-		pv, _ := v[1].(string)
-		pl, _ := v[2].(string)
-		en, _ := v[3].(string)
 		alert, err := h.alert(ctx, it.push)
 		if err != nil {
 			return nil, err
@@ -442,10 +446,10 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 		}
 		it.msg = push.Message{
 			ID:          id,
-			Token:       tok,
-			Provider:    push.Provider(pv),
-			Platform:    push.Platform(pl),
-			Environment: push.Environment(en),
+			Token:       tg.Token,
+			Provider:    push.Provider(tg.Provider),
+			Platform:    push.Platform(tg.Platform),
+			Environment: push.Environment(tg.Environment),
 			Event:       it.push.Events[len(it.push.Events)-1],
 			Reason:      push.Reason(it.push.Reason),
 			Feeds:       it.push.Feeds,
@@ -563,7 +567,7 @@ func (h *Handler) act(ctx context.Context, o *jobs.Outcomes, it *item, r push.Re
 	case push.Delivered:
 		t.add(it, stats.Sent, fanout.OutcomeSent)
 	case push.PruneToken:
-		deleted, err := h.pruner.DeleteIfTokenBefore(ctx, it.push.Device, it.msg.Token, r.UnregisteredAt)
+		deleted, err := h.devices.DeleteIfTokenBefore(ctx, it.push.Device, it.msg.Token, r.UnregisteredAt)
 		if err != nil {
 			h.log.ErrorContext(ctx, "prune device", "device_id", it.push.Device, "err", err)
 			o.Retry(it.job, 0)
@@ -626,6 +630,9 @@ func (h *Handler) pause(ctx context.Context, p push.Provider, scope string, d ti
 
 // pauses returns the remaining pause of each paused scope among scopes.
 func (h *Handler) pauses(ctx context.Context, scopes []string) (map[string]time.Duration, error) {
+	if len(scopes) == 0 {
+		return map[string]time.Duration{}, nil
+	}
 	pipe := h.rdb.Pipeline()
 	cmds := make([]*redis.DurationCmd, len(scopes))
 	for i, s := range scopes {

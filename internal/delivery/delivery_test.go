@@ -15,6 +15,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/delivery"
 	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/events"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/keys"
@@ -76,7 +77,11 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 		}
 		t.Cleanup(sch.Stop)
 	}
-	planner, err := fanout.New(fanout.Config{}, rdb, th, log, nil, nil)
+	evs, err := events.New(events.Config{}, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	planner, err := fanout.New(fanout.Config{}, fanout.Deps{Events: evs, Subscribers: reg, Decider: th, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +102,7 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 	t.Cleanup(sender.Close)
 	st := stats.NewRecorder(rdb, nil, log, nil)
 	h, err := delivery.New(delivery.Config{}, delivery.Deps{
-		Redis: rdb, Sender: sender, Pruner: reg, Events: planner, Throttle: th, Stats: st, Logger: log,
+		Redis: rdb, Sender: sender, Devices: reg, Events: planner, Throttle: th, Stats: st, Logger: log,
 		Reg: prometheus.NewRegistry(),
 	})
 	if err != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/delivery"
 	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/events"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/jobs"
@@ -96,11 +97,18 @@ func NewPipeline(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg pr
 		return nil, err
 	}
 	st := stats.NewRecorder(rdb, reg, log, clock)
-	planner, err := fanout.New(cfg.Fanout, rdb, countingDecider{th, st, log}, log, reg, clock)
+	evs, err := events.New(events.Config{}, rdb)
 	if err != nil {
 		return nil, err
 	}
-	planner.UseProfiles(reg0) // audiences of editors' syncs
+	planner, err := fanout.New(cfg.Fanout, fanout.Deps{
+		Events: evs, Subscribers: reg0, Decider: th, Stats: st,
+		Profiles: reg0, // audiences of editors' syncs
+		Logger:   log, Registerer: reg, Clock: clock,
+	})
+	if err != nil {
+		return nil, err
+	}
 	events, err := jobs.New(rdb, jobs.Config{Name: keys.EventQueue, Partitions: 1})
 	if err != nil {
 		return nil, err
@@ -118,31 +126,6 @@ func NewPipeline(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg pr
 		Submitter: fanout.NewSubmitter(planner, events), Items: items,
 		Stats: st,
 	}, nil
-}
-
-// countingDecider adds the throttle's deferred and coalesced decisions to
-// the fleet stats; sent, pruned and failed are counted by delivery.
-type countingDecider struct {
-	th  *throttle.Throttle
-	st  *stats.Recorder
-	log *slog.Logger
-}
-
-func (d countingDecider) Decide(ctx context.Context, u throttle.Update, devices []uint64) (throttle.Counts, error) {
-	c, err := d.th.Decide(ctx, u, devices)
-	if err != nil {
-		return c, err
-	}
-	err = d.st.Pushes(ctx,
-		stats.Count{Platform: "ios", Lane: u.Lane, Outcome: stats.Deferred, N: int(c.IOS.Deferred)},
-		stats.Count{Platform: "android", Lane: u.Lane, Outcome: stats.Deferred, N: int(c.Android.Deferred)},
-		stats.Count{Platform: "ios", Lane: u.Lane, Outcome: stats.Coalesced, N: int(c.IOS.Coalesced)},
-		stats.Count{Platform: "android", Lane: u.Lane, Outcome: stats.Coalesced, N: int(c.Android.Coalesced)},
-	)
-	if err != nil {
-		d.log.WarnContext(ctx, "record throttle stats", "err", err)
-	}
-	return c, nil
 }
 
 // Dispatcher runs the background parts. Start it once; Stop drains it.
@@ -201,7 +184,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Dispatcher, error) {
 		return fail(err)
 	}
 	h, err := delivery.New(delivery.Config{MaxDeliveries: cfg.PushWorker.MaxDeliveries}, delivery.Deps{
-		Redis: d.Redis, Sender: sender, Pruner: p.Devices, Events: p.Planner, Throttle: p.Throttle, Stats: p.Stats,
+		Redis: d.Redis, Sender: sender, Devices: p.Devices, Events: p.Planner, Throttle: p.Throttle, Stats: p.Stats,
 		Logger: d.Logger, Clock: clock, Reg: d.Registerer,
 	})
 	if err != nil {

@@ -8,10 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/nudge-dev/nudge/internal/devices"
-	"github.com/nudge-dev/nudge/internal/keys"
 )
 
 // Audience narrows an event to some of its feeds' subscribers. Empty
@@ -130,7 +127,7 @@ func compareUint(a, b uint64) int {
 func (p *Planner) UseProfiles(pr Profiles) { p.profiles = pr }
 
 // narrow keeps the subscribers of a window that are in ev's audience.
-func (p *Planner) narrow(ctx context.Context, ev Event, subs []sub) ([]sub, error) {
+func (p *Planner) narrow(ctx context.Context, ev Event, subs []devices.Subscriber) ([]devices.Subscriber, error) {
 	if ev.Audience.Empty() || len(subs) == 0 {
 		return subs, nil
 	}
@@ -139,7 +136,7 @@ func (p *Planner) narrow(ctx context.Context, ev Event, subs []sub) ([]sub, erro
 	}
 	ids := make([]uint64, len(subs))
 	for i, s := range subs {
-		ids[i] = s.id
+		ids[i] = s.ID
 	}
 	prof, err := p.profiles.Profiles(ctx, ids)
 	if err != nil {
@@ -161,13 +158,13 @@ func (p *Planner) Count(ctx context.Context, ev Event) (int64, error) {
 	if len(ev.Feeds) == 0 || len(ev.Feeds) > MaxFeeds {
 		return 0, fmt.Errorf("count: %d feeds: want 1 to %d: %w", len(ev.Feeds), MaxFeeds, ErrInvalidEvent)
 	}
-	seq, err := p.rdb.Get(ctx, keys.DeviceSeq()).Uint64()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return 0, fmt.Errorf("count: read device sequence: %w", err)
+	seq, err := p.subs.MaxID(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count: %w", err)
 	}
 	var n int64
 	for cur := uint64(0); cur <= seq; cur += uint64(p.cfg.Window) {
-		subs, err := p.window(ctx, ev.Feeds, cur)
+		subs, err := p.subs.Subscribers(ctx, ev.Feeds, cur, p.cfg.Window)
 		if err != nil {
 			return 0, fmt.Errorf("count at %d: %w", cur, err)
 		}

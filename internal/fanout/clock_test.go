@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/throttle"
@@ -43,10 +41,7 @@ func TestSkewedReplicasKeepTheBudget(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				pl, err := New(Config{}, rdb, th, discard(), prometheus.NewRegistry(), func() time.Time { return time.Now().Add(off) })
-				if err != nil {
-					t.Fatal(err)
-				}
+				pl := newPlanner(t, rdb, Config{}, th, func() time.Time { return time.Now().Add(off) })
 				reps = append(reps, replica{th, pl})
 			}
 			b := &bundle{rdb: rdb}

@@ -15,22 +15,11 @@
 // events it applied to each device and reports a repeat with its original
 // outcome, so the counters stay exact.
 //
-// The event hash holds:
-//
-//	def                      the Event, JSON
-//	cur                      next device id to walk
-//	done, fin                "1" and the finish time (unix ms) once planned
-//	targeted                 devices found subscribed
-//	queued deferred coalesced skipped missing duplicate   throttle outcomes
-//	held                     alert-lane devices the alert guard held back
-//	sent pruned failed superseded   push outcomes, added by the push worker (Record)
-//	last                     when the latest push of the event was sent (unix ms, Redis's clock)
-//
-// The hash expires Config.Retain after Publish. Nothing recreates it
-// without a TTL: the checkpoint and the final mark only write to an
-// existing hash (a planner that finds it expired stops with ErrNotFound),
-// Record only counts into an existing one, and a Publish of the same id
-// after expiry sets the TTL again.
+// The event hash (definition, cursor, counts) belongs to package events;
+// the subscription bitmaps and the device id sequence to the device
+// registry, which the planner walks through its Subscribers API. The
+// throttle's deferred and coalesced decisions are counted into the fleet
+// stats through the planner's Stats.
 package fanout
 
 import (
@@ -40,14 +29,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/bits"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
-	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/events"
+	"github.com/nudge-dev/nudge/internal/stats"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
@@ -77,8 +65,9 @@ const MaxFeeds = 64
 // ErrInvalidEvent is returned by Publish for an event that cannot be planned.
 var ErrInvalidEvent = errors.New("invalid event")
 
-// ErrNotFound is returned for an event id that has no event hash.
-var ErrNotFound = errors.New("event not found")
+// ErrNotFound is returned for an event id that has no event hash; it is
+// events.ErrNotFound.
+var ErrNotFound = events.ErrNotFound
 
 func (e Event) validate() error {
 	switch {
@@ -110,66 +99,97 @@ type Decider interface {
 	Decide(ctx context.Context, u throttle.Update, devices []uint64) (throttle.Counts, error)
 }
 
+// Subscribers walks the subscription bitmaps of the device registry;
+// *devices.Registry is one.
+type Subscribers interface {
+	// MaxID is the highest device id handed out so far.
+	MaxID(ctx context.Context) (uint64, error)
+	// Subscribers returns the devices in [start, start+n) subscribed to
+	// any of feeds, ascending, each with its mask of feeds.
+	Subscribers(ctx context.Context, feeds []string, start uint64, n int) ([]devices.Subscriber, error)
+}
+
+// Stats counts the throttle's deferred and coalesced decisions into the
+// fleet stats (sent, pruned and failed are counted by delivery);
+// *stats.Recorder is one.
+type Stats interface {
+	Pushes(ctx context.Context, counts ...stats.Count) error
+}
+
 // Config configures a Planner. Zero fields take the defaults.
 type Config struct {
 	// Window is how many device ids one walk step covers (default 32768,
 	// 64 partitions x 512). A power of two from 8 to 65536.
 	Window int
-	// Retain is how long an event hash is kept after Publish (default 7 days).
-	Retain time.Duration
 }
 
 func (c Config) withDefaults() Config {
 	c.Window = cmp.Or(c.Window, 32768)
-	c.Retain = cmp.Or(c.Retain, 7*24*time.Hour)
 	return c
 }
 
 func (c Config) validate() error {
-	if c.Window < 8 || c.Window > 1<<keys.SubChunkBits || c.Window&(c.Window-1) != 0 {
-		return fmt.Errorf("fanout: window %d: set Window to a power of two from 8 to %d", c.Window, 1<<keys.SubChunkBits)
-	}
-	if c.Retain < time.Hour {
-		return fmt.Errorf("fanout: retain %s: set Retain to at least 1h", c.Retain)
+	if c.Window < 8 || c.Window > devices.MaxWindow || c.Window&(c.Window-1) != 0 {
+		return fmt.Errorf("fanout: window %d: set Window to a power of two from 8 to %d", c.Window, devices.MaxWindow)
 	}
 	return nil
 }
 
+// Deps are a Planner's collaborators.
+type Deps struct {
+	Events      *events.Store // required: the event hashes
+	Subscribers Subscribers   // required: the subscription walk
+	Decider     Decider       // required: decides and enqueues
+	// Stats receives the deferred and coalesced counts of every decision;
+	// nil counts nothing.
+	Stats Stats
+	// Profiles filters events with an audience; nil refuses such events
+	// (ErrNoProfiles).
+	Profiles   Profiles
+	Logger     *slog.Logger          // required
+	Registerer prometheus.Registerer // nil: metrics are not exported
+	Clock      func() time.Time      // default time.Now
+}
+
 // Planner publishes events and plans their fan-out.
 type Planner struct {
-	cfg Config
-	rdb redis.UniversalClient
-	th  Decider
-	log *slog.Logger
-	// profiles filters events with an audience (UseProfiles).
+	cfg    Config
+	events *events.Store
+	subs   Subscribers
+	th     Decider
+	stats  Stats
+	log    *slog.Logger
+	// profiles filters events with an audience.
 	profiles Profiles
 	clock    func() time.Time
 
-	devices *prometheus.CounterVec
-	windows prometheus.Counter
-	planned prometheus.Counter
+	outcomes *prometheus.CounterVec
+	windows  prometheus.Counter
+	planned  prometheus.Counter
 }
 
-// New returns a Planner. clock defaults to time.Now; metrics are registered
-// on reg when it is not nil.
-func New(cfg Config, rdb redis.UniversalClient, th Decider, log *slog.Logger, reg prometheus.Registerer, clock func() time.Time) (*Planner, error) {
+// New returns a Planner.
+func New(cfg Config, d Deps) (*Planner, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if rdb == nil || th == nil || log == nil {
-		return nil, errors.New("fanout: a Redis client, a throttle and a logger are required")
+	if d.Events == nil || d.Subscribers == nil || d.Decider == nil || d.Logger == nil {
+		return nil, errors.New("fanout: Events, Subscribers, Decider and Logger are required")
 	}
-	if clock == nil {
-		clock = time.Now
+	if d.Clock == nil {
+		d.Clock = time.Now
 	}
 	p := &Planner{
-		cfg:   cfg,
-		rdb:   rdb,
-		th:    th,
-		log:   log,
-		clock: clock,
-		devices: prometheus.NewCounterVec(prometheus.CounterOpts{
+		cfg:      cfg,
+		events:   d.Events,
+		subs:     d.Subscribers,
+		th:       d.Decider,
+		stats:    d.Stats,
+		log:      d.Logger,
+		profiles: d.Profiles,
+		clock:    d.Clock,
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_fanout_devices_total",
 			Help: "Devices planned by fan-out, by throttle outcome.",
 		}, []string{"outcome"}),
@@ -182,9 +202,9 @@ func New(cfg Config, rdb redis.UniversalClient, th Decider, log *slog.Logger, re
 			Help: "Events whose fan-out completed.",
 		}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{p.devices, p.windows, p.planned} {
-			if err := reg.Register(c); err != nil {
+	if d.Registerer != nil {
+		for _, c := range []prometheus.Collector{p.outcomes, p.windows, p.planned} {
+			if err := d.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("fanout: register metrics: %w", err)
 			}
 		}
@@ -193,13 +213,7 @@ func New(cfg Config, rdb redis.UniversalClient, th Decider, log *slog.Logger, re
 }
 
 // NewID returns a fresh event id from the event counter.
-func (p *Planner) NewID(ctx context.Context) (string, error) {
-	n, err := p.rdb.Incr(ctx, keys.EventSeq()).Result()
-	if err != nil {
-		return "", fmt.Errorf("new event id: %w", err)
-	}
-	return strconv.FormatInt(n, 10), nil
-}
+func (p *Planner) NewID(ctx context.Context) (string, error) { return p.events.NewID(ctx) }
 
 // Publish stores ev under its id and reports whether it was new. Publishing
 // an id again is a no-op that returns false, so callers can derive ids from
@@ -216,26 +230,14 @@ func (p *Planner) Publish(ctx context.Context, ev Event) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("encode event %s: %w", ev.ID, err)
 	}
-	var created *redis.BoolCmd
-	_, err = p.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-		created = pipe.HSetNX(ctx, keys.Event(ev.ID), "def", def)
-		pipe.ExpireNX(ctx, keys.Event(ev.ID), p.cfg.Retain)
-		return nil
-	})
-	if err != nil {
-		return false, fmt.Errorf("publish event %s: %w", ev.ID, err)
-	}
-	return created.Val(), nil
+	return p.events.Create(ctx, ev.ID, def)
 }
 
 // Event returns the published event id.
 func (p *Planner) Event(ctx context.Context, id string) (Event, error) {
-	raw, err := p.rdb.HGet(ctx, keys.Event(id), "def").Bytes()
-	if errors.Is(err, redis.Nil) {
-		return Event{}, fmt.Errorf("event %s: %w", id, ErrNotFound)
-	}
+	raw, err := p.events.Definition(ctx, id)
 	if err != nil {
-		return Event{}, fmt.Errorf("load event %s: %w", id, err)
+		return Event{}, err
 	}
 	var ev Event
 	if err := json.Unmarshal(raw, &ev); err != nil {
@@ -244,204 +246,39 @@ func (p *Planner) Event(ctx context.Context, id string) (Event, error) {
 	return ev, nil
 }
 
-// Progress is the state of one event's fan-out and of its pushes.
-type Progress struct {
-	ID         string
-	Done       bool      // every subscriber was planned
-	Cursor     uint64    // next device id to walk
-	FinishedAt time.Time // when planning completed; zero until Done
-	Targeted   int64     // subscribed devices found
-	Queued     int64     // push queued at once
-	Deferred   int64     // push deferred by the throttle
-	Coalesced  int64     // merged into a pending push
-	Skipped    int64     // background sync off
-	Missing    int64     // subscribed id without a device
-	Duplicate  int64     // re-planned after a crash (inside the counts above)
-	// Held counts devices the alert guard held back: they got the sync
-	// without the visible alert (inside the counts above).
-	Held   int64
-	Sent   int64 // pushes the provider accepted (Record)
-	Pruned int64 // pushes whose token was pruned (Record)
-	Failed int64 // pushes that failed for good (Record)
-	// Superseded counts pushes dropped at send time because the device was
-	// deleted, opted out or moved to another token after planning (Record).
-	Superseded int64
-	// LastSentAt is when the latest push covering the event was sent;
-	// zero before the first.
-	LastSentAt time.Time
-}
+// Progress is the state of one event's fan-out and of its pushes
+// (events.Progress).
+type Progress = events.Progress
 
-// Progress states, from planning to the last device accounted for.
+// Progress states (events.StatePlanning and so on).
 const (
-	StatePlanning = "planning" // subscribers are still being walked
-	StateSending  = "sending"  // planned; pushes are on their way
-	StateDone     = "done"     // every targeted device has its outcome
+	StatePlanning = events.StatePlanning
+	StateSending  = events.StateSending
+	StateDone     = events.StateDone
 )
-
-// InFlight is the number of targeted devices whose push has not ended yet.
-// A device the throttle queued, deferred or merged into a pending push
-// ends with the one push that carries the event (Record counts each such
-// push once for every event it covers), so every targeted device is
-// exactly one of skipped, missing, sent, pruned, failed, superseded or in
-// flight. While planning, a push can end before its window's counts are
-// checkpointed; InFlight is then 0 rather than negative, and Accounted
-// counts the ended push.
-func (p Progress) InFlight() int64 {
-	return max(0, p.Queued+p.Deferred+p.Coalesced-p.Ended())
-}
-
-// Accounted is the number of targeted devices seen so far: skipped,
-// missing, ended and in flight. It equals Targeted once every window's
-// counts are in, and the sum of the parts at every read.
-func (p Progress) Accounted() int64 {
-	return p.Skipped + p.Missing + p.Ended() + p.InFlight()
-}
-
-// State is StatePlanning, StateSending or StateDone.
-func (p Progress) State() string {
-	switch {
-	case !p.Done:
-		return StatePlanning
-	case p.InFlight() > 0:
-		return StateSending
-	}
-	return StateDone
-}
-
-// Planned is the number of pushes the planning step produced that have
-// not ended yet: each queued or deferred push ends in exactly one of
-// sent, pruned, failed or superseded (coalesced updates ride in a pending
-// push and end with it).
-func (p Progress) Planned() int64 { return p.Queued + p.Deferred }
-
-// Ended is the number of pushes with a final outcome.
-func (p Progress) Ended() int64 { return p.Sent + p.Pruned + p.Failed + p.Superseded }
-
-var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "held", "last", "def"}
 
 // Progress returns the progress of event id.
 func (p *Planner) Progress(ctx context.Context, id string) (Progress, error) {
-	v, err := p.rdb.HMGet(ctx, keys.Event(id), progressFields...).Result()
-	if err != nil {
-		return Progress{}, fmt.Errorf("load progress of event %s: %w", id, err)
-	}
-	if v[len(v)-1] == nil {
-		return Progress{}, fmt.Errorf("event %s: %w", id, ErrNotFound)
-	}
-	n := func(i int) int64 {
-		s, _ := v[i].(string)
-		x, _ := strconv.ParseInt(s, 10, 64)
-		return x
-	}
-	pr := Progress{
-		ID: id, Done: n(0) == 1, Cursor: uint64(n(1)),
-		Targeted: n(3), Queued: n(4), Deferred: n(5), Coalesced: n(6), Skipped: n(7), Missing: n(8), Duplicate: n(9),
-		Sent: n(10), Pruned: n(11), Failed: n(12), Superseded: n(13), Held: n(14),
-	}
-	if fin := n(2); fin > 0 {
-		pr.FinishedAt = time.UnixMilli(fin)
-	}
-	if last := n(15); last > 0 {
-		pr.LastSentAt = time.UnixMilli(last)
-	}
-	return pr, nil
+	return p.events.Progress(ctx, id)
 }
 
-// Outcome is what happened to a push, as recorded by the push worker.
-type Outcome string
+// Outcome is what happened to a push, as recorded by the push worker
+// (events.Outcome).
+type Outcome = events.Outcome
 
-// Push outcomes.
+// Push outcomes (events.OutcomeSent and so on).
 const (
-	OutcomeSent   Outcome = "sent"
-	OutcomePruned Outcome = "pruned"
-	OutcomeFailed Outcome = "failed"
-	// OutcomeSuperseded: dropped at send time because the device was
-	// deleted, opted out or re-tokened after the push was planned.
-	OutcomeSuperseded Outcome = "superseded"
+	OutcomeSent       = events.OutcomeSent
+	OutcomePruned     = events.OutcomePruned
+	OutcomeFailed     = events.OutcomeFailed
+	OutcomeSuperseded = events.OutcomeSuperseded
 )
 
-// recordScript adds to a push outcome counter of an event that still
-// exists (an expired event is not recreated); a sent push also moves the
-// event's last send time, on Redis's clock, forward.
-//
-// KEYS[1] ev:{id}; ARGV[1] counter field, ARGV[2] increment.
-// Returns 1 if counted, 0 if the event is gone.
-var recordScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-if ARGV[1] == 'sent' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
-  if now > last then redis.call('HSET', KEYS[1], 'last', now) end
-end
-return 1
-`)
-
-// Record counts one push outcome for each entry of eventIDs: an event listed
-// n times (n pushes of a batch covered it) is counted n times, in one call.
+// Record counts one push outcome for each entry of eventIDs
+// (events.Store.Record).
 func (p *Planner) Record(ctx context.Context, eventIDs []string, o Outcome) error {
-	if o != OutcomeSent && o != OutcomePruned && o != OutcomeFailed && o != OutcomeSuperseded {
-		return fmt.Errorf("record outcome %q: want sent, pruned, failed or superseded", o)
-	}
-	counts := map[string]int{}
-	var ids []string
-	for _, id := range eventIDs {
-		if counts[id] == 0 {
-			ids = append(ids, id)
-		}
-		counts[id]++
-	}
-	if len(ids) == 0 {
-		return nil
-	}
-	pipe := p.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(ids))
-	for i, id := range ids {
-		cmds[i] = recordScript.EvalSha(ctx, pipe, []string{keys.Event(id)}, string(o), counts[id])
-	}
-	_, _ = pipe.Exec(ctx) // errors are per command, checked below
-	for i, c := range cmds {
-		err := c.Err()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			err = recordScript.Run(ctx, p.rdb, []string{keys.Event(ids[i])}, string(o), counts[ids[i]]).Err()
-		}
-		if err != nil {
-			return fmt.Errorf("record %s for event %s: %w", o, ids[i], err)
-		}
-	}
-	return nil
+	return p.events.Record(ctx, eventIDs, o)
 }
-
-// checkpointScript advances an event's cursor and adds a window's counts,
-// only if the cursor is still where the planner started the window (a second
-// planner of the same event may have moved it).
-//
-// KEYS[1] ev:{id}
-// ARGV[1] expected cursor, ARGV[2] next cursor,
-// ARGV[3..] pairs of counter field and increment.
-// Returns 1 if applied, 0 if the cursor had moved, -1 if the event hash is
-// gone (expired): it is not recreated, which would leave it without a TTL.
-var checkpointScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local cur = redis.call('HGET', KEYS[1], 'cur') or '0'
-if cur ~= ARGV[1] then return 0 end
-for i = 3, #ARGV, 2 do
-  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-redis.call('HSET', KEYS[1], 'cur', ARGV[2])
-return 1
-`)
-
-// finishScript marks an existing event planned.
-//
-// KEYS[1] ev:{id}; ARGV[1] finish time, unix ms.
-// Returns 1 if marked, 0 if the event hash is gone (not recreated).
-var finishScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'done', '1', 'fin', ARGV[1])
-return 1
-`)
 
 // Plan walks the subscribers of event id from its checkpoint and hands them
 // to the throttle, window by window. It returns the progress when the walk
@@ -458,9 +295,9 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 	if pr.Done {
 		return pr, nil
 	}
-	seq, err := p.rdb.Get(ctx, keys.DeviceSeq()).Uint64()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return pr, fmt.Errorf("plan event %s: read device sequence: %w", id, err)
+	seq, err := p.subs.MaxID(ctx)
+	if err != nil {
+		return pr, fmt.Errorf("plan event %s: %w", id, err)
 	}
 	win := uint64(p.cfg.Window)
 	cur := pr.Cursor / win * win
@@ -487,17 +324,14 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 				return pr, fmt.Errorf("plan event %s at %d: %w", id, cur, err)
 			}
 		}
-		ok, err := checkpointScript.Run(ctx, p.rdb, []string{keys.Event(id)},
-			strconv.FormatUint(pr.Cursor, 10), strconv.FormatUint(next, 10),
-			"targeted", len(subs), "queued", c.Queued, "deferred", c.Deferred, "coalesced", c.Coalesced,
-			"skipped", c.Skipped, "missing", c.Missing, "duplicate", c.Duplicate, "held", c.Held).Int()
+		ok, err := p.events.Checkpoint(ctx, id, pr.Cursor, next, events.Counts{
+			Targeted: int64(len(subs)), Queued: c.Queued, Deferred: c.Deferred, Coalesced: c.Coalesced,
+			Skipped: c.Skipped, Missing: c.Missing, Duplicate: c.Duplicate, Held: c.Held,
+		})
 		if err != nil {
-			return pr, fmt.Errorf("plan event %s: checkpoint %d: %w", id, next, err)
+			return pr, fmt.Errorf("plan event %s: %w", id, err)
 		}
-		if ok < 0 {
-			return pr, fmt.Errorf("plan event %s: checkpoint %d: %w", id, next, ErrNotFound)
-		}
-		if ok == 0 {
+		if !ok {
 			// Another planner moved the cursor: continue from where it is.
 			if pr, err = p.Progress(ctx, id); err != nil {
 				return pr, err
@@ -515,12 +349,8 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 		p.observe(c)
 		cur = next
 	}
-	fin := p.clock().UnixMilli()
-	switch n, err := finishScript.Run(ctx, p.rdb, []string{keys.Event(id)}, fin).Int(); {
-	case err != nil:
-		return pr, fmt.Errorf("plan event %s: mark done: %w", id, err)
-	case n == 0:
-		return pr, fmt.Errorf("plan event %s: mark done: %w", id, ErrNotFound)
+	if err := p.events.Finish(ctx, id, p.clock()); err != nil {
+		return pr, fmt.Errorf("plan event %s: %w", id, err)
 	}
 	p.planned.Inc()
 	pr, err = p.Progress(ctx, id)
@@ -538,7 +368,7 @@ func (p *Planner) observe(c throttle.Counts) {
 		n    int64
 	}{{"queued", c.Queued}, {"deferred", c.Deferred}, {"coalesced", c.Coalesced}, {"skipped", c.Skipped}, {"missing", c.Missing}, {"duplicate", c.Duplicate}, {"held", c.Held}} {
 		if o.n > 0 {
-			p.devices.WithLabelValues(o.name).Add(float64(o.n))
+			p.outcomes.WithLabelValues(o.name).Add(float64(o.n))
 		}
 	}
 }
@@ -546,13 +376,13 @@ func (p *Planner) observe(c throttle.Counts) {
 // pending is a window read that runs in its own goroutine.
 type pending struct {
 	done chan struct{}
-	subs []sub
+	subs []devices.Subscriber
 	err  error
 }
 
 // wait waits for the read and returns its result. It may be called more
 // than once.
-func (w *pending) wait() ([]sub, error) {
+func (w *pending) wait() ([]devices.Subscriber, error) {
 	<-w.done
 	return w.subs, w.err
 }
@@ -563,76 +393,22 @@ func (p *Planner) prefetch(ctx context.Context, feeds []string, start uint64) *p
 	w := &pending{done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		w.subs, w.err = p.window(ctx, feeds, start)
+		w.subs, w.err = p.subs.Subscribers(ctx, feeds, start, p.cfg.Window)
 	}()
 	return w
-}
-
-// window returns the ids in [start, start+Window) subscribed to any of
-// feeds, ascending, each with the mask of the feeds it follows (bit i:
-// feeds[i]). start is a multiple of Window, so the window lies in one
-// bitmap chunk.
-func (p *Planner) window(ctx context.Context, feeds []string, start uint64) ([]sub, error) {
-	k, bit := keys.SubChunkOf(start)
-	from := bit / 8
-	to := from + int64(p.cfg.Window/8) - 1
-	pipe := p.rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, len(feeds))
-	for i, f := range feeds {
-		cmds[i] = pipe.GetRange(ctx, keys.SubChunk(f, k), from, to)
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("read subscriptions: %w", err)
-	}
-	var union []byte
-	maps := make([][]byte, len(cmds))
-	for f, c := range cmds {
-		b, _ := c.Bytes()
-		maps[f] = b
-		if len(b) > len(union) {
-			b, union = union, append(make([]byte, 0, p.cfg.Window/8), b...)
-		}
-		for i := range b {
-			union[i] |= b[i]
-		}
-	}
-	var subs []sub
-	for i, b := range union {
-		for b != 0 {
-			// SETBIT numbers bits from the most significant bit of each byte.
-			j := bits.LeadingZeros8(b)
-			bit := byte(0x80) >> j
-			var mask uint64
-			for f, m := range maps {
-				if i < len(m) && m[i]&bit != 0 {
-					mask |= 1 << f
-				}
-			}
-			subs = append(subs, sub{id: start + uint64(i*8+j), mask: mask})
-			b &^= bit
-		}
-	}
-	return subs, nil
-}
-
-// sub is one subscribed device of a window and the mask of the event's
-// feeds it follows.
-type sub struct {
-	id   uint64
-	mask uint64
 }
 
 // decide hands a window's devices to the throttle, grouped by the feeds
 // each follows: a push names only the event's feeds that its device
 // follows, each with its cursor. A single-feed event is one group.
-func (p *Planner) decide(ctx context.Context, ev Event, subs []sub) (throttle.Counts, error) {
+func (p *Planner) decide(ctx context.Context, ev Event, subs []devices.Subscriber) (throttle.Counts, error) {
 	groups := map[uint64][]uint64{}
 	var order []uint64
 	for _, s := range subs {
-		if _, ok := groups[s.mask]; !ok {
-			order = append(order, s.mask)
+		if _, ok := groups[s.Feeds]; !ok {
+			order = append(order, s.Feeds)
 		}
-		groups[s.mask] = append(groups[s.mask], s.id)
+		groups[s.Feeds] = append(groups[s.Feeds], s.ID)
 	}
 	var total throttle.Counts
 	for _, mask := range order {
@@ -653,7 +429,25 @@ func (p *Planner) decide(ctx context.Context, ev Event, subs []sub) (throttle.Co
 		if err != nil {
 			return total, err
 		}
+		p.count(ctx, u.Lane, c)
 		total.Add(c)
 	}
 	return total, nil
+}
+
+// count adds a decision's deferred and coalesced pushes to the fleet
+// stats. A failed write is logged: the decision stands.
+func (p *Planner) count(ctx context.Context, lane string, c throttle.Counts) {
+	if p.stats == nil {
+		return
+	}
+	err := p.stats.Pushes(ctx,
+		stats.Count{Platform: "ios", Lane: lane, Outcome: stats.Deferred, N: int(c.IOS.Deferred)},
+		stats.Count{Platform: "android", Lane: lane, Outcome: stats.Deferred, N: int(c.Android.Deferred)},
+		stats.Count{Platform: "ios", Lane: lane, Outcome: stats.Coalesced, N: int(c.IOS.Coalesced)},
+		stats.Count{Platform: "android", Lane: lane, Outcome: stats.Coalesced, N: int(c.Android.Coalesced)},
+	)
+	if err != nil {
+		p.log.WarnContext(ctx, "record throttle stats", "err", err)
+	}
 }

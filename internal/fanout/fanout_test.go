@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/events"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/throttle"
@@ -48,11 +50,28 @@ func setup(t testing.TB, rdb redis.UniversalClient, cfg Config, wrap func(Decide
 	if wrap != nil {
 		d = wrap(th)
 	}
-	pl, err := New(cfg, rdb, d, discard(), prometheus.NewRegistry(), func() time.Time { return t0 })
+	pl := newPlanner(t, rdb, cfg, d, func() time.Time { return t0 })
+	return &bundle{rdb: rdb, th: th, pl: pl}
+}
+
+// newPlanner returns a planner on rdb over d, with the real event store and
+// device registry.
+func newPlanner(t testing.TB, rdb redis.UniversalClient, cfg Config, d Decider, clock func() time.Time) *Planner {
+	t.Helper()
+	store, err := events.New(events.Config{}, rdb)
+	if err != nil {
+		t.Fatalf("new event store: %v", err)
+	}
+	reg, err := devices.New(rdb, nil, devices.Config{})
+	if err != nil {
+		t.Fatalf("new registry: %v", err)
+	}
+	pl, err := New(cfg, Deps{Events: store, Subscribers: reg, Decider: d, Profiles: reg, Logger: discard(),
+		Registerer: prometheus.NewRegistry(), Clock: clock})
 	if err != nil {
 		t.Fatalf("new planner: %v", err)
 	}
-	return &bundle{rdb: rdb, th: th, pl: pl}
+	return pl
 }
 
 // devices adds devices [from, to] with background sync on, except every

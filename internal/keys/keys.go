@@ -26,6 +26,10 @@
 //	stats:<minute>          HASH    fleet-wide push and wake counters of one minute
 //	pause:<scope>           STRING  set while sends to a pause scope are paused (expires)
 //
+// Each key family has one owning package, the only one that calls its
+// key functions; the others use the owner's API. owners_test.go holds the
+// table (docs/architecture.md shows it) and fails on any other use.
+//
 // The push queue has Partitions partitions; the events queue has one.
 // A device lives in partition id % Partitions, so its registry hash, its
 // throttle state and its push jobs share one slot.
