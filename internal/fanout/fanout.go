@@ -1,15 +1,15 @@
 // Package fanout turns one event (a feed change or an editor trigger) into at
 // most one push decision per subscribed device.
 //
-// Publish stores the event in its hash ev:{id}. Plan walks the subscription
-// bitmaps of the event's feeds in windows of Config.Window device ids,
-// ORs the feeds' slices together (a device subscribed to several changed
-// feeds is decided once), and hands each window to the throttle, which
+// Publish stores the event (package events). Plan walks the subscribers of
+// the event's feeds (the registry's Subscribers) in windows of
+// Config.Window device ids, one decision per device however many of its
+// feeds changed, and hands each window to the throttle, which
 // decides and enqueues atomically per partition. Devices are handed over
 // grouped by which of the event's feeds they follow, so each push names
 // only those feeds, each with its cursor; a device that follows none of
 // them is not targeted. After each window the
-// cursor and the window's counts are checkpointed in the event hash in one
+// cursor and the window's counts are checkpointed in the event in one
 // step, so a killed planner resumes at the first window it had not
 // checkpointed. Re-running that window is safe: the throttle remembers the
 // events it applied to each device and reports a repeat with its original
