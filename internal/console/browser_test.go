@@ -410,7 +410,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		if got := text(t, b, "#sync-submit"); got != "Send breaking sync" {
 			t.Fatalf("button after scheduling: got %q, want Send breaking sync", got)
 		}
-		sendAt(4)
+		sendAt(8)
 		do(t, b, "schedule one in a few seconds", chromedp.Click(chromedp.CSS("#sync-submit")))
 		waitFor(t, b, "both scheduled syncs", `document.querySelectorAll("#scheduled li").length === 2`, 10*time.Second)
 

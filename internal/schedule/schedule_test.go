@@ -323,7 +323,7 @@ func TestCancelRacesDueMoment(t *testing.T) {
 // it has the sync submitted again, which starts nothing twice.
 func TestKilledRunnerSyncStillStarts(t *testing.T) {
 	t.Parallel()
-	b := setup(t, schedule.Config{Lease: 300 * time.Millisecond})
+	b := setup(t, schedule.Config{Lease: 2 * time.Second})
 	r := b.runner(t)
 	ctx := t.Context()
 
@@ -399,4 +399,45 @@ func TestKilledRunnerSyncStillStarts(t *testing.T) {
 				b.sub.count("k2"), b.queued(t)["k2"], !again.CreatedAt.Equal(first.CreatedAt), b.scheduled(t))
 		}
 	})
+}
+
+// TestOnCluster runs every script of the store on a 3-master cluster: the
+// schedule's keys share one slot.
+func TestOnCluster(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.StartCluster(t).Client(t)
+	store, err := schedule.NewStore(schedule.Config{}, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, id := range []string{"a", "b"} {
+		err := store.Add(ctx, schedule.Sync{
+			Event:  fanout.Event{ID: id, Feeds: []string{"world"}, Lane: throttle.LaneBreaking, Reason: "breaking"},
+			SendAt: time.Now().Add(100 * time.Millisecond),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.Cancel(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	var taken []schedule.Sync
+	pollUntil(t, "b to fall due", func() bool {
+		taken, err = store.Claim(ctx, "tok", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(taken) > 0
+	})
+	if len(taken) != 1 || taken[0].Event.ID != "b" {
+		t.Fatalf("claimed %+v, want b alone", taken)
+	}
+	if ok, err := store.Finish(ctx, "b", "tok"); !ok || err != nil {
+		t.Fatalf("finish: %v, %v", ok, err)
+	}
+	if l, err := store.List(ctx); err != nil || len(l) != 0 {
+		t.Fatalf("list: %v, %v; want empty", l, err)
+	}
 }
