@@ -132,7 +132,7 @@ func newFakeAPI() *fakeAPI {
 		},
 		syncs:     make(map[string]*fakeSync),
 		scheduled: make(map[string]*fakeSync),
-		now:   time.Now,
+		now:       time.Now,
 	}
 }
 
