@@ -174,7 +174,7 @@ func TestScheduledSyncs(t *testing.T) {
 		}
 		return v.ID
 	}
-	later, soon := add(time.Hour), add(300*time.Millisecond)
+	later, soon := add(time.Hour), add(time.Second)
 
 	v := decode[scheduledJSON](t, b.do(t, "GET", "/v1/syncs/{id}", "/v1/syncs/"+later, b.editKey, nil))
 	if v.State != "scheduled" || time.Until(v.SendAt) < 59*time.Minute || len(v.Feeds) != 1 {

@@ -194,7 +194,7 @@ func TestRacingRunnersSubmitEachSyncOnce(t *testing.T) {
 	b := setup(t, schedule.Config{Tick: 10 * time.Millisecond, Batch: 3})
 	const n = 40
 	for i := range n {
-		b.add(t, strconv.Itoa(i+1), 300*time.Millisecond)
+		b.add(t, strconv.Itoa(i+1), time.Second)
 	}
 	for range 4 {
 		r := b.runner(t)
@@ -229,8 +229,8 @@ func TestCancelRacesDueMoment(t *testing.T) {
 	r := b.runner(t)
 
 	t.Run("cancel just before the take", func(t *testing.T) {
-		b.add(t, "before", 50*time.Millisecond)
-		sendAt := time.Now().Add(50 * time.Millisecond)
+		b.add(t, "before", 500*time.Millisecond)
+		sendAt := time.Now().Add(500 * time.Millisecond) // not before the stored one
 		pollUntil(t, "the sync to fall due on Redis's clock", func() bool {
 			now, err := b.rdb.Time(t.Context()).Result()
 			if err != nil {
@@ -253,7 +253,7 @@ func TestCancelRacesDueMoment(t *testing.T) {
 	})
 
 	t.Run("cancel between take and submit", func(t *testing.T) {
-		b.add(t, "between", 50*time.Millisecond)
+		b.add(t, "between", 500*time.Millisecond)
 		var cancelErr error
 		b.sub.before = func(id string) { cancelErr = b.store.Cancel(t.Context(), id) }
 		defer func() { b.sub.before = nil }()
@@ -282,10 +282,10 @@ func TestCancelRacesDueMoment(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range n {
 			id := "race" + strconv.Itoa(i)
-			b.add(t, id, 100*time.Millisecond)
+			b.add(t, id, 500*time.Millisecond)
 			wg.Go(func() {
 				// Cancel somewhere around the due moment.
-				<-time.After(time.Duration(60+rand.IntN(80)) * time.Millisecond)
+				<-time.After(time.Duration(400+rand.IntN(200)) * time.Millisecond)
 				results[i] = b.store.Cancel(t.Context(), id)
 			})
 		}
@@ -328,7 +328,7 @@ func TestKilledRunnerSyncStillStarts(t *testing.T) {
 	ctx := t.Context()
 
 	t.Run("killed before submit", func(t *testing.T) {
-		b.add(t, "k1", 20*time.Millisecond)
+		b.add(t, "k1", 500*time.Millisecond)
 		var taken []schedule.Sync
 		pollUntil(t, "the dead runner's take", func() bool {
 			var err error
@@ -365,7 +365,7 @@ func TestKilledRunnerSyncStillStarts(t *testing.T) {
 	})
 
 	t.Run("killed after submit", func(t *testing.T) {
-		b.add(t, "k2", 20*time.Millisecond)
+		b.add(t, "k2", 500*time.Millisecond)
 		var taken []schedule.Sync
 		pollUntil(t, "the dead runner's take", func() bool {
 			var err error
@@ -414,7 +414,7 @@ func TestOnCluster(t *testing.T) {
 	for _, id := range []string{"a", "b"} {
 		err := store.Add(ctx, schedule.Sync{
 			Event:  fanout.Event{ID: id, Feeds: []string{"world"}, Lane: throttle.LaneBreaking, Reason: "breaking"},
-			SendAt: time.Now().Add(100 * time.Millisecond),
+			SendAt: time.Now().Add(time.Second),
 		})
 		if err != nil {
 			t.Fatal(err)
