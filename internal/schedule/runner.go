@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/nudge-dev/nudge/internal/fanout"
 )
 
 // Runner submits scheduled syncs when they fall due. Run one in every
@@ -80,7 +82,9 @@ func (r *Runner) loop(ctx context.Context, done chan struct{}) {
 
 // Step takes the syncs that are due (up to Config.Batch), submits each and
 // forgets it. It returns the ids it submitted. A sync whose submit fails
-// stays claimed; it is taken again when the lease runs out.
+// stays claimed; it is taken again when the lease runs out. One the
+// pipeline refuses as invalid (fanout.ErrInvalidEvent) is dropped and
+// logged, since every retry would fail the same way.
 func (r *Runner) Step(ctx context.Context) ([]string, error) {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
@@ -93,6 +97,14 @@ func (r *Runner) Step(ctx context.Context) ([]string, error) {
 	var errs []error
 	for _, sy := range due {
 		id, err := Submit(ctx, r.heads, r.sub, sy.Event)
+		if errors.Is(err, fanout.ErrInvalidEvent) {
+			// It would fail at every retry: drop it, loudly.
+			r.log.ErrorContext(ctx, "scheduled sync dropped: the pipeline refuses it", "event", sy.Event.ID, "err", err)
+			if _, err := r.store.Finish(ctx, sy.Event.ID, token); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("submit scheduled sync %s: %w", sy.Event.ID, err))
 			continue

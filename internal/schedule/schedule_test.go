@@ -441,3 +441,28 @@ func TestOnCluster(t *testing.T) {
 		t.Fatalf("list: %v, %v; want empty", l, err)
 	}
 }
+
+// TestInvalidSyncIsDropped: a stored sync the pipeline refuses (here a
+// reason it does not know) would fail at every lease; the runner drops it.
+func TestInvalidSyncIsDropped(t *testing.T) {
+	t.Parallel()
+	b := setup(t, schedule.Config{})
+	err := b.store.Add(t.Context(), schedule.Sync{
+		Event:  fanout.Event{ID: "bad", Feeds: []string{"world"}, Lane: throttle.LaneBreaking, Reason: "bogus"},
+		SendAt: time.Now().Add(500 * time.Millisecond),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := b.runner(t)
+	pollUntil(t, "the runner to take it", func() bool {
+		ids, err := r.Step(t.Context())
+		if err != nil || len(ids) != 0 {
+			t.Fatalf("step: %v, %v; want nothing started, no error", ids, err)
+		}
+		return b.sub.count("bad") == 1
+	})
+	if b.scheduled(t) != 0 || b.queued(t)["bad"] != 0 {
+		t.Fatalf("still scheduled %d, queued %d; want 0, 0", b.scheduled(t), b.queued(t)["bad"])
+	}
+}
