@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -365,6 +366,88 @@ func TestConsoleInBrowser(t *testing.T) {
 		last := reqs[len(reqs)-1]
 		if a := last.Audience; a == nil || strings.Join(a.Platforms, ",") != "ios" || strings.Join(a.Locales, ",") != "en,de-DE" || a.MinAppVersion != "1.5" || a.MaxAppVersion != "" {
 			t.Fatalf("sync audience: got %+v", last.Audience)
+		}
+	})
+
+	t.Run("editor previews an audience, schedules syncs, cancels one and sees the other start", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, browser)
+		loginOK(t, b, "editor-key")
+		waitFor(t, b, "the empty schedule", `!document.querySelector("#scheduled-empty").hidden`, 10*time.Second)
+		do(t, b, "choose a feed and an audience, and preview it",
+			chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)),
+			chromedp.Click(chromedp.CSS(`input[name=platform][value=ios]`)),
+			chromedp.Click(chromedp.CSS("#audience-preview")),
+		)
+		// The fake halves 1,200 for the one narrowing field.
+		waitFor(t, b, "the count", `document.querySelector("#audience-count").textContent.includes("600")`, 10*time.Second)
+		if got, want := text(t, b, "#audience-count"), "This sync would reach 600 devices."; got != want {
+			t.Fatalf("preview: got %q, want %q", got, want)
+		}
+
+		// sendAt fills the send-at field with the local time in secs seconds.
+		sendAt := func(secs int) {
+			t.Helper()
+			v := js[string](t, b, fmt.Sprintf(`(() => {
+				const d = new Date(Date.now() + %d * 1000), p = (n) => String(n).padStart(2, "0");
+				const el = document.querySelector("#sync-send-at");
+				el.value = d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + "T" + p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+				el.dispatchEvent(new Event("input", { bubbles: true }));
+				return el.value; })()`, secs))
+			if v == "" {
+				t.Fatal("the send-at field took no value")
+			}
+		}
+		sendAt(3600)
+		if got := text(t, b, "#sync-submit"); got != "Schedule sync" {
+			t.Fatalf("button with a send-at: got %q, want Schedule sync", got)
+		}
+		do(t, b, "schedule one in an hour",
+			chromedp.SendKeys(chromedp.CSS("#alert-title"), "Polls close"),
+			chromedp.Click(chromedp.CSS("#sync-submit")),
+		)
+		waitFor(t, b, "the first scheduled sync", `document.querySelectorAll("#scheduled li").length === 1`, 10*time.Second)
+		if got := text(t, b, "#sync-submit"); got != "Send breaking sync" {
+			t.Fatalf("button after scheduling: got %q, want Send breaking sync", got)
+		}
+		sendAt(8)
+		do(t, b, "schedule one in a few seconds", chromedp.Click(chromedp.CSS("#sync-submit")))
+		waitFor(t, b, "both scheduled syncs", `document.querySelectorAll("#scheduled li").length === 2`, 10*time.Second)
+
+		b.api.mu.Lock()
+		reqs, started := slices.Clone(b.api.syncRequests), len(b.api.syncs)
+		b.api.mu.Unlock()
+		if len(reqs) != 3 || started != 0 || !js[bool](t, b, `document.querySelector("#sync-progress").hidden`) {
+			t.Fatalf("after scheduling: %d requests (want preview + 2), %d syncs started (want 0)", len(reqs), started)
+		}
+		for _, r := range reqs[1:] {
+			if _, err := time.Parse(time.RFC3339, r.SendAt); err != nil || r.Audience == nil || strings.Join(r.Audience.Platforms, ",") != "ios" {
+				t.Fatalf("scheduled request: send_at %q (%v), audience %+v; want a time and the ios audience", r.SendAt, err, r.Audience)
+			}
+		}
+		if reqs[1].Alert == nil || reqs[1].Alert.Title != "Polls close" {
+			t.Fatalf("first scheduled request: alert %+v, want Polls close", reqs[1].Alert)
+		}
+		// Soonest first: ev-2 (seconds away), then ev-1 (an hour away).
+		if got := js[string](t, b, `[...document.querySelectorAll("#scheduled li")].map((li) => li.dataset.syncId).join(",")`); got != "ev-2,ev-1" {
+			t.Fatalf("scheduled list: got %q, want ev-2,ev-1", got)
+		}
+
+		do(t, b, "cancel the one in an hour", chromedp.Click(chromedp.CSS(`#scheduled button[data-sync-id="ev-1"]`)))
+		waitFor(t, b, "the cancel", `document.querySelector("#scheduled-status").textContent.includes("ev-1 is cancelled")`, 10*time.Second)
+		if js[bool](t, b, `!!document.querySelector('#scheduled li[data-sync-id="ev-1"]')`) {
+			t.Fatal("the cancelled sync is still listed")
+		}
+
+		waitFor(t, b, "the other to start when due", `document.querySelector("#scheduled-status").textContent.includes("ev-2 has started")`, 20*time.Second)
+		waitFor(t, b, "its progress", `!document.querySelector("#sync-progress").hidden && document.querySelector("#sync-id").textContent === "ev-2"`, 10*time.Second)
+		waitFor(t, b, "the empty schedule", `!document.querySelector("#scheduled-empty").hidden`, 10*time.Second)
+		b.api.mu.Lock()
+		_, cancelledStarted := b.api.syncs["ev-1"]
+		cancels := b.api.cancels
+		b.api.mu.Unlock()
+		if cancelledStarted || cancels != 1 {
+			t.Fatalf("the cancelled sync started (%v) or cancels %d, want never and 1", cancelledStarted, cancels)
 		}
 	})
 

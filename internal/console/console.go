@@ -1,6 +1,7 @@
 // Package console serves the editors' console: a single web page, embedded in
 // the binary, from which editors watch feed health, queues and push delivery,
-// and trigger breaking-news syncs; admins also add, edit and delete feeds.
+// and trigger breaking-news syncs, now or scheduled for later; admins also
+// add, edit and delete feeds.
 //
 // The page needs no CDN and no network beyond its own origin. It talks to the
 // api's JSON endpoints under /v1/console, /v1/syncs and /v1/admin/feeds with

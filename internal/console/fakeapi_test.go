@@ -16,6 +16,8 @@ type fakeAPI struct {
 	mu            sync.Mutex
 	feeds         []fakeFeed
 	syncs         map[string]*fakeSync
+	scheduled     map[string]*fakeSync // by id, until their start (send_at on the fake's clock)
+	cancels       int                  // DELETE /v1/syncs/{id} answered 204
 	syncRequests  []syncRequest
 	syncGets      int
 	dryRuns       int // POST /v1/syncs?dry_run=true answered
@@ -42,6 +44,7 @@ type syncRequest struct {
 		Title string `json:"title"`
 		Body  string `json:"body"`
 	} `json:"alert,omitempty"`
+	SendAt string `json:"send_at,omitempty"`
 }
 
 type fakeAudience struct {
@@ -127,8 +130,9 @@ func newFakeAPI() *fakeAPI {
 			{ID: "sport", Title: "Sport", URL: "http://feeds.example.test/sport.xml", PollInterval: 5 * time.Minute, Failing: true},
 			{ID: "culture", Title: "Culture & Arts", URL: "http://feeds.example.test/culture.json", PollInterval: 15 * time.Minute},
 		},
-		syncs: make(map[string]*fakeSync),
-		now:   time.Now,
+		syncs:     make(map[string]*fakeSync),
+		scheduled: make(map[string]*fakeSync),
+		now:       time.Now,
 	}
 }
 
@@ -136,6 +140,8 @@ func (f *fakeAPI) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/console/overview", f.auth("editor", f.overview))
 	mux.HandleFunc("POST /v1/syncs", f.auth("editor", f.createSync))
 	mux.HandleFunc("GET /v1/syncs/{id}", f.auth("editor", f.getSync))
+	mux.HandleFunc("GET /v1/syncs", f.auth("editor", f.listSyncs))
+	mux.HandleFunc("DELETE /v1/syncs/{id}", f.auth("editor", f.cancelSync))
 	mux.HandleFunc("PUT /v1/admin/feeds/{id}", f.auth("admin", f.putFeed))
 	mux.HandleFunc("DELETE /v1/admin/feeds/{id}", f.auth("admin", f.deleteFeed))
 }
@@ -268,15 +274,88 @@ func (f *fakeAPI) createSync(w http.ResponseWriter, r *http.Request, _ who) {
 		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "targeted": dryRunCount(req)})
 		return
 	}
+	var sendAt time.Time
+	if req.SendAt != "" {
+		t, err := time.Parse(time.RFC3339, req.SendAt)
+		if err != nil || !t.After(f.now()) {
+			writeError(w, http.StatusBadRequest, apiError{Code: "invalid_field", Message: "send_at: want a time in the future", Field: "send_at"})
+			return
+		}
+		sendAt = t
+	}
 	f.nextSync++
 	id := "ev-" + strconv.Itoa(f.nextSync)
+	if !sendAt.IsZero() {
+		f.scheduled[id] = &fakeSync{id: id, req: req, start: sendAt}
+		writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "state": "scheduled", "send_at": rfc3339(sendAt)})
+		return
+	}
 	f.syncs[id] = &fakeSync{id: id, req: req, start: f.now()}
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": id})
+}
+
+// startDue starts the scheduled syncs whose send_at has come, as the
+// dispatcher does; call it with f.mu held.
+func (f *fakeAPI) startDue() {
+	for id, s := range f.scheduled {
+		if !f.now().Before(s.start) {
+			delete(f.scheduled, id)
+			f.syncs[id] = s
+		}
+	}
+}
+
+func scheduledView(s *fakeSync) map[string]any {
+	return map[string]any{"id": s.id, "feeds": s.req.Feeds, "lane": s.req.Lane, "created_at": rfc3339(s.start),
+		"state": "scheduled", "send_at": rfc3339(s.start), "targeted": 0, "queued": 0, "sent": 0, "deferred": 0,
+		"coalesced": 0, "skipped": 0, "pruned": 0, "failed": 0, "superseded": 0, "in_flight": 0, "held": 0}
+}
+
+func (f *fakeAPI) listSyncs(w http.ResponseWriter, r *http.Request, _ who) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r.URL.Query().Get("state") != "scheduled" {
+		writeError(w, http.StatusBadRequest, apiError{Code: "invalid_field", Message: "state: want scheduled", Field: "state"})
+		return
+	}
+	f.startDue()
+	list := make([]*fakeSync, 0, len(f.scheduled))
+	for _, s := range f.scheduled {
+		list = append(list, s)
+	}
+	slices.SortFunc(list, func(a, b *fakeSync) int { return a.start.Compare(b.start) })
+	out := []map[string]any{}
+	for _, s := range list {
+		out = append(out, scheduledView(s))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"syncs": out})
+}
+
+func (f *fakeAPI) cancelSync(w http.ResponseWriter, r *http.Request, _ who) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.startDue()
+	id := r.PathValue("id")
+	switch {
+	case f.scheduled[id] != nil:
+		delete(f.scheduled, id)
+		f.cancels++
+		w.WriteHeader(http.StatusNoContent)
+	case f.syncs[id] != nil:
+		writeError(w, http.StatusConflict, apiError{Code: "conflict", Message: "the sync has started; it can no longer be cancelled"})
+	default:
+		writeError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "sync not found"})
+	}
 }
 
 func (f *fakeAPI) getSync(w http.ResponseWriter, r *http.Request, _ who) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.startDue()
+	if s := f.scheduled[r.PathValue("id")]; s != nil {
+		writeJSON(w, http.StatusOK, scheduledView(s))
+		return
+	}
 	s, ok := f.syncs[r.PathValue("id")]
 	if !ok {
 		writeError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such sync"})

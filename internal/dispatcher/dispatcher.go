@@ -8,6 +8,7 @@
 //	editor (api) ──POST /v1/syncs─▶ Submitter ──▶ events queue
 //	events worker ──Plan──▶ throttle (decide + enqueue) ──▶ push queue / due set
 //	scheduler ──due set──▶ push queue
+//	scheduled syncs ──send_at reached──▶ Submitter ──▶ events queue
 //	push workers ──delivery──▶ FCM / APNs ──▶ prune, retry, progress, stats
 //
 // Every part keeps its state in Redis, so any number of replicas can run:
@@ -35,6 +36,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/push"
+	"github.com/nudge-dev/nudge/internal/schedule"
 	"github.com/nudge-dev/nudge/internal/stats"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
@@ -51,6 +53,7 @@ type Config struct {
 	PushWorker  jobs.WorkerConfig
 	EventWorker jobs.WorkerConfig
 	Monitor     jobs.MonitorConfig
+	Schedule    schedule.Config
 }
 
 // Deps are the dispatcher's collaborators.
@@ -77,6 +80,7 @@ type Pipeline struct {
 	Submitter *fanout.Submitter
 	Items     *feeds.Store
 	Stats     *stats.Recorder
+	Schedule  *schedule.Store // editors' syncs scheduled for later
 }
 
 // NewPipeline builds the shared stores on rdb. reg receives the metrics of
@@ -121,8 +125,12 @@ func NewPipeline(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg pr
 	if err != nil {
 		return nil, err
 	}
+	sched, err := schedule.NewStore(cfg.Schedule, rdb)
+	if err != nil {
+		return nil, err
+	}
 	return &Pipeline{
-		Catalog: cat, Devices: reg0, Throttle: th, Planner: planner, Events: events, Pushes: pushes,
+		Schedule: sched, Catalog: cat, Devices: reg0, Throttle: th, Planner: planner, Events: events, Pushes: pushes,
 		Submitter: fanout.NewSubmitter(planner, events), Items: items,
 		Stats: st,
 	}, nil
@@ -138,6 +146,7 @@ type Dispatcher struct {
 	events    *jobs.Worker
 	pushes    *jobs.Worker
 	monitor   *jobs.Monitor
+	scheduled *schedule.Runner
 	stoppers  []func()
 }
 
@@ -195,6 +204,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Dispatcher, error) {
 	if dis.pushes, err = jobs.NewWorker(p.Pushes, h, pc, d.Logger, clock, d.Registerer); err != nil {
 		return fail(err)
 	}
+	if dis.scheduled, err = schedule.NewRunner(p.Schedule, p.Items, p.Submitter, d.Logger); err != nil {
+		return fail(err)
+	}
 	if dis.monitor, err = jobs.NewMonitor([]*jobs.Queue{p.Events, p.Pushes}, cfg.Monitor, d.Logger, clock, d.Registerer); err != nil {
 		return fail(err)
 	}
@@ -221,6 +233,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		{"push workers", d.pushes.Start, d.pushes.Stop},
 		{"events worker", d.events.Start, d.events.Stop},
 		{"scheduler", d.scheduler.Start, d.scheduler.Stop},
+		{"scheduled syncs", d.scheduled.Start, d.scheduled.Stop},
 		{"feed watcher", d.watcher.Start, d.watcher.Stop},
 		{"queue monitor", d.monitor.Start, d.monitor.Stop},
 	}

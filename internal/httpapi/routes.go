@@ -44,7 +44,9 @@ func (s *Server) addRoutes(r chi.Router) {
 		r.Group(func(r chi.Router) {
 			r.Use(s.RequireRole(auth.RoleEditor), deadline(s.cfg.KeyRequestTimeout))
 			r.Post("/syncs", s.handle(s.createSync))
+			r.Get("/syncs", s.handle(s.listSyncs))
 			r.Get("/syncs/{id}", s.handle(s.getSync))
+			r.Delete("/syncs/{id}", s.handle(s.cancelSync))
 			r.Post("/feeds/{feed}/poll", s.handle(s.pollFeed))
 			r.Get("/console/overview", s.handle(s.consoleOverview))
 		})

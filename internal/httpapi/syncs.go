@@ -3,6 +3,7 @@ package httpapi
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/feeds"
+	"github.com/nudge-dev/nudge/internal/schedule"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
@@ -34,6 +36,8 @@ type syncRequest struct {
 		Body  string `json:"body"`
 	} `json:"alert"`
 	Audience *fanout.Audience `json:"audience"`
+	// SendAt, RFC 3339, schedules the sync for later instead of now.
+	SendAt string `json:"send_at"`
 }
 
 // Limits of an audience.
@@ -98,11 +102,13 @@ type progressView struct {
 	Held int64 `json:"held"`
 	// LastSentAt is when the latest push of the sync was sent.
 	LastSentAt *time.Time `json:"last_sent_at,omitempty"`
+	// SendAt is when a scheduled sync starts (states scheduled and starting).
+	SendAt *time.Time `json:"send_at,omitempty"`
 }
 
 // createSync is POST /v1/syncs: an editor asks subscribers of some feeds to
-// sync now. The sync is an event on the breaking lane by default, which
-// skips the debounce but not the platforms' budgets.
+// sync now, or at send_at. The sync is an event on the breaking lane by
+// default, which skips the debounce but not the platforms' budgets.
 func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 	var req syncRequest
 	if err := decodeJSON(r, &req); err != nil {
@@ -148,6 +154,12 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 	if err := checkAudience(req.Audience); err != nil {
 		return err
 	}
+	var sendAt time.Time
+	if req.SendAt != "" {
+		if sendAt, err = time.Parse(time.RFC3339, req.SendAt); err != nil {
+			return badRequest("send_at", "send_at: want an RFC 3339 time, e.g. 2026-12-06T18:30:00Z")
+		}
+	}
 	if !req.Audience.Empty() {
 		ev.Audience = req.Audience
 	}
@@ -159,17 +171,10 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, map[string]any{"dry_run": true, "targeted": n})
 		return nil
 	}
-	// A sync names no new items: it carries each feed's head, and the app
-	// fetches from the smaller of that and its own cursor, as always.
-	ev.Since = map[string]int64{}
-	for _, f := range ev.Feeds {
-		head, err := s.deps.Pipeline.Items.Head(r.Context(), f)
-		if err != nil {
-			return err
-		}
-		ev.Since[f] = head
+	if !sendAt.IsZero() {
+		return s.scheduleSync(w, r, ev, sendAt)
 	}
-	id, err := s.deps.Pipeline.Submitter.Submit(r.Context(), ev)
+	id, err := schedule.Submit(r.Context(), s.deps.Pipeline.Items, s.deps.Pipeline.Submitter, ev)
 	if err != nil {
 		return err
 	}
@@ -179,13 +184,110 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// getSync is GET /v1/syncs/{id}: live progress of a sync.
-func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
-	// Clients percent-encode the colons of ids like feed:headlines:5; the
-	// router leaves the escaped path as it is.
+// scheduleSync stores ev, with a fresh id, to start at sendAt (which the
+// schedule checks on Redis's clock: in the future, within the horizon).
+func (s *Server) scheduleSync(w http.ResponseWriter, r *http.Request, ev fanout.Event, sendAt time.Time) error {
+	id, err := s.deps.Pipeline.Planner.NewID(r.Context())
+	if err != nil {
+		return err
+	}
+	ev.ID = id
+	err = s.deps.Pipeline.Schedule.Add(r.Context(), schedule.Sync{Event: ev, SendAt: sendAt, CreatedAt: s.cfg.Now()})
+	switch {
+	case errors.Is(err, schedule.ErrNotFuture):
+		return badRequest("send_at", "send_at: want a time in the future")
+	case errors.Is(err, schedule.ErrTooFar):
+		return badRequest("send_at", fmt.Sprintf("send_at: want a time within %s from now", humanDays(s.deps.Pipeline.Schedule.Horizon())))
+	case errors.Is(err, schedule.ErrFull):
+		return &HTTPError{Code: http.StatusConflict, Kind: "conflict", Msg: "too many syncs are scheduled; cancel some first", Err: err}
+	case err != nil:
+		return err
+	}
+	s.audit(r, "sync.schedule", id+" send_at="+sendAt.UTC().Format(time.RFC3339)+" lane="+ev.Lane+" feeds="+strings.Join(ev.Feeds, ","))
+	w.Header().Set("Location", "/v1/syncs/"+id)
+	writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "state": schedule.StateScheduled, "send_at": sendAt.UTC().Format(time.RFC3339)})
+	return nil
+}
+
+// humanDays is d in days when it is whole days ("30 days"), else as Go prints it.
+func humanDays(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+// syncID is the path's sync id. Clients percent-encode the colons of ids
+// like feed:headlines:5; the router leaves the escaped path as it is.
+func syncID(r *http.Request) (string, error) {
 	id, err := url.PathUnescape(chi.URLParam(r, "id"))
 	if err != nil || id == "" || len(id) > maxEventIDSize {
-		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found"}
+		return "", &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found"}
+	}
+	return id, nil
+}
+
+// viewOfScheduled is a scheduled sync that has not started.
+func viewOfScheduled(sy schedule.Sync) progressView {
+	at := sy.SendAt.UTC()
+	return progressView{ID: sy.Event.ID, Feeds: sy.Event.Feeds, Lane: sy.Event.Lane,
+		CreatedAt: sy.CreatedAt.UTC(), State: sy.State, SendAt: &at}
+}
+
+// listSyncs is GET /v1/syncs?state=scheduled: the syncs waiting for their
+// send_at (and those being started), soonest first.
+func (s *Server) listSyncs(w http.ResponseWriter, r *http.Request) error {
+	if st := r.URL.Query().Get("state"); st != schedule.StateScheduled {
+		return badRequest("state", `state: want "scheduled" (only scheduled syncs are listed)`)
+	}
+	all, err := s.deps.Pipeline.Schedule.List(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]progressView, 0, len(all))
+	for _, sy := range all {
+		out = append(out, viewOfScheduled(sy))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"syncs": out})
+	return nil
+}
+
+// cancelSync is DELETE /v1/syncs/{id}: cancels a scheduled sync before it
+// starts; 409 once it has started, 404 for an id nothing knows.
+func (s *Server) cancelSync(w http.ResponseWriter, r *http.Request) error {
+	id, err := syncID(r)
+	if err != nil {
+		return err
+	}
+	started := &HTTPError{Code: http.StatusConflict, Kind: "conflict", Msg: "the sync has started; it can no longer be cancelled"}
+	err = s.deps.Pipeline.Schedule.Cancel(r.Context(), id)
+	switch {
+	case err == nil:
+		s.audit(r, "sync.cancel", id)
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	case errors.Is(err, schedule.ErrStarted):
+		started.Err = err
+		return started
+	case !errors.Is(err, schedule.ErrNotFound):
+		return err
+	}
+	// Not scheduled: a sync that started left the schedule after its
+	// event was published, so the event tells the two apart.
+	if _, err := s.deps.Pipeline.Planner.Event(r.Context(), id); err == nil {
+		return started
+	} else if !errors.Is(err, fanout.ErrNotFound) {
+		return err
+	}
+	return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found"}
+}
+
+// getSync is GET /v1/syncs/{id}: live progress of a sync, or a scheduled
+// sync that has not started.
+func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
+	id, err := syncID(r)
+	if err != nil {
+		return err
 	}
 	ev, err := s.deps.Pipeline.Planner.Event(r.Context(), id)
 	if err == nil {
@@ -196,10 +298,18 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 	}
-	if errors.Is(err, fanout.ErrNotFound) {
+	if !errors.Is(err, fanout.ErrNotFound) {
+		return err
+	}
+	sy, err := s.deps.Pipeline.Schedule.Get(r.Context(), id)
+	if errors.Is(err, schedule.ErrNotFound) {
 		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found", Err: err}
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, viewOfScheduled(sy))
+	return nil
 }
 
 func viewOfProgress(ev fanout.Event, p fanout.Progress) progressView {

@@ -2,11 +2,14 @@ package httpapi_test
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/schedule"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
@@ -128,5 +131,130 @@ func TestSyncAudienceDryRun(t *testing.T) {
 		if pushed[id] != in {
 			t.Fatalf("device %+v: pushed %v, want %v", d, pushed[id], in)
 		}
+	}
+}
+
+// scheduledJSON is a scheduled sync as the api shows it.
+type scheduledJSON struct {
+	ID     string    `json:"id"`
+	State  string    `json:"state"`
+	SendAt time.Time `json:"send_at"`
+	Feeds  []string  `json:"feeds"`
+}
+
+// TestScheduledSyncs schedules syncs through the api: bad send_at values
+// answer 400; a scheduled sync is shown and listed until it is cancelled
+// (204, then 404) or started (a runner on the same Redis takes it; the
+// cancel then answers 409, as it does while the runner holds it); every
+// change is audited.
+func TestScheduledSyncs(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	at := func(d time.Duration) string { return time.Now().Add(d).UTC().Format(time.RFC3339Nano) }
+	for _, tt := range []struct{ name, sendAt string }{
+		{"not a time", "tomorrow"},
+		{"past", at(-time.Minute)},
+		{"beyond 30 days", at(31 * 24 * time.Hour)},
+	} {
+		r := b.do(t, "POST", "/v1/syncs", "/v1/syncs", b.editKey, map[string]any{"feeds": []string{"world"}, "send_at": tt.sendAt})
+		if r.code != http.StatusBadRequest || !strings.Contains(string(r.body), `"field":"send_at"`) {
+			t.Fatalf("%s: got %d %s, want 400 on send_at", tt.name, r.code, r.body)
+		}
+	}
+	add := func(d time.Duration) string {
+		t.Helper()
+		r := b.do(t, "POST", "/v1/syncs", "/v1/syncs", b.editKey, map[string]any{"feeds": []string{"world"}, "send_at": at(d),
+			"alert": map[string]any{"title": "Polls close"}, "audience": map[string]any{"platforms": []string{"ios"}}})
+		if r.code != http.StatusAccepted {
+			t.Fatalf("schedule: got %d %s", r.code, r.body)
+		}
+		v := decode[scheduledJSON](t, r)
+		if v.State != "scheduled" || r.header.Get("Location") != "/v1/syncs/"+v.ID {
+			t.Fatalf("schedule: got %+v, Location %q", v, r.header.Get("Location"))
+		}
+		return v.ID
+	}
+	later, soon := add(time.Hour), add(time.Second)
+
+	v := decode[scheduledJSON](t, b.do(t, "GET", "/v1/syncs/{id}", "/v1/syncs/"+later, b.editKey, nil))
+	if v.State != "scheduled" || time.Until(v.SendAt) < 59*time.Minute || len(v.Feeds) != 1 {
+		t.Fatalf("get scheduled: got %+v", v)
+	}
+	list := decode[struct{ Syncs []scheduledJSON }](t, b.do(t, "GET", "/v1/syncs", "/v1/syncs?state=scheduled", b.editKey, nil))
+	if len(list.Syncs) != 2 || list.Syncs[0].ID != soon || list.Syncs[1].ID != later {
+		t.Fatalf("list: got %+v, want %s then %s", list.Syncs, soon, later)
+	}
+	if r := b.do(t, "GET", "/v1/syncs", "/v1/syncs", b.editKey, nil); r.code != http.StatusBadRequest {
+		t.Fatalf("list without state: got %d", r.code)
+	}
+	if r := b.do(t, "DELETE", "/v1/syncs/{id}", "/v1/syncs/"+later, "", nil); r.code != http.StatusUnauthorized {
+		t.Fatalf("cancel without a key: got %d", r.code)
+	}
+
+	// Cancel the later one: gone, and never started.
+	if r := b.do(t, "DELETE", "/v1/syncs/{id}", "/v1/syncs/"+later, b.editKey, nil); r.code != http.StatusNoContent {
+		t.Fatalf("cancel: got %d %s", r.code, r.body)
+	}
+	for _, m := range []string{"GET", "DELETE"} {
+		if r := b.do(t, m, "/v1/syncs/{id}", "/v1/syncs/"+later, b.editKey, nil); r.code != http.StatusNotFound {
+			t.Fatalf("%s after cancel: got %d", m, r.code)
+		}
+	}
+
+	// A runner holds the soon one (it was due): no cancel; then it starts.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		taken, err := b.pipe.Schedule.Claim(t.Context(), "runner-1", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(taken) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sync did not fall due in 10 s")
+		}
+		time.Sleep(20 * time.Millisecond) // poll until it is due on Redis's clock
+	}
+	if v := decode[scheduledJSON](t, b.do(t, "GET", "/v1/syncs/{id}", "/v1/syncs/"+soon, b.editKey, nil)); v.State != "starting" {
+		t.Fatalf("get while taken: got %+v, want starting", v)
+	}
+	if r := b.do(t, "DELETE", "/v1/syncs/{id}", "/v1/syncs/"+soon, b.editKey, nil); r.code != http.StatusConflict {
+		t.Fatalf("cancel while taken: got %d %s, want 409", r.code, r.body)
+	}
+	ev, err := b.pipe.Schedule.Get(t.Context(), soon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := schedule.Submit(t.Context(), b.pipe.Items, b.pipe.Submitter, ev.Event); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.pipe.Schedule.Finish(t.Context(), soon, "runner-1"); !ok || err != nil {
+		t.Fatalf("finish: %v, %v", ok, err)
+	}
+	p := decode[progressJSON](t, b.do(t, "GET", "/v1/syncs/{id}", "/v1/syncs/"+soon, b.editKey, nil))
+	if p.State != "planning" || p.Lane != "breaking" {
+		t.Fatalf("started sync: got %+v, want planning", p)
+	}
+	started, err := b.pipe.Planner.Event(t.Context(), soon)
+	if err != nil || started.Alert == nil || started.Alert.Title != "Polls close" || started.Audience == nil || started.Since == nil {
+		t.Fatalf("started event: got %+v, %v; want the stored alert, audience and heads", started, err)
+	}
+	if r := b.do(t, "DELETE", "/v1/syncs/{id}", "/v1/syncs/"+soon, b.editKey, nil); r.code != http.StatusConflict {
+		t.Fatalf("cancel after start: got %d %s, want 409", r.code, r.body)
+	}
+	if l := decode[struct{ Syncs []scheduledJSON }](t, b.do(t, "GET", "/v1/syncs", "/v1/syncs?state=scheduled", b.editKey, nil)); len(l.Syncs) != 0 {
+		t.Fatalf("list after all: got %+v, want none", l.Syncs)
+	}
+
+	audit, err := b.rdb.XRange(t.Context(), keys.Audit(), "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, a := range audit {
+		actions = append(actions, a.Values["action"].(string)+" "+strings.Fields(a.Values["target"].(string))[0])
+	}
+	if want := []string{"sync.schedule " + later, "sync.schedule " + soon, "sync.cancel " + later}; !slices.Equal(actions, want) {
+		t.Fatalf("audit: got %q, want %q", actions, want)
 	}
 }

@@ -25,6 +25,9 @@
 //	audit                   STREAM  editor and admin actions
 //	stats:<minute>          HASH    fleet-wide push and wake counters of one minute
 //	pause:<scope>           STRING  set while sends to a pause scope are paused (expires)
+//	sched:{sched}:due       ZSET    scheduled syncs by due time (send_at, or a claim's lease end)
+//	sched:{sched}:syncs     HASH    scheduled sync id -> its request (JSON)
+//	sched:{sched}:claims    HASH    scheduled sync id -> token of the runner that took it
 //
 // Each key family has one owning package, the only one that calls its
 // key functions; the others use the owner's API. owners_test.go holds the
@@ -169,3 +172,15 @@ func TokenRegistrations(tokenHash string) string { return "regtok:{" + tokenHash
 // consumer name is consumer while it is alive; a consumer without one is
 // dead, and its pending jobs are claimed at once.
 func Heartbeat(queue, consumer string) string { return "q:" + queue + ":hb:" + consumer }
+
+// ScheduleDue is the sorted set of scheduled syncs, by due time (unix ms):
+// a sync's send_at, or the end of its claim's lease once a runner took it.
+// The three schedule keys share the tag {sched}, so its scripts run in one slot.
+func ScheduleDue() string { return "sched:{sched}:due" }
+
+// ScheduleSyncs is the hash of scheduled syncs: sync id -> the request (JSON).
+func ScheduleSyncs() string { return "sched:{sched}:syncs" }
+
+// ScheduleClaims is the hash of scheduled syncs a runner has taken: sync
+// id -> the claim's token.
+func ScheduleClaims() string { return "sched:{sched}:claims" }

@@ -48,6 +48,8 @@ var owners = []family{
 	{"fan-out events and the event id counter", []string{"Event", "EventSeq"}, "internal/events",
 		[]string{"internal/fanout", "internal/delivery", "internal/httpapi"}},
 	{"audit stream", []string{"Audit"}, "internal/audit", []string{"internal/httpapi"}},
+	{"scheduled syncs", []string{"ScheduleDue", "ScheduleSyncs", "ScheduleClaims"}, "internal/schedule",
+		[]string{"internal/httpapi", "internal/dispatcher"}},
 	{"fleet stats", []string{"Stats"}, "internal/stats",
 		[]string{"internal/fanout", "internal/delivery", "internal/httpapi", "internal/dispatcher"}},
 	{"provider pauses", []string{"ProviderPause"}, "internal/delivery", []string{"internal/dispatcher"}},

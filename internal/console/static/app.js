@@ -1,7 +1,8 @@
 // app.js: the editors' console. Sign in with an API key (kept in this tab's
 // sessionStorage), then watch the overview, refreshed every 5 s while the
 // tab is visible, and trigger breaking-news syncs whose progress is followed
-// every second. Admins also add, edit and delete feeds.
+// every second, now or scheduled for later (listed, cancellable until they
+// start). Admins also add, edit and delete feeds.
 //
 // All text from the server is set with textContent, never parsed as HTML.
 
@@ -71,6 +72,9 @@ const state = {
   feedErrors: new Map(),
   editing: null, // null: form closed; "": adding; id: editing that feed
   sync: null, // {id, timer, done, waiting}
+  scheduled: new Map(), // id -> scheduled sync, as last listed
+  cancelled: new Set(), // ids this page cancelled
+  scheduledTimer: 0,
 };
 
 // ---------------------------------------------------------------- session
@@ -138,6 +142,13 @@ function signOut(message = "") {
     $(sel).replaceChildren();
   }
   $("#sync-progress").hidden = true;
+  clearTimeout(state.scheduledTimer);
+  state.scheduled.clear();
+  state.cancelled.clear();
+  $("#scheduled").replaceChildren();
+  $("#scheduled-empty").hidden = false;
+  $("#scheduled-status").textContent = "";
+  $("#scheduled-error").textContent = "";
   $("#app-error").textContent = "";
   $("#sync-error").textContent = "";
   $("#feed-status").textContent = "";
@@ -151,6 +162,7 @@ function enterConsole(overview) {
   $("#login-error").textContent = "";
   render(overview);
   startRefresh();
+  loadScheduled();
   $("#main").focus();
 }
 
@@ -178,6 +190,7 @@ async function refresh() {
     if (key !== state.key) return;
     render(overview);
     $("#app-error").textContent = "";
+    if (state.scheduled.size === 0) loadScheduled(); // another editor may have scheduled one
   } catch (err) {
     if (key !== state.key) return;
     if (err.isAuth) {
@@ -509,27 +522,123 @@ async function onSyncSubmit(event) {
   if (title || text) body.alert = { title, body: text };
   const audience = audienceOf(form);
   if (audience) body.audience = audience;
+  const sendAtValue = $("#sync-send-at").value;
+  if (sendAtValue) {
+    const at = new Date(sendAtValue); // datetime-local: the editor's local time
+    if (Number.isNaN(at.getTime())) {
+      return fieldError(form, errorEl, "#sync-send-at", "Enter the date and time to send at.");
+    }
+    body.send_at = at.toISOString();
+  }
 
   const button = $("#sync-submit");
   button.disabled = true;
-  button.textContent = "Sending…";
+  button.textContent = body.send_at ? "Scheduling…" : "Sending…";
   fieldError(form, errorEl, null, "");
   try {
     const res = await request(state.key, "POST", "/v1/syncs", body);
     if (!res.id) throw new ApiError(202, "bad_response", "The server accepted the sync but sent no id.");
     $("#alert-title").value = "";
     $("#alert-body").value = "";
-    startSync(String(res.id));
+    if (body.send_at) {
+      $("#sync-send-at").value = "";
+      $("#scheduled-status").textContent = `Sync ${res.id} is scheduled for ${fullTime(new Date(res.send_at || body.send_at))}.`;
+      loadScheduled();
+    } else {
+      startSync(String(res.id));
+    }
   } catch (err) {
     if (err.status === 401) return signOut("Your key is no longer accepted. Sign in again.");
     const sel = err.field === "feeds" ? "input[name=feed]"
       : err.field === "alert.title" ? "#alert-title"
-      : err.field === "alert.body" ? "#alert-body" : null;
-    fieldError(form, errorEl, sel, `Could not start the sync: ${err.message}`);
+      : err.field === "alert.body" ? "#alert-body"
+      : err.field === "send_at" ? "#sync-send-at" : null;
+    fieldError(form, errorEl, sel, `Could not ${body.send_at ? "schedule" : "start"} the sync: ${err.message}`);
   } finally {
     button.disabled = false;
-    button.textContent = "Send breaking sync";
+    syncButtonText();
   }
+}
+
+/** syncButtonText names what the sync button does: send now or schedule. */
+function syncButtonText() {
+  $("#sync-submit").textContent = $("#sync-send-at").value ? "Schedule sync" : "Send breaking sync";
+}
+
+// ---------------------------------------------------------------- scheduled syncs
+
+/**
+ * loadScheduled lists the scheduled syncs. A sync that left the list
+ * without being cancelled here has started: the page says so and follows
+ * its progress. While any is scheduled the list is reloaded every second.
+ */
+async function loadScheduled() {
+  clearTimeout(state.scheduledTimer);
+  const key = state.key;
+  if (!key) return;
+  try {
+    const res = await request(key, "GET", "/v1/syncs?state=scheduled");
+    if (key !== state.key) return;
+    const list = Array.isArray(res.syncs) ? res.syncs : [];
+    const now = new Map(list.map((s) => [String(s.id), s]));
+    for (const id of state.scheduled.keys()) {
+      if (now.has(id) || state.cancelled.has(id)) continue;
+      $("#scheduled-status").textContent = `Scheduled sync ${id} has started.`;
+      startSync(id);
+    }
+    state.scheduled = now;
+    renderScheduled();
+    $("#scheduled-error").textContent = "";
+  } catch (err) {
+    if (key !== state.key) return;
+    if (err.isAuth) return signOut(err.status === 401 ? "Your key is no longer accepted. Sign in again." : "This key has no editor role.");
+    $("#scheduled-error").textContent = `Could not load the scheduled syncs: ${err.message}`;
+  }
+  if (state.scheduled.size > 0 && key === state.key) {
+    state.scheduledTimer = setTimeout(loadScheduled, SYNC_POLL_MS);
+  }
+}
+
+function renderScheduled() {
+  const items = [...state.scheduled.values()].map((s) => {
+    const id = String(s.id);
+    const at = parseTime(s.send_at);
+    const feeds = Array.isArray(s.feeds) ? s.feeds.join(", ") : "";
+    const action = s.state === "starting"
+      ? h("span", { class: "hint" }, "Starting…")
+      : h("button", { type: "button", "data-action": "cancel-sync", "data-sync-id": id }, "Cancel");
+    return h("li", { "data-sync-id": id, "data-state": s.state || "" },
+      h("span", {}, `Sync ${id} · ${feeds} · at `, h("time", { datetime: at ? at.toISOString() : "" }, at ? fullTime(at) : DASH), " "),
+      action);
+  });
+  $("#scheduled").replaceChildren(...items);
+  $("#scheduled-empty").hidden = items.length > 0;
+}
+
+async function onScheduledAction(event) {
+  const button = event.target.closest("button[data-action=cancel-sync]");
+  if (!button) return;
+  const id = button.dataset.syncId;
+  button.disabled = true;
+  try {
+    await request(state.key, "DELETE", `/v1/syncs/${encodeURIComponent(id)}`);
+    state.cancelled.add(id);
+    state.scheduled.delete(id);
+    renderScheduled();
+    $("#scheduled-status").textContent = `Sync ${id} is cancelled; it will not be sent.`;
+  } catch (err) {
+    if (err.status === 401) return signOut("Your key is no longer accepted. Sign in again.");
+    button.disabled = false;
+    if (err.status === 409) {
+      $("#scheduled-status").textContent = `Sync ${id} has already started; it can no longer be cancelled.`;
+    } else if (err.status === 404) {
+      state.cancelled.add(id);
+      $("#scheduled-status").textContent = `Sync ${id} is no longer scheduled.`;
+    } else {
+      $("#scheduled-error").textContent = `Could not cancel sync ${id}: ${err.message}`;
+    }
+  }
+  loadScheduled();
 }
 
 /** audienceOf reads the sync form's audience; null when it narrows nothing. */
@@ -711,6 +820,8 @@ async function boot() {
   $("#sync-form").addEventListener("submit", onSyncSubmit);
   $("#sync-feeds").addEventListener("change", onSyncFeedChange);
   $("#audience-preview").addEventListener("click", onAudiencePreview);
+  $("#sync-send-at").addEventListener("input", syncButtonText);
+  $("#scheduled").addEventListener("click", onScheduledAction);
   $("#feeds").addEventListener("click", onFeedAction);
   $("#feed-add").addEventListener("click", () => openFeedForm(null));
   $("#feed-form").addEventListener("submit", onFeedSubmit);
