@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/stacktest"
@@ -112,26 +114,21 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// waitFor polls cond every 50ms until it returns true or timeout passes.
+// waitFor polls cond through await until it returns true, failing the
+// test with cond's last error after timeout.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var lastErr error
-	for {
+	await.Poll{Timeout: timeout, Interval: 50 * time.Millisecond}.Check(t, what, func() error {
 		ok, err := cond()
-		if ok {
-			return
+		switch {
+		case ok:
+			return nil
+		case err != nil:
+			return err
+		default:
+			return errors.New("not yet")
 		}
-		lastErr = err
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %v (last error: %v)", what, timeout, lastErr)
-		}
-		select {
-		case <-t.Context().Done():
-			t.Fatalf("%s: test ended", what)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	})
 }
 
 // feedServer serves mutable RSS documents at /<name>.xml.

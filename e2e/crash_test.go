@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/stacktest"
@@ -44,7 +45,7 @@ func TestKilledDispatcherLosesNoPush(t *testing.T) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	for k := range kills {
 		at := fleet * (k*30 + 5 + rng.IntN(25)) / 100 // in 5–30%, 35–60%, 65–90%
-		waitFor(t, 3*time.Minute, "deliveries to pass the kill point", func() bool { return s.emu.Stats().Delivered >= at })
+		await.Within(t, 3*time.Minute, "deliveries to pass the kill point", func() bool { return s.emu.Stats().Delivered >= at })
 		live[k%2].Kill()
 		t.Logf("kill %d (replica %d) at %d deliveries", k+1, k%2, s.emu.Stats().Delivered)
 		live[k%2] = s.startDispatcher()
@@ -60,11 +61,11 @@ func TestKilledDispatcherLosesNoPush(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, 6*time.Minute, "every device to get its push", func() bool {
+	await.Within(t, 6*time.Minute, "every device to get its push", func() bool {
 		return s.emu.Stats().Delivered >= fleet && missing() == 0
 	})
 	// Let the last redeliveries land before counting duplicates.
-	waitFor(t, time.Minute, "the push queue to drain", func() bool { return pushesPending(t, s) == 0 })
+	await.Within(t, time.Minute, "the push queue to drain", func() bool { return pushesPending(t, s) == 0 })
 	var dups int
 	for id := uint64(1); id <= fleet; id++ {
 		tok := devicestest.Token(id)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/delivery"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/pushemu"
@@ -30,7 +31,7 @@ func TestFeedChangeWakesExactlyTheSubscribedDevices(t *testing.T) {
 
 	s.publish("headlines", "Parliament votes on the budget")
 	eventID := fmt.Sprintf("feed:headlines:%d", before.Head+1)
-	waitFor(t, 30*time.Second, "the event's pushes to be sent", func() bool {
+	await.Within(t, 30*time.Second, "the event's pushes to be sent", func() bool {
 		p := s.progress(eventID)
 		return p.State != "planning" && p.Sent == 3
 	})
@@ -95,12 +96,12 @@ func TestTenUpdatesInAMinuteStayWithinTheIOSBudget(t *testing.T) {
 	for i := range 10 {
 		last = fmt.Sprintf("Live: minute %d of the match", i+1)
 		s.publish("headlines", last)
-		time.Sleep(time.Second) // ten updates within ten seconds
+		time.Sleep(time.Second) // time is the subject: ten updates within ten seconds
 	}
 	// The last update is covered by a push sent after it: fetching from that
 	// push's since returns the last story.
 	var pushes []pushemu.Delivery
-	waitFor(t, 60*time.Second, "a push that covers the last update", func() bool {
+	await.Within(t, 60*time.Second, "a push that covers the last update", func() bool {
 		pushes = s.emu.Deliveries(d.Token)
 		if len(pushes) == 0 {
 			return false
@@ -179,7 +180,7 @@ func TestBreakingSyncArrivesInsideTheDebounce(t *testing.T) {
 			t.Fatalf("%s: breaking push took %v", d.Platform, waited)
 		}
 	}
-	waitFor(t, 10*time.Second, "sync progress to count both pushes", func() bool {
+	await.Within(t, 10*time.Second, "sync progress to count both pushes", func() bool {
 		p := s.progress(created.ID)
 		return p.State != "planning" && p.Targeted == 2 && p.Sent == 2
 	})
@@ -196,7 +197,7 @@ func TestUnregisteredTokenIsPrunedAfterOneSend(t *testing.T) {
 
 	var created struct{ ID string }
 	s.call("POST", "/v1/syncs", s.editorKey, map[string]any{"feeds": []string{"headlines"}}, &created)
-	waitFor(t, 30*time.Second, "one push sent and one token pruned", func() bool {
+	await.Within(t, 30*time.Second, "one push sent and one token pruned", func() bool {
 		p := s.progress(created.ID)
 		return p.Sent == 1 && p.Pruned == 1
 	})
@@ -214,17 +215,9 @@ func TestUnregisteredTokenIsPrunedAfterOneSend(t *testing.T) {
 func TestTwoDispatchersPollEachFeedOncePerInterval(t *testing.T) {
 	t.Parallel()
 	s := start(t, options{dispatchers: 2, feeds: []feedEntry{{ID: "headlines", PollInterval: "10s"}}})
-	first := s.news.fetchCount("headlines")
-	var at []time.Time
-	deadline := time.Now().Add(32 * time.Second)
-	for last := first; time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if n := s.news.fetchCount("headlines"); n > last {
-			for range n - last {
-				at = append(at, time.Now())
-			}
-			last = n
-		}
-	}
+	first := len(s.news.fetchTimes("headlines"))
+	time.Sleep(32 * time.Second) // time is the subject: how often the feed is polled over three intervals
+	at := s.news.fetchTimes("headlines")[first:]
 	// Three intervals at 10 s ± 10% jitter: three polls, never two close
 	// together (two replicas without the lease would poll twice each time).
 	if len(at) < 2 || len(at) > 4 {
@@ -266,7 +259,7 @@ func TestBadFeedsKeepTheDispatcherHealthy(t *testing.T) {
 				return
 			}
 			w.(http.Flusher).Flush()
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond) // time is the subject: a feed that trickles forever
 		}
 	})
 	srv := httptest.NewServer(bad)
@@ -279,7 +272,7 @@ func TestBadFeedsKeepTheDispatcherHealthy(t *testing.T) {
 	s := start(t, options{feeds: entries, skipSettle: true, env: map[string]string{"NUDGE_FEED_TIMEOUT": "3s", "NUDGE_FEED_MAX_BYTES": "5000000"}})
 	s.waitFeedSettled("headlines")
 	for _, n := range names {
-		waitFor(t, 30*time.Second, "feed "+n+" to show its failure", func() bool {
+		await.Within(t, 30*time.Second, "feed "+n+" to show its failure", func() bool {
 			h, err := feeds.ReadHealth(t.Context(), s.rdb, n)
 			return err == nil && h.Failures >= 1 && h.LastError != ""
 		})

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/pushemu"
@@ -63,11 +64,11 @@ func TestTwoDispatchersSlowProviderNoDuplicates(t *testing.T) {
 	}})
 	s.emu.AddFault(pushemu.Fault{Latency: 300 * time.Millisecond})
 	fanOut(t, s, fleet)
-	waitFor(t, 3*time.Minute, "every device to get its push", func() bool {
+	await.Within(t, 3*time.Minute, "every device to get its push", func() bool {
 		missing, _ := deliveriesPerDevice(s, fleet)
 		return missing == 0
 	})
-	waitFor(t, time.Minute, "the push queue to drain", func() bool { return pushesPending(t, s) == 0 })
+	await.Within(t, time.Minute, "the push queue to drain", func() bool { return pushesPending(t, s) == 0 })
 	if _, dups := deliveriesPerDevice(s, fleet); dups != 0 {
 		logDuplicates(t, s, fleet)
 		t.Fatalf("duplicates without a crash: got %d, want 0", dups)
@@ -114,20 +115,20 @@ func TestProviderOutageDeliversOnceAfterRecovery(t *testing.T) {
 	add(phases[0])
 	fanOut(t, s, fleet)
 	for _, ph := range phases[1:] {
-		time.Sleep(3 * time.Second) // the length of an outage phase, scaled down
+		time.Sleep(3 * time.Second) // time is the subject: the length of an outage phase, scaled down
 		s.emu.ClearFaults()
 		add(ph)
 	}
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // time is the subject: the last outage phase
 	if n := s.emu.Stats().Delivered; n != 0 {
 		t.Fatalf("deliveries during the outage: got %d, want 0", n)
 	}
 	s.emu.ClearFaults()
-	waitFor(t, 5*time.Minute, "every device to get its push after the outage", func() bool {
+	await.Within(t, 5*time.Minute, "every device to get its push after the outage", func() bool {
 		missing, _ := deliveriesPerDevice(s, fleet)
 		return missing == 0
 	})
-	waitFor(t, time.Minute, "the push queue to drain", func() bool { return pushesPending(t, s) == 0 })
+	await.Within(t, time.Minute, "the push queue to drain", func() bool { return pushesPending(t, s) == 0 })
 	if _, dups := deliveriesPerDevice(s, fleet); dups != 0 {
 		logDuplicates(t, s, fleet)
 		t.Fatalf("duplicates: got %d, want 0 (no process died)", dups)
@@ -175,23 +176,23 @@ func TestRedisStallDuringFanout(t *testing.T) {
 	pid := redisPid(t, s)
 	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
 	id := fanOut(t, s, fleet)
-	waitFor(t, 3*time.Minute, "a quarter of the fan-out delivered", func() bool { return s.emu.Stats().Delivered >= fleet/4 })
+	await.Within(t, 3*time.Minute, "a quarter of the fan-out delivered", func() bool { return s.emu.Stats().Delivered >= fleet/4 })
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	at := s.emu.Stats().Delivered
-	time.Sleep(15 * time.Second) // the stall
+	time.Sleep(15 * time.Second) // time is the subject: the length of the Redis stall
 	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("redis stalled 15s at %d deliveries", at)
-	waitFor(t, 5*time.Minute, "every device to get its push after the stall", func() bool {
+	await.Within(t, 5*time.Minute, "every device to get its push after the stall", func() bool {
 		missing, _ := deliveriesPerDevice(s, fleet)
 		return missing == 0
 	})
-	waitFor(t, time.Minute, "the push queue to drain", func() bool { return pushesPending(t, s) == 0 })
+	await.Within(t, time.Minute, "the push queue to drain", func() bool { return pushesPending(t, s) == 0 })
 	var p progress
-	waitFor(t, time.Minute, "the sync's progress to reach its target", func() bool {
+	await.Within(t, time.Minute, "the sync's progress to reach its target", func() bool {
 		p = s.progress(id)
 		return p.Targeted == fleet && p.Sent+p.Pruned+p.Failed >= p.Targeted
 	})

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
@@ -33,18 +35,18 @@ import (
 )
 
 // newsroom serves RSS feeds whose items the test publishes, with ETag and
-// 304 support as a real publisher's CDN has, and counts fetches.
+// 304 support as a real publisher's CDN has, and records when each feed
+// was fetched.
 type newsroom struct {
 	mu      sync.Mutex
-	items   map[string][]string // feed -> titles, oldest first
-	fetches map[string]*atomic.Int64
+	items   map[string][]string    // feed -> titles, oldest first
+	fetched map[string][]time.Time // feed -> fetch times, oldest first
 	srv     *httptest.Server
 }
 
 func newNewsroom(t *testing.T, feedIDs ...string) *newsroom {
-	n := &newsroom{items: map[string][]string{}, fetches: map[string]*atomic.Int64{}}
+	n := &newsroom{items: map[string][]string{}, fetched: map[string][]time.Time{}}
 	for _, f := range feedIDs {
-		n.fetches[f] = &atomic.Int64{}
 		n.items[f] = []string{f + " story 1", f + " story 2"}
 	}
 	n.srv = httptest.NewServer(n)
@@ -60,19 +62,26 @@ func (n *newsroom) publish(feed, title string) {
 	n.items[feed] = append(n.items[feed], title)
 }
 
-func (n *newsroom) fetchCount(feed string) int64 { return n.fetches[feed].Load() }
+// fetchTimes returns when feed was fetched, oldest first.
+func (n *newsroom) fetchTimes(feed string) []time.Time {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.fetched[feed])
+}
 
 func (n *newsroom) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	feed := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/"), ".xml")
 	n.mu.Lock()
 	titles, ok := n.items[feed]
 	titles = append([]string(nil), titles...)
+	if ok {
+		n.fetched[feed] = append(n.fetched[feed], time.Now())
+	}
 	n.mu.Unlock()
 	if !ok {
 		http.NotFound(w, r)
 		return
 	}
-	n.fetches[feed].Add(1)
 	var b bytes.Buffer
 	fmt.Fprintf(&b, `<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>%s</title><link>%s</link>`, feed, n.srv.URL)
 	for i := len(titles) - 1; i >= 0; i-- { // newest first, as feeds are
@@ -200,28 +209,16 @@ func (s *stack) startDispatcher() *stacktest.Process {
 func (s *stack) waitFeedSettled(feed string) feeds.Health {
 	s.t.Helper()
 	var h feeds.Health
-	waitFor(s.t, 30*time.Second, "feed "+feed+" polled and notified", func() bool {
+	await.Within(s.t, 30*time.Second, "feed "+feed+" polled and notified", func() bool {
 		var err error
 		h, err = feeds.ReadHealth(s.t.Context(), s.rdb, feed)
 		return err == nil && !h.LastSuccess.IsZero() && h.Notified == h.Head
 	})
 	if h.Head > 0 {
 		id := fmt.Sprintf("feed:%s:%d", feed, h.Head)
-		waitFor(s.t, 30*time.Second, "event "+id+" planned", func() bool { return s.progress(id).State != "planning" })
+		await.Within(s.t, 30*time.Second, "event "+id+" planned", func() bool { return s.progress(id).State != "planning" })
 	}
 	return h
-}
-
-// waitFor polls cond every 20 ms until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // call sends a JSON request to the api and decodes a JSON answer into out.

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/stacktest"
 )
 
@@ -32,16 +34,17 @@ func TestRunPrintsWhereToLookAndStopsCleanly(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, stdout, stderr) }()
 
-	deadline := time.After(60 * time.Second)
-	for !strings.Contains(stdout.String(), "devices 20/20") {
+	await.Poll{Timeout: 60 * time.Second, Interval: 50 * time.Millisecond}.Check(t, "a summary line with all 20 devices registered", func() error {
 		select {
 		case err := <-done:
 			t.Fatalf("run returned early: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
-		case <-deadline:
-			t.Fatalf("no summary line with all 20 devices registered within 60s:\n%s", stdout)
-		case <-time.After(50 * time.Millisecond):
+		default:
 		}
-	}
+		if out := stdout.String(); !strings.Contains(out, "devices 20/20") {
+			return fmt.Errorf("stdout:\n%s", out)
+		}
+		return nil
+	})
 	out := stdout.String()
 	for _, want := range []string{"console      http://127.0.0.1:", "admin key    nk_", "/metrics", "/admin/stats",
 		"DEMO TIME SCALE", "DEBOUNCE=5s", "embedded, in memory"} {

@@ -59,18 +59,6 @@ func text(t *testing.T, b *bundle, sel string) string {
 	return js[string](t, b, fmt.Sprintf(`(() => { const e = document.querySelector(%s); return e ? e.textContent.trim().replace(/\s+/g, " ") : "<missing>"; })()`, q))
 }
 
-// waitFor polls a JavaScript predicate until it is true, failing the test
-// with what and the page's visible text when the deadline passes.
-func waitFor(t *testing.T, b *bundle, what, predicate string, timeout time.Duration) {
-	t.Helper()
-	_, err := chromedp.Run(b.tab.Ctx, chromedp.Poll[bool](predicate,
-		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(timeout)))
-	if err != nil {
-		page, _ := chromedp.Run(b.tab.Ctx, chromedp.Evaluate[string](`document.body.innerText.slice(0, 2000)`))
-		t.Fatalf("wait for %s: %v\npage text:\n%s", what, err, page)
-	}
-}
-
 func do(t *testing.T, b *bundle, what string, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	if err := chromedp.Do(b.tab.Ctx, steps...); err != nil {
@@ -104,7 +92,7 @@ func login(t *testing.T, b *bundle, key string) {
 func loginOK(t *testing.T, b *bundle, key string) {
 	t.Helper()
 	login(t, b, key)
-	waitFor(t, b, "the overview", `!document.querySelector("#console-view").hidden && document.querySelectorAll("#feeds li[data-feed-id]").length > 0`, 10*time.Second)
+	b.tab.WaitFor(t, "the overview", `!document.querySelector("#console-view").hidden && document.querySelectorAll("#feeds li[data-feed-id]").length > 0`, 10*time.Second)
 }
 
 func TestConsoleInBrowser(t *testing.T) {
@@ -182,10 +170,10 @@ func TestConsoleInBrowser(t *testing.T) {
 
 		// A reload keeps the session: the key is in sessionStorage.
 		do(t, b, "reload", chromedp.Reload())
-		waitFor(t, b, "the overview after a reload", `!document.querySelector("#console-view").hidden && document.querySelectorAll("#feeds li[data-feed-id]").length === 3`, 10*time.Second)
+		b.tab.WaitFor(t, "the overview after a reload", `!document.querySelector("#console-view").hidden && document.querySelectorAll("#feeds li[data-feed-id]").length === 3`, 10*time.Second)
 
 		do(t, b, "log out", chromedp.Click(chromedp.CSS("#logout")))
-		waitFor(t, b, "the login form after logout", `!document.querySelector("#login-view").hidden && document.querySelector("#console-view").hidden`, 5*time.Second)
+		b.tab.WaitFor(t, "the login form after logout", `!document.querySelector("#login-view").hidden && document.querySelector("#console-view").hidden`, 5*time.Second)
 		if got := js[bool](t, b, `sessionStorage.getItem("nudge.console.key") === null`); !got {
 			t.Fatalf("the key is still in sessionStorage after logout")
 		}
@@ -208,7 +196,7 @@ func TestConsoleInBrowser(t *testing.T) {
 				t.Parallel()
 				b := setup(t, browser)
 				login(t, b, tt.key)
-				waitFor(t, b, "the login error", `document.querySelector("#login-error").textContent !== ""`, 10*time.Second)
+				b.tab.WaitFor(t, "the login error", `document.querySelector("#login-error").textContent !== ""`, 10*time.Second)
 				if got := text(t, b, "#login-error"); got != tt.want {
 					t.Fatalf("login error: got %q, want %q", got, tt.want)
 				}
@@ -238,8 +226,8 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.SendKeys(chromedp.CSS("#alert-body"), "Heavy rain expected tonight."),
 			chromedp.Click(chromedp.CSS("#sync-submit")),
 		)
-		waitFor(t, b, "live progress", `document.querySelector("#sync-state").dataset.state === "sending"`, 10*time.Second)
-		waitFor(t, b, "the final summary", `document.querySelector("#sync-state").dataset.state === "done"`, 15*time.Second)
+		b.tab.WaitFor(t, "live progress", `document.querySelector("#sync-state").dataset.state === "sending"`, 10*time.Second)
+		b.tab.WaitFor(t, "the final summary", `document.querySelector("#sync-state").dataset.state === "done"`, 15*time.Second)
 
 		final := syncSteps[len(syncSteps)-1]
 		counts := map[string]int{
@@ -321,7 +309,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`input[name=feed][value=culture]`)),
 			chromedp.Click(chromedp.CSS("#sync-submit")),
 		)
-		waitFor(t, b, "the sync to start", `!document.querySelector("#sync-progress").hidden`, 10*time.Second)
+		b.tab.WaitFor(t, "the sync to start", `!document.querySelector("#sync-progress").hidden`, 10*time.Second)
 		b.api.mu.Lock()
 		reqs := b.api.syncRequests
 		b.api.mu.Unlock()
@@ -348,7 +336,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.Click(chromedp.CSS("#audience-preview")),
 		)
 		// The fake halves 1,200 for each narrowing field: ios, locales, min.
-		waitFor(t, b, "the count", `document.querySelector("#audience-count").textContent.includes("150")`, 10*time.Second)
+		b.tab.WaitFor(t, "the count", `document.querySelector("#audience-count").textContent.includes("150")`, 10*time.Second)
 		if got, want := text(t, b, "#audience-count"), "This sync would reach 150 devices."; got != want {
 			t.Fatalf("preview: got %q, want %q", got, want)
 		}
@@ -359,7 +347,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatalf("preview: %d dry runs and %d syncs, want 1 and 0", dry, sent)
 		}
 		do(t, b, "send it", chromedp.Click(chromedp.CSS("#sync-submit")))
-		waitFor(t, b, "the sync to start", `!document.querySelector("#sync-progress").hidden`, 10*time.Second)
+		b.tab.WaitFor(t, "the sync to start", `!document.querySelector("#sync-progress").hidden`, 10*time.Second)
 		b.api.mu.Lock()
 		reqs := b.api.syncRequests
 		b.api.mu.Unlock()
@@ -460,7 +448,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)),
 			chromedp.Click(chromedp.CSS("#sync-submit")),
 		)
-		waitFor(t, b, "the sync to start", `document.querySelector("#sync-id").textContent === "ev-1"`, 10*time.Second)
+		b.tab.WaitFor(t, "the sync to start", `document.querySelector("#sync-id").textContent === "ev-1"`, 10*time.Second)
 		b.api.mu.Lock()
 		gets := b.api.syncGets
 		b.api.mu.Unlock()
@@ -468,7 +456,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatalf("progress polls while hidden: got %d, want 0", gets)
 		}
 		js[bool](t, b, `delete document.hidden && document.dispatchEvent(new Event("visibilitychange"))`)
-		waitFor(t, b, "the final summary", `document.querySelector("#sync-state").dataset.state === "done"`, 15*time.Second)
+		b.tab.WaitFor(t, "the final summary", `document.querySelector("#sync-state").dataset.state === "done"`, 15*time.Second)
 	})
 
 	t.Run("sync errors are shown", func(t *testing.T) {
@@ -477,7 +465,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		loginOK(t, b, "editor-key")
 
 		do(t, b, "submit with no feed", chromedp.Click(chromedp.CSS("#sync-submit")))
-		waitFor(t, b, "the no-feed error", `document.querySelector("#sync-error").textContent !== ""`, 5*time.Second)
+		b.tab.WaitFor(t, "the no-feed error", `document.querySelector("#sync-error").textContent !== ""`, 5*time.Second)
 		if got, want := text(t, b, "#sync-error"), "Choose at least one feed to sync."; got != want {
 			t.Fatalf("sync error: got %q, want %q", got, want)
 		}
@@ -490,7 +478,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.SendKeys(chromedp.CSS("#alert-title"), "Too long"),
 			chromedp.Click(chromedp.CSS("#sync-submit")),
 		)
-		waitFor(t, b, "the server's error", `document.querySelector("#sync-error").textContent.includes("longer")`, 5*time.Second)
+		b.tab.WaitFor(t, "the server's error", `document.querySelector("#sync-error").textContent.includes("longer")`, 5*time.Second)
 		if got, want := text(t, b, "#sync-error"), "Could not start the sync: alert title is longer than 100 characters"; got != want {
 			t.Fatalf("sync error: got %q, want %q", got, want)
 		}
@@ -500,7 +488,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 		b.api.set(func(f *fakeAPI) { f.syncReject = nil; f.syncDrop = true })
 		do(t, b, "submit during a network failure", chromedp.Click(chromedp.CSS("#sync-submit")))
-		waitFor(t, b, "the network error", `document.querySelector("#sync-error").textContent.includes("network")`, 5*time.Second)
+		b.tab.WaitFor(t, "the network error", `document.querySelector("#sync-error").textContent.includes("network")`, 5*time.Second)
 		if got, want := text(t, b, "#sync-error"), "Could not start the sync: Could not reach the nudge server (network error)."; got != want {
 			t.Fatalf("sync error: got %q, want %q", got, want)
 		}
@@ -511,14 +499,14 @@ func TestConsoleInBrowser(t *testing.T) {
 		b := setup(t, browser)
 		loginOK(t, b, "editor-key")
 		b.api.set(func(f *fakeAPI) { f.overviewFails = true })
-		waitFor(t, b, "the refresh error", `document.querySelector("#app-error").textContent !== ""`, 8*time.Second)
+		b.tab.WaitFor(t, "the refresh error", `document.querySelector("#app-error").textContent !== ""`, 8*time.Second)
 		if got, want := text(t, b, "#app-error"), "Could not refresh the overview: redis: connection refused"; !strings.HasPrefix(got, want) {
 			t.Fatalf("app error: got %q, want it to start with %q", got, want)
 		}
 		// Coming back to the tab refreshes at once, without waiting for the timer.
 		b.api.set(func(f *fakeAPI) { f.overviewFails = false })
 		js[bool](t, b, `document.dispatchEvent(new Event("visibilitychange")) || true`)
-		waitFor(t, b, "the error to clear", `document.querySelector("#app-error").textContent === ""`, 3*time.Second)
+		b.tab.WaitFor(t, "the error to clear", `document.querySelector("#app-error").textContent === ""`, 3*time.Second)
 	})
 
 	t.Run("admin adds, edits and deletes a feed", func(t *testing.T) {
@@ -535,7 +523,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.SetValue(chromedp.CSS("#feed-interval"), "10m"),
 			chromedp.Click(chromedp.CSS("#feed-submit")),
 		)
-		waitFor(t, b, "the new feed", `document.querySelector("li[data-feed-id=world] .feed-title")?.textContent === "World news"`, 10*time.Second)
+		b.tab.WaitFor(t, "the new feed", `document.querySelector("li[data-feed-id=world] .feed-title")?.textContent === "World news"`, 10*time.Second)
 		got, ok := b.api.feed("world")
 		if !ok {
 			t.Fatalf("feed world was not saved")
@@ -560,7 +548,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.SetValue(chromedp.CSS("#feed-interval"), "1s"),
 			chromedp.Click(chromedp.CSS("#feed-submit")),
 		)
-		waitFor(t, b, "the interval error", `document.querySelector("#feed-error").textContent !== ""`, 5*time.Second)
+		b.tab.WaitFor(t, "the interval error", `document.querySelector("#feed-error").textContent !== ""`, 5*time.Second)
 		if got, want := text(t, b, "#feed-error"), "Could not save the feed: poll_interval must be a duration of at least 10s"; got != want {
 			t.Fatalf("feed error: got %q, want %q", got, want)
 		}
@@ -574,7 +562,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.SetValue(chromedp.CSS("#feed-title"), "World"),
 			chromedp.Click(chromedp.CSS("#feed-submit")),
 		)
-		waitFor(t, b, "the edited feed", `document.querySelector("li[data-feed-id=world] .feed-title")?.textContent === "World"`, 10*time.Second)
+		b.tab.WaitFor(t, "the edited feed", `document.querySelector("li[data-feed-id=world] .feed-title")?.textContent === "World"`, 10*time.Second)
 		if got := text(t, b, "li[data-feed-id=world] .feed-meta"); !strings.Contains(got, "every 1h") {
 			t.Fatalf("edited feed meta: got %q, want every 1h", got)
 		}
@@ -583,7 +571,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`button[data-action=delete][data-feed=world]`)),
 			chromedp.Click(chromedp.CSS(`button[data-action=delete-confirm][data-feed=world]`)),
 		)
-		waitFor(t, b, "the feed to go", `document.querySelector("li[data-feed-id=world]") === null`, 10*time.Second)
+		b.tab.WaitFor(t, "the feed to go", `document.querySelector("li[data-feed-id=world]") === null`, 10*time.Second)
 		if _, ok := b.api.feed("world"); ok {
 			t.Fatalf("feed world still exists after delete")
 		}

@@ -1,12 +1,14 @@
 package delivery_test
 
 import (
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/throttle"
@@ -88,18 +90,14 @@ func (b *bundle) publishB(tb testing.TB, lane string, alert *fanout.Alert, feeds
 
 func (b *bundle) waitProgressB(tb testing.TB, id string, sent int64) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Minute)
-	for {
+	await.Poll{Timeout: 10 * time.Minute, Interval: 50 * time.Millisecond}.Check(tb, fmt.Sprintf("event %s: %d sent", id, sent), func() error {
 		p, err := b.planner.Progress(tb.Context(), id)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if p.Sent >= sent {
-			return
+		if p.Sent < sent {
+			return fmt.Errorf("progress %+v", p)
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("event %s: %+v after 10 minutes", id, p)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/delivery"
 	"github.com/nudge-dev/nudge/internal/devices"
@@ -170,20 +171,18 @@ func (b *bundle) breakingOn(t *testing.T, feed string, alert *fanout.Alert) stri
 
 func (b *bundle) waitProgress(t *testing.T, id string, ok func(fanout.Progress) bool) fanout.Progress {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		p, err := b.planner.Progress(t.Context(), id)
-		if err != nil {
+	var p fanout.Progress
+	await.Poll{}.Check(t, "event "+id+"'s progress to reach the expected state", func() error {
+		var err error
+		if p, err = b.planner.Progress(t.Context(), id); err != nil {
 			t.Fatal(err)
 		}
-		if ok(p) {
-			return p
+		if !ok(p) {
+			return fmt.Errorf("progress %+v", p)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("event %s: progress never reached the expected state: %+v", id, p)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return p
 }
 
 func TestDeliversSilentPushesWithCursorAndAlert(t *testing.T) {
@@ -261,22 +260,16 @@ func TestProjectQuotaPausesProvider(t *testing.T) {
 	b.emu.AddFault(pushemu.Fault{Provider: pushemu.FCM, Count: 1, ProjectQuota: true, RetryAfter: 90 * time.Second})
 
 	b.breaking(t, nil)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ttl, err := b.rdb.PTTL(t.Context(), keys.ProviderPause("fcm:"+b.creds.FCMProjectID)).Result()
-		if err != nil {
+	var ttl time.Duration
+	await.Until(t, "fcm paused after a project quota error", func() bool {
+		var err error
+		if ttl, err = b.rdb.PTTL(t.Context(), keys.ProviderPause("fcm:"+b.creds.FCMProjectID)).Result(); err != nil {
 			t.Fatal(err)
 		}
-		if ttl > 0 {
-			if ttl < 80*time.Second || ttl > 90*time.Second {
-				t.Fatalf("fcm pause: got %v, want the provider's 90s Retry-After", ttl)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("fcm was never paused after a project quota error")
-		}
-		time.Sleep(20 * time.Millisecond)
+		return ttl > 0
+	})
+	if ttl < 80*time.Second || ttl > 90*time.Second {
+		t.Fatalf("fcm pause: got %v, want the provider's 90s Retry-After", ttl)
 	}
 	if n := b.emu.CountToken(d.Token); n != 0 {
 		t.Fatalf("device got %d pushes while fcm was over quota", n)
@@ -294,7 +287,7 @@ func TestProjectQuotaPausesProvider(t *testing.T) {
 		}
 		return n
 	}
-	pollUntil(t, "the paused job in the retry set", func() bool { return retrying() != 0 })
+	await.Until(t, "the paused job in the retry set", func() bool { return retrying() != 0 })
 	if n := retrying(); n != 1 {
 		t.Fatalf("jobs waiting for retry: got %d, want 1", n)
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/keys"
@@ -12,18 +13,6 @@ import (
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
-
-// pollUntil waits for ok, failing the test after 20 s.
-func pollUntil(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // hasThrottleState reports whether the throttle holds state for device id.
 func (b *bundle) hasThrottleState(t *testing.T, id uint64) bool {
@@ -96,7 +85,7 @@ func TestSandboxCredentialErrorLeavesProductionFlowing(t *testing.T) {
 	}
 	b.breakingOn(t, "sport", nil)
 	sandboxPause := keys.ProviderPause("apns:sandbox:" + b.creds.APNsKeyID)
-	pollUntil(t, "the sandbox pause", func() bool {
+	await.Until(t, "the sandbox pause", func() bool {
 		n, err := b.rdb.Exists(ctx, sandboxPause).Result()
 		return err == nil && n == 1
 	})
@@ -194,7 +183,7 @@ func TestOptOutAndDeletionWinAtSendTime(t *testing.T) {
 	}
 	optOut, deleted, kept := devs[0], devs[1], devs[2]
 	id := b.breaking(t, nil)
-	pollUntil(t, "the first attempts", func() bool {
+	await.Until(t, "the first attempts", func() bool {
 		for _, d := range devs {
 			if len(b.emu.Rejections(d.Token)) == 0 {
 				return false
@@ -239,7 +228,7 @@ func TestBudgetHoldsAtThePhone(t *testing.T) {
 	b.emu.AddFault(pushemu.Fault{Provider: pushemu.APNs, Token: d.Token, Reason: "ServiceUnavailable", RetryAfter: 3 * time.Second, Count: 1})
 
 	first := b.breaking(t, nil)
-	pollUntil(t, "the first attempt", func() bool { return len(b.emu.Rejections(d.Token)) == 1 })
+	await.Until(t, "the first attempt", func() bool { return len(b.emu.Rejections(d.Token)) == 1 })
 	second := b.breaking(t, nil) // deferred by the throttle to the gap after A's queue time
 	for _, id := range []string{first, second} {
 		b.waitProgress(t, id, func(p fanout.Progress) bool { return p.Sent == 1 })
@@ -278,7 +267,7 @@ func TestPauseSetElsewhereHoldsKnownScope(t *testing.T) {
 	}
 	second := b.register(t, "fcm", "android", fcmToken(22), true)
 	b.breaking(t, nil)
-	pollUntil(t, "the second device's push waits in the retry set", func() bool {
+	await.Until(t, "the second device's push waits in the retry set", func() bool {
 		var retrying int64
 		for p := range keys.Partitions {
 			n, err := b.rdb.ZCard(t.Context(), keys.Retry(keys.PushQueue, p)).Result()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/console/browsertest"
 	"github.com/nudge-dev/nudge/internal/devstack"
 )
@@ -56,18 +57,6 @@ func (p *page) text(t *testing.T, sel string) string {
 		t.Fatalf("read %s: %v", sel, err)
 	}
 	return v
-}
-
-// waitFor polls a JavaScript predicate until it holds, failing with the
-// page's text when timeout passes.
-func (p *page) waitFor(t *testing.T, what, predicate string, timeout time.Duration) {
-	t.Helper()
-	_, err := chromedp.Run(p.tab.Ctx, chromedp.Poll[bool](predicate,
-		chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(timeout)))
-	if err != nil {
-		body, _ := chromedp.Run(p.tab.Ctx, chromedp.Evaluate[string](`document.body.innerText.slice(0, 3000)`))
-		t.Fatalf("wait for %s: %v\npage text:\n%s", what, err, body)
-	}
 }
 
 func (p *page) login(t *testing.T, key string) {
@@ -138,7 +127,7 @@ func TestConsoleAgainstDevstack(t *testing.T) {
 		t.Parallel()
 		p := openConsole(t, s, browser)
 		p.login(t, "nk_not-a-key-of-this-devstack")
-		p.waitFor(t, "the login error", `document.querySelector("#login-error").textContent !== ""`, 10*time.Second)
+		p.tab.WaitFor(t, "the login error", `document.querySelector("#login-error").textContent !== ""`, 10*time.Second)
 		if got, want := p.text(t, "#login-error"), "That key was not accepted."; got != want {
 			t.Fatalf("login error: got %q, want %q", got, want)
 		}
@@ -159,7 +148,7 @@ func TestConsoleAgainstDevstack(t *testing.T) {
 
 		p := openConsole(t, s, browser)
 		p.login(t, s.AdminKey())
-		p.waitFor(t, "the overview with the news room's feeds",
+		p.tab.WaitFor(t, "the overview with the news room's feeds",
 			`!document.querySelector("#console-view").hidden && document.querySelectorAll("#feeds li[data-feed-id]").length === 3`, 15*time.Second)
 		if got, want := p.text(t, "#whoami"), "Signed in as devstack-admin (admin)"; got != want {
 			t.Fatalf("whoami: got %q, want %q", got, want)
@@ -171,7 +160,7 @@ func TestConsoleAgainstDevstack(t *testing.T) {
 			chromedp.SendKeys(chromedp.CSS("#alert-body"), "Heavy rain expected tonight."),
 			chromedp.Click(chromedp.CSS("#sync-submit")),
 		)
-		p.waitFor(t, "the sync to finish", `document.querySelector("#sync-state").dataset.state === "done"`, 45*time.Second)
+		p.tab.WaitFor(t, "the sync to finish", `document.querySelector("#sync-state").dataset.state === "done"`, 45*time.Second)
 
 		if got := p.count(t, "targeted"); got != targeted {
 			t.Fatalf("targeted: got %d, want %d (the fleet's subscribers of %s)", got, targeted, feed)
@@ -193,16 +182,15 @@ func TestConsoleAgainstDevstack(t *testing.T) {
 			t.Fatalf("GET /v1/syncs/%s: got targeted %d state %q, want %d, planning done", id, st.Targeted, st.State, targeted)
 		}
 		// The pushes really reached the simulated phones.
-		deadline := time.Now().Add(20 * time.Second)
-		for s.Fleet().Stats().Breaking-breakingBefore < int64(sent) {
-			if time.Now().After(deadline) {
-				t.Fatalf("breaking pushes delivered to the fleet: got %d, want %d", s.Fleet().Stats().Breaking-breakingBefore, sent)
+		await.Poll{Timeout: 20 * time.Second, Interval: 100 * time.Millisecond}.Check(t, "the breaking pushes delivered to the fleet", func() error {
+			if got := s.Fleet().Stats().Breaking - breakingBefore; got < int64(sent) {
+				return fmt.Errorf("got %d, want %d", got, sent)
 			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return nil
+		})
 
 		// For the screenshot: wait until the overview shows wakes.
-		p.waitFor(t, "wakes in the overview",
+		p.tab.WaitFor(t, "wakes in the overview",
 			`[...document.querySelectorAll("[data-metric=wake_rate]")].some(e => e.textContent.includes("%"))`, 30*time.Second)
 		shot := p.tab.Screenshot(t, "console-after-sync.png")
 		if os.Getenv("NUDGE_UPDATE_SCREENSHOT") == "1" {

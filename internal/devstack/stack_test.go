@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/stacktest"
 
 	"github.com/nudge-dev/nudge/internal/devstack"
@@ -59,30 +61,24 @@ func tail(s string, lines int) string {
 // deadline.
 func waitSummary(t *testing.T, s *devstack.Stack, what string, timeout time.Duration, ok func(devstack.Summary) bool) devstack.Summary {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var (
-		last    devstack.Summary
-		lastErr error
-	)
-	for {
-		sum, err := s.Summary(t.Context())
-		if err == nil {
-			last, lastErr = sum, nil
-			if ok(sum) {
-				return sum
-			}
-		} else {
-			lastErr = err
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not reached within %v; last summary: %s (error: %v); fleet: %+v", what, timeout, last, lastErr, s.Fleet().Stats())
-		}
+	var last devstack.Summary
+	await.Poll{Timeout: timeout, Interval: 250 * time.Millisecond}.Check(t, what, func() error {
 		select {
 		case <-s.Failed():
 			t.Fatalf("a process of the stack stopped: %v", s.Err())
-		case <-time.After(250 * time.Millisecond):
+		default:
 		}
-	}
+		sum, err := s.Summary(t.Context())
+		if err != nil {
+			return fmt.Errorf("last summary: %s (error: %w); fleet: %+v", last, err, s.Fleet().Stats())
+		}
+		last = sum
+		if !ok(sum) {
+			return fmt.Errorf("last summary: %s; fleet: %+v", sum, s.Fleet().Stats())
+		}
+		return nil
+	})
+	return last
 }
 
 // TestStackWakesTheFleet is the newcomer's acceptance: within 60 s of the

@@ -32,6 +32,7 @@ import (
 	"google.golang.org/api/option"
 	htransport "google.golang.org/api/transport/http"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/fanout"
@@ -146,20 +147,18 @@ func breaking(feed string, alert *fanout.Alert) fanout.Event {
 // every targeted push has an outcome, and returns that progress.
 func (bu *benchBundle) waitSettled(b testing.TB, id string, want int64) fanout.Progress {
 	b.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		pr, err := bu.pipe.Planner.Progress(b.Context(), id)
-		if err != nil {
+	var pr fanout.Progress
+	await.Poll{Timeout: 2 * time.Minute}.Check(b, "event "+id+" to settle", func() error {
+		var err error
+		if pr, err = bu.pipe.Planner.Progress(b.Context(), id); err != nil {
 			b.Fatal(err)
 		}
-		if pr.Done && pr.Sent+pr.Pruned+pr.Failed >= want {
-			return pr
+		if !pr.Done || pr.Sent+pr.Pruned+pr.Failed < want {
+			return fmt.Errorf("progress %+v", pr)
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("event %s did not settle within 2m: %+v", id, pr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return pr
 }
 
 // bareSender is the ceiling: the bare SDK calls, with the dispatcher's

@@ -1,9 +1,11 @@
 package dispatcher_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/pushemu"
 )
@@ -34,20 +36,16 @@ func TestStalePushHandedBackToThrottle(t *testing.T) {
 	if err != nil || len(dead) != n {
 		t.Fatalf("dead pushes: got %d (err %v), want %d", len(dead), err, n)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	await.Poll{Timeout: 30 * time.Second}.Check(t, "the pending pushes handed back to the throttle", func() error {
 		due, err := bu.pipe.Throttle.DueCount(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if due == n {
-			break
+		if due != n {
+			return fmt.Errorf("got %d, want %d", due, n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pending pushes handed back to the throttle: got %d, want %d", due, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if got := bu.emu.Count(); got != 0 {
 		t.Fatalf("pushes accepted during the outage: got %d, want 0", got)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/egress"
 	"github.com/nudge-dev/nudge/internal/feeds"
@@ -67,7 +68,7 @@ func TestWatcherRecordsRefusalInHealth(t *testing.T) {
 		"intranet": "intranet.example is 10.20.30.40: private address refused",
 		"moved":    "::1: loopback address refused",
 	}
-	eventually(t, "every feed polled", func() bool {
+	await.Until(t, "every feed polled", func() bool {
 		for _, f := range list {
 			h, err := feeds.ReadHealth(t.Context(), rdb, f.ID)
 			if err != nil || h.LastPoll.IsZero() {
@@ -91,17 +92,5 @@ func TestWatcherRecordsRefusalInHealth(t *testing.T) {
 	}
 	if h, _ := feeds.ReadHealth(t.Context(), rdb, "fine"); h.LastError != "" || h.LastSuccess.IsZero() {
 		t.Errorf("allowlisted feed: health %+v, want a success", h)
-	}
-}
-
-// eventually polls cond until it holds or 10s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -66,7 +66,7 @@ func TestSkewedReplicasKeepTheBudget(t *testing.T) {
 				if _, err := reps[(i+1)%2].th.Step(ctx, 100); err != nil {
 					t.Fatal(err)
 				}
-				time.Sleep(50 * time.Millisecond) // pacing of the event source, not a wait for a signal
+				time.Sleep(50 * time.Millisecond) // time is the subject: events paced over 5 s of Redis's clock (the throttle reads TIME)
 			}
 
 			// Stream ids have millisecond resolution and the scripts floor

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/catalog"
 )
 
@@ -81,11 +82,11 @@ func TestWatcherSendsFeedCredentialsFromTheirFile(t *testing.T) {
 	}
 	b.start(t, Config{CredentialsDir: dir}, feeds)
 
-	eventually(t, "the private feed polled with its credentials", func() bool {
+	await.Until(t, "the private feed polled with its credentials", func() bool {
 		h := health(t, b.rdb, "private")
 		return !h.LastSuccess.IsZero() && h.Head > 0
 	})
-	eventually(t, "the other feeds polled", func() bool {
+	await.Until(t, "the other feeds polled", func() bool {
 		return !health(t, b.rdb, "absent").LastPoll.IsZero() && !health(t, b.rdb, "moved").LastPoll.IsZero()
 	})
 	if h := health(t, b.rdb, "absent"); !strings.Contains(h.LastError, "NUDGE_FEED_CREDENTIALS_DIR") || h.LastSuccess != (time.Time{}) {
@@ -108,8 +109,8 @@ func TestWatcherSendsFeedCredentialsFromTheirFile(t *testing.T) {
 	if err := PollNow(t.Context(), b.rdb, "private"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a poll after the rotation", func() bool { return len(origin.seen()) > before })
-	eventually(t, "the poll's result recorded", func() bool {
+	await.Until(t, "a poll after the rotation", func() bool { return len(origin.seen()) > before })
+	await.Until(t, "the poll's result recorded", func() bool {
 		h := health(t, b.rdb, "private")
 		return h.LastPoll.After(h.LastErrorAt) && h.LastError == "" && h.PollGen > 0
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/catalog"
 )
 
@@ -66,7 +67,7 @@ func TestWatcherPollNowDuringPoll(t *testing.T) {
 	t.Cleanup(hs.Close)
 	g.set(rssItem("a", "Alpha"))
 	w := b.start(t, Config{}, sliceCatalog{{ID: "cms", URL: hs.URL + "/feed", PollInterval: time.Hour}})
-	eventually(t, "first announcement", func() bool { return len(b.notifier.snapshot()) == 1 })
+	await.Until(t, "first announcement", func() bool { return len(b.notifier.snapshot()) == 1 })
 
 	// A ping makes the feed due; its poll is held inside the fetch.
 	g.mu.Lock()
@@ -83,7 +84,7 @@ func TestWatcherPollNowDuringPoll(t *testing.T) {
 	}
 	close(g.release)
 
-	eventually(t, "the new article announced", func() bool { return len(b.notifier.snapshot()) == 2 })
+	await.Until(t, "the new article announced", func() bool { return len(b.notifier.snapshot()) == 2 })
 	if got, want := b.notifier.snapshot()[1], (call{"cms", 1, 2, 1}); got != want {
 		t.Fatalf("second announcement: got %+v, want %+v", got, want)
 	}
@@ -153,8 +154,8 @@ func TestWatcherFairness(t *testing.T) {
 	}
 	feeds = append(feeds, catalog.Feed{ID: "fast", URL: b.url + "/fast", PollInterval: interval})
 	w := b.start(t, Config{Tick: time.Second, RequestTimeout: time.Minute, FairShare: time.Second}, feeds)
-	eventually(t, "fast feed announced", func() bool { return health(t, b.rdb, "fast").Head == 1 })
-	eventually(t, "8 slow fetches running", func() bool {
+	await.Until(t, "fast feed announced", func() bool { return health(t, b.rdb, "fast").Head == 1 })
+	await.Until(t, "8 slow fetches running", func() bool {
 		n := int64(0)
 		for _, s := range slow {
 			n += s.active.Load()
@@ -168,7 +169,7 @@ func TestWatcherFairness(t *testing.T) {
 	if err := PollNow(t.Context(), b.rdb, "fast"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "pinged item stored", func() bool { return health(t, b.rdb, "fast").Head == 2 })
+	await.Until(t, "pinged item stored", func() bool { return health(t, b.rdb, "fast").Head == 2 })
 	took := time.Since(start)
 	t.Logf("ping served after %v with 8 slow feeds polling", took)
 	if took > 4*time.Second {
@@ -183,7 +184,7 @@ func TestWatcherFairness(t *testing.T) {
 	b.srv.set("", rssItem("c", "Charlie"), rssItem("b", "Bravo"), rssItem("a", "Alpha"))
 	b.clock.Advance(interval)
 	start = time.Now()
-	eventually(t, "scheduled item stored", func() bool { return health(t, b.rdb, "fast").Head == 3 })
+	await.Until(t, "scheduled item stored", func() bool { return health(t, b.rdb, "fast").Head == 3 })
 	took = time.Since(start)
 	t.Logf("scheduled poll served after %v with 8 slow feeds polling", took)
 	if took > 6*time.Second {
@@ -219,8 +220,8 @@ func TestWatcherMaxPerHost(t *testing.T) {
 	}
 	feeds = append(feeds, catalog.Feed{ID: "other", URL: b.url + "/other", PollInterval: time.Hour})
 	w := b.start(t, Config{Concurrency: 4, RequestTimeout: time.Minute}, feeds) // MaxPerHost 1
-	eventually(t, "other feed announced", func() bool { return health(t, b.rdb, "other").Head == 1 })
-	eventually(t, "a slow fetch running", func() bool { return origin.active.Load() == 1 })
+	await.Until(t, "other feed announced", func() bool { return health(t, b.rdb, "other").Head == 1 })
+	await.Until(t, "a slow fetch running", func() bool { return origin.active.Load() == 1 })
 	settle(t, 20, w)
 	if got := origin.peak.Load(); got != 1 {
 		t.Fatalf("concurrent fetches from one origin: got %d, want MaxPerHost 1", got)
@@ -247,7 +248,7 @@ func TestWatcherItemLimit(t *testing.T) {
 	}
 	b.srv.set("", items...)
 	w := b.start(t, Config{Parser: ParserConfig{MaxItems: 10}}, sliceCatalog{{ID: "old1st", URL: b.url + "/old1st", PollInterval: interval}})
-	eventually(t, "first poll recorded", func() bool {
+	await.Until(t, "first poll recorded", func() bool {
 		h := health(t, b.rdb, "old1st")
 		return h.Head == 10 && !h.LastPoll.IsZero() // LastPoll comes with dropped, after the items
 	})
@@ -266,7 +267,7 @@ func TestWatcherItemLimit(t *testing.T) {
 	}
 	b.srv.set("", items...)
 	b.clock.Advance(interval)
-	eventually(t, "second poll recorded", func() bool {
+	await.Until(t, "second poll recorded", func() bool {
 		h := health(t, b.rdb, "old1st")
 		return h.Head == 15 && h.LastPoll.Equal(b.clock.Now())
 	})
@@ -283,7 +284,7 @@ func TestWatcherItemLimit(t *testing.T) {
 	if got := testutil.ToFloat64(w.metrics.dropped); got != 45 {
 		t.Fatalf("dropped metric: got %v, want 45", got)
 	}
-	eventually(t, "second notification", func() bool { return len(b.notifier.snapshot()) >= 2 })
+	await.Until(t, "second notification", func() bool { return len(b.notifier.snapshot()) >= 2 })
 	if calls := b.notifier.snapshot(); len(calls) != 2 || calls[1] != (call{"old1st", 10, 15, 5}) {
 		t.Fatalf("notifications: got %+v, want a second one for cursors 10→15, 5 items", calls)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
@@ -202,18 +203,6 @@ func cmpOr(a, b time.Duration) time.Duration {
 	return b
 }
 
-// eventually polls cond until it holds or 10s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // settle waits until every watcher ran at least n more scheduling passes,
 // so "nothing happened" is a real observation.
 func settle(t *testing.T, n float64, ws ...*Watcher) {
@@ -222,7 +211,7 @@ func settle(t *testing.T, n float64, ws ...*Watcher) {
 	for i, w := range ws {
 		start[i] = testutil.ToFloat64(w.metrics.loops)
 	}
-	eventually(t, "watcher passes", func() bool {
+	await.Until(t, "watcher passes", func() bool {
 		for i, w := range ws {
 			if testutil.ToFloat64(w.metrics.loops) < start[i]+n {
 				return false
@@ -250,7 +239,7 @@ func TestWatcherDetectsChanges(t *testing.T) {
 
 	waitCalls := func(n int) []call {
 		t.Helper()
-		eventually(t, fmt.Sprintf("%d notifier calls", n), func() bool { return len(b.notifier.snapshot()) >= n })
+		await.Until(t, fmt.Sprintf("%d notifier calls", n), func() bool { return len(b.notifier.snapshot()) >= n })
 		settle(t, 3, w)
 		calls := b.notifier.snapshot()
 		if len(calls) != n {
@@ -262,7 +251,7 @@ func TestWatcherDetectsChanges(t *testing.T) {
 		t.Helper()
 		before := b.srv.count("/news")
 		b.clock.Advance(interval)
-		eventually(t, "next poll", func() bool {
+		await.Until(t, "next poll", func() bool {
 			return b.srv.count("/news") > before && health(t, b.rdb, "news").LastPoll.Equal(b.clock.Now())
 		})
 	}
@@ -332,7 +321,7 @@ func TestWatcherNotifierRetry(t *testing.T) {
 	b.notifier.failN = 3
 	b.srv.set("", rssItem("a", "Alpha"))
 	w := b.start(t, Config{}, sliceCatalog{{ID: "n", URL: b.url + "/n", PollInterval: time.Hour}})
-	eventually(t, "a successful notification", func() bool { return len(b.notifier.snapshot()) == 1 })
+	await.Until(t, "a successful notification", func() bool { return len(b.notifier.snapshot()) == 1 })
 	if got, want := b.notifier.snapshot()[0], (call{"n", 0, 1, 1}); got != want {
 		t.Fatalf("retried notification: got %+v, want %+v", got, want)
 	}
@@ -369,7 +358,7 @@ func TestWatcherBadFeeds(t *testing.T) {
 	}
 	w := b.start(t, Config{RequestTimeout: 300 * time.Millisecond, MaxBodyBytes: 1 << 20}, feeds)
 
-	eventually(t, "all feeds polled", func() bool {
+	await.Until(t, "all feeds polled", func() bool {
 		for _, f := range feeds {
 			if health(t, b.rdb, f.ID).LastPoll.IsZero() {
 				return false
@@ -397,8 +386,8 @@ func TestWatcherBadFeeds(t *testing.T) {
 	// back off exponentially (2 × interval after the second failure).
 	b.srv.set("", rssItem("b", "Bravo"), rssItem("a", "Alpha"))
 	b.clock.Advance(interval)
-	eventually(t, "good feed polled again", func() bool { return health(t, b.rdb, "good").Head == 2 })
-	eventually(t, "bad feeds retried", func() bool {
+	await.Until(t, "good feed polled again", func() bool { return health(t, b.rdb, "good").Head == 2 })
+	await.Until(t, "bad feeds retried", func() bool {
 		for id := range bad {
 			if health(t, b.rdb, id).Failures != 2 {
 				return false
@@ -435,7 +424,7 @@ func TestWatcherReplicasPollOnce(t *testing.T) {
 	w1 := b.start(t, Config{}, feeds)
 	w2 := b.start(t, Config{}, feeds)
 	for round := 1; round <= 5; round++ {
-		eventually(t, fmt.Sprintf("round %d polls", round), func() bool {
+		await.Until(t, fmt.Sprintf("round %d polls", round), func() bool {
 			for _, f := range feeds {
 				if b.srv.count("/"+f.ID) < round {
 					return false
@@ -472,7 +461,7 @@ func TestWatcherFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.start(t, Config{}, feeds)
-	eventually(t, "feed polled after lease expiry", func() bool { return b.srv.count("/f") == 1 })
+	await.Until(t, "feed polled after lease expiry", func() bool { return b.srv.count("/f") == 1 })
 }
 
 func TestWatcherStartStop(t *testing.T) {

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/await"
 )
 
 // replaceFile writes content to path the way secret mounts and config
@@ -42,15 +44,8 @@ func keyStatus(t *testing.T, base, key string) int {
 func untilStatus(t *testing.T, base, key string, want int, limit time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for {
-		if keyStatus(t, base, key) == want {
-			return time.Since(start)
-		}
-		if time.Since(start) > limit {
-			t.Fatalf("key did not answer %d within %v", want, limit)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	await.Within(t, limit, fmt.Sprintf("the key to answer %d", want), func() bool { return keyStatus(t, base, key) == want })
+	return time.Since(start)
 }
 
 func mint(t *testing.T, name string, role auth.Role) auth.Minted {
@@ -123,11 +118,10 @@ func TestSIGHUPReloadsKeysAndKeepsServing(t *testing.T) {
 // waitLog polls the api's log until it contains want or 5s pass.
 func waitLog(t *testing.T, out interface{ String() string }, want string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(out.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("log lacks %q:\n%s", want, out.String())
+	await.Poll{Timeout: 5 * time.Second}.Check(t, fmt.Sprintf("%q in the log", want), func() error {
+		if s := out.String(); !strings.Contains(s, want) {
+			return fmt.Errorf("log:\n%s", s)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }

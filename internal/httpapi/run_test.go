@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/stacktest"
 
 	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/config"
 	"github.com/nudge-dev/nudge/internal/httpapi"
 	"github.com/nudge-dev/nudge/internal/redistest"
@@ -40,21 +42,18 @@ func start(t *testing.T, env map[string]string) (base string, out *stacktest.Buf
 		cancel()
 		t.Fatalf("api did not start within 20s\n%s", out.String())
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	t.Cleanup(cancel)
+	await.Poll{Timeout: 10 * time.Second}.Check(t, "healthz to answer 200", func() error {
 		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("healthz never answered 200: %v", err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	var once sync.Once
 	var runErr error
 	stop = func() error {

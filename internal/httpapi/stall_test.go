@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/config"
 	"github.com/nudge-dev/nudge/internal/delivery"
@@ -230,15 +231,10 @@ func registerOne(t *testing.T, client *http.Client, base, body string) deviceJSO
 // waitFor200 polls c until it answers 200 or 10s pass.
 func waitFor200(t *testing.T, client *http.Client, base string, c call) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		a := fire(client, base, c)
-		if a.code == http.StatusOK {
-			return
+	await.Poll{Timeout: 10 * time.Second}.Check(t, c.method+" "+c.path+" to answer 200", func() error {
+		if a := fire(client, base, c); a.code != http.StatusOK {
+			return fmt.Errorf("last %d %v", a.code, a.err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s %s never answered 200: last %d %v", c.method, c.path, a.code, a.err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
@@ -135,14 +136,14 @@ func TestCrashRecovery(t *testing.T) {
 		cmd := startWorker()
 		// Kill after a random share of the remaining work, mid-flight.
 		target := sideEffects() + int64(rand.IntN(jobsN/(kills+2))) + 500
-		waitForT(t, 60*time.Second, fmt.Sprintf("kill %d: %d side effects", k+1, target), func() bool {
+		await.Within(t, 60*time.Second, fmt.Sprintf("kill %d: %d side effects", k+1, target), func() bool {
 			return sideEffects() >= target || drained()
 		})
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		_ = cmd.Wait()
 	}
 	cmd := startWorker()
-	waitForT(t, 90*time.Second, "the queue drained", drained)
+	await.Within(t, 90*time.Second, "the queue drained", drained)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("last worker exit after SIGTERM: %v", err)
@@ -181,17 +182,5 @@ func TestCrashRecovery(t *testing.T) {
 		if n := rdb.HLen(ctx, q.parts[p].done).Val(); n != 0 {
 			t.Fatalf("done records left in partition %d: got %d, want 0", p, n)
 		}
-	}
-}
-
-// waitForT polls cond until it holds or timeout passes.
-func waitForT(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,7 +65,7 @@ func TestLiveWorkersNeverShareJobs(t *testing.T) {
 		}
 		t.Cleanup(w.Stop)
 	}
-	waitFor(t, "every job handled", func() bool {
+	await.Until(t, "every job handled", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(runs) == n
@@ -123,10 +124,10 @@ func TestDeadConsumerJobsMoveOn(t *testing.T) {
 		if n := rec.count(); n != 0 {
 			t.Fatalf("a live consumer's jobs were taken: %d handled", n)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // time is the subject: jobs stay with a live heartbeat for 3 s
 	}
 	last = beat() // the last heartbeat; the ghost dies now
-	waitForT(t, 5*time.Second, "the dead consumer's jobs handled within 5 s of its last heartbeat", func() bool { return rec.count() == 3 })
+	await.Within(t, 5*time.Second, "the dead consumer's jobs handled within 5 s of its last heartbeat", func() bool { return rec.count() == 3 })
 	t.Logf("dead consumer's jobs handled %v after its last heartbeat", time.Since(last).Round(10*time.Millisecond))
 	for _, j := range rec.snapshot() {
 		if j.Deliveries != 2 {
@@ -134,7 +135,7 @@ func TestDeadConsumerJobsMoveOn(t *testing.T) {
 		}
 	}
 	b.waitEmpty(t)
-	waitFor(t, "the dead consumer removed from the group", func() bool {
+	await.Until(t, "the dead consumer removed from the group", func() bool {
 		cs, err := b.rdb.XInfoConsumers(t.Context(), keys.Stream(b.q.Name(), 1), Group).Result()
 		if err != nil {
 			return false
@@ -170,7 +171,7 @@ func testRetryBoundedByAge(t *testing.T, b *bundle) {
 	}
 	b.worker(t, h, WorkerConfig{MaxDeliveries: 2, MaxAge: 1500 * time.Millisecond, OnDead: onDead})
 	ids := enqueue(t, b.q, Message{Partition: 3, Payload: []byte("flaky")})
-	waitFor(t, "the job dead-lettered", func() bool { return b.stats(t).Dead == 1 })
+	await.Until(t, "the job dead-lettered", func() bool { return b.stats(t).Dead == 1 })
 	b.waitEmpty(t)
 	if n := deliveries.Load(); n <= 2 {
 		t.Fatalf("deliveries before going dead: got %d, want more than MaxDeliveries (2)", n)
@@ -259,7 +260,7 @@ func TestRetryAfterHoldsAcrossSkewedClocks(t *testing.T) {
 			b.worker(t, h, WorkerConfig{})
 			b.worker(t, h, WorkerConfig{})
 			enqueue(t, b.q, Message{Partition: 0, Payload: []byte("x")})
-			waitFor(t, "the retry delivered", func() bool {
+			await.Until(t, "the retry delivered", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				return len(at) >= 2
@@ -300,7 +301,7 @@ func TestDeadLetterCapIsGlobal(t *testing.T) {
 		return nil
 	}), WorkerConfig{BatchSize: 200})
 	enqueue(t, q, msgs...)
-	waitFor(t, "every job dead-lettered", func() bool { return handled.Load() == n })
+	await.Until(t, "every job dead-lettered", func() bool { return handled.Load() == n })
 	b.waitEmpty(t)
 	// MAXLEN ~ trims whole stream nodes (100 entries), so each partition
 	// keeps between its share (100) and its share plus a node.
@@ -368,7 +369,7 @@ func TestLapsedWorkerDropsClaimedJobs(t *testing.T) {
 	if err := b.rdb.XClaim(t.Context(), &redis.XClaimArgs{Stream: stream, Group: Group, Consumer: "other", Messages: []string{ids[1]}}).Err(); err != nil {
 		t.Fatalf("claim as another worker: %v", err)
 	}
-	waitFor(t, "the held jobs idle long enough to renew", func() bool {
+	await.Until(t, "the held jobs idle long enough to renew", func() bool {
 		pe, err := b.rdb.XPendingExt(t.Context(), &redis.XPendingExtArgs{Stream: stream, Group: Group, Start: "-", End: "+", Count: 10, Idle: 20 * time.Millisecond}).Result()
 		return err == nil && len(pe) == 2
 	})

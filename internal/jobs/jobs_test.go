@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -102,18 +103,6 @@ func cmpOr(d, def time.Duration) time.Duration {
 	return d
 }
 
-// waitFor polls cond until it holds or 10s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // stats reads the queue's stats or fails the test.
 func (b *bundle) stats(t *testing.T) Stats {
 	t.Helper()
@@ -127,7 +116,7 @@ func (b *bundle) stats(t *testing.T) Stats {
 // waitEmpty waits until no job is in a stream, pending or waiting for a retry.
 func (b *bundle) waitEmpty(t *testing.T) {
 	t.Helper()
-	waitFor(t, "an empty queue", func() bool {
+	await.Until(t, "an empty queue", func() bool {
 		s := b.stats(t)
 		return s.Depth == 0 && s.Pending == 0 && s.Retry == 0
 	})
@@ -219,7 +208,7 @@ func testConsumeAck(t *testing.T, b *bundle) {
 		want[p] = true
 	}
 	enqueue(t, b.q, msgs...)
-	waitFor(t, "40 jobs handled", func() bool { return rec.count() >= 40 })
+	await.Until(t, "40 jobs handled", func() bool { return rec.count() >= 40 })
 	b.waitEmpty(t)
 	got := map[string]bool{}
 	for _, j := range rec.snapshot() {
@@ -247,7 +236,7 @@ func testBatching(t *testing.T, b *bundle) {
 	enqueue(t, b.q, msgs...)
 	rec := &recorder{}
 	b.worker(t, rec, WorkerConfig{BatchSize: 50, Concurrency: 1})
-	waitFor(t, "120 jobs handled", func() bool { return rec.count() >= 120 })
+	await.Until(t, "120 jobs handled", func() bool { return rec.count() >= 120 })
 	rec.mu.Lock()
 	batches := slices.Clone(rec.batches)
 	rec.mu.Unlock()
@@ -281,8 +270,8 @@ func testPartitionRouting(t *testing.T, b *bundle) {
 	}
 	rec := &recorder{}
 	b.worker(t, rec, WorkerConfig{Partitions: []int{3}})
-	waitFor(t, "partition 3 handled", func() bool { return rec.count() >= 1 })
-	waitFor(t, "partition 3 acked", func() bool { return b.stats(t).Pending == 0 && b.stats(t).Depth == 1 })
+	await.Until(t, "partition 3 handled", func() bool { return rec.count() >= 1 })
+	await.Until(t, "partition 3 acked", func() bool { return b.stats(t).Pending == 0 && b.stats(t).Depth == 1 })
 	got := rec.snapshot()
 	if len(got) != 1 || got[0].Partition != 3 || string(got[0].Payload) != "three" {
 		t.Fatalf("handled: got %+v, want one job of partition 3", got)
@@ -355,7 +344,7 @@ func testRetryAfter(t *testing.T, b *bundle) {
 	if j.Deliveries != 1 {
 		t.Fatalf("first delivery: got %d, want 1", j.Deliveries)
 	}
-	waitFor(t, "the retry scheduled", func() bool { return b.stats(t).Retry == 1 })
+	await.Until(t, "the retry scheduled", func() bool { return b.stats(t).Retry == 1 })
 	b.dueWithin(t, 5, start, redisNow(t, b.rdb), 30*time.Second)
 	if s := b.stats(t); s.Depth != 0 || s.Pending != 0 {
 		t.Fatalf("stream while retry waits: got depth %d pending %d, want 0 0", s.Depth, s.Pending)
@@ -388,10 +377,10 @@ func testRetryError(t *testing.T, b *bundle) {
 	b.worker(t, h, WorkerConfig{})
 	start := redisNow(t, b.rdb)
 	enqueue(t, b.q, Message{Partition: 1, Payload: []byte("y")})
-	waitFor(t, "the retry scheduled", func() bool { return b.stats(t).Retry == 1 })
+	await.Until(t, "the retry scheduled", func() bool { return b.stats(t).Retry == 1 })
 	b.dueWithin(t, 1, start, redisNow(t, b.rdb), 2*time.Minute)
 	b.advance(t, 1, 2*time.Minute)
-	waitFor(t, "the second call", func() bool { return calls.Load() == 2 })
+	await.Until(t, "the second call", func() bool { return calls.Load() == 2 })
 	b.waitEmpty(t)
 }
 
@@ -413,7 +402,7 @@ func testMaxDeliveries(t *testing.T, b *bundle) {
 	})
 	b.worker(t, h, WorkerConfig{MaxDeliveries: 3})
 	ids := enqueue(t, b.q, Message{Partition: 4, Payload: []byte("flaky")}, Message{Partition: 4, Payload: []byte("poison")})
-	waitFor(t, "two dead jobs", func() bool {
+	await.Until(t, "two dead jobs", func() bool {
 		b.advance(t, 4, time.Hour) // every scheduled retry is due
 		return b.stats(t).Dead == 2
 	})
@@ -455,7 +444,7 @@ func testDeadLetters(t *testing.T, b *bundle) {
 	})
 	enqueue(t, b.q, Message{Partition: 0, Payload: []byte("a")}, Message{Partition: 1, Payload: []byte("b")}, Message{Partition: 1, Payload: []byte("c")})
 	w := b.worker(t, h, WorkerConfig{})
-	waitFor(t, "three dead jobs", func() bool { return b.stats(t).Dead == 3 })
+	await.Until(t, "three dead jobs", func() bool { return b.stats(t).Dead == 3 })
 	w.Stop()
 
 	all, err := b.q.Dead(t.Context(), 0, 10)
@@ -499,7 +488,7 @@ func testDeadLetters(t *testing.T, b *bundle) {
 		}
 		return nil
 	}), WorkerConfig{})
-	waitFor(t, "three requeued jobs handled", func() bool { return again.Load() == 3 })
+	await.Until(t, "three requeued jobs handled", func() bool { return again.Load() == 3 })
 	b.waitEmpty(t)
 	if s := b.stats(t); s.Dead != 0 {
 		t.Fatalf("dead after requeue all: got %d, want 0", s.Dead)
@@ -528,7 +517,7 @@ func testReclaim(t *testing.T, b *bundle) {
 	}
 	rec := &recorder{}
 	b.worker(t, rec, WorkerConfig{ReclaimMinIdle: 100 * time.Millisecond, HandlerTimeout: 50 * time.Millisecond, ReclaimInterval: 10 * time.Millisecond})
-	waitFor(t, "two reclaimed jobs handled", func() bool { return rec.count() >= 2 })
+	await.Until(t, "two reclaimed jobs handled", func() bool { return rec.count() >= 2 })
 	b.waitEmpty(t)
 	got := rec.snapshot()
 	if len(got) != 2 {
@@ -555,7 +544,7 @@ func testReclaimExhausted(t *testing.T, b *bundle) {
 	claimAsDeadConsumer(t, b, 2, 1)
 	rec := &recorder{}
 	b.worker(t, rec, WorkerConfig{MaxDeliveries: 1, ReclaimMinIdle: 100 * time.Millisecond, HandlerTimeout: 50 * time.Millisecond, ReclaimInterval: 10 * time.Millisecond})
-	waitFor(t, "the job dead-lettered", func() bool { return b.stats(t).Dead == 1 })
+	await.Until(t, "the job dead-lettered", func() bool { return b.stats(t).Dead == 1 })
 	b.waitEmpty(t)
 	if n := rec.count(); n != 0 {
 		t.Fatalf("handler calls for an exhausted job: got %d, want 0", n)
@@ -590,7 +579,7 @@ func testLeaseRenewal(t *testing.T, b *bundle) {
 		Concurrency: 1, BatchSize: 1, MaxDeliveries: 1, Readers: 1,
 		ReclaimMinIdle: 100 * time.Millisecond, HandlerTimeout: 80 * time.Millisecond, ReclaimInterval: 10 * time.Millisecond,
 	})
-	waitFor(t, "six jobs handled", func() bool { return handled.Load() == 6 })
+	await.Until(t, "six jobs handled", func() bool { return handled.Load() == 6 })
 	b.waitEmpty(t)
 	if s := b.stats(t); s.Dead != 0 {
 		t.Fatalf("dead jobs: got %d, want 0 (held jobs must not be reclaimed)", s.Dead)
@@ -619,7 +608,7 @@ func testEnqueueUnique(t *testing.T, b *bundle) {
 	// After the job is handled, the marker still stops a second fan-out.
 	rec := &recorder{}
 	b.worker(t, rec, WorkerConfig{})
-	waitFor(t, "two jobs handled", func() bool { return rec.count() >= 2 })
+	await.Until(t, "two jobs handled", func() bool { return rec.count() >= 2 })
 	if _, added, err := b.q.EnqueueUnique(ctx, 3, "event-42", []byte("late duplicate")); err != nil || added {
 		t.Fatalf("enqueue after handling: got added %v (err %v), want false", added, err)
 	}
@@ -653,7 +642,7 @@ func testEnqueueAfter(t *testing.T, b *bundle) {
 		t.Fatalf("move before due: got %v (err %v), want 0", moved, err)
 	}
 	b.advance(t, 1, time.Minute)
-	waitFor(t, "delayed jobs handled", func() bool { return rec.count() >= 2 })
+	await.Until(t, "delayed jobs handled", func() bool { return rec.count() >= 2 })
 	b.waitEmpty(t)
 }
 
@@ -752,7 +741,7 @@ func testMetrics(t *testing.T, b *bundle) {
 	}), WorkerConfig{})
 	// Partitions settle independently: wait for both counters, then check
 	// that neither overshoots.
-	waitFor(t, "handled counters", func() bool {
+	await.Until(t, "handled counters", func() bool {
 		return testutil.ToFloat64(mustVec(t, b.reg, "nudge_queue_jobs_handled_total", b.q.Name(), "done")) >= 3 &&
 			testutil.ToFloat64(mustVec(t, b.reg, "nudge_queue_jobs_handled_total", b.q.Name(), "dead")) >= 1
 	})

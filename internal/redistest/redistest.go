@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudge-dev/nudge/internal/await"
 )
 
 // Server is one private redis-server process.
@@ -27,6 +29,7 @@ type Server struct {
 	Addr string // host:port
 	Dir  string // working dir (AOF and RDB files, log)
 	cmd  *exec.Cmd
+	gone chan struct{} // closed when cmd has exited
 	args []string
 }
 
@@ -94,31 +97,62 @@ func (s *Server) start(tb testing.TB) {
 			_, p, _ := net.SplitHostPort(s.Addr)
 			port, _ = strconv.Atoi(p)
 		}
-		cmd := exec.Command(binary(tb), append([]string{"--port", strconv.Itoa(port)}, s.args...)...)
-		if err := cmd.Start(); err != nil {
-			tb.Fatalf("start redis-server: %v", err)
+		if lastErr = s.launch(tb, port); lastErr == nil {
+			return
 		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		if err := waitPing(addr, 10*time.Second); err != nil {
-			lastErr = err
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			continue
-		}
-		s.cmd, s.Addr = cmd, addr
-		return
 	}
 	log, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
 	tb.Fatalf("redis-server did not start: %v\n%s", lastErr, log)
 }
 
+// launch runs redis-server on port and waits until it answers PING. It
+// returns an error when the process exits first (another process took
+// the port since FreePort looked) and fails the test when it neither
+// answers nor exits within 30 s.
+func (s *Server) launch(tb testing.TB, port int) error {
+	tb.Helper()
+	cmd := exec.Command(binary(tb), append([]string{"--port", strconv.Itoa(port)}, s.args...)...)
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start redis-server: %v", err)
+	}
+	gone := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(gone)
+	}()
+	ready := false
+	defer func() {
+		if !ready { // it exited, or the wait failed the test
+			_ = cmd.Process.Kill()
+			<-gone
+		}
+	}()
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	exited := false
+	await.Poll{Timeout: 30 * time.Second}.Check(tb, "redis-server to answer PING at "+addr, func() error {
+		select {
+		case <-gone:
+			exited = true
+			return nil
+		default:
+			return ping(addr)
+		}
+	})
+	if exited {
+		return fmt.Errorf("redis-server on port %d exited before answering PING", port)
+	}
+	ready = true
+	s.cmd, s.gone, s.Addr = cmd, gone, addr
+	return nil
+}
+
 // Kill stops the server with SIGKILL. It is safe to call twice.
 func (s *Server) Kill() {
-	if s.cmd == nil || s.cmd.Process == nil {
+	if s.cmd == nil {
 		return
 	}
 	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
+	<-s.gone
 	s.cmd = nil
 }
 
@@ -148,31 +182,25 @@ func Start(tb testing.TB) *redis.Client {
 	return StartServer(tb).Client(tb)
 }
 
-func waitPing(addr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		var c net.Conn
-		c, err = net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			_ = c.SetDeadline(time.Now().Add(time.Second))
-			_, err = c.Write([]byte("PING\r\n"))
-			if err == nil {
-				var line string
-				line, err = bufio.NewReader(c).ReadString('\n')
-				if err == nil && strings.HasPrefix(line, "+PONG") {
-					c.Close()
-					return nil
-				}
-				if err == nil {
-					err = fmt.Errorf("ping answered %q", strings.TrimSpace(line))
-				}
-			}
-			c.Close()
-		}
-		time.Sleep(20 * time.Millisecond)
+// ping sends PING to addr and reads the answer.
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
 	}
-	return err
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("ping answered %q", strings.TrimSpace(line))
+	}
+	return nil
 }
 
 // Cluster is a private Redis Cluster of three masters and no replicas.
@@ -221,26 +249,17 @@ func StartCluster(tb testing.TB) *Cluster {
 		}
 		cl.Close()
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ok := true
+	await.Poll{Timeout: 30 * time.Second, Interval: 50 * time.Millisecond}.Until(tb, "the redis cluster to reach state ok with 3 nodes", func() bool {
 		for _, n := range c.Nodes {
 			cl := redis.NewClient(&redis.Options{Addr: n.Addr})
 			info, err := cl.ClusterInfo(ctx).Result()
 			cl.Close()
 			if err != nil || !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_known_nodes:3") {
-				ok = false
-				break
+				return false
 			}
 		}
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("redis cluster did not reach state ok within 30s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return true
+	})
 	return c
 }
 

@@ -2,6 +2,9 @@ package redistest
 
 import (
 	"context"
+	"net"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -40,5 +43,27 @@ func TestCluster(t *testing.T) {
 	})
 	if err != nil || masters.Load() != 3 {
 		t.Fatalf("masters = %d, %v; want 3", masters.Load(), err)
+	}
+}
+
+// TestLaunchOnATakenPort starts redis-server on a port another listener
+// holds: the server exits, and launch reports that at once (it waits on
+// the process's exit, not for its 30 s PING timeout) so start can try
+// another port.
+func TestLaunchOnATakenPort(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	dir := t.TempDir()
+	s := &Server{Dir: dir, args: []string{"--bind", "127.0.0.1", "--dir", dir, "--save", "", "--logfile", filepath.Join(dir, "redis.log")}}
+	err = s.launch(t, l.Addr().(*net.TCPAddr).Port)
+	if err == nil || !strings.Contains(err.Error(), "exited before answering PING") {
+		t.Fatalf("launch on a taken port: got %v, want the exit reported", err)
+	}
+	if s.cmd != nil {
+		t.Fatalf("launch on a taken port kept the process")
 	}
 }

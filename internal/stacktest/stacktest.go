@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nudge-dev/nudge/internal/await"
 )
 
 var (
@@ -169,28 +171,28 @@ func (p *Process) Kill() {
 	<-p.done
 }
 
-// WaitHealthy polls url until it answers 200, the process exits, or the
-// timeout passes.
+// WaitHealthy polls url until it answers 200, and fails the test when the
+// process exits first or the timeout passes.
 func (p *Process) WaitHealthy(tb testing.TB, url string, timeout time.Duration) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(tb.Context(), timeout)
 	defer cancel()
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
+	await.Poll{Timeout: timeout, Interval: 25 * time.Millisecond}.Check(tb, p.Name+" healthy at "+url, func() error {
 		if exited, err := p.Exited(); exited {
 			tb.Fatalf("%s exited before it was healthy (%v):\n%s", p.Name, err, p.Log())
 		}
-		select {
-		case <-ctx.Done():
-			tb.Fatalf("%s not healthy at %s within %v:\n%s", p.Name, url, timeout, p.Log())
-		case <-time.After(25 * time.Millisecond):
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			tb.Fatalf("health check of %s: %v", p.Name, err)
 		}
-	}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("%w; log:\n%s", err, p.Log())
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d; log:\n%s", resp.StatusCode, p.Log())
+		}
+		return nil
+	})
 }

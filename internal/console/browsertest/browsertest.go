@@ -7,6 +7,7 @@
 //	tab := browser.NewTab(t)
 //	err := chromedp.Do(tab.Ctx, chromedp.Navigate(url))
 //	...
+//	tab.WaitFor(t, "the list", `document.querySelector("#list") !== null`, 10*time.Second)
 //	tab.Screenshot(t, "after-sync.png")
 //	if errs := tab.JSErrors(); len(errs) > 0 { t.Fatalf(...) }
 //
@@ -29,6 +30,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/nudge-dev/nudge/internal/await"
 )
 
 // ErrNoChromium is returned by FindChromium when no browser binary exists.
@@ -242,4 +245,37 @@ func (tab *Tab) Screenshot(t testing.TB, name string) string {
 	}
 	t.Logf("screenshot: %s", p)
 	return p
+}
+
+// WaitFor evaluates the JavaScript expression predicate in the tab until
+// it is true, and fails the test with what and the page's visible text
+// when it is not true within timeout. An evaluation that fails (the page
+// is navigating) counts as not yet true.
+func (tab *Tab) WaitFor(t testing.TB, what, predicate string, timeout time.Duration) {
+	t.Helper()
+	await.Poll{Timeout: timeout, Interval: 50 * time.Millisecond}.Check(t, what, func() error {
+		ok, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[bool](predicate))
+		if err != nil {
+			return fmt.Errorf("evaluate %s: %w", predicate, err)
+		}
+		if !ok {
+			return falsePredicate{tab: tab, predicate: predicate}
+		}
+		return nil
+	})
+}
+
+// falsePredicate is WaitFor's "not yet": its message, read only when the
+// wait fails, holds the page's visible text.
+type falsePredicate struct {
+	tab       *Tab
+	predicate string
+}
+
+func (e falsePredicate) Error() string {
+	page, err := chromedp.Run(e.tab.Ctx, chromedp.Evaluate[string](`document.body.innerText.slice(0, 3000)`))
+	if err != nil {
+		page = fmt.Sprintf("(unreadable: %v)", err)
+	}
+	return fmt.Sprintf("still false: %s\npage text:\n%s", e.predicate, page)
 }

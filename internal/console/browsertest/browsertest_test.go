@@ -3,14 +3,17 @@ package browsertest_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/console/browsertest"
 )
 
@@ -78,16 +81,30 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("number format: got %q, want 1,234.5 (en-US)", lang)
 	}
 
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	await.Poll{Timeout: 10 * time.Second}.Check(t, "the console error, the exception and the CSP violation in JSErrors", func() error {
 		errs := strings.Join(tab.JSErrors(), "\n")
-		if strings.Contains(errs, "boom from console") && strings.Contains(errs, "boom thrown") && strings.Contains(errs, "Content Security Policy") {
-			break
+		if !strings.Contains(errs, "boom from console") || !strings.Contains(errs, "boom thrown") || !strings.Contains(errs, "Content Security Policy") {
+			return fmt.Errorf("JSErrors %q", errs)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("JSErrors: got %q, want the console error, the exception and the CSP violation", errs)
+		return nil
+	})
+
+	// WaitFor: a predicate that becomes true, and one that never does.
+	if _, err := chromedp.Run(tab.Ctx, chromedp.Evaluate[int](`setTimeout(() => { document.title = "ready" }, 50)`)); err != nil {
+		t.Fatalf("evaluate: %v", err)
+	}
+	tab.WaitFor(t, "the title set by a timer", `document.title === "ready"`, 10*time.Second)
+	fake := &fatalTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tab.WaitFor(fake, "a heading", `document.querySelector("h1") !== null`, 200*time.Millisecond)
+	}()
+	<-done
+	for _, want := range []string{"waiting for a heading", "still false", "page text:\nhello"} {
+		if !strings.Contains(fake.fatal, want) {
+			t.Fatalf("WaitFor's failure %q lacks %q", fake.fatal, want)
 		}
-		time.Sleep(20 * time.Millisecond) // polling a collector, not waiting for time to pass
 	}
 
 	p := tab.Screenshot(t, "browsertest.png")
@@ -98,4 +115,16 @@ func TestBrowser(t *testing.T) {
 	if !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) {
 		t.Fatalf("screenshot is not a PNG: starts with %q", png[:min(8, len(png))])
 	}
+}
+
+// fatalTB records a Fatalf and ends the goroutine that called it, as
+// testing.T does, without failing the real test.
+type fatalTB struct {
+	testing.TB
+	fatal string
+}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.fatal = fmt.Sprintf(format, args...)
+	runtime.Goexit()
 }
