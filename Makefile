@@ -16,7 +16,7 @@ FUZZ_TARGETS  := ./internal/feeds:FuzzParse ./internal/feeds:FuzzIdentity \
 
 ## help: list the targets with what each does
 help:
-	@awk -F': ' '/^## [a-z-]+: /{sub(/^## /, ""); printf "  make %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk -F': ' '/^## [a-z0-9-]+: /{sub(/^## /, ""); printf "  make %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 ## run: build and start the whole local stack in one process (cmd/devstack); Ctrl-C stops it
 run:
