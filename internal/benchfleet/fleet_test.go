@@ -5,6 +5,7 @@ package benchfleet_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -813,10 +815,68 @@ func BenchmarkFleet(b *testing.B) {
 		b.Logf("row: | %d | %.1f–%.1f | %.1f | %.1f | %.0f | %.0f | %.2f | %s | %.1f | %.1f | %.0f / %.0f / %.0f |",
 			n, load0, load1, seed.Seconds(), fanout.Seconds(), pps, bps, pps/bps, mb(hwm), dispCPU.Seconds(), redisCPU,
 			float64(mem1)/fn, float64(peakRedis)/fn, float64(mem2)/fn)
+		b.Logf("Redis memory after the sync by key family (MEMORY USAGE; the registry's dev, tok and sub keys left out):")
+		for _, f := range s.keyFamilies(b) {
+			b.Logf("  %-28s %6d keys %9.1f MB %7.1f B/device", f.name, f.keys, float64(f.bytes)/1e6, float64(f.bytes)/fn)
+		}
 		if path := os.Getenv("NUDGE_BENCH_CURVE"); path != "" {
 			writeCurve(b, path, samples)
 		}
 	}
+}
+
+// family is the memory of the keys of one family.
+type family struct {
+	name        string
+	keys, bytes int64
+}
+
+// keyFamilies scans every key and sums MEMORY USAGE by family (the key
+// with its hash tag and trailing ids blanked), leaving out the registry's
+// device hashes, token index and subscription bitmaps, which the fleet
+// needs anyway.
+func (s *stack) keyFamilies(b *testing.B) []family {
+	b.Helper()
+	ctx := b.Context()
+	byName := map[string]*family{}
+	var names []string
+	iter := s.rdb.Scan(ctx, 0, "", 10000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		if strings.HasPrefix(k, "dev:") || strings.HasPrefix(k, "tok:") || strings.HasPrefix(k, "sub:") {
+			continue
+		}
+		name := k
+		if i, j := strings.IndexByte(name, '{'), strings.IndexByte(name, '}'); i >= 0 && j > i {
+			name = name[:i+1] + "*" + name[j:]
+		}
+		if i := strings.Index(name, ":hb:"); i >= 0 { // a replica's heartbeat
+			name = name[:i+4] + "*"
+		} else if i := strings.LastIndexByte(name, ':'); i >= 0 && strings.Trim(name[i+1:], "0123456789") == "" {
+			name = name[:i+1] + "N"
+		}
+		used, err := s.rdb.MemoryUsage(ctx, k).Result()
+		if err != nil {
+			b.Fatalf("memory usage %s: %v", k, err)
+		}
+		f := byName[name]
+		if f == nil {
+			f = &family{name: name}
+			byName[name] = f
+			names = append(names, name)
+		}
+		f.keys++
+		f.bytes += used
+	}
+	if err := iter.Err(); err != nil {
+		b.Fatalf("scan: %v", err)
+	}
+	out := make([]family, 0, len(names))
+	for _, n := range names {
+		out = append(out, *byName[n])
+	}
+	slices.SortFunc(out, func(a, b family) int { return cmp.Compare(b.bytes, a.bytes) })
+	return out
 }
 
 // checkSample is the devices whose last push the benchmark checks: the
