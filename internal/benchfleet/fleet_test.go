@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -36,6 +37,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
+	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/stacktest"
 )
@@ -739,6 +741,11 @@ func BenchmarkFleet(b *testing.B) {
 		start := time.Now()
 		sm := s.startSampler(ctx, start, before.Delivered, 500*time.Millisecond)
 		id := s.trigger(b, feed)
+		// When planning ends the whole fleet is decided and queued: the
+		// streams are near their fullest.
+		pollUntil(b, 30*time.Minute, "sync "+id+" is planned", func() bool { return s.progress(b, id).State != "planning" })
+		planned := time.Since(start)
+		atPlanned := s.partitionMemory(b)
 		s.waitEmu(b, before.Delivered+int(n), time.Hour)
 		fanout := time.Since(start)
 		d1, e1 := mustProc(b, dpid), mustProc(b, s.emu.Pid())
@@ -788,6 +795,7 @@ func BenchmarkFleet(b *testing.B) {
 		emuCPU := e1.CPU - e0.CPU
 		b.ReportMetric(fn, "devices")
 		b.ReportMetric(seed.Seconds(), "seed_s")
+		b.ReportMetric(planned.Seconds(), "planned_s")
 		b.ReportMetric(fanout.Seconds(), "fanout_s")
 		b.ReportMetric(pps, "pushes/s")
 		b.ReportMetric(bps, "bare_pushes/s")
@@ -815,6 +823,10 @@ func BenchmarkFleet(b *testing.B) {
 		b.Logf("row: | %d | %.1f–%.1f | %.1f | %.1f | %.0f | %.0f | %.2f | %s | %.1f | %.1f | %.0f / %.0f / %.0f |",
 			n, load0, load1, seed.Seconds(), fanout.Seconds(), pps, bps, pps/bps, mb(hwm), dispCPU.Seconds(), redisCPU,
 			float64(mem1)/fn, float64(peakRedis)/fn, float64(mem2)/fn)
+		b.Logf("planning done after %.1f s; Redis memory then, per partitioned family:", planned.Seconds())
+		for _, f := range atPlanned {
+			b.Logf("  %-28s %6d keys %9.1f MB %7.1f B/device", f.name, f.keys, float64(f.bytes)/1e6, float64(f.bytes)/fn)
+		}
 		b.Logf("Redis memory after the sync by key family (MEMORY USAGE; the registry's dev, tok and sub keys left out):")
 		for _, f := range s.keyFamilies(b) {
 			b.Logf("  %-28s %6d keys %9.1f MB %7.1f B/device", f.name, f.keys, float64(f.bytes)/1e6, float64(f.bytes)/fn)
@@ -876,6 +888,45 @@ func (s *stack) keyFamilies(b *testing.B) []family {
 		out = append(out, *byName[n])
 	}
 	slices.SortFunc(out, func(a, b family) int { return cmp.Compare(b.bytes, a.bytes) })
+	return out
+}
+
+// partitionMemory sums MEMORY USAGE of the per-partition keys a fan-out
+// fills (throttle state, due sets, the push streams and their retry sets and
+// done records), in one pipeline: cheap enough to take mid-run.
+func (s *stack) partitionMemory(b *testing.B) []family {
+	b.Helper()
+	ctx := b.Context()
+	fams := []struct {
+		name string
+		key  func(int) string
+	}{
+		{"thr:{*}", keys.Throttle},
+		{"due:{*}", keys.Due},
+		{"q:push:{*}", func(p int) string { return keys.Stream(keys.PushQueue, p) }},
+		{"q:push:{*}:retry", func(p int) string { return keys.Retry(keys.PushQueue, p) }},
+		{"q:push:{*}:sent", func(p int) string { return keys.Done(keys.PushQueue, p) }},
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([][]*redis.IntCmd, len(fams))
+	for i, f := range fams {
+		for p := range keys.Partitions {
+			cmds[i] = append(cmds[i], pipe.MemoryUsage(ctx, f.key(p)))
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		b.Fatalf("memory usage of the partitions: %v", err)
+	}
+	out := make([]family, len(fams))
+	for i, f := range fams {
+		out[i].name = f.name
+		for _, c := range cmds[i] {
+			if v, err := c.Result(); err == nil {
+				out[i].keys++
+				out[i].bytes += v
+			}
+		}
+	}
 	return out
 }
 
