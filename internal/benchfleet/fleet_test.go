@@ -843,7 +843,7 @@ type family struct {
 	keys, bytes int64
 }
 
-// keyFamilies scans every key and sums MEMORY USAGE by family (the key
+// keyFamilies scans every key and sums MEMORY USAGE (SAMPLES 0) by family (the key
 // with its hash tag and trailing ids blanked), leaving out the registry's
 // device hashes, token index and subscription bitmaps, which the fleet
 // needs anyway.
@@ -867,7 +867,7 @@ func (s *stack) keyFamilies(b *testing.B) []family {
 		} else if i := strings.LastIndexByte(name, ':'); i >= 0 && strings.Trim(name[i+1:], "0123456789") == "" {
 			name = name[:i+1] + "N"
 		}
-		used, err := s.rdb.MemoryUsage(ctx, k).Result()
+		used, err := s.rdb.MemoryUsage(ctx, k, 0).Result()
 		if err != nil {
 			b.Fatalf("memory usage %s: %v", k, err)
 		}
@@ -891,7 +891,7 @@ func (s *stack) keyFamilies(b *testing.B) []family {
 	return out
 }
 
-// partitionMemory sums MEMORY USAGE of the per-partition keys a fan-out
+// partitionMemory sums MEMORY USAGE (SAMPLES 0: every element counted) of the per-partition keys a fan-out
 // fills (throttle state, due sets, the push streams and their retry sets and
 // done records), in one pipeline: cheap enough to take mid-run.
 func (s *stack) partitionMemory(b *testing.B) []family {
@@ -911,7 +911,7 @@ func (s *stack) partitionMemory(b *testing.B) []family {
 	cmds := make([][]*redis.IntCmd, len(fams))
 	for i, f := range fams {
 		for p := range keys.Partitions {
-			cmds[i] = append(cmds[i], pipe.MemoryUsage(ctx, f.key(p)))
+			cmds[i] = append(cmds[i], pipe.MemoryUsage(ctx, f.key(p), 0))
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
