@@ -843,10 +843,10 @@ type family struct {
 	keys, bytes int64
 }
 
-// keyFamilies scans every key and sums MEMORY USAGE (SAMPLES 0) by family (the key
-// with its hash tag and trailing ids blanked), leaving out the registry's
-// device hashes, token index and subscription bitmaps, which the fleet
-// needs anyway.
+// keyFamilies scans every key and sums MEMORY USAGE (SAMPLES 0) by
+// family (the key with its hash tag and trailing ids blanked), leaving out
+// the registry's device hashes, token index and subscription bitmaps,
+// which the fleet needs anyway.
 func (s *stack) keyFamilies(b *testing.B) []family {
 	b.Helper()
 	ctx := b.Context()
@@ -891,9 +891,10 @@ func (s *stack) keyFamilies(b *testing.B) []family {
 	return out
 }
 
-// partitionMemory sums MEMORY USAGE (SAMPLES 0: every element counted) of the per-partition keys a fan-out
-// fills (throttle state, due sets, the push streams and their retry sets and
-// done records), in one pipeline: cheap enough to take mid-run.
+// partitionMemory sums MEMORY USAGE (SAMPLES 0: every element counted)
+// of the per-partition keys a fan-out fills (throttle state, due sets, the
+// push streams, their retry sets and done records), in one pipeline: a few
+// hundred commands, cheap enough to take mid-run.
 func (s *stack) partitionMemory(b *testing.B) []family {
 	b.Helper()
 	ctx := b.Context()
