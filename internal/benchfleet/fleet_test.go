@@ -275,23 +275,37 @@ func (s *stack) emuStats(b *testing.B) emuStats {
 	return st
 }
 
-// waitEmu blocks (in the emulator, GET /admin/wait) until it has accepted
-// count pushes in all.
-func (s *stack) waitEmu(b *testing.B, count int, timeout time.Duration) {
+// waitEmu blocks (in the emulator, GET /admin/wait, 5 s at a time) until
+// it has accepted count pushes in all. Between waits it reads the sync's
+// progress and fails at once if the sync is done short of count (devices
+// pruned, failed or never queued), or when timeout passes.
+func (s *stack) waitEmu(b *testing.B, id string, count int, timeout time.Duration) {
 	b.Helper()
-	u := fmt.Sprintf("%s/admin/wait?count=%d&timeout=%s", s.emuCtl, count, timeout)
-	req, err := http.NewRequestWithContext(b.Context(), http.MethodGet, u, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		b.Fatalf("wait for %d pushes at the emulator: %v", count, err)
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b.Fatalf("wait for %d pushes at the emulator (has %d): %d %s", count, s.emuStats(b).Delivered, resp.StatusCode, raw)
+	deadline := time.Now().Add(timeout)
+	u := fmt.Sprintf("%s/admin/wait?count=%d&timeout=5s", s.emuCtl, count)
+	for {
+		req, err := http.NewRequestWithContext(b.Context(), http.MethodGet, u, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp, err := s.client.Do(req)
+		if err != nil {
+			b.Fatalf("wait for %d pushes at the emulator: %v", count, err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusOK:
+			return
+		case resp.StatusCode != http.StatusGatewayTimeout:
+			b.Fatalf("wait for %d pushes at the emulator: %d %s", count, resp.StatusCode, raw)
+		}
+		if p := s.progress(b, id); p.State == "done" {
+			b.Fatalf("sync %s is done (%+v) but the emulator has %d of %d pushes", id, p, s.emuStats(b).Delivered, count)
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the emulator has %d of %d pushes after %v", s.emuStats(b).Delivered, count, timeout)
+		}
 	}
 }
 
@@ -746,7 +760,7 @@ func BenchmarkFleet(b *testing.B) {
 		pollUntil(b, 30*time.Minute, "sync "+id+" is planned", func() bool { return s.progress(b, id).State != "planning" })
 		planned := time.Since(start)
 		atPlanned := s.partitionMemory(b)
-		s.waitEmu(b, before.Delivered+int(n), time.Hour)
+		s.waitEmu(b, id, before.Delivered+int(n), time.Hour)
 		fanout := time.Since(start)
 		d1, e1 := mustProc(b, dpid), mustProc(b, s.emu.Pid())
 		redisCPU := redistest.MainThreadCPU(b, s.rdb) - redis0
