@@ -11,12 +11,12 @@ FUZZ_TARGETS  := ./internal/feeds:FuzzParse ./internal/feeds:FuzzIdentity \
                  ./internal/httpapi:FuzzDecodeRegister ./internal/httpapi:FuzzDecodePatch \
                  ./internal/httpapi:FuzzDecodeFeed ./internal/httpapi:FuzzDecodeReceipt \
                  ./internal/httpapi:FuzzDecodeSync
-.PHONY: help run test deps fuzz bench lint build clean
+.PHONY: help run test deps fuzz bench bench-1m lint build clean
 .DEFAULT_GOAL := help
 
 ## help: list the targets with what each does
 help:
-	@awk -F': ' '/^## [a-z-]+: /{sub(/^## /, ""); printf "  make %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk -F': ' '/^## [a-z0-9-]+: /{sub(/^## /, ""); printf "  make %-7s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 ## run: build and start the whole local stack in one process (cmd/devstack); Ctrl-C stops it
 run:
@@ -52,6 +52,10 @@ deps:
 ## bench: run the benchmarks (results go to docs/BENCHMARKS.md by hand)
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -timeout 60m ./...
+
+## bench-1m: one breaking sync to 1M devices, dispatcher, api and emulator as their own processes (NUDGE_BENCH_DEVICES picks the size)
+bench-1m:
+	NUDGE_BENCH_DEVICES=$${NUDGE_BENCH_DEVICES:-1000000} $(GO) test -run '^$$' -bench '^BenchmarkFleet$$' -benchtime 1x -timeout 90m -v ./internal/benchfleet/
 
 ## lint: go vet plus staticcheck (skipped with a note when it cannot be fetched)
 lint:

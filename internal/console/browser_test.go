@@ -361,14 +361,14 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Parallel()
 		b := setup(t, browser)
 		loginOK(t, b, "editor-key")
-		waitFor(t, b, "the empty schedule", `!document.querySelector("#scheduled-empty").hidden`, 10*time.Second)
+		b.tab.WaitFor(t, "the empty schedule", `!document.querySelector("#scheduled-empty").hidden`, 10*time.Second)
 		do(t, b, "choose a feed and an audience, and preview it",
 			chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)),
 			chromedp.Click(chromedp.CSS(`input[name=platform][value=ios]`)),
 			chromedp.Click(chromedp.CSS("#audience-preview")),
 		)
 		// The fake halves 1,200 for the one narrowing field.
-		waitFor(t, b, "the count", `document.querySelector("#audience-count").textContent.includes("600")`, 10*time.Second)
+		b.tab.WaitFor(t, "the count", `document.querySelector("#audience-count").textContent.includes("600")`, 10*time.Second)
 		if got, want := text(t, b, "#audience-count"), "This sync would reach 600 devices."; got != want {
 			t.Fatalf("preview: got %q, want %q", got, want)
 		}
@@ -394,13 +394,13 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.SendKeys(chromedp.CSS("#alert-title"), "Polls close"),
 			chromedp.Click(chromedp.CSS("#sync-submit")),
 		)
-		waitFor(t, b, "the first scheduled sync", `document.querySelectorAll("#scheduled li").length === 1`, 10*time.Second)
+		b.tab.WaitFor(t, "the first scheduled sync", `document.querySelectorAll("#scheduled li").length === 1`, 10*time.Second)
 		if got := text(t, b, "#sync-submit"); got != "Send breaking sync" {
 			t.Fatalf("button after scheduling: got %q, want Send breaking sync", got)
 		}
 		sendAt(8)
 		do(t, b, "schedule one in a few seconds", chromedp.Click(chromedp.CSS("#sync-submit")))
-		waitFor(t, b, "both scheduled syncs", `document.querySelectorAll("#scheduled li").length === 2`, 10*time.Second)
+		b.tab.WaitFor(t, "both scheduled syncs", `document.querySelectorAll("#scheduled li").length === 2`, 10*time.Second)
 
 		b.api.mu.Lock()
 		reqs, started := slices.Clone(b.api.syncRequests), len(b.api.syncs)
@@ -422,14 +422,14 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 
 		do(t, b, "cancel the one in an hour", chromedp.Click(chromedp.CSS(`#scheduled button[data-sync-id="ev-1"]`)))
-		waitFor(t, b, "the cancel", `document.querySelector("#scheduled-status").textContent.includes("ev-1 is cancelled")`, 10*time.Second)
+		b.tab.WaitFor(t, "the cancel", `document.querySelector("#scheduled-status").textContent.includes("ev-1 is cancelled")`, 10*time.Second)
 		if js[bool](t, b, `!!document.querySelector('#scheduled li[data-sync-id="ev-1"]')`) {
 			t.Fatal("the cancelled sync is still listed")
 		}
 
-		waitFor(t, b, "the other to start when due", `document.querySelector("#scheduled-status").textContent.includes("ev-2 has started")`, 20*time.Second)
-		waitFor(t, b, "its progress", `!document.querySelector("#sync-progress").hidden && document.querySelector("#sync-id").textContent === "ev-2"`, 10*time.Second)
-		waitFor(t, b, "the empty schedule", `!document.querySelector("#scheduled-empty").hidden`, 10*time.Second)
+		b.tab.WaitFor(t, "the other to start when due", `document.querySelector("#scheduled-status").textContent.includes("ev-2 has started")`, 20*time.Second)
+		b.tab.WaitFor(t, "its progress", `!document.querySelector("#sync-progress").hidden && document.querySelector("#sync-id").textContent === "ev-2"`, 10*time.Second)
+		b.tab.WaitFor(t, "the empty schedule", `!document.querySelector("#scheduled-empty").hidden`, 10*time.Second)
 		b.api.mu.Lock()
 		_, cancelledStarted := b.api.syncs["ev-1"]
 		cancels := b.api.cancels
