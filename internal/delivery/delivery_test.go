@@ -66,8 +66,12 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 	if err != nil {
 		t.Fatal(err)
 	}
+	planner, err := fanout.New(fanout.Config{}, rdb, th, log, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if tcfg != (throttle.Config{}) {
-		sch, err := throttle.NewScheduler(throttle.SchedulerConfig{Tick: 50 * time.Millisecond}, th, log)
+		sch, err := throttle.NewScheduler(throttle.SchedulerConfig{Tick: 50 * time.Millisecond}, th, planner, log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,10 +79,6 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 			t.Fatal(err)
 		}
 		t.Cleanup(sch.Stop)
-	}
-	planner, err := fanout.New(fanout.Config{}, rdb, th, log, nil, nil)
-	if err != nil {
-		t.Fatal(err)
 	}
 	emu, creds := pushemutest.Start(t, pushemu.Config{})
 	pcfg := push.Config{

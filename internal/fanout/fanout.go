@@ -24,6 +24,8 @@
 //	queued deferred coalesced skipped missing duplicate   throttle outcomes
 //	held                     alert-lane devices the alert guard held back
 //	sent pruned failed superseded   push outcomes, added by the push worker (Record)
+//	dropped                  pending pushes the throttle's scheduler dropped (device
+//	                         opted out or deleted before it was due), per device (Record)
 //	last                     when the latest push of the event was sent (unix ms, Redis's clock)
 //
 // The hash expires Config.Retain after Publish. Nothing recreates it
@@ -266,6 +268,10 @@ type Progress struct {
 	// Superseded counts pushes dropped at send time because the device was
 	// deleted, opted out or moved to another token after planning (Record).
 	Superseded int64
+	// Dropped counts devices whose pending push the throttle's scheduler
+	// dropped because they opted out or were deleted before it was due
+	// (Record with OutcomeSkipped); they are inside Skipped too.
+	Dropped int64
 	// LastSentAt is when the latest push covering the event was sent;
 	// zero before the first.
 	LastSentAt time.Time
@@ -281,7 +287,8 @@ const (
 // InFlight is the number of targeted devices whose push has not ended yet.
 // A device the throttle queued, deferred or merged into a pending push
 // ends with the one push that carries the event (Record counts each such
-// push once for every event it covers), so every targeted device is
+// push once for every event it covers), or is skipped when the throttle's
+// scheduler drops its pending push, so every targeted device is
 // exactly one of skipped, missing, sent, pruned, failed, superseded or in
 // flight. While planning, a push can end before its window's counts are
 // checkpointed; InFlight is then 0 rather than negative, and Accounted
@@ -294,7 +301,7 @@ func (p Progress) InFlight() int64 {
 // missing, ended and in flight. It equals Targeted once every window's
 // counts are in, and the sum of the parts at every read.
 func (p Progress) Accounted() int64 {
-	return p.Skipped + p.Missing + p.Ended() + p.InFlight()
+	return p.Skipped + p.Missing + p.Ended() - p.Dropped + p.InFlight()
 }
 
 // State is StatePlanning, StateSending or StateDone.
@@ -314,10 +321,11 @@ func (p Progress) State() string {
 // push and end with it).
 func (p Progress) Planned() int64 { return p.Queued + p.Deferred }
 
-// Ended is the number of pushes with a final outcome.
-func (p Progress) Ended() int64 { return p.Sent + p.Pruned + p.Failed + p.Superseded }
+// Ended is the number of pushes with a final outcome, counting a dropped
+// pending push once per device.
+func (p Progress) Ended() int64 { return p.Sent + p.Pruned + p.Failed + p.Superseded + p.Dropped }
 
-var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "held", "last", "def"}
+var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "held", "last", "dropped", "def"}
 
 // Progress returns the progress of event id.
 func (p *Planner) Progress(ctx context.Context, id string) (Progress, error) {
@@ -336,8 +344,9 @@ func (p *Planner) Progress(ctx context.Context, id string) (Progress, error) {
 	pr := Progress{
 		ID: id, Done: n(0) == 1, Cursor: uint64(n(1)),
 		Targeted: n(3), Queued: n(4), Deferred: n(5), Coalesced: n(6), Skipped: n(7), Missing: n(8), Duplicate: n(9),
-		Sent: n(10), Pruned: n(11), Failed: n(12), Superseded: n(13), Held: n(14),
+		Sent: n(10), Pruned: n(11), Failed: n(12), Superseded: n(13), Held: n(14), Dropped: n(16),
 	}
+	pr.Skipped += pr.Dropped
 	if fin := n(2); fin > 0 {
 		pr.FinishedAt = time.UnixMilli(fin)
 	}
@@ -358,6 +367,10 @@ const (
 	// OutcomeSuperseded: dropped at send time because the device was
 	// deleted, opted out or re-tokened after the push was planned.
 	OutcomeSuperseded Outcome = "superseded"
+	// OutcomeSkipped: the device's pending push was dropped before it was
+	// due because the device opted out or was deleted (the throttle's
+	// scheduler); the device counts as skipped. Stored in field "dropped".
+	OutcomeSkipped Outcome = "skipped"
 )
 
 // recordScript adds to a push outcome counter of an event that still
@@ -381,8 +394,12 @@ return 1
 // Record counts one push outcome for each entry of eventIDs: an event listed
 // n times (n pushes of a batch covered it) is counted n times, in one call.
 func (p *Planner) Record(ctx context.Context, eventIDs []string, o Outcome) error {
-	if o != OutcomeSent && o != OutcomePruned && o != OutcomeFailed && o != OutcomeSuperseded {
-		return fmt.Errorf("record outcome %q: want sent, pruned, failed or superseded", o)
+	if o != OutcomeSent && o != OutcomePruned && o != OutcomeFailed && o != OutcomeSuperseded && o != OutcomeSkipped {
+		return fmt.Errorf("record outcome %q: want sent, pruned, failed, superseded or skipped", o)
+	}
+	field := string(o)
+	if o == OutcomeSkipped {
+		field = "dropped"
 	}
 	counts := map[string]int{}
 	var ids []string
@@ -398,19 +415,25 @@ func (p *Planner) Record(ctx context.Context, eventIDs []string, o Outcome) erro
 	pipe := p.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(ids))
 	for i, id := range ids {
-		cmds[i] = recordScript.EvalSha(ctx, pipe, []string{keys.Event(id)}, string(o), counts[id])
+		cmds[i] = recordScript.EvalSha(ctx, pipe, []string{keys.Event(id)}, field, counts[id])
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command, checked below
 	for i, c := range cmds {
 		err := c.Err()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			err = recordScript.Run(ctx, p.rdb, []string{keys.Event(ids[i])}, string(o), counts[ids[i]]).Err()
+			err = recordScript.Run(ctx, p.rdb, []string{keys.Event(ids[i])}, field, counts[ids[i]]).Err()
 		}
 		if err != nil {
 			return fmt.Errorf("record %s for event %s: %w", o, ids[i], err)
 		}
 	}
 	return nil
+}
+
+// RecordSkipped counts one device as skipped for each entry of eventIDs:
+// the throttle's scheduler dropped its pending push (throttle.Recorder).
+func (p *Planner) RecordSkipped(ctx context.Context, eventIDs []string) error {
+	return p.Record(ctx, eventIDs, OutcomeSkipped)
 }
 
 // checkpointScript advances an event's cursor and adds a window's counts,
@@ -636,7 +659,7 @@ func (p *Planner) decide(ctx context.Context, ev Event, subs []sub) (throttle.Co
 	}
 	var total throttle.Counts
 	for _, mask := range order {
-		u := throttle.Update{Event: ev.ID, Lane: ev.throttleLane(), Reason: ev.Reason}
+		u := throttle.Update{Event: ev.ID, Lane: ev.throttleLane(), Reason: ev.Reason, Alert: (*throttle.Alert)(ev.Alert)}
 		for f, feed := range ev.Feeds {
 			if mask&(1<<f) == 0 {
 				continue

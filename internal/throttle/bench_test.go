@@ -108,11 +108,11 @@ func BenchmarkStep(b *testing.B) {
 }
 
 func (e *env) decideAt(b *testing.B, now time.Time, u Update, ids []uint64) (Counts, error) {
-	e.clk.set(now)
+	e.setNow(b, now)
 	return e.th.Decide(b.Context(), u, ids)
 }
 
 func (e *env) stepAt(b *testing.B, now time.Time, limit int) (Moves, error) {
-	e.clk.set(now)
+	e.setNow(b, now)
 	return e.th.Step(b.Context(), limit)
 }
