@@ -87,7 +87,7 @@
 //
 // # Cost
 //
-// A device's state is one packed string (format in scripts.go), read with
+// A device's state is one packed string (format in common.lua), read with
 // plain substring searches and written with one concatenation. A decision
 // depends only on that string, the device's policy and min_interval and the
 // update, so a script call decides each distinct state once and reuses the
@@ -294,7 +294,7 @@ func alertArg(u Update) (string, error) {
 }
 
 // packFeeds encodes an update's feeds and since cursors as the scripts'
-// US-separated lists (see luaCommon): US ("feed" US)* and
+// US-separated lists (see common.lua): US ("feed" US)* and
 // US ("feed":cursor US)*, the cursors sorted by feed.
 func packFeeds(feeds []string, since map[string]int64) (string, string) {
 	var b strings.Builder
