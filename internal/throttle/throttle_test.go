@@ -345,6 +345,16 @@ func TestScenarios(t *testing.T) {
 			if m := e.step(t, t0.Add(2*time.Second)); len(m.Dropped) != 0 {
 				t.Fatalf("second step: got %+v, want the drops reported once", m)
 			}
+			// Forget drops a state whatever its content.
+			if err := e.rdb.HSet(t.Context(), keys.Throttle(keys.Partition(ios.id)), strconv.FormatUint(ios.id, 10), "not a state").Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.th.Forget(t.Context(), ios.id); err != nil {
+				t.Fatalf("forget an unreadable state: %v", err)
+			}
+			if ok, err := e.rdb.HExists(t.Context(), keys.Throttle(keys.Partition(ios.id)), strconv.FormatUint(ios.id, 10)).Result(); err != nil || ok {
+				t.Fatalf("unreadable state after Forget: present %v (%v), want gone", ok, err)
+			}
 		}},
 		{"missing device", func(t *testing.T, e *env) {
 			if got := e.decide(t, t0, breaking("b1"), 11, 12); got != (Counts{Missing: 2}) {
