@@ -108,6 +108,11 @@ func TestAlertReachesEveryDeviceWhateverTheSilentBudget(t *testing.T) {
 			if !del.Alert {
 				t.Fatalf("device %d: the alert push arrived without its alert: %+v", i, del)
 			}
+			// The push job carries the alert's text; delivery does not read
+			// the event back.
+			if !strings.Contains(string(del.Body), "Breaking") || !strings.Contains(string(del.Body), "It happened") {
+				t.Fatalf("device %d: the alert push lacks the alert's title or body: %s", i, del.Body)
+			}
 			if d.Platform == "ios" && (del.PushType != "alert" || del.Priority != "10" || del.Aps["content-available"] != float64(1)) {
 				t.Fatalf("device %d: ios alert push type %q priority %q aps %v", i, del.PushType, del.Priority, del.Aps)
 			}

@@ -100,10 +100,8 @@ type Budget interface {
 	Forget(ctx context.Context, id uint64) error
 }
 
-// Events reads events and counts push outcomes for them; *fanout.Planner is
-// one.
+// Events counts push outcomes for events; *fanout.Planner is one.
 type Events interface {
-	Event(ctx context.Context, id string) (fanout.Event, error)
 	Record(ctx context.Context, eventIDs []string, o fanout.Outcome) error
 }
 
@@ -144,9 +142,6 @@ type Handler struct {
 	// receipts signs push ids so that the api can verify receipts.
 	receipts *receipts.Signer
 
-	alertsMu sync.Mutex
-	alerts   map[string]*push.Alert // event id -> alert (nil: none); events never change
-
 	scopesMu sync.Mutex
 	scopes   []string // pause scopes seen so far: read with the devices
 
@@ -181,7 +176,7 @@ func New(cfg Config, d Deps) (*Handler, error) {
 	}
 	h := &Handler{
 		cfg: cfg, rdb: d.Redis, sender: d.Sender, devices: d.Devices, budget: d.Throttle, events: d.Events,
-		stats: d.Stats, log: d.Logger, now: d.Clock, alerts: map[string]*push.Alert{}, receipts: receipts.NewSigner(d.Redis),
+		stats: d.Stats, log: d.Logger, now: d.Clock, receipts: receipts.NewSigner(d.Redis),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_delivery_results_total",
 			Help: "Provider send results by provider, action (delivered, prune_token, retry, backoff_device, pause_provider, permanent) and reason.",
@@ -436,10 +431,6 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 			tally.add(it, "", fanout.OutcomeSuperseded)
 			continue
 		}
-		alert, err := h.alert(ctx, it.push)
-		if err != nil {
-			return nil, err
-		}
 		id, err := h.receipts.Sign(ctx, it.push.Device, PushID(it.push.Lane, h.now(), it.push.CollapseID()))
 		if err != nil {
 			return nil, err
@@ -454,7 +445,7 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 			Reason:      push.Reason(it.push.Reason),
 			Feeds:       it.push.Feeds,
 			Since:       cursors(it.push.Since),
-			Alert:       alert,
+			Alert:       alertOf(it.push),
 			CollapseID:  it.push.CollapseID(),
 		}
 		it.scope = h.sender.PauseScope(&it.msg)
@@ -503,52 +494,15 @@ func (h *Handler) learnScopes(scopes []string) {
 	}
 }
 
-// alert returns the visible alert of an alert-lane push: the alert of the
-// newest event it covers that has one. Only the alert lane is visible: a
-// device the throttle's alert guard held back gets the same event on the
-// breaking lane, silent.
-func (h *Handler) alert(ctx context.Context, p throttle.Push) (*push.Alert, error) {
-	if p.Lane != throttle.LaneAlert {
-		return nil, nil
+// alertOf returns the visible alert of an alert-lane push, which the
+// push job carries. Only the alert lane is visible: a device the
+// throttle's alert guard held back gets the same event on the breaking
+// lane, silent.
+func alertOf(p throttle.Push) *push.Alert {
+	if p.Lane != throttle.LaneAlert || p.Alert == nil || (p.Alert.Title == "" && p.Alert.Body == "") {
+		return nil
 	}
-	for _, id := range slices.Backward(p.Events) {
-		a, ok := h.cachedAlert(id)
-		if !ok {
-			ev, err := h.events.Event(ctx, id)
-			switch {
-			case errors.Is(err, fanout.ErrNotFound):
-			case err != nil:
-				return nil, fmt.Errorf("load event %s: %w", id, err)
-			case ev.Alert != nil && (ev.Alert.Title != "" || ev.Alert.Body != ""):
-				a = &push.Alert{Title: ev.Alert.Title, Body: ev.Alert.Body}
-			}
-			h.cacheAlert(id, a)
-		}
-		if a != nil {
-			return a, nil
-		}
-	}
-	return nil, nil
-}
-
-// maxCachedAlerts bounds the alert cache; breaking events are few, and a
-// miss costs one HGET.
-const maxCachedAlerts = 1024
-
-func (h *Handler) cachedAlert(id string) (*push.Alert, bool) {
-	h.alertsMu.Lock()
-	defer h.alertsMu.Unlock()
-	a, ok := h.alerts[id]
-	return a, ok
-}
-
-func (h *Handler) cacheAlert(id string, a *push.Alert) {
-	h.alertsMu.Lock()
-	defer h.alertsMu.Unlock()
-	if len(h.alerts) >= maxCachedAlerts {
-		clear(h.alerts)
-	}
-	h.alerts[id] = a
+	return &push.Alert{Title: p.Alert.Title, Body: p.Alert.Body}
 }
 
 func cursors(since map[string]int64) []push.Cursor {

@@ -68,16 +68,6 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tcfg != (throttle.Config{}) {
-		sch, err := throttle.NewScheduler(throttle.SchedulerConfig{Tick: 50 * time.Millisecond}, th, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sch.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(sch.Stop)
-	}
 	evs, err := events.New(events.Config{}, rdb)
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +75,16 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 	planner, err := fanout.New(fanout.Config{}, fanout.Deps{Events: evs, Subscribers: reg, Decider: th, Logger: log})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tcfg != (throttle.Config{}) {
+		sch, err := throttle.NewScheduler(throttle.SchedulerConfig{Tick: 50 * time.Millisecond}, th, planner, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sch.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(sch.Stop)
 	}
 	emu, creds := pushemutest.Start(t, pushemu.Config{})
 	pcfg := push.Config{

@@ -94,3 +94,47 @@ func TestProgressFollowedToTheEnd(t *testing.T) {
 	}
 	t.Logf("%d polls; final %+v", polls, p)
 }
+
+// TestDroppedPendingPushCountsSkipped follows a feed sync whose pushes are
+// all deferred by the debounce, then, before they are due, opts one device
+// out and deletes another. The throttle's scheduler drops their pending
+// pushes and records them as skipped, so the sync still reaches done with
+// targeted = skipped + sent (+ pruned, failed, superseded, in flight, all
+// 0 here). Before the scheduler recorded drops, the sync stayed sending
+// with two devices in flight for ever. The debounce is 1 s (scaled down
+// from minutes) so that the opt-out lands well before the pushes are due.
+func TestDroppedPendingPushCountsSkipped(t *testing.T) {
+	t.Parallel()
+	pol := throttle.Policy{Limit: 10, Window: time.Minute, MinGap: time.Millisecond, Debounce: time.Second, MaxWait: 2 * time.Second}
+	b := setupWith(t, throttle.Config{IOS: pol, Android: pol})
+	ctx := t.Context()
+	var devs []devices.Device
+	for i := range 4 {
+		devs = append(devs, b.register(t, "fcm", "android", fcmToken(7000+i), true))
+	}
+	id := b.publish(t, throttle.LaneFeed, nil, "headlines")
+	p, err := b.planner.Progress(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Done || p.Targeted != 4 || p.Deferred != 4 {
+		t.Fatalf("after planning: got %+v, want 4 targeted, all deferred", p)
+	}
+	off := false
+	if _, err := b.reg.Update(ctx, devs[0], devices.Patch{SyncEnabled: &off}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.reg.Delete(ctx, devs[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	p = b.waitProgress(t, id, func(p fanout.Progress) bool { return p.State() == fanout.StateDone })
+	sum := p.Skipped + p.Missing + p.Sent + p.Pruned + p.Failed + p.Superseded + p.InFlight()
+	if p.Targeted != 4 || p.Accounted() != p.Targeted || sum != p.Targeted || p.Skipped != 2 || p.Dropped != 2 || p.Sent != 2 {
+		t.Fatalf("final progress: got %+v (parts sum to %d), want 4 targeted = 2 skipped (dropped) + 2 sent", p, sum)
+	}
+	for i, d := range devs[:2] {
+		if n := len(b.emu.Deliveries(d.Token)); n != 0 {
+			t.Fatalf("device %d got %d pushes after it opted out or was deleted", i, n)
+		}
+	}
+}

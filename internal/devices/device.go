@@ -16,6 +16,9 @@
 // version · bp "1" while the bits of version bv are not known to be applied
 // · xf feeds whose bits may still be set though fd no longer lists them.
 //
+// The device hash is this package's: other packages name it with Key and
+// their Lua scripts read it only through the LuaPolicy fragment.
+//
 // The keys of one device live in different cluster slots, so no single
 // script can update them together. Writes are ordered so that a crash at any
 // point leaves nothing that misroutes a push, and the next write of a

@@ -113,34 +113,20 @@ func New(rdb redis.UniversalClient, feeds Catalog, cfg Config) (*Registry, error
 	return &Registry{rdb: rdb, feeds: feeds, cfg: cfg}, nil
 }
 
-// claimScript points a token index entry at a device id.
+// claimScript points a token index entry at a device id; see claim.lua.
 //
-// KEYS[1] token shard (tok:{sN})
-// ARGV[1] token digest (index field)
-// ARGV[2] device id to store
-// ARGV[3] id the entry may hold and be overwritten ("" = only if unset)
-//
-// Returns 0 when the entry now holds ARGV[2] (set, already equal, or
-// overwritten), otherwise the id it holds (as a string).
-var claimScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if (not cur) or cur == ARGV[2] or cur == ARGV[3] then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  return 0
-end
-return cur
-`)
+//go:embed claim.lua
+var claimLua string
 
-// releaseScript removes a token index entry only if it points at a device.
+var claimScript = redis.NewScript(claimLua)
+
+// releaseScript removes a token index entry only if it points at a
+// device; see release.lua.
 //
-// KEYS[1] token shard; ARGV[1] token digest; ARGV[2] device id.
-// Returns 1 if removed, 0 otherwise.
-var releaseScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  return redis.call('HDEL', KEYS[1], ARGV[1])
-end
-return 0
-`)
+//go:embed release.lua
+var releaseLua string
+
+var releaseScript = redis.NewScript(releaseLua)
 
 // writeScript changes the named fields of a device after checking the
 // credential; see write.lua for its contract.
@@ -166,25 +152,13 @@ var claimSubLua string
 
 var claimSubscribeScript = redis.NewScript(claimSubLua)
 
-// deleteScript deletes a device hash only if it holds a token and, when
-// a cutoff is given, was last updated before it.
+// deleteScript deletes a device hash only if it holds a token and was
+// not updated since a cutoff; see delete.lua.
 //
-// KEYS[1] device hash
-// ARGV[1] token
-// ARGV[2] cutoff, unix ms ("0" = none): delete only if the whole second
-// of "ut" (unix seconds) ends at or before it, so a token set again after
-// the provider's answer stays
-//
-// Returns the deleted device's "fd" (feeds), or nil when the hash is gone,
-// holds another token or was updated at or after the cutoff.
-var deleteScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'tk', 'fd', 'ut')
-if v[1] ~= ARGV[1] then return false end
-local cut = tonumber(ARGV[2])
-if cut > 0 and ((tonumber(v[3]) or 0) + 1) * 1000 > cut then return false end
-redis.call('DEL', KEYS[1])
-return v[2] or ''
-`)
+//go:embed delete.lua
+var deleteLua string
+
+var deleteScript = redis.NewScript(deleteLua)
 
 // tokenIndex returns the shard key and field of a token's index entry: the
 // first 12 bytes of sha256(token).

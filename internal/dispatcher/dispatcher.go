@@ -181,7 +181,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Dispatcher, error) {
 	}); err != nil {
 		return fail(err)
 	}
-	if dis.scheduler, err = throttle.NewScheduler(cfg.Scheduler, p.Throttle, d.Logger); err != nil {
+	if dis.scheduler, err = throttle.NewScheduler(cfg.Scheduler, p.Throttle, p.Planner, d.Logger); err != nil {
 		return fail(err)
 	}
 
@@ -317,7 +317,7 @@ func (d *Dispatcher) handBack(ctx context.Context, dead []jobs.DeadJob) {
 		// A fresh event id: the throttle remembers the ones it applied.
 		u := throttle.Update{
 			Event: fmt.Sprintf("redo:%d:%s", dj.Partition, dj.OriginalID),
-			Feeds: p.Feeds, Lane: p.Lane, Reason: p.Reason, Since: p.Since,
+			Feeds: p.Feeds, Lane: p.Lane, Reason: p.Reason, Since: p.Since, Alert: p.Alert,
 		}
 		if _, err := d.pipe.Throttle.Decide(ctx, u, []uint64{p.Device}); err != nil {
 			d.log.ErrorContext(ctx, "hand a dead push back to the throttle", "device_id", p.Device, "job", dj.OriginalID, "cause", dj.Cause, "err", err)

@@ -12,6 +12,8 @@
 //	queued deferred coalesced skipped missing duplicate   throttle outcomes
 //	held                     alert-lane devices the alert guard held back
 //	sent pruned failed superseded   push outcomes (Record)
+//	dropped                  pending pushes the throttle's scheduler dropped (device
+//	                         opted out or deleted before it was due), per device (Record)
 //	last                     when the latest push of the event was sent (unix ms, Redis's clock)
 //
 // The hash expires Config.Retain after Create. Nothing recreates it
@@ -126,7 +128,7 @@ func (s *Store) Definition(ctx context.Context, id string) ([]byte, error) {
 	return raw, nil
 }
 
-var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "held", "last", "def"}
+var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "held", "last", "dropped", "def"}
 
 // Progress returns the progress of event id.
 func (s *Store) Progress(ctx context.Context, id string) (Progress, error) {
@@ -145,8 +147,9 @@ func (s *Store) Progress(ctx context.Context, id string) (Progress, error) {
 	pr := Progress{
 		ID: id, Done: n(0) == 1, Cursor: uint64(n(1)),
 		Targeted: n(3), Queued: n(4), Deferred: n(5), Coalesced: n(6), Skipped: n(7), Missing: n(8), Duplicate: n(9),
-		Sent: n(10), Pruned: n(11), Failed: n(12), Superseded: n(13), Held: n(14),
+		Sent: n(10), Pruned: n(11), Failed: n(12), Superseded: n(13), Held: n(14), Dropped: n(16),
 	}
+	pr.Skipped += pr.Dropped
 	if fin := n(2); fin > 0 {
 		pr.FinishedAt = time.UnixMilli(fin)
 	}
@@ -194,8 +197,12 @@ func (s *Store) Finish(ctx context.Context, id string, at time.Time) error {
 // n times (n pushes of a batch covered it) is counted n times, in one
 // pipeline. An event that expired is skipped, not recreated.
 func (s *Store) Record(ctx context.Context, eventIDs []string, o Outcome) error {
-	if o != OutcomeSent && o != OutcomePruned && o != OutcomeFailed && o != OutcomeSuperseded {
-		return fmt.Errorf("record outcome %q: want sent, pruned, failed or superseded", o)
+	if o != OutcomeSent && o != OutcomePruned && o != OutcomeFailed && o != OutcomeSuperseded && o != OutcomeSkipped {
+		return fmt.Errorf("record outcome %q: want sent, pruned, failed, superseded or skipped", o)
+	}
+	field := string(o)
+	if o == OutcomeSkipped {
+		field = "dropped"
 	}
 	counts := map[string]int{}
 	var ids []string
@@ -211,13 +218,13 @@ func (s *Store) Record(ctx context.Context, eventIDs []string, o Outcome) error 
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(ids))
 	for i, id := range ids {
-		cmds[i] = recordScript.EvalSha(ctx, pipe, []string{keys.Event(id)}, string(o), counts[id])
+		cmds[i] = recordScript.EvalSha(ctx, pipe, []string{keys.Event(id)}, field, counts[id])
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command, checked below
 	for i, c := range cmds {
 		err := c.Err()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			err = recordScript.Run(ctx, s.rdb, []string{keys.Event(ids[i])}, string(o), counts[ids[i]]).Err()
+			err = recordScript.Run(ctx, s.rdb, []string{keys.Event(ids[i])}, field, counts[ids[i]]).Err()
 		}
 		if err != nil {
 			return fmt.Errorf("record %s for event %s: %w", o, ids[i], err)

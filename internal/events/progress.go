@@ -24,6 +24,10 @@ type Progress struct {
 	// Superseded counts pushes dropped at send time because the device was
 	// deleted, opted out or moved to another token after planning (Record).
 	Superseded int64
+	// Dropped counts devices whose pending push the throttle's scheduler
+	// dropped because they opted out or were deleted before it was due
+	// (Record with OutcomeSkipped); they are inside Skipped too.
+	Dropped int64
 	// LastSentAt is when the latest push covering the event was sent;
 	// zero before the first.
 	LastSentAt time.Time
@@ -40,7 +44,8 @@ const (
 // A device the throttle queued, deferred or merged into a pending push
 // ends with the one push that carries the event (Record counts each such
 // push once for every event it covers), so every targeted device is
-// exactly one of skipped, missing, sent, pruned, failed, superseded or in
+// exactly one of skipped (including a pending push the throttle's
+// scheduler dropped), missing, sent, pruned, failed, superseded or in
 // flight. While planning, a push can end before its window's counts are
 // checkpointed; InFlight is then 0 rather than negative, and Accounted
 // counts the ended push.
@@ -52,7 +57,7 @@ func (p Progress) InFlight() int64 {
 // missing, ended and in flight. It equals Targeted once every window's
 // counts are in, and the sum of the parts at every read.
 func (p Progress) Accounted() int64 {
-	return p.Skipped + p.Missing + p.Ended() + p.InFlight()
+	return p.Skipped + p.Missing + p.Ended() - p.Dropped + p.InFlight()
 }
 
 // State is StatePlanning, StateSending or StateDone.
@@ -72,8 +77,9 @@ func (p Progress) State() string {
 // push and end with it).
 func (p Progress) Planned() int64 { return p.Queued + p.Deferred }
 
-// Ended is the number of pushes with a final outcome.
-func (p Progress) Ended() int64 { return p.Sent + p.Pruned + p.Failed + p.Superseded }
+// Ended is the number of pushes with a final outcome, counting a dropped
+// pending push once per device.
+func (p Progress) Ended() int64 { return p.Sent + p.Pruned + p.Failed + p.Superseded + p.Dropped }
 
 // Outcome is what happened to a push, as recorded by the push worker.
 type Outcome string
@@ -86,4 +92,8 @@ const (
 	// OutcomeSuperseded: dropped at send time because the device was
 	// deleted, opted out or re-tokened after the push was planned.
 	OutcomeSuperseded Outcome = "superseded"
+	// OutcomeSkipped: the device's pending push was dropped before it was
+	// due because the device opted out or was deleted (the throttle's
+	// scheduler); the device counts as skipped. Stored in field "dropped".
+	OutcomeSkipped Outcome = "skipped"
 )

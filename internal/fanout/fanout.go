@@ -272,12 +272,19 @@ const (
 	OutcomePruned     = events.OutcomePruned
 	OutcomeFailed     = events.OutcomeFailed
 	OutcomeSuperseded = events.OutcomeSuperseded
+	OutcomeSkipped    = events.OutcomeSkipped
 )
 
 // Record counts one push outcome for each entry of eventIDs
 // (events.Store.Record).
 func (p *Planner) Record(ctx context.Context, eventIDs []string, o Outcome) error {
 	return p.events.Record(ctx, eventIDs, o)
+}
+
+// RecordSkipped counts one device as skipped for each entry of eventIDs:
+// the throttle's scheduler dropped its pending push (throttle.Recorder).
+func (p *Planner) RecordSkipped(ctx context.Context, eventIDs []string) error {
+	return p.events.Record(ctx, eventIDs, OutcomeSkipped)
 }
 
 // Plan walks the subscribers of event id from its checkpoint and hands them
@@ -412,7 +419,7 @@ func (p *Planner) decide(ctx context.Context, ev Event, subs []devices.Subscribe
 	}
 	var total throttle.Counts
 	for _, mask := range order {
-		u := throttle.Update{Event: ev.ID, Lane: ev.throttleLane(), Reason: ev.Reason}
+		u := throttle.Update{Event: ev.ID, Lane: ev.throttleLane(), Reason: ev.Reason, Alert: (*throttle.Alert)(ev.Alert)}
 		for f, feed := range ev.Feeds {
 			if mask&(1<<f) == 0 {
 				continue

@@ -1,12 +1,13 @@
 // Package jobs is nudge's durable job queue on Redis Streams.
 //
 // A Queue has a name and a number of partitions. Partition p of queue q is
-// the stream keys.Stream(q, p), read through the consumer group "workers";
+// the stream Stream(q, p), read through the consumer group "workers";
 // its retry set (keys.Retry), dead-letter stream (keys.DeadLetter), done
 // records (keys.Done) and idempotency markers (keys.Unique) carry the same
 // hash tag {pN}, so every Lua script stays in one slot and runs unchanged
 // on Redis Cluster. A stream entry carries its payload in field "p" (other
-// packages' scripts add push jobs with XADD key * p <payload>) and, when it
+// packages' scripts add push jobs through the Lua fragment LuaAdd, never
+// writing an entry themselves) and, when it
 // came back from the retry set, its earlier deliveries in field "n".
 //
 // Producers call Enqueue (pipelined), EnqueueAfter (delayed) or

@@ -20,7 +20,7 @@ const Group = "workers"
 
 // Payload and bookkeeping fields of a stream entry.
 const (
-	fieldPayload    = "p" // job payload bytes (other packages XADD this field directly)
+	fieldPayload    = "p" // job payload bytes (other packages add entries through LuaAdd)
 	fieldDeliveries = "n" // deliveries before this entry, when it came back from retry
 	fieldFirst      = "f" // unix ms of the first enqueue (Redis's clock), when it came back from retry
 	fieldOrigID     = "o" // dead-letter: the job id in the stream
@@ -73,7 +73,7 @@ func (c Config) validate() error {
 }
 
 // Queue is a durable, partitioned job queue on Redis Streams. Partition p
-// is the stream keys.Stream(name, p) read through the consumer group Group;
+// is the stream Stream(name, p) read through the consumer group Group;
 // its retry set, dead-letter stream, done records and idempotency markers
 // share the partition's hash tag. A Queue is safe for concurrent use.
 type Queue struct {
@@ -101,7 +101,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Queue, error) {
 		deadCap: max(cfg.DeadMaxLen/int64(cfg.Partitions), min(cfg.DeadMaxLen, 100))}
 	for p := range cfg.Partitions {
 		pk := partKeys{
-			stream: keys.Stream(cfg.Name, p),
+			stream: Stream(cfg.Name, p),
 			retry:  keys.Retry(cfg.Name, p),
 			dead:   keys.DeadLetter(cfg.Name, p),
 			done:   keys.Done(cfg.Name, p),

@@ -9,7 +9,8 @@ import (
 )
 
 func alertUpdate(ev string) Update {
-	return Update{Event: ev, Feeds: []string{"news"}, Lane: LaneAlert, Reason: "breaking", Since: map[string]int64{"news": 7}}
+	return Update{Event: ev, Feeds: []string{"news"}, Lane: LaneAlert, Reason: "breaking", Since: map[string]int64{"news": 7},
+		Alert: &Alert{Title: "Title " + ev, Body: `"quoted" body`}}
 }
 
 // TestAlertLane checks the alert lane on a simulated clock: an alert goes
@@ -41,6 +42,17 @@ func TestAlertLane(t *testing.T) {
 		if got.Lane != LaneAlert || !slices.Equal(got.Events, []string{"f1", "a1"}) || !slices.Contains(got.Feeds, "sport") || got.Since["sport"] != 3 || got.Since["news"] != 7 {
 			t.Fatalf("device 1 alert push: got %+v, want the pending f1 absorbed", got)
 		}
+		// The alert rides in the job: on both the cold path (device 2,
+		// never seen) and the merging one (device 1); silent pushes carry none.
+		for _, dev := range []uint64{1, 2} {
+			a := ps[dev][len(ps[dev])-1].Alert
+			if a == nil || *a != (Alert{Title: "Title a1", Body: `"quoted" body`}) {
+				t.Fatalf("device %d alert push: alert %+v, want a1's", dev, a)
+			}
+		}
+		if a := ps[1][0].Alert; a != nil {
+			t.Fatalf("device 1 breaking push: alert %+v, want none", a)
+		}
 		if m := e.step(t, t0.Add(2*time.Hour)); m.Queued != 0 {
 			t.Fatalf("a pending push survived the alert: %+v", m)
 		}
@@ -70,6 +82,9 @@ func TestAlertLane(t *testing.T) {
 		last := ps[1][len(ps[1])-1]
 		if last.Lane != LaneAlert || !slices.Contains(last.Events, "a3") || !slices.Contains(last.Events, "a4") {
 			t.Fatalf("alert after the window: got %+v, want it to carry the held a3", last)
+		}
+		if last.Alert == nil || last.Alert.Title != "Title a4" {
+			t.Fatalf("alert after the window: alert %+v, want a4's (the held a3 rides silently)", last.Alert)
 		}
 		for _, p := range ps[1] {
 			if p.Lane != LaneAlert && slices.Contains(p.Events, "a3") {

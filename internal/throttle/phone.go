@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/keys"
 )
 
@@ -74,162 +75,12 @@ const (
 	Unknown
 )
 
-// luaPhone holds the phone log helpers of admitScript and settleScript.
-// A script reads every log it needs with one HMGET (load), works on them
-// in memory (get, put) and writes the changed ones back with one HSET and
-// one HDEL (save): a batch costs a few commands, not two per push.
-const luaPhone = `
-local RS, US = '\30', '\31'
-local tm = redis.call('TIME')
-local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
-local logs, dirty = {}, {}
+// admitScript checks and reserves the send time of a batch of attempts
+// at the phone; see admit.lua.
+var admitScript = redis.NewScript(luaPhone + devices.LuaPolicy + admitLua)
 
--- load reads the logs of fields into memory.
-local function load(key, fields)
-  if #fields == 0 then return end
-  local raws = redis.call('HMGET', key, unpack(fields))
-  for i, f in ipairs(fields) do logs[f] = raws[i] or false end
-end
-
-local function get(field) return logs[field] or nil end
-
-local function put(field, raw)
-  logs[field] = raw or false
-  dirty[#dirty + 1] = field
-end
-
--- save writes the changed logs back (deleting empty ones), in chunks
--- that stay under Lua's argument limit.
-local function save(key)
-  local set, del, done = {}, {}, {}
-  for _, f in ipairs(dirty) do
-    if not done[f] then
-      done[f] = true
-      if logs[f] then set[#set + 1] = f; set[#set + 1] = logs[f] else del[#del + 1] = f end
-    end
-  end
-  for i = 1, #set, 1000 do redis.call('HSET', key, unpack(set, i, math.min(i + 999, #set))) end
-  for i = 1, #del, 1000 do redis.call('HDEL', key, unpack(del, i, math.min(i + 999, #del))) end
-end
-
--- entries parses a log into {tag, ms} pairs.
-local function entries(raw)
-  local out = {}
-  if not raw then return out end
-  for tag, ms in string.gmatch(raw, '([^\30\31]+)\30(%d+)') do
-    out[#out + 1] = {tag, tonumber(ms)}
-  end
-  return out
-end
-
--- encode returns the log es (newest k kept, none older than keep ms), or
--- nil when nothing is left.
-local function encode(es, k, keep)
-  table.sort(es, function(a, b) return a[2] > b[2] end)
-  local parts = {}
-  for i = 1, #es do
-    if #parts >= k then break end
-    if es[i][2] > now - keep then parts[#parts + 1] = es[i][1] .. RS .. es[i][2] end
-  end
-  if #parts == 0 then return nil end
-  return table.concat(parts, US)
-end
-`
-
-// admitScript checks and reserves the send time of a batch of attempts of
-// one partition, on the Redis clock.
-//
-// KEYS[1]   thr:{pN}
-// KEYS[1+i] dev:{pN}:<id> of attempt i
-// ARGV[1..3] iOS limit, window ms, min gap ms; ARGV[4..6] Android's
-// ARGV[5+2i], ARGV[6+2i] device id and tag of attempt i; a tag that
-// starts with "!" is an alert: admitted at once, logged without the "!"
-//
-// Returns one number per attempt: 0 when admitted (the time is reserved),
-// else the milliseconds to wait. Attempts are decided in order, so a later
-// attempt for the same device sees an earlier one's reservation.
-var admitScript = redis.NewScript(luaPhone + `
-local pols = {
-  ios = {k = tonumber(ARGV[1]), w = tonumber(ARGV[2]), gap = tonumber(ARGV[3])},
-  android = {k = tonumber(ARGV[4]), w = tonumber(ARGV[5]), gap = tonumber(ARGV[6])},
-}
-local fields = {}
-for i = 1, #KEYS - 1 do fields[i] = 'p' .. ARGV[5 + 2 * i] end
-load(KEYS[1], fields)
-local out = {}
-for i = 1, #KEYS - 1 do
-  local tag, field = ARGV[6 + 2 * i], fields[i]
-  local alert = string.sub(tag, 1, 1) == '!'
-  if alert then tag = string.sub(tag, 2) end
-  local raw = get(field)
-  if not raw then
-    -- Nothing may have reached the phone within the window: no policy
-    -- to read.
-    put(field, tag .. RS .. now)
-    out[i] = 0
-  else
-    local dev = redis.call('HMGET', KEYS[1 + i], 'pl', 'mi')
-    local pol = pols.android
-    if dev[1] == 'ios' then pol = pols.ios end
-    local gap = math.max(pol.gap, (tonumber(dev[2]) or 0) * 1000)
-    local es = entries(raw)
-    local others = {}
-    for _, e in ipairs(es) do
-      if e[1] ~= tag then others[#others + 1] = e end
-    end
-    table.sort(others, function(a, b) return a[2] > b[2] end)
-    local at = now
-    if others[1] then at = math.max(at, others[1][2] + gap) end
-    if others[pol.k] then at = math.max(at, others[pol.k][2] + pol.w) end
-    if at > now and not alert then
-      out[i] = at - now
-    else
-      others[#others + 1] = {tag, now}
-      put(field, encode(others, pol.k, math.max(pol.w, gap)))
-      out[i] = 0
-    end
-  end
-end
-save(KEYS[1])
-return out
-`)
-
-// settleScript records the outcome of admitted attempts of one partition.
-//
-// KEYS[1] thr:{pN}
-// ARGV[3i-2], ARGV[3i-1], ARGV[3i] device id, tag and "d" (delivered: the
-// time becomes now) or "r" (refused: the entry is removed) of attempt i
-//
-// Returns the number of entries changed.
-var settleScript = redis.NewScript(luaPhone + `
-local fields = {}
-for i = 1, #ARGV, 3 do fields[#fields + 1] = 'p' .. ARGV[i] end
-load(KEYS[1], fields)
-local n = 0
-for i = 1, #ARGV, 3 do
-  local field, tag, what = 'p' .. ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local raw = get(field)
-  if raw then
-    -- Tags are 8 hex digits, so the pattern needs no escaping; the entry
-    -- keeps its place (admit re-sorts when it trims).
-    local pat = tag .. RS .. '%d+'
-    local new, m
-    if what == 'd' then
-      new, m = string.gsub(raw, pat, tag .. RS .. now, 1)
-    else
-      new, m = string.gsub(raw, pat, '', 1)
-      new = string.gsub(string.gsub(new, US .. US, US), '^' .. US, '')
-      new = string.gsub(new, US .. '$', '')
-    end
-    if m > 0 then
-      n = n + 1
-      if new == '' then put(field, nil) else put(field, new) end
-    end
-  end
-end
-save(KEYS[1])
-return n
-`)
+// settleScript records the outcome of admitted attempts; see settle.lua.
+var settleScript = redis.NewScript(luaPhone + settleLua)
 
 // Admit checks, just before sending, that each attempt respects its
 // device's budget at the phone, and reserves the send time of those that
@@ -250,7 +101,7 @@ func (t *Throttle) Admit(ctx context.Context, attempts []Attempt) ([]time.Durati
 		c := &call{keys: []string{keys.Throttle(p)}, args: append([]any(nil), pol...)}
 		for _, i := range idx {
 			a := attempts[i]
-			c.keys = append(c.keys, keys.Device(a.Device))
+			c.keys = append(c.keys, devices.Key(a.Device))
 			tag := a.tag()
 			if a.Alert {
 				tag = "!" + tag

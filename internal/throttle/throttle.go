@@ -51,7 +51,9 @@
 // from either lane, visible alert or not; it is counted as skipped. (A
 // visible breaking alert is a different consent; until the registry records
 // it separately we err on the side of sending nothing.) A pending push of a
-// device that opts out before it falls due is dropped by the scheduler.
+// device that opts out (or is deleted) before it falls due is dropped by the
+// scheduler, which records the device as skipped for each event the push
+// covered (Recorder), so those events' progress still reaches done.
 //
 // # One clock: Redis's
 //
@@ -59,7 +61,8 @@
 // read inside each script, so a decision and the stream id of the push it
 // writes share one instant), never the replica's wall clock, so
 // replicas whose clocks are minutes apart still space a device's pushes by
-// MinGap and keep K per W. Config.Clock replaces it in tests only.
+// MinGap and keep K per W. The scheduler also asks Redis (due.lua) which
+// pushes are due.
 //
 // # Accounting
 //
@@ -84,7 +87,7 @@
 //
 // # Cost
 //
-// A device's state is one packed string (format in scripts.go), read with
+// A device's state is one packed string (format in common.lua), read with
 // plain substring searches and written with one concatenation. A decision
 // depends only on that string, the device's policy and min_interval and the
 // update, so a script call decides each distinct state once and reuses the
@@ -110,6 +113,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/keys"
 )
 
@@ -187,40 +192,6 @@ type Config struct {
 	AlertLimit int
 	// AlertWindow is the sliding window of AlertLimit (default 1h).
 	AlertWindow time.Duration
-	// Clock is the time source of every decision (default: the Redis
-	// server's TIME). Tests inject a simulated clock here.
-	Clock Clock
-}
-
-// Clock tells the throttle what time it is.
-type Clock interface {
-	Now(ctx context.Context) (time.Time, error)
-}
-
-// nowArg is the time argument of the decide and move scripts: "" for the
-// default clock, which makes each script read its server's TIME itself,
-// else the injected clock's unix ms.
-func (t *Throttle) nowArg(ctx context.Context) (any, error) {
-	if _, ok := t.cfg.Clock.(redisClock); ok {
-		return "", nil
-	}
-	now, err := t.cfg.Clock.Now(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return now.UnixMilli(), nil
-}
-
-// redisClock is the Redis server's clock: one fleet-wide time, whatever
-// each replica's wall clock says.
-type redisClock struct{ rdb redis.UniversalClient }
-
-func (c redisClock) Now(ctx context.Context) (time.Time, error) {
-	t, err := c.rdb.Time(ctx).Result()
-	if err != nil {
-		return time.Time{}, fmt.Errorf("read redis time: %w", err)
-	}
-	return t, nil
 }
 
 func (c Config) withDefaults() Config {
@@ -258,6 +229,16 @@ type Update struct {
 	Lane   string           // LaneFeed, LaneBreaking or LaneAlert
 	Reason string           // "feed", "breaking" or "stale"
 	Since  map[string]int64 // per feed, the cursor to fetch from
+	// Alert is the visible alert of an alert-lane update (nil: none). Only
+	// the alert-lane push jobs it produces carry it; a device held back
+	// to the breaking lane gets the update without it.
+	Alert *Alert
+}
+
+// Alert is the visible part of an alert-lane push, shown by the app.
+type Alert struct {
+	Title string `json:"title"`
+	Body  string `json:"body"`
 }
 
 // ErrInvalidUpdate is returned for an update the throttle cannot apply.
@@ -273,6 +254,8 @@ func (u Update) validate() error {
 		return fmt.Errorf("event %s lane %q: %w", u.Event, u.Lane, ErrInvalidUpdate)
 	case !utf8.ValidString(u.Event) || !utf8.ValidString(u.Reason):
 		return fmt.Errorf("event %q or its reason is not UTF-8: %w", u.Event, ErrInvalidUpdate)
+	case u.Alert != nil && (!utf8.ValidString(u.Alert.Title) || !utf8.ValidString(u.Alert.Body)):
+		return fmt.Errorf("event %s alert is not UTF-8: %w", u.Event, ErrInvalidUpdate)
 	}
 	for _, f := range u.Feeds {
 		if !utf8.ValidString(f) {
@@ -296,8 +279,22 @@ func quote(s string) string {
 	return string(b)
 }
 
+// alertArg is the alert argument of the decide script: the JSON object
+// member ',"alert":{...}' that its alert-lane push jobs carry, or "" when
+// the update is not on the alert lane or has no alert.
+func alertArg(u Update) (string, error) {
+	if u.Lane != LaneAlert || u.Alert == nil || (u.Alert.Title == "" && u.Alert.Body == "") {
+		return "", nil
+	}
+	b, err := json.Marshal(u.Alert)
+	if err != nil {
+		return "", fmt.Errorf("encode alert of event %s: %w", u.Event, err)
+	}
+	return `,"alert":` + string(b), nil
+}
+
 // packFeeds encodes an update's feeds and since cursors as the scripts'
-// US-separated lists (see luaCommon): US ("feed" US)* and
+// US-separated lists (see common.lua): US ("feed" US)* and
 // US ("feed":cursor US)*, the cursors sorted by feed.
 func packFeeds(feeds []string, since map[string]int64) (string, string) {
 	var b strings.Builder
@@ -369,6 +366,7 @@ type Throttle struct {
 	polArg []any         // iOS then Android policy, script arguments
 	decide *redis.Script // decideScript; tests swap in variants
 	move   *redis.Script // moveScript; tests swap in variants
+	list   *redis.Script // dueScript; tests swap in variants
 
 	decisions *prometheus.CounterVec
 	moves     *prometheus.CounterVec
@@ -385,9 +383,6 @@ func New(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus
 	if rdb == nil || log == nil {
 		return nil, errors.New("throttle: a Redis client and a logger are required")
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = redisClock{rdb}
-	}
 	t := &Throttle{
 		cfg:    cfg,
 		rdb:    rdb,
@@ -395,6 +390,7 @@ func New(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus
 		polArg: append(cfg.IOS.args(), cfg.Android.args()...),
 		decide: decideScript,
 		move:   moveScript,
+		list:   dueScript,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_throttle_decisions_total",
 			Help: "Throttle decisions by outcome (queued, deferred, coalesced, skipped, missing, duplicate, held) and lane.",
@@ -431,25 +427,25 @@ type call struct {
 }
 
 // Decide applies update u to devices, which may span partitions, at the
-// time of the Redis clock (Config.Clock). It groups them by partition and
+// time of the Redis clock. It groups them by partition and
 // runs one script call per batch of at most Config.Batch devices,
 // pipelined. A device listed twice in one call is decided once and then
 // counted as a duplicate.
-func (t *Throttle) Decide(ctx context.Context, u Update, devices []uint64) (Counts, error) {
+func (t *Throttle) Decide(ctx context.Context, u Update, devs []uint64) (Counts, error) {
 	if err := u.validate(); err != nil {
 		return Counts{}, err
 	}
-	now, err := t.nowArg(ctx)
+	alert, err := alertArg(u)
 	if err != nil {
-		return Counts{}, fmt.Errorf("decide event %s: %w", u.Event, err)
+		return Counts{}, err
 	}
 	feeds, since := packFeeds(u.Feeds, u.Since)
 	var groups [keys.Partitions][]uint64
-	for _, id := range devices {
+	for _, id := range devs {
 		p := keys.Partition(id)
 		groups[p] = append(groups[p], id)
 	}
-	head := []any{now, quote(u.Event), u.Lane, quote(u.Reason), feeds, since}
+	head := []any{alert, quote(u.Event), u.Lane, quote(u.Reason), feeds, since}
 	head = append(head, t.polArg...)
 	head = append(head, t.cfg.Remember, t.cfg.MaxEvents, t.cfg.AlertLimit, t.cfg.AlertWindow.Milliseconds())
 
@@ -471,10 +467,10 @@ func (t *Throttle) Decide(ctx context.Context, u Update, devices []uint64) (Coun
 				keys: make([]string, 0, 3+n),
 				args: make([]any, 0, len(head)+n),
 			}
-			c.keys = append(c.keys, keys.Throttle(p), keys.Due(p), keys.Stream(keys.PushQueue, p))
+			c.keys = append(c.keys, keys.Throttle(p), keys.Due(p), jobs.Stream(keys.PushQueue, p))
 			c.args = append(c.args, head...)
 			for _, id := range ids[:n] {
-				c.keys = append(c.keys, keys.Device(id))
+				c.keys = append(c.keys, devices.Key(id))
 				c.args = append(c.args, strconv.FormatUint(id, 10))
 			}
 			calls = append(calls, c)
@@ -545,7 +541,8 @@ func (t *Throttle) run(ctx context.Context, s *redis.Script, calls []*call) erro
 
 // Forget drops the throttle state and any pending push of a device. The
 // registry calls it when a device is deleted; the scripts also drop the
-// state of a device whose hash is gone when they meet it.
+// state of a device whose hash is gone when they meet it. The events of a
+// dropped pending push are reported by the next Step (Moves.Dropped).
 func (t *Throttle) Forget(ctx context.Context, id uint64) error {
 	p := keys.Partition(id)
 	if err := forgetScript.Run(ctx, t.rdb, []string{keys.Throttle(p), keys.Due(p)}, strconv.FormatUint(id, 10)).Err(); err != nil {
@@ -554,8 +551,9 @@ func (t *Throttle) Forget(ctx context.Context, id uint64) error {
 	return nil
 }
 
-// Push is the job payload of one silent push, as the push worker reads it
-// from field "p" of a push stream entry.
+// Push is the job payload of one push, as the push worker reads it from a
+// push stream entry (jobs decodes the entry; the payload format is the
+// throttle's).
 type Push struct {
 	Device   uint64           // device id; the worker looks up its token at send time
 	Events   []string         // events the push covers, oldest first
@@ -564,6 +562,7 @@ type Push struct {
 	Since    map[string]int64 // per feed, the cursor to fetch from
 	Lane     string           // LaneFeed, LaneBreaking or LaneAlert
 	Reason   string           // "feed", "breaking" or "stale"
+	Alert    *Alert           // the visible alert of an alert-lane push; nil otherwise
 	QueuedAt time.Time        // when the throttle queued it (the budget's send time)
 }
 
@@ -575,6 +574,7 @@ type wirePush struct {
 	Since    map[string]int64 `json:"since"`
 	Lane     string           `json:"lane"`
 	Reason   string           `json:"reason"`
+	Alert    *Alert           `json:"alert,omitempty"`
 	QueuedAt int64            `json:"queued_at"` // unix ms
 }
 
@@ -595,6 +595,7 @@ func DecodePush(b []byte) (Push, error) {
 		Since:    w.Since,
 		Lane:     w.Lane,
 		Reason:   w.Reason,
+		Alert:    w.Alert,
 		QueuedAt: time.UnixMilli(w.QueuedAt),
 	}, nil
 }

@@ -9,13 +9,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
@@ -44,29 +45,46 @@ func backends(t *testing.T, fn func(t *testing.T, rdb redis.UniversalClient)) {
 type env struct {
 	rdb redis.UniversalClient
 	th  *Throttle
-	clk *testClock
 }
 
-// testClock is the simulated time the tests decide at; production
-// throttles read Redis's clock.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
+// simNowLua replaces the scripts' server_now in the simulated-time
+// variants the policy tests run: it returns the time the test set in
+// simnow:{pN}, the partition's key of the call's first key, instead of
+// Redis's TIME. The policy is hours long, so those tests walk a simulated
+// clock; TestRedisClock runs the production scripts on Redis's clock with
+// a policy of milliseconds.
+const simNowLua = `
+local function server_now()
+  return redis.call('GET', 'simnow:' .. string.match(KEYS[1], '{[^}]*}'))
+end
+`
+
+// simulated returns a simulated-time variant of a decide or move script
+// body.
+func simulated(body string) *redis.Script {
+	return redis.NewScript(luaPrelude + simNowLua + body)
 }
 
-func (c *testClock) Now(context.Context) (time.Time, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now, nil
+var (
+	simDecide = simulated(decideLua)
+	simMove   = simulated(moveLua)
+	simDue    = redis.NewScript(luaCommon + simNowLua + dueLua)
+)
+
+// setNow sets the simulated time of every partition.
+func (e *env) setNow(t testing.TB, now time.Time) {
+	t.Helper()
+	pipe := e.rdb.Pipeline()
+	for p := range keys.Partitions {
+		pipe.Set(t.Context(), "simnow:"+keys.Tag(p), now.UnixMilli(), 0)
+	}
+	if _, err := pipe.Exec(t.Context()); err != nil {
+		t.Fatalf("set the simulated time: %v", err)
+	}
 }
 
-func (c *testClock) set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
-}
-
-// setup flushes the backend and returns a fresh Throttle on it.
+// setup flushes the backend and returns a fresh Throttle on it that
+// decides on a simulated clock, set to t0.
 func setup(t testing.TB, rdb redis.UniversalClient, cfg Config) *env {
 	t.Helper()
 	ctx := t.Context()
@@ -79,15 +97,20 @@ func setup(t testing.TB, rdb redis.UniversalClient, cfg Config) *env {
 	if err != nil {
 		t.Fatalf("flush: %v", err)
 	}
-	clk := &testClock{now: t0}
-	if cfg.Clock == nil {
-		cfg.Clock = clk
-	}
 	th, err := New(cfg, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatalf("new throttle: %v", err)
 	}
-	return &env{rdb: rdb, th: th, clk: clk}
+	th.decide, th.move, th.list = simDecide, simMove, simDue
+	e := &env{rdb: rdb, th: th}
+	e.setNow(t, t0)
+	return e
+}
+
+// counts returns the counts of m, without its dropped event ids, for
+// comparing.
+func counts(m Moves) [5]int64 {
+	return [5]int64{m.Queued, m.Rescheduled, m.Skipped, m.Missing, m.Stale}
 }
 
 type device struct {
@@ -105,7 +128,7 @@ func (e *env) addDevices(t testing.TB, devs ...device) {
 		if !d.bg {
 			bg = "0"
 		}
-		pipe.HSet(t.Context(), keys.Device(d.id), "pl", d.pl, "bg", bg, "mi", strconv.Itoa(d.mi))
+		pipe.HSet(t.Context(), devices.Key(d.id), "pl", d.pl, "bg", bg, "mi", strconv.Itoa(d.mi))
 	}
 	if _, err := pipe.Exec(t.Context()); err != nil {
 		t.Fatalf("add devices: %v", err)
@@ -117,7 +140,7 @@ func (e *env) pushes(t testing.TB) map[uint64][]Push {
 	t.Helper()
 	out := map[uint64][]Push{}
 	for p := range keys.Partitions {
-		msgs, err := e.rdb.XRange(t.Context(), keys.Stream(keys.PushQueue, p), "-", "+").Result()
+		msgs, err := e.rdb.XRange(t.Context(), jobs.Stream(keys.PushQueue, p), "-", "+").Result()
 		if err != nil {
 			t.Fatalf("xrange partition %d: %v", p, err)
 		}
@@ -141,7 +164,7 @@ func (e *env) pushes(t testing.TB) map[uint64][]Push {
 
 func (e *env) decide(t *testing.T, now time.Time, u Update, ids ...uint64) Counts {
 	t.Helper()
-	e.clk.set(now)
+	e.setNow(t, now)
 	c, err := e.th.Decide(t.Context(), u, ids)
 	if err != nil {
 		t.Fatalf("decide %s: %v", u.Event, err)
@@ -151,7 +174,7 @@ func (e *env) decide(t *testing.T, now time.Time, u Update, ids ...uint64) Count
 
 func (e *env) step(t *testing.T, now time.Time) Moves {
 	t.Helper()
-	e.clk.set(now)
+	e.setNow(t, now)
 	m, err := e.th.Step(t.Context(), 100)
 	if err != nil {
 		t.Fatalf("step at %s: %v", now.Sub(t0), err)
@@ -297,11 +320,40 @@ func TestScenarios(t *testing.T) {
 			e.addDevices(t, ios)
 			e.decide(t, t0, feedUpdate("e1", 1, "a"), ios.id)
 			e.addDevices(t, device{id: ios.id, pl: "ios"})
-			if m := e.step(t, t0.Add(time.Hour)); m != (Moves{Skipped: 1}) {
-				t.Fatalf("moves: got %+v, want one skipped", m)
+			if m := e.step(t, t0.Add(time.Hour)); counts(m) != counts(Moves{Skipped: 1}) || !slices.Equal(m.Dropped, []string{"e1"}) {
+				t.Fatalf("moves: got %+v, want one skipped, dropping e1", m)
 			}
 			if n := len(e.pushes(t)); n != 0 {
 				t.Fatalf("pushes: got %d devices, want 0", n)
+			}
+		}},
+		{"a pending push dropped outside the scheduler is reported by its next step", func(t *testing.T, e *env) {
+			e.addDevices(t, ios, android)
+			e.decide(t, t0, feedUpdate("e1", 1, "a"), ios.id, android.id)
+			if err := e.th.Forget(t.Context(), ios.id); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.rdb.Del(t.Context(), devices.Key(android.id)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if got := e.decide(t, t0.Add(time.Second), feedUpdate("e2", 1, "a"), android.id); got != (Counts{Missing: 1}) {
+				t.Fatalf("counts: got %+v, want missing", got)
+			}
+			if m := e.step(t, t0.Add(time.Second)); counts(m) != counts(Moves{}) || !slices.Equal(m.Dropped, []string{"e1", "e1"}) {
+				t.Fatalf("moves: got %+v, want nothing moved and e1 reported twice (forgotten, gone)", m)
+			}
+			if m := e.step(t, t0.Add(2*time.Second)); len(m.Dropped) != 0 {
+				t.Fatalf("second step: got %+v, want the drops reported once", m)
+			}
+			// Forget drops a state whatever its content.
+			if err := e.rdb.HSet(t.Context(), keys.Throttle(keys.Partition(ios.id)), strconv.FormatUint(ios.id, 10), "not a state").Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.th.Forget(t.Context(), ios.id); err != nil {
+				t.Fatalf("forget an unreadable state: %v", err)
+			}
+			if ok, err := e.rdb.HExists(t.Context(), keys.Throttle(keys.Partition(ios.id)), strconv.FormatUint(ios.id, 10)).Result(); err != nil || ok {
+				t.Fatalf("unreadable state after Forget: present %v (%v), want gone", ok, err)
 			}
 		}},
 		{"missing device", func(t *testing.T, e *env) {
@@ -315,8 +367,8 @@ func TestScenarios(t *testing.T) {
 			for i := range 5 {
 				e.decide(t, t0.Add(time.Duration(i)*time.Second), feedUpdate(fmt.Sprint("e", i), int64(10-i), "a"), android.id)
 			}
-			if m := e.step(t, t0.Add(3*time.Minute)); m.Queued != 1 {
-				t.Fatalf("moves: got %+v, want 1 queued", m)
+			if m := e.step(t, t0.Add(3*time.Minute)); m.Queued != 1 || !slices.Equal(m.Dropped, []string{"e0", "e1"}) {
+				t.Fatalf("moves: got %+v, want 1 queued and the dropped e0, e1 reported", m)
 			}
 			ps := e.pushes(t)[android.id]
 			if len(ps) != 1 || fmt.Sprint(ps[0].Events, ps[0].Dropped, ps[0].Since["a"]) != "[e2 e3 e4] 2 6" {
@@ -346,31 +398,6 @@ func TestScenarios(t *testing.T) {
 				t.Fatalf("since: got %v, want the minimum per feed 94 93 95", ps[0].Since)
 			}
 		}},
-		{"a state in the earlier JSON format is converted", func(t *testing.T, e *env) {
-			e.addDevices(t, ios)
-			p := keys.Partition(ios.id)
-			old := fmt.Sprintf(`{"s":[%d],"e":["q|b0","d|e1"],"p":{"t":%d,"u":%d,"e":["e1"],"n":2,"f":["a"],"c":{"a":4},"l":"feed","r":"feed"}}`,
-				t0.Add(-time.Hour+time.Minute).UnixMilli(), t0.UnixMilli(), t0.Add(2*time.Minute).UnixMilli())
-			if err := e.rdb.HSet(t.Context(), keys.Throttle(p), strconv.FormatUint(ios.id, 10), old).Err(); err != nil {
-				t.Fatalf("write old state: %v", err)
-			}
-			if err := e.rdb.ZAdd(t.Context(), keys.Due(p), redis.Z{Score: float64(t0.Add(2 * time.Minute).UnixMilli()), Member: strconv.FormatUint(ios.id, 10)}).Err(); err != nil {
-				t.Fatalf("write due: %v", err)
-			}
-			if got := e.decide(t, t0.Add(time.Second), feedUpdate("e1", 4, "a"), ios.id); got != (Counts{Deferred: 1, Duplicate: 1}) {
-				t.Fatalf("repeat of e1: got %+v, want a deferred duplicate", got)
-			}
-			if got := e.decide(t, t0.Add(time.Minute), feedUpdate("e2", 9, "a", "b"), ios.id); got != (Counts{Coalesced: 1, IOS: PlatformCounts{Coalesced: 1}}) {
-				t.Fatalf("e2: got %+v, want coalesced", got)
-			}
-			if m := e.step(t, t0.Add(3*time.Minute)); m.Queued != 1 {
-				t.Fatalf("moves: got %+v, want 1 queued", m)
-			}
-			ps := e.pushes(t)[ios.id]
-			if len(ps) != 1 || fmt.Sprint(ps[0].Events, ps[0].Dropped, ps[0].Feeds, ps[0].Since["a"], ps[0].Since["b"]) != "[e1 e2] 2 [a b] 4 9" {
-				t.Fatalf("pushes: got %+v, want one for [e1 e2] with 2 dropped, feeds [a b], since a=4 b=9", ps)
-			}
-		}},
 		{"the scheduler settles a mixed batch", func(t *testing.T, e *env) {
 			strict := device{id: 64 + ios.id, pl: "android", bg: true}
 			off := device{id: 128 + ios.id, pl: "android", bg: true}
@@ -379,16 +406,16 @@ func TestScenarios(t *testing.T) {
 			e.decide(t, t0, breaking("b0"), strict.id)
 			e.decide(t, t0.Add(time.Minute), feedUpdate("e1", 1, "a"), ios.id, strict.id, off.id, gone.id)
 			e.addDevices(t, device{id: strict.id, pl: "android", bg: true, mi: 3600}, device{id: off.id, pl: "android"})
-			if err := e.rdb.Del(t.Context(), keys.Device(gone.id)).Err(); err != nil {
+			if err := e.rdb.Del(t.Context(), devices.Key(gone.id)).Err(); err != nil {
 				t.Fatalf("delete device: %v", err)
 			}
-			if m := e.step(t, t0.Add(5*time.Minute)); m != (Moves{Queued: 1, Rescheduled: 1, Skipped: 1, Missing: 1}) {
-				t.Fatalf("moves: got %+v, want one each of queued, rescheduled, skipped, missing", m)
+			if m := e.step(t, t0.Add(5*time.Minute)); counts(m) != counts(Moves{Queued: 1, Rescheduled: 1, Skipped: 1, Missing: 1}) || !slices.Equal(m.Dropped, []string{"e1", "e1"}) {
+				t.Fatalf("moves: got %+v, want one each of queued, rescheduled, skipped, missing, dropping e1 twice", m)
 			}
 			if n, _ := e.th.DueCount(t.Context()); n != 1 {
 				t.Fatalf("due: got %d, want the rescheduled one", n)
 			}
-			if m := e.step(t, t0.Add(time.Hour)); m != (Moves{Queued: 1}) {
+			if m := e.step(t, t0.Add(time.Hour)); counts(m) != counts(Moves{Queued: 1}) {
 				t.Fatalf("moves at +1h: got %+v, want the rescheduled push queued", m)
 			}
 			if got := fmt.Sprint(len(e.pushes(t)[ios.id]), len(e.pushes(t)[strict.id]), len(e.pushes(t)[off.id])); got != "1 2 0" {
@@ -409,7 +436,7 @@ func TestScenarios(t *testing.T) {
 			if enc, err := e.rdb.ObjectEncoding(t.Context(), keys.Throttle(0)).Result(); err != nil || enc != "hashtable" {
 				t.Fatalf("encoding of %s: got %q (%v), want hashtable", keys.Throttle(0), enc, err)
 			}
-			if m := e.step(t, t0.Add(time.Hour)); m != (Moves{Queued: 200}) {
+			if m := e.step(t, t0.Add(time.Hour)); counts(m) != counts(Moves{Queued: 200}) {
 				t.Fatalf("moves: got %+v, want 200 queued over two rounds", m)
 			}
 		}},
@@ -642,19 +669,25 @@ func TestCollapseID(t *testing.T) {
 // byte-identical states, due sets and push jobs.
 func TestShortcutsMatchGeneral(t *testing.T) {
 	t.Parallel()
-	variant := func(src, old, new string) *redis.Script {
+	// The production scripts have no switches: each variant rewrites the
+	// line that takes a shortcut, and fails if that line is gone.
+	cut := func(src string, edits ...string) string {
 		t.Helper()
-		v := strings.Replace(src, old, new, 1)
-		if v == src {
-			t.Fatalf("script has no %q to switch", old)
+		for i := 0; i < len(edits); i += 2 {
+			if strings.Count(src, edits[i]) != 1 {
+				t.Fatalf("script has not exactly one %q to rewrite", edits[i])
+			}
+			src = strings.Replace(src, edits[i], edits[i+1], 1)
 		}
-		return redis.NewScript(luaCommon + v)
+		return src
 	}
+	noFast := []string{"return coalesce(raw, ne, k, t, pl, p, pol, mi) or general(raw, pol, mi)", "return general(raw, pol, mi)"}
+	noMemo := []string{"r = m[raw or '']", "r = nil"}
 	type scripts struct{ decide, move *redis.Script }
 	variants := map[string]scripts{
-		"no fast path": {variant(decideLua, "local FAST, MEMO = true, true\n", "local FAST, MEMO = false, true\n"), moveScript},
-		"no memo":      {variant(decideLua, "local FAST, MEMO = true, true\n", "local FAST, MEMO = true, false\n"), variant(moveLua, "local MEMO = true\n", "local MEMO = false\n")},
-		"neither":      {variant(decideLua, "local FAST, MEMO = true, true\n", "local FAST, MEMO = false, false\n"), variant(moveLua, "local MEMO = true\n", "local MEMO = false\n")},
+		"no fast path": {simulated(cut(decideLua, noFast...)), simMove},
+		"no memo":      {simulated(cut(decideLua, noMemo...)), simulated(cut(moveLua, "r = m[raw]", "r = nil"))},
+		"neither":      {simulated(cut(decideLua, append(noFast, noMemo...)...)), simulated(cut(moveLua, "r = m[raw]", "r = nil"))},
 	}
 	run := func(t *testing.T, s scripts) map[string]string {
 		e := setup(t, redistest.Start(t), Config{MaxEvents: 5, Remember: 3})
@@ -702,7 +735,7 @@ func TestShortcutsMatchGeneral(t *testing.T) {
 			for _, z := range due {
 				out[fmt.Sprint("due ", z.Member)] = fmt.Sprint(z.Score)
 			}
-			msgs, err := e.rdb.XRange(t.Context(), keys.Stream(keys.PushQueue, p), "-", "+").Result()
+			msgs, err := e.rdb.XRange(t.Context(), jobs.Stream(keys.PushQueue, p), "-", "+").Result()
 			if err != nil {
 				t.Fatalf("read stream: %v", err)
 			}
@@ -712,7 +745,7 @@ func TestShortcutsMatchGeneral(t *testing.T) {
 		}
 		return out
 	}
-	want := run(t, scripts{decideScript, moveScript})
+	want := run(t, scripts{simDecide, simMove})
 	if len(want) < 1000 {
 		t.Fatalf("only %d entries to compare; the schedule is too thin to mean much", len(want))
 	}
@@ -849,5 +882,100 @@ func TestBudgetAtThePhoneInOneBatch(t *testing.T) {
 	}
 	if w[1] < 9*time.Minute {
 		t.Fatalf("device 65's push b after a was delivered: wait %v, want the gap", w[1])
+	}
+}
+
+// TestRedisClock runs the production scripts, which read Redis's TIME,
+// with a policy scaled down to milliseconds (the other policy tests walk
+// a simulated clock through hours): a feed update waits out its debounce,
+// a second push keeps the min gap after the first, a third keeps the K
+// per W window, and every push's queue time is Redis's clock at the move.
+// It waits in real time, which is what it is about.
+func TestRedisClock(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	rdb := redistest.Start(t)
+	pol := Policy{Limit: 2, Window: time.Second, MinGap: 200 * time.Millisecond, Debounce: 100 * time.Millisecond, MaxWait: 150 * time.Millisecond}
+	th, err := New(Config{IOS: pol, Android: pol}, rdb, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{rdb: rdb, th: th}
+	e.addDevices(t, device{id: 1, pl: "ios", bg: true})
+	redisNow := func() time.Time {
+		t.Helper()
+		now, err := rdb.Time(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return now.Truncate(time.Millisecond)
+	}
+	// next steps the scheduler until it queues the device's next push and
+	// returns it; the push must have been queued between from and the
+	// Redis time read after the step.
+	next := func(from time.Time) Push {
+		t.Helper()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.After(10 * time.Second)
+		for {
+			m, err := th.Step(ctx, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Queued > 0 {
+				break
+			}
+			select {
+			case <-tick.C:
+			case <-deadline:
+				t.Fatal("the scheduler never queued the pending push")
+			}
+		}
+		ps := e.pushes(t)[1]
+		p := ps[len(ps)-1]
+		if upTo := redisNow(); p.QueuedAt.Before(from) || p.QueuedAt.After(upTo) {
+			t.Fatalf("push queued at %v, want within [%v, %v] on Redis's clock", p.QueuedAt, from, upTo)
+		}
+		return p
+	}
+	decide := func(u Update) Counts {
+		t.Helper()
+		c, err := th.Decide(ctx, u, []uint64{1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+
+	before := redisNow()
+	if c := decide(feedUpdate("e1", 1, "a")); c.Deferred != 1 {
+		t.Fatalf("feed update: got %+v, want deferred by the debounce", c)
+	}
+	p1 := next(before.Add(pol.Debounce))
+	if !slices.Equal(p1.Events, []string{"e1"}) {
+		t.Fatalf("first push: got %+v, want e1", p1)
+	}
+	// A breaking update skips the debounce, not the gap: it may go out at
+	// once only if the gap has already passed (a slow machine).
+	if c := decide(breaking("b1")); c.Queued+c.Deferred != 1 {
+		t.Fatalf("breaking update: got %+v, want queued or deferred", c)
+	} else if c.Deferred == 1 {
+		next(p1.QueuedAt.Add(pol.MinGap))
+	}
+	ps := e.pushes(t)[1]
+	p2 := ps[len(ps)-1]
+	if len(ps) != 2 || p2.QueuedAt.Sub(p1.QueuedAt) < pol.MinGap {
+		t.Fatalf("second push %v after the first, want 2 pushes at least the gap %v apart", p2.QueuedAt.Sub(p1.QueuedAt), pol.MinGap)
+	}
+	// The third push waits for the window: at most 2 in any second.
+	if c := decide(breaking("b2")); c.Queued+c.Deferred != 1 {
+		t.Fatalf("third update: got %+v, want queued or deferred", c)
+	} else if c.Deferred == 1 {
+		next(p1.QueuedAt.Add(pol.Window))
+	}
+	ps = e.pushes(t)[1]
+	if p3 := ps[len(ps)-1]; len(ps) != 3 || p3.QueuedAt.Sub(p1.QueuedAt) < pol.Window || p3.QueuedAt.Sub(p2.QueuedAt) < pol.MinGap {
+		t.Fatalf("pushes at %v: want the third a window after the first and a gap after the second", []time.Time{p1.QueuedAt, p2.QueuedAt, p3.QueuedAt})
 	}
 }
