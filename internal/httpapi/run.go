@@ -17,8 +17,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/config"
-	"github.com/nudge-dev/nudge/internal/devices"
-	"github.com/nudge-dev/nudge/internal/dispatcher"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -114,20 +113,20 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	pipe, err := dispatcher.NewPipeline(dispatcher.Config{Devices: devices.Config{MaxFeeds: maxFeeds}}, rdb.Client, log, reg, nil)
+	st, err := OpenStores(service.Archetype{Logger: log, Registerer: reg}, rdb.Client, maxFeeds)
 	if err != nil {
 		return err
 	}
-	if err := pipe.Catalog.Seed(ctx, seed); err != nil {
+	if err := st.Catalog.Seed(ctx, seed); err != nil {
 		return err
 	}
 	if len(seed) > 0 {
 		log.InfoContext(ctx, "feed catalogue seeded", "file", v.String("feeds-file"), "feeds", len(seed))
 	}
-	srv, err := NewServer(Deps{
-		Logger: log, Redis: rdb.Client, Pipeline: pipe, Keys: keys,
+	srv, err := NewServer(st.Wire(Deps{
+		Logger: log, Redis: rdb.Client, Keys: keys,
 		Metrics: reg, Gatherer: reg,
-	}, Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow,
+	}), Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow,
 		RequestTimeout: reqTimeout, KeyRequestTimeout: keyReqTimeout,
 		TokenRateLimit: tokenLimit, TokenRateWindow: tokenWindow, MetricsElsewhere: v.String("metrics-addr") != ""})
 	if err != nil {

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -17,6 +18,20 @@ import (
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
+
+// Submitter publishes an editor's sync and queues it for planning;
+// *fanout.Submitter is one.
+type Submitter interface {
+	Submit(ctx context.Context, ev fanout.Event) (string, error)
+}
+
+// Events counts a sync's audience and reads a published sync and its
+// progress; *fanout.Planner is one.
+type Events interface {
+	Count(ctx context.Context, ev fanout.Event) (int64, error)
+	Event(ctx context.Context, id string) (fanout.Event, error)
+	Progress(ctx context.Context, id string) (fanout.Progress, error)
+}
 
 // Limits of an editor's sync request.
 const (
@@ -126,7 +141,7 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 			ev.Feeds = append(ev.Feeds, f)
 		}
 	}
-	missing, err := s.deps.Pipeline.Catalog.Missing(r.Context(), ev.Feeds)
+	missing, err := s.deps.Catalog.Missing(r.Context(), ev.Feeds)
 	if err != nil {
 		return err
 	}
@@ -152,7 +167,7 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 		ev.Audience = req.Audience
 	}
 	if r.URL.Query().Get("dry_run") == "true" {
-		n, err := s.deps.Pipeline.Planner.Count(r.Context(), ev)
+		n, err := s.deps.Events.Count(r.Context(), ev)
 		if err != nil {
 			return err
 		}
@@ -163,13 +178,13 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 	// fetches from the smaller of that and its own cursor, as always.
 	ev.Since = map[string]int64{}
 	for _, f := range ev.Feeds {
-		head, err := s.deps.Pipeline.Items.Head(r.Context(), f)
+		head, err := s.deps.Items.Head(r.Context(), f)
 		if err != nil {
 			return err
 		}
 		ev.Since[f] = head
 	}
-	id, err := s.deps.Pipeline.Submitter.Submit(r.Context(), ev)
+	id, err := s.deps.Syncs.Submit(r.Context(), ev)
 	if err != nil {
 		return err
 	}
@@ -187,10 +202,10 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 	if err != nil || id == "" || len(id) > maxEventIDSize {
 		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found"}
 	}
-	ev, err := s.deps.Pipeline.Planner.Event(r.Context(), id)
+	ev, err := s.deps.Events.Event(r.Context(), id)
 	if err == nil {
 		var p fanout.Progress
-		p, err = s.deps.Pipeline.Planner.Progress(r.Context(), id)
+		p, err = s.deps.Events.Progress(r.Context(), id)
 		if err == nil {
 			writeJSON(w, http.StatusOK, viewOfProgress(ev, p))
 			return nil
@@ -220,7 +235,7 @@ func viewOfProgress(ev fanout.Event, p fanout.Progress) progressView {
 // feed to be polled at once rather than at its next interval.
 func (s *Server) pollFeed(w http.ResponseWriter, r *http.Request) error {
 	id := chi.URLParam(r, "feed")
-	if _, err := s.deps.Pipeline.Catalog.Get(r.Context(), id); err != nil {
+	if _, err := s.deps.Catalog.Get(r.Context(), id); err != nil {
 		return err
 	}
 	if err := feeds.PollNow(r.Context(), s.deps.Redis, id); err != nil {
@@ -233,5 +248,5 @@ func (s *Server) pollFeed(w http.ResponseWriter, r *http.Request) error {
 
 // feedOf returns the catalogue entry of the path's feed, or a 404.
 func (s *Server) feedOf(r *http.Request) (catalog.Feed, error) {
-	return s.deps.Pipeline.Catalog.Get(r.Context(), chi.URLParam(r, "feed"))
+	return s.deps.Catalog.Get(r.Context(), chi.URLParam(r, "feed"))
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -68,11 +69,11 @@ func TestCrashWorker(t *testing.T) {
 		}
 		return nil
 	})
-	w, err := NewWorker(q, h, WorkerConfig{
+	w, err := NewWorker(service.Archetype{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}, q, h, WorkerConfig{
 		Concurrency: crashConcurrency, BatchSize: 64,
 		ReclaimMinIdle: time.Second, ReclaimInterval: 100 * time.Millisecond,
 		HandlerTimeout: 900 * time.Millisecond, MaxDeliveries: 20,
-	}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), nil, nil)
+	})
 	if err != nil {
 		t.Fatalf("new worker: %v", err)
 	}
