@@ -18,6 +18,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/config"
 	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/startstop"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -167,10 +168,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer ms.Close()
 		log.InfoContext(ctx, "metrics served on their own listener", "metrics_addr", mln.Addr().String())
 	}
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	go func() { defer close(watched); keys.Watch(watchCtx, keysReload, hup, log) }()
-	defer func() { stopWatch(); <-watched }()
+	// The API keys reloader: the file every keysReload, and on SIGHUP.
+	var reloader startstop.Base
+	if err := reloader.Start(ctx, startstop.Loop(func(ctx context.Context) { keys.Watch(ctx, keysReload, hup, log) })); err != nil {
+		_ = hs.Close()
+		return fmt.Errorf("start the API keys reloader: %w", err)
+	}
+	defer reloader.Stop()
 	log.InfoContext(ctx, config.ReadyAPI, "addr", ln.Addr().String(), "cluster", rdb.Cluster, "embedded_redis", rdb.Embedded != nil)
 
 	select {
