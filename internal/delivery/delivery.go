@@ -47,7 +47,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -637,40 +636,14 @@ func (h *Handler) flush(ctx context.Context, t *tally) {
 	}
 }
 
-// PushID composes the id of a push as the app sees it in data push_id and
-// echoes in its receipt: lane initial, send time in unix ms (base 36), and
-// the collapse id. It lets a receipt be attributed to a lane and timed
-// without storing anything per push.
+// PushID composes the id of a push as the app sees it in data push_id;
+// the format belongs to receipts (receipts.PushID), which verifies it.
 func PushID(lane string, sent time.Time, collapse string) string {
-	l := "f"
-	switch lane {
-	case throttle.LaneBreaking:
-		l = "b"
-	case throttle.LaneAlert:
-		l = "a"
-	}
-	return l + strconv.FormatInt(sent.UnixMilli(), 36) + "." + collapse
+	return receipts.PushID(lane, sent, collapse)
 }
 
-// ParsePushID returns the lane and the send time of a push id.
+// ParsePushID returns the lane and the send time of a push id
+// (receipts.ParsePushID).
 func ParsePushID(id string) (lane string, sent time.Time, err error) {
-	head, _, ok := strings.Cut(id, ".")
-	if !ok || len(head) < 2 || len(id) > 128 {
-		return "", time.Time{}, fmt.Errorf("push id %q is not one nudge sent", id)
-	}
-	switch head[0] {
-	case 'f':
-		lane = throttle.LaneFeed
-	case 'b':
-		lane = throttle.LaneBreaking
-	case 'a':
-		lane = throttle.LaneAlert
-	default:
-		return "", time.Time{}, fmt.Errorf("push id %q has an unknown lane", id)
-	}
-	ms, err := strconv.ParseInt(head[1:], 36, 64)
-	if err != nil || ms <= 0 {
-		return "", time.Time{}, fmt.Errorf("push id %q has no send time", id)
-	}
-	return lane, time.UnixMilli(ms), nil
+	return receipts.ParsePushID(id)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/stats"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
@@ -77,7 +78,7 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 		t.Fatal(err)
 	}
 	if tcfg != (throttle.Config{}) {
-		sch, err := throttle.NewScheduler(throttle.SchedulerConfig{Tick: 50 * time.Millisecond}, th, planner, log)
+		sch, err := throttle.NewScheduler(service.Archetype{Logger: log}, throttle.SchedulerConfig{Tick: 50 * time.Millisecond}, th, planner)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,7 +117,7 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 	if err := q.EnsureGroups(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w, err := jobs.NewWorker(q, h, jobs.WorkerConfig{}, log, nil, prometheus.NewRegistry())
+	w, err := jobs.NewWorker(service.Archetype{Logger: log}, q, h, jobs.WorkerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

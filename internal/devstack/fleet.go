@@ -17,6 +17,8 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/redact"
+	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/startstop"
 )
 
 // DeliverySource streams the pushes the provider emulators accepted.
@@ -141,27 +143,20 @@ type Fleet struct {
 
 	regDone chan struct{}
 
-	startMu sync.Mutex
-	started bool
-	stopped bool
-	cancel  context.CancelFunc
-	unsub   func()
-	wg      sync.WaitGroup
+	life startstop.Base
 }
 
 // NewFleet generates the fleet's devices. apiURL is the api's base URL
 // (http://host:port); source streams the emulators' deliveries. now may
 // be nil for time.Now.
-func NewFleet(cfg FleetConfig, apiURL string, source DeliverySource, log *slog.Logger, now func() time.Time) (*Fleet, error) {
+func NewFleet(a service.Archetype, cfg FleetConfig, apiURL string, source DeliverySource) (*Fleet, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if now == nil {
-		now = time.Now
-	}
+	a = a.WithDefaults()
 	f := &Fleet{
-		cfg: cfg, log: log, now: now,
+		cfg: cfg, log: a.Logger, now: a.Clock,
 		api:     newClient(apiURL, cfg.RegisterConcurrency+cfg.WakeConcurrency),
 		source:  source,
 		byToken: make(map[string]*simDevice, cfg.Devices),
@@ -252,45 +247,29 @@ func fcmToken(r *rand.Rand) string {
 
 // Start subscribes to the emulators' deliveries and registers every device
 // in the background (RegisterConcurrency at a time). ctx bounds the
-// fleet's life as well as Stop does.
+// fleet's life as well as Stop does. It follows startstop: a second Start,
+// or a Start after Stop, returns startstop.ErrStarted.
 func (f *Fleet) Start(ctx context.Context) error {
-	f.startMu.Lock()
-	defer f.startMu.Unlock()
-	if f.started || f.stopped {
-		return errors.New("fleet: already started or stopped")
-	}
-	f.started = true
-	ctx, f.cancel = context.WithCancel(ctx)
-	// Subscribe before the first registration, so no push is missed.
-	ch, unsub := f.source.Subscribe(max(4096, 4*f.cfg.Devices))
-	f.unsub = unsub
-	f.wg.Add(2)
-	go func() {
-		defer f.wg.Done()
-		f.consume(ctx, ch)
-	}()
-	go func() {
-		defer f.wg.Done()
-		defer close(f.regDone)
-		f.registerAll(ctx)
-	}()
-	return nil
+	return f.life.Start(ctx, func(ctx context.Context) (func(), error) {
+		ctx, cancel := context.WithCancel(ctx)
+		// Subscribe before the first registration, so no push is missed.
+		ch, unsub := f.source.Subscribe(max(4096, 4*f.cfg.Devices))
+		var wg sync.WaitGroup
+		wg.Go(func() { f.consume(ctx, ch) })
+		wg.Go(func() {
+			defer close(f.regDone)
+			f.registerAll(ctx)
+		})
+		return func() { cancel(); unsub(); wg.Wait() }, nil
+	})
 }
 
 // Stop ends registration and every simulated app, and waits for them. It
 // is safe to call twice or before Start.
-func (f *Fleet) Stop() {
-	f.startMu.Lock()
-	defer f.startMu.Unlock()
-	if !f.started || f.stopped {
-		f.stopped = true
-		return
-	}
-	f.stopped = true
-	f.cancel()
-	f.unsub()
-	f.wg.Wait()
-}
+func (f *Fleet) Stop() { f.life.Stop() }
+
+// Stopped is closed once Stop has finished.
+func (f *Fleet) Stopped() <-chan struct{} { return f.life.Stopped() }
 
 // Registered is closed once every device's registration has finished,
 // accepted or failed.

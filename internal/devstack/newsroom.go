@@ -14,6 +14,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/startstop"
 )
 
 // NewsroomFeeds are the feeds the simulated news room publishes, with their
@@ -93,27 +96,22 @@ type Newsroom struct {
 	published int
 	seq       int
 
-	startMu sync.Mutex
-	started bool
-	stopped bool
-	url     string
-	srv     *http.Server
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	life  startstop.Base
+	urlMu sync.Mutex
+	url   string
 }
 
 // NewNewsroom builds a news room. pinger may be nil (no pings). now may be
 // nil for time.Now.
-func NewNewsroom(cfg NewsroomConfig, pinger Pinger, log *slog.Logger, now func() time.Time) (*Newsroom, error) {
+func NewNewsroom(a service.Archetype, cfg NewsroomConfig, pinger Pinger) (*Newsroom, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if now == nil {
-		now = time.Now
-	}
+	a = a.WithDefaults()
+	now := a.Clock
 	n := &Newsroom{
-		cfg: cfg, log: log, now: now, pinger: pinger,
+		cfg: cfg, log: a.Logger, now: now, pinger: pinger,
 		rng:   rand.New(rand.NewPCG(cfg.Seed, 0x6e657773)),
 		feeds: map[string]*feedDoc{},
 	}
@@ -128,59 +126,46 @@ func NewNewsroom(cfg NewsroomConfig, pinger Pinger, log *slog.Logger, now func()
 }
 
 // Start listens and starts publishing. ctx bounds the newsroom's life as
-// well as Stop does.
-func (n *Newsroom) Start(ctx context.Context) error {
-	n.startMu.Lock()
-	defer n.startMu.Unlock()
-	if n.started || n.stopped {
-		return errors.New("newsroom: already started or stopped")
-	}
+// well as Stop does. It follows startstop: a second Start, or a Start after
+// Stop, returns startstop.ErrStarted.
+func (n *Newsroom) Start(ctx context.Context) error { return n.life.Start(ctx, n.start) }
+
+func (n *Newsroom) start(ctx context.Context) (func(), error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", n.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("newsroom: listen on %s (NUDGE_DEVSTACK_NEWSROOM_ADDR): %w", n.cfg.Addr, err)
+		return nil, fmt.Errorf("newsroom: listen on %s (NUDGE_DEVSTACK_NEWSROOM_ADDR): %w", n.cfg.Addr, err)
 	}
+	n.urlMu.Lock()
 	n.url = "http://" + ln.Addr().String()
+	n.urlMu.Unlock()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /feeds/{feed}", n.serveFeed)
 	mux.HandleFunc("GET /articles/{guid}", n.serveArticle)
-	n.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	ctx, n.cancel = context.WithCancel(ctx)
-	n.started = true
-	n.wg.Add(2)
-	go func() {
-		defer n.wg.Done()
-		if err := n.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.ErrorContext(ctx, "newsroom server stopped", "err", err)
 		}
-	}()
-	go func() {
-		defer n.wg.Done()
-		n.publishLoop(ctx)
-	}()
-	return nil
+	})
+	wg.Go(func() { n.publishLoop(ctx) })
+	return func() { cancel(); _ = srv.Close(); wg.Wait() }, nil
 }
 
 // Stop stops publishing and closes the server. It is safe to call twice or
 // before Start.
-func (n *Newsroom) Stop() {
-	n.startMu.Lock()
-	defer n.startMu.Unlock()
-	if !n.started || n.stopped {
-		n.stopped = true
-		return
-	}
-	n.stopped = true
-	n.cancel()
-	_ = n.srv.Close()
-	n.wg.Wait()
-}
+func (n *Newsroom) Stop() { n.life.Stop() }
+
+// Stopped is closed once Stop has finished.
+func (n *Newsroom) Stopped() <-chan struct{} { return n.life.Stopped() }
 
 // URL is the server's base URL, e.g. http://127.0.0.1:8090; empty before
 // Start.
 func (n *Newsroom) URL() string {
-	n.startMu.Lock()
-	defer n.startMu.Unlock()
+	n.urlMu.Lock()
+	defer n.urlMu.Unlock()
 	return n.url
 }
 

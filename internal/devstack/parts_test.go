@@ -3,7 +3,6 @@ package devstack
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 func TestParseSince(t *testing.T) {
@@ -185,7 +185,7 @@ func (p *pings) Poll(ctx context.Context, feed string) error {
 
 func startNewsroom(t *testing.T, cfg NewsroomConfig, p Pinger) *Newsroom {
 	t.Helper()
-	n, err := NewNewsroom(cfg, p, slog.New(slog.DiscardHandler), nil)
+	n, err := NewNewsroom(service.Archetype{}, cfg, p)
 	if err != nil {
 		t.Fatalf("new newsroom: %v", err)
 	}
@@ -277,7 +277,7 @@ func TestNewsroomPingsAfterPublishing(t *testing.T) {
 
 func TestNewsroomStopIsSafe(t *testing.T) {
 	t.Parallel()
-	n, err := NewNewsroom(NewsroomConfig{}, nil, slog.New(slog.DiscardHandler), nil)
+	n, err := NewNewsroom(service.Archetype{}, NewsroomConfig{}, nil)
 	if err != nil {
 		t.Fatalf("new: %v", err)
 	}
@@ -293,7 +293,7 @@ func TestNewsroomStopIsSafe(t *testing.T) {
 // kind of device the issue asks for.
 func TestFleetDevicesAreValid(t *testing.T) {
 	t.Parallel()
-	f, err := NewFleet(FleetConfig{Devices: 1000, Seed: 5}, "http://127.0.0.1:1", nil, slog.New(slog.DiscardHandler), nil)
+	f, err := NewFleet(service.Archetype{}, FleetConfig{Devices: 1000, Seed: 5}, "http://127.0.0.1:1", nil)
 	if err != nil {
 		t.Fatalf("new fleet: %v", err)
 	}
@@ -336,7 +336,7 @@ func TestFleetConfigValidate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := NewFleet(tt.cfg, "http://127.0.0.1:1", nil, slog.New(slog.DiscardHandler), nil)
+			_, err := NewFleet(service.Archetype{}, tt.cfg, "http://127.0.0.1:1", nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error: got %v, want one mentioning %q", err, tt.want)
 			}

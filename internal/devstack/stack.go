@@ -36,6 +36,8 @@ import (
 	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/httpapi"
 	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/startstop"
 	"github.com/nudge-dev/nudge/internal/stats"
 )
 
@@ -129,8 +131,7 @@ type Stack struct {
 	failOnce sync.Once
 	procErr  error // the first process error, read after failed is closed
 
-	stopOnce sync.Once
-	started  atomic.Bool
+	life startstop.Base
 
 	firstSent atomic.Int64 // unix nanos when Summary first saw a push sent
 }
@@ -160,16 +161,20 @@ func New(cfg Config, getenv func(string) string, logs io.Writer) (*Stack, error)
 // Start brings up Redis, the emulators, the api, the dispatcher, the news
 // room and the fleet, in that order, and returns once the api and the
 // dispatcher are serving. The fleet registers in the background. On an
-// error, what was started is stopped. Call Stop when done.
-func (s *Stack) Start(ctx context.Context) (err error) {
-	if !s.started.CompareAndSwap(false, true) {
-		return errors.New("devstack: already started")
-	}
-	defer func() {
-		if err != nil {
-			s.Stop()
+// error, what was started is stopped. Call Stop when done. It follows
+// startstop: a second Start, or a Start after Stop, returns
+// startstop.ErrStarted.
+func (s *Stack) Start(ctx context.Context) error {
+	return s.life.Start(ctx, func(ctx context.Context) (func(), error) {
+		if err := s.start(ctx); err != nil {
+			s.stopParts()
+			return nil, err
 		}
-	}()
+		return s.stopParts, nil
+	})
+}
+
+func (s *Stack) start(ctx context.Context) (err error) {
 	if s.dir = s.cfg.Dir; s.dir == "" {
 		if s.dir, err = os.MkdirTemp("", "nudge-devstack-"); err != nil {
 			return fmt.Errorf("devstack: create work dir: %w", err)
@@ -196,8 +201,8 @@ func (s *Stack) Start(ctx context.Context) (err error) {
 		return err
 	}
 	s.pinger = &apiPinger{key: editorKey}
-	if s.newsroom, err = NewNewsroom(NewsroomConfig{Addr: s.cfg.NewsroomAddr, Interval: s.cfg.ArticleInterval, Seed: s.cfg.Seed},
-		s.pinger, s.log, nil); err != nil {
+	if s.newsroom, err = NewNewsroom(service.Archetype{Logger: s.log}, NewsroomConfig{Addr: s.cfg.NewsroomAddr, Interval: s.cfg.ArticleInterval, Seed: s.cfg.Seed},
+		s.pinger); err != nil {
 		return err
 	}
 
@@ -256,8 +261,8 @@ func (s *Stack) Start(ctx context.Context) (err error) {
 	}
 	s.pinger.client.Store(newClient(s.apiURL, 4))
 
-	if s.fleet, err = NewFleet(FleetConfig{Devices: s.cfg.Devices, Seed: s.cfg.Seed, MissRate: s.cfg.MissRate},
-		s.apiURL, s.emu, s.log, nil); err != nil {
+	if s.fleet, err = NewFleet(service.Archetype{Logger: s.log}, FleetConfig{Devices: s.cfg.Devices, Seed: s.cfg.Seed, MissRate: s.cfg.MissRate},
+		s.apiURL, s.emu); err != nil {
 		return err
 	}
 	return s.fleet.Start(runCtx)
@@ -341,31 +346,35 @@ func (s *Stack) writeFeedsFile() (string, error) {
 // Stop stops the fleet and the news room, then drains the dispatcher and
 // the api, then stops the emulators and Redis. It is safe to call twice or
 // before Start.
-func (s *Stack) Stop() {
-	s.stopOnce.Do(func() {
-		if s.fleet != nil {
-			s.fleet.Stop()
-		}
-		if s.newsroom != nil {
-			s.newsroom.Stop()
-		}
-		if s.cancel != nil {
-			s.cancel()
-		}
-		s.procs.Wait()
-		if s.emu != nil {
-			s.emu.Stop()
-		}
-		if s.rdb != nil {
-			_ = s.rdb.Close()
-		}
-		if s.embedded != nil {
-			s.embedded.Close()
-		}
-		if s.ownDir != "" {
-			_ = os.RemoveAll(s.ownDir)
-		}
-	})
+func (s *Stack) Stop() { s.life.Stop() }
+
+// Stopped is closed once Stop has finished.
+func (s *Stack) Stopped() <-chan struct{} { return s.life.Stopped() }
+
+// stopParts stops whatever start started.
+func (s *Stack) stopParts() {
+	if s.fleet != nil {
+		s.fleet.Stop()
+	}
+	if s.newsroom != nil {
+		s.newsroom.Stop()
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.procs.Wait()
+	if s.emu != nil {
+		s.emu.Stop()
+	}
+	if s.rdb != nil {
+		_ = s.rdb.Close()
+	}
+	if s.embedded != nil {
+		s.embedded.Close()
+	}
+	if s.ownDir != "" {
+		_ = os.RemoveAll(s.ownDir)
+	}
 }
 
 // Failed is closed when the api or the dispatcher stopped on its own; Err

@@ -40,6 +40,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
@@ -64,7 +65,7 @@ type benchBundle struct {
 	emu   *pushemu.Emulator
 	creds pushemu.Credentials
 	cfg   dispatcher.Config
-	pipe  *dispatcher.Pipeline
+	pipe  *dispatcher.Stores
 	reg   *prometheus.Registry
 }
 
@@ -95,7 +96,7 @@ func setupBench(b testing.TB) *benchBundle {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := prometheus.NewRegistry()
-	d, err := dispatcher.New(b.Context(), cfg, dispatcher.Deps{Redis: rdb, Logger: log, Registerer: reg})
+	d, err := dispatcher.New(b.Context(), service.Archetype{Logger: log, Registerer: reg}, cfg, dispatcher.Deps{Redis: rdb})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func setupBench(b testing.TB) *benchBundle {
 		b.Fatal(err)
 	}
 	b.Cleanup(d.Stop)
-	return &benchBundle{rdb: rdb, emu: emu, creds: creds, cfg: cfg, pipe: d.Pipeline(), reg: reg}
+	return &benchBundle{rdb: rdb, emu: emu, creds: creds, cfg: cfg, pipe: d.Stores(), reg: reg}
 }
 
 // checkDevices reads a few written devices back through the registry, so a

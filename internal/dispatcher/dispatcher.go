@@ -1,6 +1,7 @@
 // Package dispatcher assembles the dispatcher process: the feed watcher, the
 // fan-out planner on the events queue, the throttle's due scheduler, the
-// push workers on the push queue, and the queue monitor.
+// push workers on the push queue, the runner of scheduled syncs, and the
+// queue monitor.
 //
 // The flow through it:
 //
@@ -22,9 +23,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudge-dev/nudge/internal/catalog"
@@ -34,10 +35,12 @@ import (
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/jobs"
-	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/push"
 	"github.com/nudge-dev/nudge/internal/schedule"
+	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/startstop"
 	"github.com/nudge-dev/nudge/internal/stats"
+	sharedstores "github.com/nudge-dev/nudge/internal/stores"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
@@ -58,66 +61,56 @@ type Config struct {
 
 // Deps are the dispatcher's collaborators.
 type Deps struct {
-	Redis      redis.UniversalClient // required
-	Logger     *slog.Logger          // required
-	Registerer prometheus.Registerer // nil: metrics are not exported
-	Clock      func() time.Time      // default time.Now
+	Redis redis.UniversalClient // required
 	// FeedClient fetches feeds; default a client on a clone of
 	// http.DefaultTransport.
 	FeedClient *http.Client
 }
 
-// Pipeline is the part of the dispatcher that the api shares: the stores
-// and the submit path, without any background loop. Both binaries build it
-// the same way, so they agree on every setting that shapes the Redis data.
-type Pipeline struct {
+// stores are the Redis stores the dispatcher runs on.
+type stores struct {
 	Catalog   *catalog.Store
 	Devices   *devices.Registry
 	Throttle  *throttle.Throttle
 	Planner   *fanout.Planner
+	Progress  *events.Store // the events' definitions and progress
 	Events    *jobs.Queue
 	Pushes    *jobs.Queue
 	Submitter *fanout.Submitter
-	Items     *feeds.Store
 	Stats     *stats.Recorder
+	Items     *feeds.Store    // feed heads, for scheduled syncs
 	Schedule  *schedule.Store // editors' syncs scheduled for later
 }
 
-// NewPipeline builds the shared stores on rdb. reg receives the metrics of
-// the parts that have them.
-func NewPipeline(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, clock func() time.Time) (*Pipeline, error) {
+// openStores opens the stores on rdb. a.Registerer receives the metrics
+// of the parts that have them.
+func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*stores, error) {
 	cat, err := catalog.NewStore(rdb, catalog.Config{})
 	if err != nil {
 		return nil, err
 	}
-	dc := cfg.Devices
-	dc.Now = clock
-	reg0, err := devices.New(rdb, cat, dc)
+	devs, err := sharedstores.Devices(a, rdb, cat, cfg.Devices)
 	if err != nil {
 		return nil, err
 	}
-	th, err := throttle.New(cfg.Throttle, rdb, log, reg)
+	th, err := throttle.New(cfg.Throttle, rdb, a.Logger, a.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	st := stats.NewRecorder(rdb, reg, log, clock)
-	evs, err := events.New(events.Config{}, rdb)
+	st := stats.NewRecorder(rdb, a.Registerer, a.Logger, a.Clock)
+	evs, err := sharedstores.Events(rdb)
 	if err != nil {
 		return nil, err
 	}
-	planner, err := fanout.New(cfg.Fanout, fanout.Deps{
-		Events: evs, Subscribers: reg0, Decider: th, Stats: st,
-		Profiles: reg0, // audiences of editors' syncs
-		Logger:   log, Registerer: reg, Clock: clock,
-	})
+	planner, err := sharedstores.Planner(a, cfg.Fanout, evs, devs, th, st)
 	if err != nil {
 		return nil, err
 	}
-	events, err := jobs.New(rdb, jobs.Config{Name: keys.EventQueue, Partitions: 1})
+	events, err := sharedstores.EventQueue(rdb)
 	if err != nil {
 		return nil, err
 	}
-	pushes, err := jobs.New(rdb, jobs.Config{Name: keys.PushQueue, Partitions: keys.Partitions})
+	pushes, err := sharedstores.PushQueue(rdb)
 	if err != nil {
 		return nil, err
 	}
@@ -129,17 +122,17 @@ func NewPipeline(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg pr
 	if err != nil {
 		return nil, err
 	}
-	return &Pipeline{
-		Schedule: sched, Catalog: cat, Devices: reg0, Throttle: th, Planner: planner, Events: events, Pushes: pushes,
-		Submitter: fanout.NewSubmitter(planner, events), Items: items,
-		Stats: st,
+	return &stores{
+		Catalog: cat, Devices: devs, Throttle: th, Planner: planner, Progress: evs, Events: events, Pushes: pushes,
+		Submitter: fanout.NewSubmitter(planner, events), Stats: st, Items: items, Schedule: sched,
 	}, nil
 }
 
-// Dispatcher runs the background parts. Start it once; Stop drains it.
+// Dispatcher runs the background parts. Start it once; Stop drains it
+// (startstop).
 type Dispatcher struct {
 	log       *slog.Logger
-	pipe      *Pipeline
+	pipe      *stores
 	sender    *push.Sender
 	watcher   *feeds.Watcher
 	scheduler *throttle.Scheduler
@@ -147,41 +140,39 @@ type Dispatcher struct {
 	pushes    *jobs.Worker
 	monitor   *jobs.Monitor
 	scheduled *schedule.Runner
-	stoppers  []func()
+	life      startstop.Base
+	closeOnce sync.Once
 }
 
 // New builds a dispatcher. It connects the push sender (reading its
-// credentials) but starts nothing.
-func New(ctx context.Context, cfg Config, d Deps) (*Dispatcher, error) {
-	if d.Redis == nil || d.Logger == nil {
-		return nil, errors.New("dispatcher: Redis and Logger are required")
+// credentials) but starts nothing. a.Logger is required; a nil
+// a.Registerer registers the metrics nowhere that is served.
+func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatcher, error) {
+	if d.Redis == nil || a.Logger == nil {
+		return nil, errors.New("dispatcher: Deps.Redis and Archetype.Logger are required")
 	}
-	clock := d.Clock
-	if clock == nil {
-		clock = time.Now
-	}
-	p, err := NewPipeline(cfg, d.Redis, d.Logger, d.Registerer, clock)
+	a = a.WithDefaults()
+	p, err := openStores(a, cfg, d.Redis)
 	if err != nil {
 		return nil, err
 	}
-	sender, err := push.New(ctx, cfg.Push, d.Logger, clock, d.Registerer)
+	sender, err := push.New(ctx, cfg.Push, a.Logger, a.Clock, a.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	dis := &Dispatcher{log: d.Logger, pipe: p, sender: sender}
+	dis := &Dispatcher{log: a.Logger, pipe: p, sender: sender}
 	fail := func(err error) (*Dispatcher, error) {
 		sender.Close()
 		return nil, err
 	}
 
 	notify := feeds.NotifierFunc(dis.feedChanged)
-	if dis.watcher, err = feeds.NewWatcher(cfg.Watcher, feeds.Deps{
+	if dis.watcher, err = feeds.NewWatcher(a, cfg.Watcher, feeds.Deps{
 		Redis: d.Redis, Catalog: p.Catalog, Notifier: notify, HTTPClient: d.FeedClient,
-		Registerer: d.Registerer, Logger: d.Logger, Clock: clock,
 	}); err != nil {
 		return fail(err)
 	}
-	if dis.scheduler, err = throttle.NewScheduler(cfg.Scheduler, p.Throttle, p.Planner, d.Logger); err != nil {
+	if dis.scheduler, err = throttle.NewScheduler(a, cfg.Scheduler, p.Throttle, p.Planner); err != nil {
 		return fail(err)
 	}
 
@@ -189,39 +180,38 @@ func New(ctx context.Context, cfg Config, d Deps) (*Dispatcher, error) {
 	// the checkpoints let a slice that hits the timeout resume at once.
 	ec := cfg.EventWorker
 	ec.BatchSize = 1
-	if dis.events, err = jobs.NewWorker(p.Events, jobs.HandlerFunc(dis.plan), ec, d.Logger, clock, d.Registerer); err != nil {
+	if dis.events, err = jobs.NewWorker(a, p.Events, jobs.HandlerFunc(dis.plan), ec); err != nil {
 		return fail(err)
 	}
 	h, err := delivery.New(delivery.Config{MaxDeliveries: cfg.PushWorker.MaxDeliveries}, delivery.Deps{
-		Redis: d.Redis, Sender: sender, Devices: p.Devices, Events: p.Planner, Throttle: p.Throttle, Stats: p.Stats,
-		Logger: d.Logger, Clock: clock, Reg: d.Registerer,
+		Redis: d.Redis, Sender: sender, Devices: p.Devices, Events: p.Progress, Throttle: p.Throttle, Stats: p.Stats,
+		Logger: a.Logger, Clock: a.Clock, Reg: a.Registerer,
 	})
 	if err != nil {
 		return fail(err)
 	}
 	pc := cfg.PushWorker
 	pc.OnDead = func(ctx context.Context, dead []jobs.DeadJob) { dis.handBack(ctx, dead) }
-	if dis.pushes, err = jobs.NewWorker(p.Pushes, h, pc, d.Logger, clock, d.Registerer); err != nil {
+	if dis.pushes, err = jobs.NewWorker(a, p.Pushes, h, pc); err != nil {
 		return fail(err)
 	}
-	if dis.scheduled, err = schedule.NewRunner(p.Schedule, p.Items, p.Submitter, d.Logger); err != nil {
+	if dis.scheduled, err = schedule.NewRunner(p.Schedule, p.Items, p.Submitter, a.Logger); err != nil {
 		return fail(err)
 	}
-	if dis.monitor, err = jobs.NewMonitor([]*jobs.Queue{p.Events, p.Pushes}, cfg.Monitor, d.Logger, clock, d.Registerer); err != nil {
+	if dis.monitor, err = jobs.NewMonitor(a, []*jobs.Queue{p.Events, p.Pushes}, cfg.Monitor); err != nil {
 		return fail(err)
 	}
 	return dis, nil
 }
 
-// Pipeline returns the stores the dispatcher runs on.
-func (d *Dispatcher) Pipeline() *Pipeline { return d.pipe }
-
 // Start creates the consumer groups and starts every loop. On an error the
-// loops already started are stopped.
-func (d *Dispatcher) Start(ctx context.Context) error {
+// loops already started are stopped, and Start may be called again.
+func (d *Dispatcher) Start(ctx context.Context) error { return d.life.Start(ctx, d.start) }
+
+func (d *Dispatcher) start(ctx context.Context) (func(), error) {
 	for _, q := range []*jobs.Queue{d.pipe.Events, d.pipe.Pushes} {
 		if err := q.EnsureGroups(ctx); err != nil {
-			return fmt.Errorf("create consumer groups of queue %s: %w", q.Name(), err)
+			return nil, fmt.Errorf("create consumer groups of queue %s: %w", q.Name(), err)
 		}
 	}
 	// Consumers first, producers last; Stop goes the other way.
@@ -233,29 +223,35 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		{"push workers", d.pushes.Start, d.pushes.Stop},
 		{"events worker", d.events.Start, d.events.Stop},
 		{"scheduler", d.scheduler.Start, d.scheduler.Stop},
-		{"scheduled syncs", d.scheduled.Start, d.scheduled.Stop},
 		{"feed watcher", d.watcher.Start, d.watcher.Stop},
 		{"queue monitor", d.monitor.Start, d.monitor.Stop},
+		{"scheduled syncs", d.scheduled.Start, d.scheduled.Stop},
+	}
+	var stoppers []func()
+	stop := func() {
+		for i := len(stoppers) - 1; i >= 0; i-- {
+			stoppers[i]()
+		}
 	}
 	for _, p := range parts {
 		if err := p.start(ctx); err != nil {
-			d.Stop()
-			return fmt.Errorf("start %s: %w", p.name, err)
+			stop()
+			return nil, fmt.Errorf("start %s: %w", p.name, err)
 		}
-		d.stoppers = append(d.stoppers, p.stop)
+		stoppers = append(stoppers, p.stop)
 	}
-	return nil
+	return stop, nil
 }
 
 // Stop stops the producers first, then drains the workers, then closes the
 // provider connections. It is safe to call twice, or before Start.
 func (d *Dispatcher) Stop() {
-	for i := len(d.stoppers) - 1; i >= 0; i-- {
-		d.stoppers[i]()
-	}
-	d.stoppers = nil
-	d.sender.Close()
+	d.life.Stop()
+	d.closeOnce.Do(d.sender.Close)
 }
+
+// Stopped is closed once Stop has stopped every loop.
+func (d *Dispatcher) Stopped() <-chan struct{} { return d.life.Stopped() }
 
 // feedChanged turns a feed's new items into an event. The event id is the
 // feed and its head cursor, so a notification repeated after a crash

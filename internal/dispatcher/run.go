@@ -23,6 +23,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/push"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
@@ -133,7 +134,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	feedClient := egress.New(allow).Client(egress.Config{})
-	d, err := New(ctx, cfg, Deps{Redis: rdb.Client, Logger: log, Registerer: reg, FeedClient: feedClient})
+	d, err := New(ctx, service.Archetype{Logger: log, Registerer: reg}, cfg, Deps{Redis: rdb.Client, FeedClient: feedClient})
 	if err != nil {
 		return err
 	}
@@ -150,6 +151,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	if err := d.Start(ctx); err != nil {
 		_ = hs.Close()
+		d.Stop()
 		return err
 	}
 	log.InfoContext(ctx, config.ReadyDispatcher, "addr", ln.Addr().String(), "cluster", rdb.Cluster, "embedded_redis", rdb.Embedded != nil)

@@ -13,7 +13,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/egress"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/redistest"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 type feedList []catalog.Feed
@@ -52,8 +52,8 @@ func TestWatcherRecordsRefusalInHealth(t *testing.T) {
 		{ID: "fine", Title: "f", URL: srv.URL + "/rss", PollInterval: time.Minute},
 		{ID: "broken", Title: "b", URL: srv.URL + "/broken", PollInterval: time.Minute},
 	}
-	w, err := feeds.NewWatcher(feeds.Config{Tick: 5 * time.Millisecond, Jitter: -1, RequestTimeout: 2 * time.Second},
-		feeds.Deps{Redis: rdb, Catalog: list, Registerer: prometheus.NewRegistry(), HTTPClient: client,
+	w, err := feeds.NewWatcher(service.Archetype{}, feeds.Config{Tick: 5 * time.Millisecond, Jitter: -1, RequestTimeout: 2 * time.Second},
+		feeds.Deps{Redis: rdb, Catalog: list, HTTPClient: client,
 			Notifier: feeds.NotifierFunc(func(context.Context, string, int64, int64, int) error { return nil })})
 	if err != nil {
 		t.Fatal(err)

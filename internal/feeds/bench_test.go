@@ -15,6 +15,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // BenchmarkParseCorpus parses and normalises every document of the corpus
@@ -135,7 +136,7 @@ func BenchmarkWatcherPeakHeap(b *testing.B) {
 				}
 				var polled atomic.Int64
 				all := make(chan struct{})
-				w, err := NewWatcher(Config{Tick: 10 * time.Millisecond, ParseBudget: bc.budget, Store: StoreConfig{LogCap: 1000}},
+				w, err := NewWatcher(service.Archetype{}, Config{Tick: 10 * time.Millisecond, ParseBudget: bc.budget, Store: StoreConfig{LogCap: 1000}},
 					Deps{Redis: rdb, Catalog: cat, Notifier: NotifierFunc(func(context.Context, string, int64, int64, int) error {
 						if polled.Add(1) == 8 {
 							close(all)

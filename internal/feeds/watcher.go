@@ -17,7 +17,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -34,6 +33,8 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/startstop"
 )
 
 // Catalog lists the feeds to watch.
@@ -57,8 +58,9 @@ func (f NotifierFunc) FeedChanged(ctx context.Context, feed string, since, head 
 	return f(ctx, feed, since, head, newItems)
 }
 
-// ErrAlreadyStarted is returned by Start on a running Watcher.
-var ErrAlreadyStarted = errors.New("feed watcher already started")
+// ErrAlreadyStarted is returned by Start on a Watcher that was started or
+// stopped before: startstop.ErrStarted.
+var ErrAlreadyStarted = startstop.ErrStarted
 
 // Config configures a Watcher. Zero fields take the documented defaults.
 type Config struct {
@@ -165,10 +167,6 @@ type Deps struct {
 	// HTTPClient fetches feeds; its CheckRedirect is replaced by the redirect
 	// limit. Default: a client on a clone of http.DefaultTransport.
 	HTTPClient *http.Client
-	// Registerer gets the Watcher's metrics; nil registers nowhere.
-	Registerer prometheus.Registerer
-	Logger     *slog.Logger     // default: discard
-	Clock      func() time.Time // default: time.Now
 }
 
 type metrics struct {
@@ -248,9 +246,8 @@ type Watcher struct {
 	wake     chan struct{} // a slot came free: run a pass now
 	budget   *semaphore.Weighted
 
+	life    startstop.Base
 	mu      sync.Mutex
-	cancel  context.CancelFunc
-	done    chan struct{}
 	running map[string]*slot // by feed id
 }
 
@@ -264,7 +261,7 @@ type slot struct {
 }
 
 // NewWatcher returns a Watcher; cfg's zero fields take their defaults.
-func NewWatcher(cfg Config, d Deps) (*Watcher, error) {
+func NewWatcher(a service.Archetype, cfg Config, d Deps) (*Watcher, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -285,7 +282,8 @@ func NewWatcher(cfg Config, d Deps) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(d.Registerer)
+	a = a.WithDefaults()
+	m, err := newMetrics(a.Registerer)
 	if err != nil {
 		return nil, err
 	}
@@ -293,11 +291,7 @@ func NewWatcher(cfg Config, d Deps) (*Watcher, error) {
 	if client == nil {
 		client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
-	logger := cmp.Or(d.Logger, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	now := d.Clock
-	if now == nil {
-		now = time.Now
-	}
+	logger, now := a.Logger, a.Clock
 	tok := make([]byte, 12)
 	_, _ = crand.Read(tok)
 	return &Watcher{
@@ -328,37 +322,20 @@ func (w *Watcher) Health(ctx context.Context, feed string) (Health, error) {
 	return ReadHealth(ctx, w.rdb, feed)
 }
 
-// Start starts the polling loop. It returns at once; Stop ends the loop.
-func (w *Watcher) Start(ctx context.Context) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.cancel != nil {
-		return ErrAlreadyStarted
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	w.cancel = cancel
-	w.done = make(chan struct{})
-	go w.run(ctx, w.done)
-	return nil
-}
+// Start starts the polling loop. It returns at once; Stop ends the loop,
+// and so does the end of ctx. It follows startstop: a second Start, or a
+// Start after Stop, returns ErrAlreadyStarted.
+func (w *Watcher) Start(ctx context.Context) error { return w.life.Start(ctx, startstop.Loop(w.run)) }
 
 // Stop ends the loop and waits for in-flight polls to return. It is safe to
 // call twice, or before Start.
-func (w *Watcher) Stop() {
-	w.mu.Lock()
-	cancel, done := w.cancel, w.done
-	w.cancel, w.done = nil, nil
-	w.mu.Unlock()
-	if cancel == nil {
-		return
-	}
-	cancel()
-	<-done
-}
+func (w *Watcher) Stop() { w.life.Stop() }
 
-func (w *Watcher) run(ctx context.Context, done chan struct{}) {
+// Stopped is closed once Stop has finished.
+func (w *Watcher) Stopped() <-chan struct{} { return w.life.Stopped() }
+
+func (w *Watcher) run(ctx context.Context) {
 	var wg sync.WaitGroup
-	defer close(done)
 	defer wg.Wait()
 	t := time.NewTicker(w.cfg.Tick)
 	defer t.Stop()

@@ -11,13 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // fakeClock is a settable clock shared by the watchers of a test.
@@ -182,9 +182,8 @@ func (b *watcherBundle) start(t *testing.T, cfg Config, feeds sliceCatalog) *Wat
 	cfg.Tick = cmpOr(cfg.Tick, 5*time.Millisecond)
 	cfg.Jitter = -1
 	cfg.RequestTimeout = cmpOr(cfg.RequestTimeout, 2*time.Second)
-	w, err := NewWatcher(cfg, Deps{
+	w, err := NewWatcher(service.Archetype{Clock: b.clock.Now}, cfg, Deps{
 		Redis: b.rdb, Catalog: feeds, Notifier: b.notifier,
-		Registerer: prometheus.NewRegistry(), Clock: b.clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -467,11 +466,19 @@ func TestWatcherFailover(t *testing.T) {
 func TestWatcherStartStop(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	w, err := NewWatcher(Config{}, Deps{Redis: b.rdb, Catalog: sliceCatalog{}, Notifier: b.notifier})
-	if err != nil {
-		t.Fatal(err)
+	newWatcher := func() *Watcher {
+		w, err := NewWatcher(service.Archetype{}, Config{}, Deps{Redis: b.rdb, Catalog: sliceCatalog{}, Notifier: b.notifier})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
 	}
-	w.Stop() // before Start
+	early := newWatcher()
+	early.Stop() // before Start: final (startstop)
+	if err := early.Start(t.Context()); !errors.Is(err, ErrAlreadyStarted) {
+		t.Fatalf("Start after Stop: got %v, want ErrAlreadyStarted", err)
+	}
+	w := newWatcher()
 	if err := w.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -480,6 +487,7 @@ func TestWatcherStartStop(t *testing.T) {
 	}
 	w.Stop()
 	w.Stop() // twice
+	<-w.Stopped()
 }
 
 func TestWatcherConfig(t *testing.T) {
@@ -505,7 +513,7 @@ func TestWatcherConfig(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := NewWatcher(tc.cfg, tc.deps)
+			_, err := NewWatcher(service.Archetype{}, tc.cfg, tc.deps)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatalf("err: got %v, want nil", err)

@@ -16,11 +16,10 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
-	"github.com/nudge-dev/nudge/internal/devices"
-	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/httpapi"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -31,7 +30,7 @@ type setupOpts struct {
 
 type bundle struct {
 	srv      *httpapi.Server
-	pipe     *dispatcher.Pipeline
+	pipe     *httpapi.Stores
 	rdb      *redis.Client
 	logs     *stacktest.Buffer
 	adminKey string
@@ -55,7 +54,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	if err != nil {
 		t.Fatalf("parse keys: %v", err)
 	}
-	pipe, err := dispatcher.NewPipeline(dispatcher.Config{Devices: devices.Config{MaxFeeds: 4}}, rdb, log, nil, nil)
+	pipe, err := httpapi.OpenStores(service.Archetype{Logger: log}, rdb, 4)
 	if err != nil {
 		t.Fatalf("pipeline: %v", err)
 	}
@@ -68,7 +67,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		}
 	}
 	pr := prometheus.NewRegistry()
-	srv, err := httpapi.NewServer(httpapi.Deps{Logger: log, Redis: rdb, Pipeline: pipe, Keys: ks, Metrics: pr, Gatherer: pr},
+	srv, err := httpapi.NewServer(pipe.Wire(httpapi.Deps{Logger: log, Redis: rdb, Keys: ks, Metrics: pr, Gatherer: pr}),
 		httpapi.Config{RegisterRateLimit: o.rateLimit})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
@@ -206,13 +205,12 @@ func TestReadyzFailsWithoutRedis(t *testing.T) {
 	b := setup(t, setupOpts{})
 	dead := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t)), MaxRetries: -1})
 	t.Cleanup(func() { _ = dead.Close() })
-	pipe, err := dispatcher.NewPipeline(dispatcher.Config{}, dead, slog.New(slog.DiscardHandler), nil, nil)
+	pipe, err := httpapi.OpenStores(service.Archetype{}, dead, 0)
 	if err != nil {
 		t.Fatalf("pipeline: %v", err)
 	}
 	pr := prometheus.NewRegistry()
-	srv, err := httpapi.NewServer(httpapi.Deps{Logger: slog.New(slog.DiscardHandler), Redis: dead, Pipeline: pipe,
-		Keys: &auth.Keys{}, Metrics: pr, Gatherer: pr}, httpapi.Config{})
+	srv, err := httpapi.NewServer(pipe.Wire(httpapi.Deps{Logger: slog.New(slog.DiscardHandler), Redis: dead, Keys: &auth.Keys{}, Metrics: pr, Gatherer: pr}), httpapi.Config{})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}

@@ -16,9 +16,9 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
-	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/httpapi"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -34,7 +34,7 @@ func BenchmarkRegisterHTTP(b *testing.B) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: benchClients})
 	b.Cleanup(func() { _ = rdb.Close() })
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	pipe, err := dispatcher.NewPipeline(dispatcher.Config{}, rdb, log, nil, nil)
+	pipe, err := httpapi.OpenStores(service.Archetype{Logger: log}, rdb, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func BenchmarkRegisterHTTP(b *testing.B) {
 		}
 	}
 	pr := prometheus.NewRegistry()
-	api, err := httpapi.NewServer(httpapi.Deps{Logger: log, Redis: rdb, Pipeline: pipe, Keys: &auth.Keys{}, Metrics: pr, Gatherer: pr},
+	api, err := httpapi.NewServer(pipe.Wire(httpapi.Deps{Logger: log, Redis: rdb, Keys: &auth.Keys{}, Metrics: pr, Gatherer: pr}),
 		httpapi.Config{RegisterRateLimit: -1})
 	if err != nil {
 		b.Fatal(err)

@@ -118,9 +118,23 @@ func redisUnavailable(err error) bool {
 	return false
 }
 
-// writeError logs err where it is handled and writes the JSON response.
+// clientGone reports whether the client of r hung up: the request's
+// context was cancelled by the server noticing the closed connection, not
+// ended by our own deadline (which ends it with DeadlineExceeded). The
+// error a handler returns then is often not context.Canceled (a Redis read
+// that runs into its deadline is a network timeout), but nobody reads the
+// answer.
+func clientGone(r *http.Request) bool {
+	return errors.Is(r.Context().Err(), context.Canceled)
+}
+
+// writeError logs err where it is handled and writes the JSON response. A
+// request whose client has gone is a 499 logged at DEBUG, whatever err is.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	he := toHTTPError(err)
+	if he.Code != statusClientClosed && clientGone(r) {
+		he = &HTTPError{Code: statusClientClosed, Kind: "cancelled", Msg: "the client closed the request", Err: err}
+	}
 	log := logFrom(r.Context())
 	if he.Code == statusClientClosed {
 		log.DebugContext(r.Context(), "client closed the request", "err", err)

@@ -14,6 +14,46 @@ import (
 	"github.com/nudge-dev/nudge/internal/devices"
 )
 
+// Registry is the device registry behind the device routes;
+// *devices.Registry is one.
+type Registry interface {
+	Register(ctx context.Context, reg devices.Registration) (d devices.Device, secret string, created bool, err error)
+	Update(ctx context.Context, cur devices.Device, p devices.Patch) (devices.Device, error)
+	DeleteIfToken(ctx context.Context, id uint64, token string) (bool, error)
+}
+
+// Authenticator finds the device that a device secret opens;
+// *devices.Registry is one.
+type Authenticator interface {
+	Authenticate(ctx context.Context, id uint64, secret string) (devices.Device, error)
+}
+
+// Forgetter drops the throttle state of a deleted device;
+// *throttle.Throttle is one.
+type Forgetter interface {
+	Forget(ctx context.Context, id uint64) error
+}
+
+// Catalog reads the feed catalogue; *catalog.Store is one.
+type Catalog interface {
+	List(ctx context.Context) ([]catalog.Feed, error)
+	Get(ctx context.Context, id string) (catalog.Feed, error)
+	Missing(ctx context.Context, ids []string) ([]string, error)
+}
+
+// FeedEditor changes the feed catalogue (admin routes); *catalog.Store is
+// one.
+type FeedEditor interface {
+	Put(ctx context.Context, f catalog.Feed) (created bool, err error)
+	Delete(ctx context.Context, id string) error
+}
+
+// Subscriptions clears a deleted feed from every device's subscriptions;
+// *devices.Registry is one.
+type Subscriptions interface {
+	DropFeed(ctx context.Context, feed string) error
+}
+
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
@@ -130,7 +170,7 @@ func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request) error {
 	if err := s.checkToken(r.Context(), req.Provider, req.Token); err != nil {
 		return err
 	}
-	d, secret, created, err := s.deps.Pipeline.Devices.Register(r.Context(), reg)
+	d, secret, created, err := s.deps.Devices.Register(r.Context(), reg)
 	if err != nil {
 		return err
 	}
@@ -162,7 +202,7 @@ func (s *Server) device(r *http.Request) (devices.Device, error) {
 	if !ok {
 		return devices.Device{}, auth.ErrUnauthenticated
 	}
-	return s.deps.Pipeline.Devices.Authenticate(r.Context(), id, secret)
+	return s.deps.DeviceAuth.Authenticate(r.Context(), id, secret)
 }
 
 func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) error {
@@ -202,7 +242,7 @@ func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	// Update writes only if d's secret is still current (409 otherwise).
-	nd, err := s.deps.Pipeline.Devices.Update(r.Context(), d, p)
+	nd, err := s.deps.Devices.Update(r.Context(), d, p)
 	if err != nil {
 		return err
 	}
@@ -221,7 +261,7 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if ok, err := s.deps.Pipeline.Devices.DeleteIfToken(r.Context(), d.ID, d.Token); err != nil {
+	if ok, err := s.deps.Devices.DeleteIfToken(r.Context(), d.ID, d.Token); err != nil {
 		return err
 	} else if !ok {
 		return devices.ErrConflict
@@ -231,7 +271,7 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 	// answered (a retry would only find no device).
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
 	defer cancel()
-	if err := s.deps.Pipeline.Throttle.Forget(fctx, d.ID); err != nil {
+	if err := s.deps.Throttle.Forget(fctx, d.ID); err != nil {
 		logFrom(r.Context()).ErrorContext(r.Context(), "forget throttle state of deleted device", "device_id", d.ID, "err", err)
 	}
 	logFrom(r.Context()).InfoContext(r.Context(), "device unregistered", "device_id", d.ID)
@@ -266,7 +306,7 @@ func editorView(f catalog.Feed) editorFeed {
 // editor or admin key also each feed's URL. A bearer credential that is no
 // such key (an app's device secret, say) gets the public view.
 func (s *Server) listFeeds(w http.ResponseWriter, r *http.Request) error {
-	feeds, err := s.deps.Pipeline.Catalog.List(r.Context())
+	feeds, err := s.deps.Catalog.List(r.Context())
 	if err != nil {
 		return err
 	}
@@ -315,11 +355,11 @@ func (s *Server) putFeed(w http.ResponseWriter, r *http.Request) error {
 		}
 		f.PollInterval = d
 	}
-	created, err := s.deps.Pipeline.Catalog.Put(r.Context(), f)
+	created, err := s.deps.FeedEditor.Put(r.Context(), f)
 	if err != nil {
 		return err
 	}
-	f, err = s.deps.Pipeline.Catalog.Get(r.Context(), id)
+	f, err = s.deps.Catalog.Get(r.Context(), id)
 	if err != nil {
 		return err
 	}
@@ -337,11 +377,11 @@ func (s *Server) deleteFeed(w http.ResponseWriter, r *http.Request) error {
 	// The catalogue entry goes first, so no new subscription is accepted;
 	// then the registry clears the feed's bitmaps, also when the entry was
 	// already gone, so repeating a DELETE that crashed half-way finishes.
-	err := s.deps.Pipeline.Catalog.Delete(r.Context(), id)
+	err := s.deps.FeedEditor.Delete(r.Context(), id)
 	if err != nil && (!errors.Is(err, catalog.ErrNotFound) || !catalog.ValidID(id)) {
 		return err
 	}
-	if derr := s.deps.Pipeline.Devices.DropFeed(r.Context(), id); derr != nil {
+	if derr := s.deps.Subscriptions.DropFeed(r.Context(), id); derr != nil {
 		return derr
 	}
 	if err != nil {

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,10 +11,32 @@ import (
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/auth"
-	"github.com/nudge-dev/nudge/internal/delivery"
+	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/jobs"
+	"github.com/nudge-dev/nudge/internal/receipts"
 	"github.com/nudge-dev/nudge/internal/stats"
 )
+
+// Items reads the feeds' item logs; *feeds.Store is one.
+type Items interface {
+	Page(ctx context.Context, feed string, since int64, limit int) (feeds.Page, error)
+	Latest(ctx context.Context, feed string, n int) ([]feeds.Item, error)
+	Head(ctx context.Context, feed string) (int64, error)
+	Health(ctx context.Context, feed string) (feeds.Health, error)
+}
+
+// Stats records wake receipts and sums the fleet's figures for the
+// console; *stats.Recorder is one.
+type Stats interface {
+	Receipt(ctx context.Context, platform, lane, outcome string, latency time.Duration) error
+	Summarize(ctx context.Context, window time.Duration) (stats.Summary, error)
+}
+
+// QueueSizer reports the sizes of a job queue for the console;
+// *jobs.Queue is one.
+type QueueSizer interface {
+	Stats(ctx context.Context) (jobs.Stats, error)
+}
 
 // Limits of the sync read.
 const (
@@ -66,7 +89,7 @@ func (s *Server) listItems(w http.ResponseWriter, r *http.Request) error {
 			return badRequest("limit", "limit: want a whole number from 1 to 200")
 		}
 	}
-	page, err := s.deps.Pipeline.Items.Page(r.Context(), f.ID, since, limit)
+	page, err := s.deps.Items.Page(r.Context(), f.ID, since, limit)
 	if err != nil {
 		return err
 	}
@@ -131,7 +154,7 @@ func (s *Server) postReceipt(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	lane, sent, err := delivery.ParsePushID(id)
+	lane, sent, err := receipts.ParsePushID(id)
 	if err != nil {
 		return badRequest("push_id", "push_id: send the push_id of the push that woke the app")
 	}
@@ -153,7 +176,7 @@ func (s *Server) postReceipt(w http.ResponseWriter, r *http.Request) error {
 	if err := s.claimReceipt(r.Context(), d.ID, req.PushID, sent.Add(maxReceiptAge).Sub(now)); err != nil {
 		return err
 	}
-	if err := s.deps.Pipeline.Stats.Receipt(r.Context(), d.Platform, lane, req.Outcome, req.ReceivedAt.Sub(sent)); err != nil {
+	if err := s.deps.Stats.Receipt(r.Context(), d.Platform, lane, req.Outcome, req.ReceivedAt.Sub(sent)); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -218,8 +241,7 @@ func timePtr(t time.Time) *time.Time {
 func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	k, _ := auth.KeyFrom(ctx)
-	p := s.deps.Pipeline
-	list, err := p.Catalog.List(ctx)
+	list, err := s.deps.Catalog.List(ctx)
 	if err != nil {
 		return err
 	}
@@ -229,11 +251,11 @@ func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) error {
 		Queues: map[string]queueView{},
 	}
 	for _, f := range list {
-		h, err := p.Items.Health(ctx, f.ID)
+		h, err := s.deps.Items.Health(ctx, f.ID)
 		if err != nil {
 			return err
 		}
-		latest, err := p.Items.Latest(ctx, f.ID, 5)
+		latest, err := s.deps.Items.Latest(ctx, f.ID, 5)
 		if err != nil {
 			return err
 		}
@@ -253,14 +275,14 @@ func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) error {
 		}
 		out.Feeds = append(out.Feeds, fo)
 	}
-	for name, q := range map[string]*jobs.Queue{"push": p.Pushes, "events": p.Events} {
+	for name, q := range s.deps.Queues {
 		st, err := q.Stats(ctx)
 		if err != nil {
 			return err
 		}
 		out.Queues[name] = queueView{Depth: st.Depth, Pending: st.Pending, Retry: st.Retry, Dead: st.Dead}
 	}
-	sum, err := p.Stats.Summarize(ctx, statsWindow)
+	sum, err := s.deps.Stats.Summarize(ctx, statsWindow)
 	if err != nil {
 		return err
 	}

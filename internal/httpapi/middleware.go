@@ -100,13 +100,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // logged at INFO rather than DEBUG.
 const slowRequest = time.Second
 
-// accessLevel is the level of a request's access log line: WARN for a
-// server error (5xx), INFO for a slow request (slowRequest or longer),
-// DEBUG for the rest, so that at the default level (info) the log holds
+// accessLevel is the level of a request's access log line: DEBUG for a
+// client that hung up (499), WARN for a server error (5xx), INFO for a slow
+// request (slowRequest or longer), DEBUG for the rest, so that at the default level (info) the log holds
 // what needs a look, not one line per request (NUDGE_LOG_LEVEL=debug shows
 // them all).
 func accessLevel(status int, d time.Duration) slog.Level {
 	switch {
+	case status == statusClientClosed:
+		return slog.LevelDebug
 	case status >= 500:
 		return slog.LevelWarn
 	case d >= slowRequest:

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nudge-dev/nudge/internal/delivery"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/receipts"
@@ -185,7 +184,7 @@ func TestReceiptsFeedWakeStats(t *testing.T) {
 		}
 		return signed
 	}
-	pushID := sign(d.ID, delivery.PushID("breaking", sent, "n1-7"))
+	pushID := sign(d.ID, receipts.PushID("breaking", sent, "n1-7"))
 	path := fmt.Sprintf("/v1/devices/%d/receipts", d.ID)
 	good := map[string]any{"push_id": pushID, "received_at": received, "outcome": "synced", "items": 3}
 	if r := b.do(t, "POST", "/v1/devices/{id}/receipts", path, d.Secret, good); r.code != http.StatusNoContent {
@@ -201,10 +200,10 @@ func TestReceiptsFeedWakeStats(t *testing.T) {
 		{"other device's secret", other.Secret, good, 404, ""},
 		{"no secret", "", good, 401, ""},
 		{"foreign push id", d.Secret, map[string]any{"push_id": "abc", "received_at": time.Now().Format(time.RFC3339), "outcome": "synced"}, 400, "push_id"},
-		{"unsigned push id", d.Secret, map[string]any{"push_id": delivery.PushID("breaking", sent, "n1-8"), "received_at": time.Now().Format(time.RFC3339), "outcome": "synced"}, 400, "push_id"},
-		{"forged signature", d.Secret, map[string]any{"push_id": delivery.PushID("breaking", sent, "n1-8") + ".AAAAAAAAAAAAAAAAAAAAAA", "received_at": time.Now().Format(time.RFC3339), "outcome": "synced"}, 400, "push_id"},
+		{"unsigned push id", d.Secret, map[string]any{"push_id": receipts.PushID("breaking", sent, "n1-8"), "received_at": time.Now().Format(time.RFC3339), "outcome": "synced"}, 400, "push_id"},
+		{"forged signature", d.Secret, map[string]any{"push_id": receipts.PushID("breaking", sent, "n1-8") + ".AAAAAAAAAAAAAAAAAAAAAA", "received_at": time.Now().Format(time.RFC3339), "outcome": "synced"}, 400, "push_id"},
 		{"lane changed", d.Secret, map[string]any{"push_id": "f" + pushID[1:], "received_at": time.Now().Format(time.RFC3339), "outcome": "synced"}, 400, "push_id"},
-		{"other device's push id", d.Secret, map[string]any{"push_id": sign(other.ID, delivery.PushID("breaking", sent, "n1-9")), "received_at": time.Now().Format(time.RFC3339), "outcome": "synced"}, 400, "push_id"},
+		{"other device's push id", d.Secret, map[string]any{"push_id": sign(other.ID, receipts.PushID("breaking", sent, "n1-9")), "received_at": time.Now().Format(time.RFC3339), "outcome": "synced"}, 400, "push_id"},
 		{"replayed", d.Secret, good, 400, "push_id"},
 		{"bad outcome", d.Secret, map[string]any{"push_id": pushID, "received_at": time.Now().Format(time.RFC3339), "outcome": "ok"}, 400, "outcome"},
 		{"no time", d.Secret, map[string]any{"push_id": pushID, "outcome": "synced"}, 400, "received_at"},
@@ -220,7 +219,7 @@ func TestReceiptsFeedWakeStats(t *testing.T) {
 		})
 	}
 	// The other device's own receipt for its push counts; the refusals were counted.
-	otherPush := sign(other.ID, delivery.PushID("breaking", sent, "n1-9"))
+	otherPush := sign(other.ID, receipts.PushID("breaking", sent, "n1-9"))
 	otherPath := fmt.Sprintf("/v1/devices/%d/receipts", other.ID)
 	if r := b.do(t, "POST", "/v1/devices/{id}/receipts", otherPath, other.Secret, map[string]any{"push_id": otherPush, "received_at": received, "outcome": "synced"}); r.code != http.StatusNoContent {
 		t.Fatalf("other device's own receipt: got %d %s", r.code, r.body)

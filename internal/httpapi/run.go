@@ -17,8 +17,8 @@ import (
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/config"
-	"github.com/nudge-dev/nudge/internal/devices"
-	"github.com/nudge-dev/nudge/internal/dispatcher"
+	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/startstop"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -114,20 +114,20 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	pipe, err := dispatcher.NewPipeline(dispatcher.Config{Devices: devices.Config{MaxFeeds: maxFeeds}}, rdb.Client, log, reg, nil)
+	st, err := OpenStores(service.Archetype{Logger: log, Registerer: reg}, rdb.Client, maxFeeds)
 	if err != nil {
 		return err
 	}
-	if err := pipe.Catalog.Seed(ctx, seed); err != nil {
+	if err := st.Catalog.Seed(ctx, seed); err != nil {
 		return err
 	}
 	if len(seed) > 0 {
 		log.InfoContext(ctx, "feed catalogue seeded", "file", v.String("feeds-file"), "feeds", len(seed))
 	}
-	srv, err := NewServer(Deps{
-		Logger: log, Redis: rdb.Client, Pipeline: pipe, Keys: keys,
+	srv, err := NewServer(st.Wire(Deps{
+		Logger: log, Redis: rdb.Client, Keys: keys,
 		Metrics: reg, Gatherer: reg,
-	}, Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow,
+	}), Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow,
 		RequestTimeout: reqTimeout, KeyRequestTimeout: keyReqTimeout,
 		TokenRateLimit: tokenLimit, TokenRateWindow: tokenWindow, MetricsElsewhere: v.String("metrics-addr") != ""})
 	if err != nil {
@@ -168,10 +168,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer ms.Close()
 		log.InfoContext(ctx, "metrics served on their own listener", "metrics_addr", mln.Addr().String())
 	}
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	go func() { defer close(watched); keys.Watch(watchCtx, keysReload, hup, log) }()
-	defer func() { stopWatch(); <-watched }()
+	// The API keys reloader: the file every keysReload, and on SIGHUP.
+	var reloader startstop.Base
+	if err := reloader.Start(ctx, startstop.Loop(func(ctx context.Context) { keys.Watch(ctx, keysReload, hup, log) })); err != nil {
+		_ = hs.Close()
+		return fmt.Errorf("start the API keys reloader: %w", err)
+	}
+	defer reloader.Stop()
 	log.InfoContext(ctx, config.ReadyAPI, "addr", ln.Addr().String(), "cluster", rdb.Cluster, "embedded_redis", rdb.Embedded != nil)
 
 	select {

@@ -205,3 +205,30 @@ func TestSettingsAreUnique(t *testing.T) {
 }
 
 func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
+
+// TestRunMetricsOnlyOfWhatTheAPIRuns: the api's /metrics carries its own
+// metrics (HTTP, Go runtime) and none of the parts it does not run: the
+// planner's and the throttle's counters used to be there, always 0.
+func TestRunMetricsOnlyOfWhatTheAPIRuns(t *testing.T) {
+	t.Parallel()
+	base, _, _ := start(t, nil)
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, want := range []string{"nudge_http_requests_total", "go_goroutines"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s:\n%.600s", want, text)
+		}
+	}
+	for _, line := range strings.Split(text, "\n") {
+		for _, foreign := range []string{"nudge_fanout_", "nudge_throttle_", "nudge_queue_", "nudge_push_", "nudge_feed_"} {
+			if strings.HasPrefix(strings.TrimPrefix(strings.TrimPrefix(line, "# HELP "), "# TYPE "), foreign) {
+				t.Errorf("/metrics of the api shows a metric of a part it does not run: %s", line)
+			}
+		}
+	}
+}

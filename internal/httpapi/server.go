@@ -15,7 +15,6 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/nudge-dev/nudge/internal/auth"
-	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/receipts"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -69,23 +68,44 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// Deps are the dependencies of the API.
+// Deps are the dependencies of the API. The stores come in through the
+// small interfaces this package defines where it uses them; OpenStores
+// opens the concrete ones as Run does.
 type Deps struct {
 	Logger *slog.Logger
-	Redis  redis.UniversalClient // pinged by /readyz, used for audit records
-	// Pipeline holds the stores the API reads and writes: the registry,
-	// the catalogue, the item logs, events and stats.
-	Pipeline *dispatcher.Pipeline
+	// Redis is pinged by /readyz; audit records, feed health, poll-now and
+	// the token rate limit use it directly.
+	Redis    redis.UniversalClient
 	Keys     *auth.Keys
 	Metrics  prometheus.Registerer // HTTP metrics are registered here
 	Gatherer prometheus.Gatherer   // served on /metrics
+
+	Devices    Registry      // device registration, PATCH and DELETE
+	DeviceAuth Authenticator // the device routes' secrets
+	Throttle   Forgetter     // a deleted device's throttle state
+	Catalog    Catalog       // the feed catalogue, read
+	FeedEditor FeedEditor    // the feed catalogue, written (admin routes)
+	Items      Items         // the feeds' item logs
+	Stats      Stats         // receipts and the console's figures
+	Syncs      Submitter     // editors' syncs into the pipeline
+	Events     Events        // a sync's audience and progress
+	Schedule   Schedule      // editors' syncs scheduled for later
+
+	Subscriptions Subscriptions      // a deleted feed's subscriptions
+	Tokens        TokenRegistrations // the token takeover limit
+	// Queues are the job queues the console shows, by the name it shows.
+	Queues map[string]QueueSizer
 }
 
 func (d *Deps) validate() error {
 	var errs []error
 	for name, missing := range map[string]bool{
-		"Logger": d.Logger == nil, "Redis": d.Redis == nil, "Pipeline": d.Pipeline == nil,
+		"Logger": d.Logger == nil, "Redis": d.Redis == nil,
 		"Keys": d.Keys == nil, "Metrics": d.Metrics == nil, "Gatherer": d.Gatherer == nil,
+		"Devices": d.Devices == nil, "DeviceAuth": d.DeviceAuth == nil, "Throttle": d.Throttle == nil,
+		"Catalog": d.Catalog == nil, "FeedEditor": d.FeedEditor == nil, "Items": d.Items == nil,
+		"Stats": d.Stats == nil, "Syncs": d.Syncs == nil, "Events": d.Events == nil, "Schedule": d.Schedule == nil,
+		"Subscriptions": d.Subscriptions == nil, "Tokens": d.Tokens == nil,
 	} {
 		if missing {
 			errs = append(errs, fmt.Errorf("httpapi: Deps.%s is required", name))

@@ -20,12 +20,10 @@ import (
 	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/config"
-	"github.com/nudge-dev/nudge/internal/delivery"
-	"github.com/nudge-dev/nudge/internal/devices"
-	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/httpapi"
 	"github.com/nudge-dev/nudge/internal/receipts"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/stacktest"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -105,7 +103,7 @@ func TestRedisStallAndDeathAnswer503WithinDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	pipe, err := dispatcher.NewPipeline(dispatcher.Config{Devices: devices.Config{MaxFeeds: 4}}, rdb.Client, log, nil, nil)
+	pipe, err := httpapi.OpenStores(service.Archetype{Logger: log}, rdb.Client, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +112,7 @@ func TestRedisStallAndDeathAnswer503WithinDeadline(t *testing.T) {
 	}
 	ks, _ := auth.ParseKeys(strings.NewReader(""), "keys.txt")
 	pr := prometheus.NewRegistry()
-	api, err := httpapi.NewServer(httpapi.Deps{Logger: log, Redis: rdb.Client, Pipeline: pipe, Keys: ks, Metrics: pr, Gatherer: pr},
+	api, err := httpapi.NewServer(pipe.Wire(httpapi.Deps{Logger: log, Redis: rdb.Client, Keys: ks, Metrics: pr, Gatherer: pr}),
 		httpapi.Config{RegisterRateLimit: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +127,7 @@ func TestRedisStallAndDeathAnswer503WithinDeadline(t *testing.T) {
 	}
 	d := registerOne(t, client, hs.URL, strings.Replace(regBody, "a3f5", "b3f5", 1))
 	dev := "/v1/devices/" + strconv.FormatUint(d.ID, 10)
-	pushID, err := receipts.NewSigner(rdb.Client).Sign(t.Context(), d.ID, delivery.PushID("feed", time.Now().Add(-time.Minute), "c1"))
+	pushID, err := receipts.NewSigner(rdb.Client).Sign(t.Context(), d.ID, receipts.PushID("feed", time.Now().Add(-time.Minute), "c1"))
 	if err != nil {
 		t.Fatal(err)
 	}

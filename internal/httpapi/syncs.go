@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -19,6 +20,31 @@ import (
 	"github.com/nudge-dev/nudge/internal/schedule"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
+
+// Submitter publishes an editor's sync and queues it for planning;
+// *fanout.Submitter is one.
+type Submitter interface {
+	Submit(ctx context.Context, ev fanout.Event) (string, error)
+}
+
+// Events counts a sync's audience, names a new sync, and reads a published
+// sync and its progress; *fanout.Planner is one.
+type Events interface {
+	NewID(ctx context.Context) (string, error)
+	Count(ctx context.Context, ev fanout.Event) (int64, error)
+	Event(ctx context.Context, id string) (fanout.Event, error)
+	Progress(ctx context.Context, id string) (fanout.Progress, error)
+}
+
+// Schedule keeps editors' syncs scheduled for later; *schedule.Store is
+// one.
+type Schedule interface {
+	Add(ctx context.Context, sy schedule.Sync) error
+	Get(ctx context.Context, id string) (schedule.Sync, error)
+	List(ctx context.Context) ([]schedule.Sync, error)
+	Cancel(ctx context.Context, id string) error
+	Horizon() time.Duration
+}
 
 // Limits of an editor's sync request.
 const (
@@ -132,7 +158,7 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 			ev.Feeds = append(ev.Feeds, f)
 		}
 	}
-	missing, err := s.deps.Pipeline.Catalog.Missing(r.Context(), ev.Feeds)
+	missing, err := s.deps.Catalog.Missing(r.Context(), ev.Feeds)
 	if err != nil {
 		return err
 	}
@@ -164,7 +190,7 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 		ev.Audience = req.Audience
 	}
 	if r.URL.Query().Get("dry_run") == "true" {
-		n, err := s.deps.Pipeline.Planner.Count(r.Context(), ev)
+		n, err := s.deps.Events.Count(r.Context(), ev)
 		if err != nil {
 			return err
 		}
@@ -174,7 +200,7 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 	if !sendAt.IsZero() {
 		return s.scheduleSync(w, r, ev, sendAt)
 	}
-	id, err := schedule.Submit(r.Context(), s.deps.Pipeline.Items, s.deps.Pipeline.Submitter, ev)
+	id, err := schedule.Submit(r.Context(), s.deps.Items, s.deps.Syncs, ev)
 	if err != nil {
 		return err
 	}
@@ -187,17 +213,17 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 // scheduleSync stores ev, with a fresh id, to start at sendAt (which the
 // schedule checks on Redis's clock: in the future, within the horizon).
 func (s *Server) scheduleSync(w http.ResponseWriter, r *http.Request, ev fanout.Event, sendAt time.Time) error {
-	id, err := s.deps.Pipeline.Planner.NewID(r.Context())
+	id, err := s.deps.Events.NewID(r.Context())
 	if err != nil {
 		return err
 	}
 	ev.ID = id
-	err = s.deps.Pipeline.Schedule.Add(r.Context(), schedule.Sync{Event: ev, SendAt: sendAt, CreatedAt: s.cfg.Now()})
+	err = s.deps.Schedule.Add(r.Context(), schedule.Sync{Event: ev, SendAt: sendAt, CreatedAt: s.cfg.Now()})
 	switch {
 	case errors.Is(err, schedule.ErrNotFuture):
 		return badRequest("send_at", "send_at: want a time in the future")
 	case errors.Is(err, schedule.ErrTooFar):
-		return badRequest("send_at", fmt.Sprintf("send_at: want a time within %s from now", humanDays(s.deps.Pipeline.Schedule.Horizon())))
+		return badRequest("send_at", fmt.Sprintf("send_at: want a time within %s from now", humanDays(s.deps.Schedule.Horizon())))
 	case errors.Is(err, schedule.ErrFull):
 		return &HTTPError{Code: http.StatusConflict, Kind: "conflict", Msg: "too many syncs are scheduled; cancel some first", Err: err}
 	case err != nil:
@@ -240,7 +266,7 @@ func (s *Server) listSyncs(w http.ResponseWriter, r *http.Request) error {
 	if st := r.URL.Query().Get("state"); st != schedule.StateScheduled {
 		return badRequest("state", `state: want "scheduled" (only scheduled syncs are listed)`)
 	}
-	all, err := s.deps.Pipeline.Schedule.List(r.Context())
+	all, err := s.deps.Schedule.List(r.Context())
 	if err != nil {
 		return err
 	}
@@ -260,7 +286,7 @@ func (s *Server) cancelSync(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	started := &HTTPError{Code: http.StatusConflict, Kind: "conflict", Msg: "the sync has started; it can no longer be cancelled"}
-	err = s.deps.Pipeline.Schedule.Cancel(r.Context(), id)
+	err = s.deps.Schedule.Cancel(r.Context(), id)
 	switch {
 	case err == nil:
 		s.audit(r, "sync.cancel", id)
@@ -274,7 +300,7 @@ func (s *Server) cancelSync(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Not scheduled: a sync that started left the schedule after its
 	// event was published, so the event tells the two apart.
-	if _, err := s.deps.Pipeline.Planner.Event(r.Context(), id); err == nil {
+	if _, err := s.deps.Events.Event(r.Context(), id); err == nil {
 		return started
 	} else if !errors.Is(err, fanout.ErrNotFound) {
 		return err
@@ -289,10 +315,10 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ev, err := s.deps.Pipeline.Planner.Event(r.Context(), id)
+	ev, err := s.deps.Events.Event(r.Context(), id)
 	if err == nil {
 		var p fanout.Progress
-		p, err = s.deps.Pipeline.Planner.Progress(r.Context(), id)
+		p, err = s.deps.Events.Progress(r.Context(), id)
 		if err == nil {
 			writeJSON(w, http.StatusOK, viewOfProgress(ev, p))
 			return nil
@@ -301,7 +327,7 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 	if !errors.Is(err, fanout.ErrNotFound) {
 		return err
 	}
-	sy, err := s.deps.Pipeline.Schedule.Get(r.Context(), id)
+	sy, err := s.deps.Schedule.Get(r.Context(), id)
 	if errors.Is(err, schedule.ErrNotFound) {
 		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found", Err: err}
 	}
@@ -330,7 +356,7 @@ func viewOfProgress(ev fanout.Event, p fanout.Progress) progressView {
 // feed to be polled at once rather than at its next interval.
 func (s *Server) pollFeed(w http.ResponseWriter, r *http.Request) error {
 	id := chi.URLParam(r, "feed")
-	if _, err := s.deps.Pipeline.Catalog.Get(r.Context(), id); err != nil {
+	if _, err := s.deps.Catalog.Get(r.Context(), id); err != nil {
 		return err
 	}
 	if err := feeds.PollNow(r.Context(), s.deps.Redis, id); err != nil {
@@ -343,5 +369,5 @@ func (s *Server) pollFeed(w http.ResponseWriter, r *http.Request) error {
 
 // feedOf returns the catalogue entry of the path's feed, or a 404.
 func (s *Server) feedOf(r *http.Request) (catalog.Feed, error) {
-	return s.deps.Pipeline.Catalog.Get(r.Context(), chi.URLParam(r, "feed"))
+	return s.deps.Catalog.Get(r.Context(), chi.URLParam(r, "feed"))
 }

@@ -18,6 +18,13 @@ import (
 // TokenRateWindow, shared by every replica through Redis) and writes an
 // audit record for every re-registration and token move.
 
+// TokenRegistrations counts how often a push token was registered, for
+// the takeover limit; *devices.Registry is one.
+type TokenRegistrations interface {
+	Registrations(ctx context.Context, provider, token string) (n int, left time.Duration, err error)
+	CountRegistration(ctx context.Context, provider, token string, window time.Duration) error
+}
+
 // tokenHash names a token in audit records without the token itself
 // (the registry's TokenHash, the name its registration counters use).
 func tokenHash(provider, token string) string { return devices.TokenHash(provider, token) }
@@ -32,7 +39,7 @@ func (s *Server) checkToken(ctx context.Context, provider, token string) error {
 	if s.cfg.TokenRateLimit < 0 {
 		return nil
 	}
-	n, left, err := s.deps.Pipeline.Devices.Registrations(ctx, provider, token)
+	n, left, err := s.deps.Tokens.Registrations(ctx, provider, token)
 	if err != nil {
 		return err
 	}
@@ -48,7 +55,7 @@ func (s *Server) countToken(ctx context.Context, provider, token string) {
 	if s.cfg.TokenRateLimit < 0 {
 		return
 	}
-	if err := s.deps.Pipeline.Devices.CountRegistration(ctx, provider, token, s.cfg.TokenRateWindow); err != nil {
+	if err := s.deps.Tokens.CountRegistration(ctx, provider, token, s.cfg.TokenRateWindow); err != nil {
 		logFrom(ctx).WarnContext(ctx, "count token registration", "err", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 )
@@ -105,7 +106,7 @@ func benchConsume(b *testing.B, rdb redis.UniversalClient, cfg WorkerConfig, mar
 		}
 		return nil
 	})
-	w, err := NewWorker(q, h, cfg, nil, nil, nil)
+	w, err := NewWorker(service.Archetype{}, q, h, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -69,11 +70,11 @@ func TestCrashWorker(t *testing.T) {
 		}
 		return nil
 	})
-	w, err := NewWorker(q, h, WorkerConfig{
+	w, err := NewWorker(service.Archetype{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}, q, h, WorkerConfig{
 		Concurrency: crashConcurrency, BatchSize: 64,
 		ReclaimMinIdle: time.Second, ReclaimInterval: 100 * time.Millisecond,
 		HandlerTimeout: 900 * time.Millisecond, MaxDeliveries: 20,
-	}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), nil, nil)
+	})
 	if err != nil {
 		t.Fatalf("new worker: %v", err)
 	}

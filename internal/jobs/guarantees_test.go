@@ -12,6 +12,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
@@ -56,7 +57,7 @@ func TestLiveWorkersNeverShareJobs(t *testing.T) {
 	}
 	regs := []*prometheus.Registry{prometheus.NewRegistry(), prometheus.NewRegistry()}
 	for _, reg := range regs {
-		w, err := NewWorker(b.q, h, cfg, nil, nil, reg)
+		w, err := NewWorker(service.Archetype{Registerer: reg}, b.q, h, cfg)
 		if err != nil {
 			t.Fatalf("new worker: %v", err)
 		}
@@ -321,7 +322,7 @@ func TestDoneRecordsSwept(t *testing.T) {
 	if err := b.rdb.HSet(t.Context(), done, ids[0], "1", "1-1", "1").Err(); err != nil {
 		t.Fatalf("write done records: %v", err)
 	}
-	w, err := NewWorker(b.q, HandlerFunc(func(context.Context, *Outcomes, []*Job) error { return nil }), WorkerConfig{}, nil, nil, nil)
+	w, err := NewWorker(service.Archetype{}, b.q, HandlerFunc(func(context.Context, *Outcomes, []*Job) error { return nil }), WorkerConfig{})
 	if err != nil {
 		t.Fatalf("new worker: %v", err)
 	}
@@ -345,8 +346,8 @@ func TestDoneRecordsSwept(t *testing.T) {
 func TestLapsedWorkerDropsClaimedJobs(t *testing.T) {
 	t.Parallel()
 	b := setup(t, redistestStart(t), 1)
-	w, err := NewWorker(b.q, HandlerFunc(func(context.Context, *Outcomes, []*Job) error { return nil }),
-		WorkerConfig{ReclaimMinIdle: 30 * time.Millisecond, HandlerTimeout: 10 * time.Millisecond}, nil, nil, b.reg)
+	w, err := NewWorker(service.Archetype{Registerer: b.reg}, b.q, HandlerFunc(func(context.Context, *Outcomes, []*Job) error { return nil }),
+		WorkerConfig{ReclaimMinIdle: 30 * time.Millisecond, HandlerTimeout: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("new worker: %v", err)
 	}

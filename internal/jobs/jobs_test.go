@@ -14,6 +14,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
@@ -85,7 +86,7 @@ func (b *bundle) worker(t *testing.T, h Handler, cfg WorkerConfig) *Worker {
 	cfg.Block = cmpOr(cfg.Block, 50*time.Millisecond)
 	cfg.IdlePoll = cmpOr(cfg.IdlePoll, 5*time.Millisecond)
 	cfg.RetryInterval = cmpOr(cfg.RetryInterval, 5*time.Millisecond)
-	w, err := NewWorker(b.q, h, cfg, nil, b.clock.Now, b.reg)
+	w, err := NewWorker(service.Archetype{Clock: b.clock.Now, Registerer: b.reg}, b.q, h, cfg)
 	if err != nil {
 		t.Fatalf("new worker: %v", err)
 	}
@@ -697,7 +698,7 @@ func testDrainDeadline(t *testing.T, b *bundle) {
 }
 
 func testMetrics(t *testing.T, b *bundle) {
-	mon, err := NewMonitor([]*Queue{b.q}, MonitorConfig{}, nil, func() time.Time { return b.clock.Now().Add(time.Hour) }, b.reg)
+	mon, err := NewMonitor(service.Archetype{Clock: func() time.Time { return b.clock.Now().Add(time.Hour) }, Registerer: b.reg}, []*Queue{b.q}, MonitorConfig{})
 	if err != nil {
 		t.Fatalf("new monitor: %v", err)
 	}
@@ -828,7 +829,7 @@ func TestLifecycleAndConfig(t *testing.T) {
 		{"empty partitions", WorkerConfig{Partitions: []int{}}, "Partitions is empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := NewWorker(q, h, tc.cfg, nil, nil, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := NewWorker(service.Archetype{}, q, h, tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("NewWorker: got %v, want an error mentioning %q", err, tc.want)
 			}
 		})
@@ -848,7 +849,7 @@ func TestLifecycleAndConfig(t *testing.T) {
 		})
 	}
 	t.Run("stop before start and twice", func(t *testing.T) {
-		w, err := NewWorker(q, h, WorkerConfig{}, nil, nil, nil)
+		w, err := NewWorker(service.Archetype{}, q, h, WorkerConfig{})
 		if err != nil {
 			t.Fatalf("new worker: %v", err)
 		}
@@ -861,7 +862,7 @@ func TestLifecycleAndConfig(t *testing.T) {
 	t.Run("two workers share a registry", func(t *testing.T) {
 		reg := prometheus.NewRegistry()
 		for range 2 {
-			if _, err := NewWorker(q, h, WorkerConfig{}, nil, nil, reg); err != nil {
+			if _, err := NewWorker(service.Archetype{Registerer: reg}, q, h, WorkerConfig{}); err != nil {
 				t.Fatalf("new worker on a shared registry: %v", err)
 			}
 		}

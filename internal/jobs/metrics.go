@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/startstop"
 )
 
 // register registers c on reg, or returns the collector already registered
@@ -138,27 +140,17 @@ type Monitor struct {
 
 	depth, pending, lag, oldest, retry, dead *prometheus.GaugeVec
 
-	mu      sync.Mutex
-	started bool
-	cancel  context.CancelFunc
-	done    chan struct{}
+	life startstop.Base
 }
 
 // NewMonitor returns a monitor of queues whose gauges are registered on reg.
-func NewMonitor(queues []*Queue, cfg MonitorConfig, log *slog.Logger, now func() time.Time, reg prometheus.Registerer) (*Monitor, error) {
+func NewMonitor(a service.Archetype, queues []*Queue, cfg MonitorConfig) (*Monitor, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if now == nil {
-		now = time.Now
-	}
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
+	a = a.WithDefaults()
+	log, now, reg := a.Logger, a.Clock, a.Registerer
 	gauge := func(name, help string) (*prometheus.GaugeVec, error) {
 		return register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "nudge", Subsystem: "queue", Name: name, Help: help,
@@ -209,18 +201,10 @@ func (m *Monitor) Refresh(ctx context.Context) error {
 }
 
 // Start refreshes the gauges now and then every Interval until Stop or
-// until ctx ends.
+// until ctx ends. It follows startstop: a second Start, or a Start after
+// Stop, returns ErrStarted.
 func (m *Monitor) Start(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.started {
-		return ErrStarted
-	}
-	m.started = true
-	ctx, m.cancel = context.WithCancel(ctx)
-	m.done = make(chan struct{})
-	go func() {
-		defer close(m.done)
+	return m.life.Start(ctx, startstop.Loop(func(ctx context.Context) {
 		t := time.NewTicker(m.cfg.Interval)
 		defer t.Stop()
 		for {
@@ -233,19 +217,12 @@ func (m *Monitor) Start(ctx context.Context) error {
 			case <-t.C:
 			}
 		}
-	}()
-	return nil
+	}))
 }
 
 // Stop ends the refresh loop and waits for it. It is safe to call twice or
 // before Start.
-func (m *Monitor) Stop() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cancel == nil {
-		m.started = true // a Start after Stop does nothing
-		return
-	}
-	m.cancel()
-	<-m.done
-}
+func (m *Monitor) Stop() { m.life.Stop() }
+
+// Stopped is closed once Stop has finished.
+func (m *Monitor) Stopped() <-chan struct{} { return m.life.Stopped() }

@@ -16,15 +16,16 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/startstop"
 )
 
 // ErrStarted is returned by Start on a component that was already started
-// (or stopped).
-var ErrStarted = errors.New("already started")
+// (or stopped): startstop.ErrStarted.
+var ErrStarted = startstop.ErrStarted
 
 // WorkerConfig configures a Worker.
 type WorkerConfig struct {
@@ -197,15 +198,10 @@ type Worker struct {
 	lapsed map[string]time.Time // reclaimer only: consumer -> first scan that found no heartbeat
 	lapses atomic.Uint64        // times this worker found its own heartbeat expired
 
-	mu            sync.Mutex
-	started       bool
-	stopOnce      sync.Once
-	loopCancel    context.CancelFunc
-	handlerCancel context.CancelFunc
-	beatCancel    context.CancelFunc
-	loops         sync.WaitGroup
-	handlers      sync.WaitGroup
-	beat          sync.WaitGroup
+	life     startstop.Base
+	loops    sync.WaitGroup
+	handlers sync.WaitGroup
+	beat     sync.WaitGroup
 }
 
 type heldKey struct {
@@ -216,7 +212,7 @@ type heldKey struct {
 // NewWorker returns a worker that feeds the jobs of q to h. log may be nil
 // (discard), now may be nil (time.Now); reg receives the worker's metrics
 // (nil: not exported).
-func NewWorker(q *Queue, h Handler, cfg WorkerConfig, log *slog.Logger, now func() time.Time, reg prometheus.Registerer) (*Worker, error) {
+func NewWorker(a service.Archetype, q *Queue, h Handler, cfg WorkerConfig) (*Worker, error) {
 	cfg = cfg.withDefaults(q)
 	if err := cfg.validate(q); err != nil {
 		return nil, err
@@ -224,16 +220,9 @@ func NewWorker(q *Queue, h Handler, cfg WorkerConfig, log *slog.Logger, now func
 	if h == nil {
 		return nil, errors.New("jobs: NewWorker: nil Handler")
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if now == nil {
-		now = time.Now
-	}
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	m, err := newWorkerMetrics(reg)
+	a = a.WithDefaults()
+	log, now := a.Logger, a.Clock
+	m, err := newWorkerMetrics(a.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: worker of queue %s: %w", q.Name(), err)
 	}
@@ -252,28 +241,27 @@ func (w *Worker) Consumer() string { return w.cfg.Consumer }
 // Start creates the consumer groups, loads the scripts, writes the first
 // heartbeat and starts the readers, the heartbeat, the lease renewer, the
 // reclaimer and the retry mover. They run until Stop, or until ctx ends
-// (then Stop must still be called to wait for running handler calls).
-func (w *Worker) Start(ctx context.Context) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.started {
-		return ErrStarted
-	}
+// (then Stop must still be called to wait for running handler calls). It
+// follows startstop: a second Start, or a Start after Stop, returns
+// ErrStarted; a Start whose setup fails may be retried.
+func (w *Worker) Start(ctx context.Context) error { return w.life.Start(ctx, w.start) }
+
+// start sets up and launches the worker's goroutines, and returns the
+// function that stops them.
+func (w *Worker) start(ctx context.Context) (func(), error) {
 	if err := w.q.EnsureGroups(ctx); err != nil {
-		return fmt.Errorf("start worker: %w", err)
+		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	if err := w.q.loadScripts(ctx); err != nil {
-		return fmt.Errorf("start worker: %w", err)
+		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	if _, err := w.heartbeat(ctx); err != nil {
-		return fmt.Errorf("start worker: %w", err)
+		return nil, fmt.Errorf("start worker: %w", err)
 	}
-	w.started = true
 	base := context.WithoutCancel(ctx)
 	loopCtx, loopCancel := context.WithCancel(ctx)
 	handlerCtx, handlerCancel := context.WithCancel(base)
 	beatCtx, beatCancel := context.WithCancel(base)
-	w.loopCancel, w.handlerCancel, w.beatCancel = loopCancel, handlerCancel, beatCancel
 	// The heartbeat outlives the loops and the handlers: while a handler
 	// may still send, no other worker may take its jobs.
 	w.beat.Go(func() { w.heartbeatLoop(beatCtx) })
@@ -289,33 +277,28 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	w.loops.Go(func() { w.reclaimLoop(loopCtx, handlerCtx, base) })
 	w.loops.Go(func() { w.retryLoop(loopCtx) })
-	return nil
+	return func() {
+		deadline := time.AfterFunc(w.cfg.DrainTimeout, handlerCancel)
+		loopCancel()
+		w.loops.Wait()
+		w.handlers.Wait()
+		deadline.Stop()
+		handlerCancel()
+		beatCancel()
+		w.beat.Wait()
+	}, nil
 }
 
 // Stop stops reading, lets running handler calls finish (up to
 // DrainTimeout, then cancels them), settles them, removes the worker's
 // heartbeat and returns when every goroutine has exited. Jobs read but not
 // handled stay pending and are claimed by another worker at its next
-// reclaim scan. Stop is safe to call twice, concurrently, or before Start.
-func (w *Worker) Stop() {
-	w.stopOnce.Do(func() {
-		w.mu.Lock()
-		started := w.started
-		w.started = true // a Start after Stop fails
-		w.mu.Unlock()
-		if !started {
-			return
-		}
-		deadline := time.AfterFunc(w.cfg.DrainTimeout, w.handlerCancel)
-		w.loopCancel()
-		w.loops.Wait()
-		w.handlers.Wait()
-		deadline.Stop()
-		w.handlerCancel()
-		w.beatCancel()
-		w.beat.Wait()
-	})
-}
+// reclaim scan. Stop is safe to call twice, concurrently, or before Start
+// (startstop).
+func (w *Worker) Stop() { w.life.Stop() }
+
+// Stopped is closed once Stop has finished.
+func (w *Worker) Stopped() <-chan struct{} { return w.life.Stopped() }
 
 // readLoop reads batches from parts until loopCtx ends.
 func (w *Worker) readLoop(loopCtx, handlerCtx, base context.Context, parts []int) {

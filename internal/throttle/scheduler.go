@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,6 +15,8 @@ import (
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/startstop"
 )
 
 // Moves are the outcomes of a scheduler step.
@@ -232,56 +233,38 @@ type Scheduler struct {
 	rec Recorder
 	log *slog.Logger
 
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
+	life startstop.Base
 }
 
 // NewScheduler returns a Scheduler over th that records dropped pushes
 // through rec. Its ticks are local; what is due is decided on Redis's
-// clock.
-func NewScheduler(cfg SchedulerConfig, th *Throttle, rec Recorder, log *slog.Logger) (*Scheduler, error) {
+// clock. a's logger receives its errors; its metrics are the throttle's.
+func NewScheduler(a service.Archetype, cfg SchedulerConfig, th *Throttle, rec Recorder) (*Scheduler, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if th == nil || rec == nil || log == nil {
-		return nil, errors.New("throttle scheduler: a Throttle, a Recorder and a logger are required")
+	if th == nil || rec == nil {
+		return nil, errors.New("throttle scheduler: a Throttle and a Recorder are required")
 	}
-	return &Scheduler{cfg: cfg, th: th, rec: rec, log: log}, nil
+	return &Scheduler{cfg: cfg, th: th, rec: rec, log: a.WithDefaults().Logger}, nil
 }
 
-// Start starts the scheduler loop. It returns an error if it is already
-// running. The loop ends when ctx ends or Stop is called.
+// Start starts the scheduler loop. The loop ends when ctx ends or Stop is
+// called. It follows startstop: a second Start, or a Start after Stop,
+// returns startstop.ErrStarted.
 func (s *Scheduler) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.done != nil {
-		return fmt.Errorf("throttle scheduler: already started")
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	s.cancel = cancel
-	s.done = make(chan struct{})
-	go s.loop(ctx, s.done)
-	return nil
+	return s.life.Start(ctx, startstop.Loop(s.loop))
 }
 
 // Stop stops the loop and waits for it to exit. It is safe to call twice
 // or before Start.
-func (s *Scheduler) Stop() {
-	s.mu.Lock()
-	cancel, done := s.cancel, s.done
-	s.cancel, s.done = nil, nil
-	s.mu.Unlock()
-	if cancel == nil {
-		return
-	}
-	cancel()
-	<-done
-}
+func (s *Scheduler) Stop() { s.life.Stop() }
 
-func (s *Scheduler) loop(ctx context.Context, done chan struct{}) {
-	defer close(done)
+// Stopped is closed once Stop has finished.
+func (s *Scheduler) Stopped() <-chan struct{} { return s.life.Stopped() }
+
+func (s *Scheduler) loop(ctx context.Context) {
 	tick := time.NewTicker(s.cfg.Tick)
 	defer tick.Stop()
 	for {

@@ -1,0 +1,94 @@
+package httpapi
+
+import (
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudge-dev/nudge/internal/catalog"
+	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/fanout"
+	"github.com/nudge-dev/nudge/internal/feeds"
+	"github.com/nudge-dev/nudge/internal/jobs"
+	"github.com/nudge-dev/nudge/internal/schedule"
+	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/stats"
+	"github.com/nudge-dev/nudge/internal/stores"
+	"github.com/nudge-dev/nudge/internal/throttle"
+)
+
+// Stores are the concrete stores the api reads and writes, opened on one
+// Redis client. Only what the api uses is opened: no push sender, no
+// worker, no watcher.
+type Stores struct {
+	Catalog   *catalog.Store
+	Devices   *devices.Registry
+	Throttle  *throttle.Throttle // only to forget a deleted device
+	Planner   *fanout.Planner    // publishes and reads events; the dispatcher plans them
+	Submitter *fanout.Submitter
+	Items     *feeds.Store
+	Stats     *stats.Recorder
+	Events    *jobs.Queue
+	Pushes    *jobs.Queue
+	Schedule  *schedule.Store
+}
+
+// OpenStores opens the api's stores as Run does. maxFeeds is
+// NUDGE_MAX_FEEDS_PER_DEVICE (0: the default). Only the metrics of what
+// the api runs go to a.Registerer (the receipts' and wake latency): the
+// throttle and the planner register none, since the api never decides or
+// plans a push.
+func OpenStores(a service.Archetype, rdb redis.UniversalClient, maxFeeds int) (*Stores, error) {
+	log := a.WithDefaults().Logger
+	cat, err := catalog.NewStore(rdb, catalog.Config{})
+	if err != nil {
+		return nil, err
+	}
+	reg, err := stores.Devices(a, rdb, cat, devices.Config{MaxFeeds: maxFeeds})
+	if err != nil {
+		return nil, err
+	}
+	th, err := throttle.New(throttle.Config{}, rdb, log, nil)
+	if err != nil {
+		return nil, err
+	}
+	quiet := service.Archetype{Logger: log, Clock: a.Clock}
+	evs, err := stores.Events(rdb)
+	if err != nil {
+		return nil, err
+	}
+	planner, err := stores.Planner(quiet, fanout.Config{}, evs, reg, th, nil)
+	if err != nil {
+		return nil, err
+	}
+	events, err := stores.EventQueue(rdb)
+	if err != nil {
+		return nil, err
+	}
+	pushes, err := stores.PushQueue(rdb)
+	if err != nil {
+		return nil, err
+	}
+	items, err := feeds.NewStore(feeds.StoreConfig{}, rdb)
+	if err != nil {
+		return nil, err
+	}
+	sched, err := schedule.NewStore(schedule.Config{}, rdb)
+	if err != nil {
+		return nil, err
+	}
+	return &Stores{
+		Catalog: cat, Devices: reg, Throttle: th, Planner: planner,
+		Submitter: fanout.NewSubmitter(planner, events), Items: items,
+		Stats:  stats.NewRecorder(rdb, a.Registerer, log, a.Clock),
+		Events: events, Pushes: pushes, Schedule: sched,
+	}, nil
+}
+
+// Wire returns d with every store field set from s.
+func (s *Stores) Wire(d Deps) Deps {
+	d.Devices, d.DeviceAuth, d.Throttle = s.Devices, s.Devices, s.Throttle
+	d.Catalog, d.FeedEditor, d.Items, d.Stats = s.Catalog, s.Catalog, s.Items, s.Stats
+	d.Syncs, d.Events, d.Schedule = s.Submitter, s.Planner, s.Schedule
+	d.Subscriptions, d.Tokens = s.Devices, s.Devices
+	d.Queues = map[string]QueueSizer{"push": s.Pushes, "events": s.Events}
+	return d
+}

@@ -1,0 +1,49 @@
+// Package service holds the Archetype: what every background part of nudge
+// (queue workers and monitor, feed watcher, throttle scheduler, the
+// dispatcher, the devstack's parts) is given first by its constructor, so
+// the logger, the clock and the metrics registry come in one way
+// everywhere.
+package service
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Archetype bundles a part's logger, clock and metrics registry. Its zero
+// value is usable: WithDefaults fills what is missing.
+type Archetype struct {
+	// Logger receives the part's logs. Nil: logs are discarded.
+	Logger *slog.Logger
+	// Clock is the part's clock. Nil: time.Now. Decisions that replicas
+	// share take Redis's clock instead.
+	Clock func() time.Time
+	// Registerer receives the part's metrics. Nil: they are registered on
+	// a private registry that nothing serves.
+	Registerer prometheus.Registerer
+}
+
+// WithDefaults returns a copy of a with every nil field set to its
+// default, so a constructor can use the fields without checks.
+func (a Archetype) WithDefaults() Archetype {
+	if a.Logger == nil {
+		a.Logger = slog.New(slog.DiscardHandler)
+	}
+	if a.Clock == nil {
+		a.Clock = time.Now
+	}
+	if a.Registerer == nil {
+		a.Registerer = prometheus.NewRegistry()
+	}
+	return a
+}
+
+// Now reads a's clock (time.Now when it is nil).
+func (a Archetype) Now() time.Time {
+	if a.Clock == nil {
+		return time.Now()
+	}
+	return a.Clock()
+}
