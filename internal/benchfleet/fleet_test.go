@@ -36,6 +36,7 @@ import (
 	htransport "google.golang.org/api/transport/http"
 
 	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
@@ -105,7 +106,7 @@ func startStack(b *testing.B) *stack {
 	s.emu = stacktest.Start(b, "pushemu", nil, "-fcm-addr", freeAddr(b), "-apns-addr", freeAddr(b),
 		"-apns-sandbox-addr", freeAddr(b), "-control-addr", ctl, "-dir", filepath.Join(dir, "emu"), "-keep", "1")
 	s.emu.WaitHealthy(b, s.emuCtl+"/admin/stats", time.Minute)
-	pollUntil(b, 30*time.Second, "pushemu printed its settings", func() bool {
+	await.Poll{Timeout: 30 * time.Second, Interval: 50 * time.Millisecond}.Until(b, "pushemu printed its settings", func() bool {
 		return strings.Contains(s.emu.Log(), "pushemu ready")
 	})
 	s.creds = map[string]string{}
@@ -162,25 +163,6 @@ func startStack(b *testing.B) *stack {
 	s.disp = stacktest.Start(b, "dispatcher", denv)
 	s.disp.WaitHealthy(b, s.dispOps+"/readyz", time.Minute)
 	return s
-}
-
-// pollUntil checks cond every 50 ms until it holds, or fails the benchmark
-// after timeout.
-func pollUntil(b *testing.B, timeout time.Duration, what string, cond func() bool) {
-	b.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("timed out after %v waiting until %s", timeout, what)
-		}
-		select {
-		case <-b.Context().Done():
-			b.Fatalf("waiting until %s: %v", what, b.Context().Err())
-		case <-tick.C:
-		}
-	}
 }
 
 // do sends an HTTP request and decodes a JSON answer into out; it fails
@@ -254,7 +236,7 @@ func (s *stack) progress(b *testing.B, id string) progress {
 func (s *stack) waitDone(b *testing.B, id string, timeout time.Duration) progress {
 	b.Helper()
 	var p progress
-	pollUntil(b, timeout, "sync "+id+" is done", func() bool {
+	await.Poll{Timeout: timeout, Interval: 50 * time.Millisecond}.Until(b, "sync "+id+" is done", func() bool {
 		p = s.progress(b, id)
 		return p.State == "done"
 	})
@@ -757,7 +739,7 @@ func BenchmarkFleet(b *testing.B) {
 		id := s.trigger(b, feed)
 		// When planning ends the whole fleet is decided and queued: the
 		// streams are near their fullest.
-		pollUntil(b, 30*time.Minute, "sync "+id+" is planned", func() bool { return s.progress(b, id).State != "planning" })
+		await.Poll{Timeout: 30 * time.Minute, Interval: 50 * time.Millisecond}.Until(b, "sync "+id+" is planned", func() bool { return s.progress(b, id).State != "planning" })
 		planned := time.Since(start)
 		atPlanned := s.partitionMemory(b)
 		s.waitEmu(b, id, before.Delivered+int(n), time.Hour)

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/schedule"
 )
@@ -27,15 +28,10 @@ func TestScheduledSyncStartsWhenDue(t *testing.T) {
 	if err := bu.pipe.Schedule.Add(t.Context(), schedule.Sync{Event: ev, SendAt: sendAt, CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if _, err := bu.pipe.Planner.Event(t.Context(), id); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the scheduled sync did not start in 20 s")
-		}
-		time.Sleep(20 * time.Millisecond) // poll until the runner submitted it
-	}
+	await.Until(t, "the runner to start the scheduled sync", func() bool {
+		_, err := bu.pipe.Planner.Event(t.Context(), id)
+		return err == nil
+	})
 	pr := bu.waitSettled(t, id, n)
 	if pr.Targeted != n || pr.Sent != n {
 		t.Fatalf("progress: got %+v, want %d targeted and sent", pr, n)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/schedule"
@@ -202,19 +203,13 @@ func TestScheduledSyncs(t *testing.T) {
 	}
 
 	// A runner holds the soon one (it was due): no cancel; then it starts.
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	await.Within(t, 10*time.Second, "the sync to fall due on Redis's clock and a runner to take it", func() bool {
 		taken, err := b.pipe.Schedule.Claim(t.Context(), "runner-1", 10)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(taken) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the sync did not fall due in 10 s")
-		}
-		time.Sleep(20 * time.Millisecond) // poll until it is due on Redis's clock
-	}
+		return len(taken) == 1
+	})
 	if v := decode[scheduledJSON](t, b.do(t, "GET", "/v1/syncs/{id}", "/v1/syncs/"+soon, b.editKey, nil)); v.State != "starting" {
 		t.Fatalf("get while taken: got %+v, want starting", v)
 	}

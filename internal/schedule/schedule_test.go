@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/events"
@@ -135,18 +136,6 @@ func (b *bundle) queued(t *testing.T) map[string]int {
 	return n
 }
 
-// pollUntil waits for ok, failing the test after 20 s.
-func pollUntil(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func (b *bundle) scheduled(t *testing.T) int {
 	t.Helper()
 	l, err := b.store.List(t.Context())
@@ -213,7 +202,7 @@ func TestRacingRunnersSubmitEachSyncOnce(t *testing.T) {
 		}
 		t.Cleanup(r.Stop)
 	}
-	pollUntil(t, "every sync to start", func() bool { return b.scheduled(t) == 0 })
+	await.Until(t, "every sync to start", func() bool { return b.scheduled(t) == 0 })
 	q := b.queued(t)
 	for i := range n {
 		id := strconv.Itoa(i + 1)
@@ -241,7 +230,7 @@ func TestCancelRacesDueMoment(t *testing.T) {
 	t.Run("cancel just before the take", func(t *testing.T) {
 		b.add(t, "before", 500*time.Millisecond)
 		sendAt := time.Now().Add(500 * time.Millisecond) // not before the stored one
-		pollUntil(t, "the sync to fall due on Redis's clock", func() bool {
+		await.Until(t, "the sync to fall due on Redis's clock", func() bool {
 			now, err := b.rdb.Time(t.Context()).Result()
 			if err != nil {
 				t.Fatal(err)
@@ -267,7 +256,7 @@ func TestCancelRacesDueMoment(t *testing.T) {
 		var cancelErr error
 		b.sub.before = func(id string) { cancelErr = b.store.Cancel(t.Context(), id) }
 		defer func() { b.sub.before = nil }()
-		pollUntil(t, "the sync to start", func() bool {
+		await.Until(t, "the sync to start", func() bool {
 			ids, err := r.Step(t.Context())
 			if err != nil {
 				t.Fatal(err)
@@ -300,7 +289,7 @@ func TestCancelRacesDueMoment(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		pollUntil(t, "the schedule to empty", func() bool { return b.scheduled(t) == 0 })
+		await.Until(t, "the schedule to empty", func() bool { return b.scheduled(t) == 0 })
 		var cancelled, started int
 		for i, err := range results {
 			id := "race" + strconv.Itoa(i)
@@ -340,7 +329,7 @@ func TestKilledRunnerSyncStillStarts(t *testing.T) {
 	t.Run("killed before submit", func(t *testing.T) {
 		b.add(t, "k1", 500*time.Millisecond)
 		var taken []schedule.Sync
-		pollUntil(t, "the dead runner's take", func() bool {
+		await.Until(t, "the dead runner's take", func() bool {
 			var err error
 			taken, err = b.store.Claim(ctx, "dead-runner", 10)
 			if err != nil {
@@ -359,7 +348,7 @@ func TestKilledRunnerSyncStillStarts(t *testing.T) {
 		if err := b.store.Cancel(ctx, "k1"); !errors.Is(err, schedule.ErrStarted) {
 			t.Fatalf("cancel within the lease: got %v, want ErrStarted", err)
 		}
-		pollUntil(t, "the lease to run out and the sync to start", func() bool {
+		await.Until(t, "the lease to run out and the sync to start", func() bool {
 			ids, err := r.Step(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -377,7 +366,7 @@ func TestKilledRunnerSyncStillStarts(t *testing.T) {
 	t.Run("killed after submit", func(t *testing.T) {
 		b.add(t, "k2", 500*time.Millisecond)
 		var taken []schedule.Sync
-		pollUntil(t, "the dead runner's take", func() bool {
+		await.Until(t, "the dead runner's take", func() bool {
 			var err error
 			taken, err = b.store.Claim(ctx, "dead-runner", 10)
 			if err != nil {
@@ -393,7 +382,7 @@ func TestKilledRunnerSyncStillStarts(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The runner dies here, before Finish.
-		pollUntil(t, "the lease to run out and the sync to be submitted again", func() bool {
+		await.Until(t, "the lease to run out and the sync to be submitted again", func() bool {
 			ids, err := r.Step(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -434,7 +423,7 @@ func TestOnCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	var taken []schedule.Sync
-	pollUntil(t, "b to fall due", func() bool {
+	await.Until(t, "b to fall due", func() bool {
 		taken, err = store.Claim(ctx, "tok", 10)
 		if err != nil {
 			t.Fatal(err)
@@ -465,7 +454,7 @@ func TestInvalidSyncIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := b.runner(t)
-	pollUntil(t, "the runner to take it", func() bool {
+	await.Until(t, "the runner to take it", func() bool {
 		ids, err := r.Step(t.Context())
 		if err != nil || len(ids) != 0 {
 			t.Fatalf("step: %v, %v; want nothing started, no error", ids, err)
