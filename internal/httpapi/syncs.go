@@ -115,7 +115,7 @@ type progressView struct {
 	Sent      int64 `json:"sent"`
 	Deferred  int64 `json:"deferred"`
 	Coalesced int64 `json:"coalesced"`
-	Skipped   int64 `json:"skipped"` // opted out, or gone before planning
+	Skipped   int64 `json:"skipped"` // opted out or gone at planning, or before a deferred push was due
 	Pruned    int64 `json:"pruned"`
 	Failed    int64 `json:"failed"`
 	// Superseded: dropped at send time (device deleted, opted out or
