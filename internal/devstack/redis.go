@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/nudge-dev/nudge/internal/config"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/stats"
 )
 
@@ -29,6 +30,9 @@ func (s *Stack) startRedis(ctx context.Context) error {
 		return fmt.Errorf("devstack: %w", err)
 	}
 	s.rdb = r.Client
-	s.recorder = stats.NewRecorder(r.Client, nil, s.log, nil)
+	s.recorder, err = stats.NewRecorder(service.Archetype{Logger: s.log}, r.Client)
+	if err != nil {
+		return fmt.Errorf("devstack: %w", err)
+	}
 	return nil
 }

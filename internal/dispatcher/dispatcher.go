@@ -93,11 +93,14 @@ func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*st
 	if err != nil {
 		return nil, err
 	}
-	th, err := throttle.New(cfg.Throttle, rdb, a.Logger, a.Registerer)
+	th, err := throttle.New(a, cfg.Throttle, rdb)
 	if err != nil {
 		return nil, err
 	}
-	st := stats.NewRecorder(rdb, a.Registerer, a.Logger, a.Clock)
+	st, err := stats.NewRecorder(a, rdb)
+	if err != nil {
+		return nil, err
+	}
 	evs, err := sharedstores.Events(rdb)
 	if err != nil {
 		return nil, err
@@ -156,7 +159,7 @@ func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatc
 	if err != nil {
 		return nil, err
 	}
-	sender, err := push.New(ctx, cfg.Push, a.Logger, a.Clock, a.Registerer)
+	sender, err := push.New(ctx, a, cfg.Push)
 	if err != nil {
 		return nil, err
 	}
@@ -183,9 +186,8 @@ func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatc
 	if dis.events, err = jobs.NewWorker(a, p.Events, jobs.HandlerFunc(dis.plan), ec); err != nil {
 		return fail(err)
 	}
-	h, err := delivery.New(delivery.Config{MaxDeliveries: cfg.PushWorker.MaxDeliveries}, delivery.Deps{
+	h, err := delivery.New(a, delivery.Config{MaxDeliveries: cfg.PushWorker.MaxDeliveries}, delivery.Deps{
 		Redis: d.Redis, Sender: sender, Devices: p.Devices, Events: p.Progress, Throttle: p.Throttle, Stats: p.Stats,
-		Logger: a.Logger, Clock: a.Clock, Reg: a.Registerer,
 	})
 	if err != nil {
 		return fail(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 type clock struct {
@@ -62,7 +63,7 @@ func setup(t *testing.T, mod ...func(*Config)) *bundle {
 		m(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	s, err := New(t.Context(), cfg, nil, clk.Now, reg)
+	s, err := New(t.Context(), service.Archetype{Clock: clk.Now, Registerer: reg}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +419,7 @@ func TestCertificateAuth(t *testing.T) {
 	b := setup(t, func(c *Config) {})
 	cfg := emuConfig(b.creds)
 	cfg.APNSKeyFile, cfg.APNSCertFile = "", b.creds.APNsCertFile
-	s, err := New(t.Context(), cfg, nil, b.clk.Now, nil)
+	s, err := New(t.Context(), service.Archetype{Clock: b.clk.Now}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

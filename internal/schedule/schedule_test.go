@@ -22,6 +22,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/schedule"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
@@ -66,7 +67,7 @@ func setup(t *testing.T, cfg schedule.Config) *bundle {
 	hook := &devicestest.RaceHook{}
 	rdb.AddHook(hook)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	th, err := throttle.New(throttle.Config{}, rdb, log, nil)
+	th, err := throttle.New(service.Archetype{Logger: log}, throttle.Config{}, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func setup(t *testing.T, cfg schedule.Config) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	planner, err := fanout.New(fanout.Config{}, fanout.Deps{Events: evs, Subscribers: reg, Decider: th, Logger: log})
+	planner, err := fanout.New(service.Archetype{Logger: log}, fanout.Config{}, fanout.Deps{Events: evs, Subscribers: reg, Decider: th})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,11 @@
-// Package service holds the Archetype: what every background part of nudge
-// (queue workers and monitor, feed watcher, throttle scheduler, the
-// dispatcher, the devstack's parts) is given first by its constructor, so
+// Package service holds the Archetype: what every constructor of nudge that
+// logs, reads the clock or registers metrics is given first (after ctx), so
 // the logger, the clock and the metrics registry come in one way
 // everywhere.
 package service
 
 import (
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -46,4 +46,21 @@ func (a Archetype) Now() time.Time {
 		return time.Now()
 	}
 	return a.Clock()
+}
+
+// Register registers cs on a's registerer (nowhere when it is nil, which
+// is what WithDefaults's private registry amounts to), in order, and stops
+// at the first failure. It is the one way a
+// constructor registers its metrics.
+func (a Archetype) Register(cs ...prometheus.Collector) error {
+	reg := a.Registerer
+	if reg == nil {
+		return nil
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
 }

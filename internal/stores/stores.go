@@ -49,8 +49,7 @@ func Events(rdb redis.UniversalClient) (*events.Store, error) {
 // nil one registers none (the api, which publishes and reads events but
 // never plans them).
 func Planner(a service.Archetype, cfg fanout.Config, evs *events.Store, devs *devices.Registry, d fanout.Decider, st fanout.Stats) (*fanout.Planner, error) {
-	return fanout.New(cfg, fanout.Deps{
+	return fanout.New(a, cfg, fanout.Deps{
 		Events: evs, Subscribers: devs, Decider: d, Stats: st, Profiles: devs,
-		Logger: a.WithDefaults().Logger, Registerer: a.Registerer, Clock: a.Clock,
 	})
 }
