@@ -52,7 +52,7 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rdb := redistest.Start(t)
-	store, err := catalog.NewStore(rdb, catalog.Config{})
+	store, err := catalog.NewStore(service.Archetype{}, rdb, catalog.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 			t.Fatal(err)
 		}
 	}
-	reg, err := devices.New(rdb, store, devices.Config{})
+	reg, err := devices.New(service.Archetype{}, rdb, store, devices.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,7 +85,7 @@ type stores struct {
 // openStores opens the stores on rdb. a.Registerer receives the metrics
 // of the parts that have them.
 func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*stores, error) {
-	cat, err := catalog.NewStore(rdb, catalog.Config{})
+	cat, err := catalog.NewStore(a, rdb, catalog.Config{})
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +197,7 @@ func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatc
 	if dis.pushes, err = jobs.NewWorker(a, p.Pushes, h, pc); err != nil {
 		return fail(err)
 	}
-	if dis.scheduled, err = schedule.NewRunner(p.Schedule, p.Items, p.Submitter, a.Logger); err != nil {
+	if dis.scheduled, err = schedule.NewRunner(a, p.Schedule, p.Items, p.Submitter); err != nil {
 		return fail(err)
 	}
 	if dis.monitor, err = jobs.NewMonitor(a, []*jobs.Queue{p.Events, p.Pushes}, cfg.Monitor); err != nil {

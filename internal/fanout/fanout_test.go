@@ -63,7 +63,7 @@ func newPlanner(t testing.TB, rdb redis.UniversalClient, cfg Config, d Decider, 
 	if err != nil {
 		t.Fatalf("new event store: %v", err)
 	}
-	reg, err := devices.New(rdb, nil, devices.Config{})
+	reg, err := devices.New(service.Archetype{}, rdb, nil, devices.Config{})
 	if err != nil {
 		t.Fatalf("new registry: %v", err)
 	}

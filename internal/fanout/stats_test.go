@@ -28,7 +28,7 @@ func TestPlanCountsThrottleStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := devices.New(rdb, nil, devices.Config{})
+	reg, err := devices.New(service.Archetype{}, rdb, nil, devices.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

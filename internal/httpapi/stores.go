@@ -38,7 +38,7 @@ type Stores struct {
 // plans a push.
 func OpenStores(a service.Archetype, rdb redis.UniversalClient, maxFeeds int) (*Stores, error) {
 	log := a.WithDefaults().Logger
-	cat, err := catalog.NewStore(rdb, catalog.Config{})
+	cat, err := catalog.NewStore(a, rdb, catalog.Config{})
 	if err != nil {
 		return nil, err
 	}

@@ -75,7 +75,7 @@ func setup(t *testing.T, cfg schedule.Config) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := devices.New(rdb, nil, devices.Config{})
+	reg, err := devices.New(service.Archetype{}, rdb, nil, devices.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func setup(t *testing.T, cfg schedule.Config) *bundle {
 
 func (b *bundle) runner(t *testing.T) *schedule.Runner {
 	t.Helper()
-	r, err := schedule.NewRunner(b.store, b.items, b.sub, b.log)
+	r, err := schedule.NewRunner(service.Archetype{Logger: b.log}, b.store, b.items, b.sub)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,8 +33,7 @@ func PushQueue(rdb redis.UniversalClient) (*jobs.Queue, error) {
 // cfg.MaxFeeds is the api's NUDGE_MAX_FEEDS_PER_DEVICE; other fields take
 // their defaults.
 func Devices(a service.Archetype, rdb redis.UniversalClient, cat *catalog.Store, cfg devices.Config) (*devices.Registry, error) {
-	cfg.Now = a.Clock
-	return devices.New(rdb, cat, cfg)
+	return devices.New(a, rdb, cat, cfg)
 }
 
 // Events opens the event store: the events' definitions and progress.
