@@ -5,6 +5,7 @@
 package service
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -63,4 +64,23 @@ func (a Archetype) Register(cs ...prometheus.Collector) error {
 		}
 	}
 	return nil
+}
+
+// RegisterShared registers c on a's registerer like Register, except that
+// a collector already registered with the same description is returned
+// instead of an error: several instances of one part (a queue worker per
+// queue) share one collector and tell themselves apart by a label.
+func RegisterShared[C prometheus.Collector](a Archetype, c C) (C, error) {
+	if a.Registerer == nil {
+		return c, nil
+	}
+	if err := a.Registerer.Register(c); err != nil {
+		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, fmt.Errorf("register metrics: %w", err)
+	}
+	return c, nil
 }
