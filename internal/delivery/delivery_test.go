@@ -87,7 +87,7 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 		}
 		t.Cleanup(sch.Stop)
 	}
-	emu, creds := pushemutest.Start(t, pushemu.Config{})
+	emu, creds := pushemutest.Start(t, service.Archetype{}, pushemu.Config{})
 	pcfg := push.Config{
 		FCMCredentialsFile: creds.FCMCredentialsFile, FCMEndpoint: creds.FCMEndpoint, FCMProjectID: creds.FCMProjectID,
 		APNSKeyFile: creds.APNsKeyFile, APNSKeyID: creds.APNsKeyID, APNSTeamID: creds.APNsTeamID,

@@ -96,7 +96,7 @@ func report(b *testing.B, n int, sender, base usage) {
 }
 
 func benchEmulator(b *testing.B) (*pushemu.Emulator, pushemu.Credentials) {
-	emu, creds := pushemutest.Start(b, pushemu.Config{KeepPerToken: 1})
+	emu, creds := pushemutest.Start(b, service.Archetype{}, pushemu.Config{KeepPerToken: 1})
 	return emu, creds
 }
 

@@ -57,7 +57,7 @@ func emuConfig(c pushemu.Credentials) Config {
 func setup(t *testing.T, mod ...func(*Config)) *bundle {
 	t.Helper()
 	clk := &clock{t: time.Now()}
-	emu, creds := pushemutest.Start(t, pushemu.Config{Now: clk.Now})
+	emu, creds := pushemutest.Start(t, service.Archetype{Clock: clk.Now}, pushemu.Config{})
 	cfg := emuConfig(creds)
 	for _, m := range mod {
 		m(&cfg)
