@@ -25,7 +25,7 @@ func (s *Stack) startRedis(ctx context.Context) error {
 		s.log.InfoContext(ctx, "embedded in-memory redis (miniredis) started; all state is lost on exit (set NUDGE_REDIS_URL to keep it)",
 			"addr", m.Addr())
 	}
-	r, err := config.OpenRedis(ctx, s.redisURL, "", s.log)
+	r, err := config.OpenRedis(ctx, service.Archetype{Logger: s.log}, s.redisURL, "")
 	if err != nil {
 		return fmt.Errorf("devstack: %w", err)
 	}

@@ -99,7 +99,7 @@ func TestClientHangUpIs499AtDebug(t *testing.T) {
 	srv := redistest.StartServer(t)
 	logs := &resettable{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	rdb, err := config.OpenRedis(t.Context(), srv.URL(), "", slog.New(slog.DiscardHandler))
+	rdb, err := config.OpenRedis(t.Context(), service.Archetype{Logger: slog.New(slog.DiscardHandler)}, srv.URL(), "")
 	if err != nil {
 		t.Fatal(err)
 	}

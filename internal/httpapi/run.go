@@ -106,7 +106,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
-	rdb, err := config.OpenRedisTimeouts(ctx, v.String("redis-url"), v.String("embedded-redis-addr"), redisTimeouts, log)
+	rdb, err := config.OpenRedisTimeouts(ctx, service.Archetype{Logger: log}, v.String("redis-url"), v.String("embedded-redis-addr"), redisTimeouts)
 	if err != nil {
 		return err
 	}

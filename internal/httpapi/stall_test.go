@@ -98,7 +98,7 @@ func TestRedisStallAndDeathAnswer503WithinDeadline(t *testing.T) {
 	srv := redistest.StartServer(t)
 	logs := &stacktest.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	rdb, err := config.OpenRedis(t.Context(), srv.URL(), "", log)
+	rdb, err := config.OpenRedis(t.Context(), service.Archetype{Logger: log}, srv.URL(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
