@@ -148,11 +148,11 @@ type Dispatcher struct {
 }
 
 // New builds a dispatcher. It connects the push sender (reading its
-// credentials) but starts nothing. a.Logger is required; a nil
+// credentials) but starts nothing. A nil a.Logger discards the logs; a nil
 // a.Registerer registers the metrics nowhere that is served.
 func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatcher, error) {
-	if d.Redis == nil || a.Logger == nil {
-		return nil, errors.New("dispatcher: Deps.Redis and Archetype.Logger are required")
+	if d.Redis == nil {
+		return nil, errors.New("dispatcher: Deps.Redis is required")
 	}
 	a = a.WithDefaults()
 	p, err := openStores(a, cfg, d.Redis)

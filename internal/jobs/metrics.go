@@ -128,7 +128,8 @@ type Monitor struct {
 	life startstop.Base
 }
 
-// NewMonitor returns a monitor of queues whose gauges are registered on reg.
+// NewMonitor returns a monitor of queues whose gauges are registered on
+// a.Registerer.
 func NewMonitor(a service.Archetype, queues []*Queue, cfg MonitorConfig) (*Monitor, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
