@@ -17,6 +17,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/stacktest"
 )
 
@@ -39,7 +40,7 @@ func TestMultiReplicaOnCluster(t *testing.T) {
 	t.Parallel()
 	cluster := redistest.StartCluster(t)
 	rdb := cluster.Client(t)
-	emu, creds := pushemutest.Start(t, pushemu.Config{})
+	emu, creds := pushemutest.Start(t, service.Archetype{}, pushemu.Config{})
 	fsrv := newFeedServer(t)
 	feedsFile := fsrv.feedsFile(t, "small", "big")
 	redisURL := "redis://" + cluster.Seeds()

@@ -31,6 +31,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/stacktest"
 )
 
@@ -142,7 +143,7 @@ func start(t *testing.T, o options) *stack {
 	o.dispatchers = max(o.dispatchers, 1)
 	dir := t.TempDir()
 	redisSrv := redistest.StartServer(t)
-	emu, creds := pushemutest.Start(t, pushemu.Config{})
+	emu, creds := pushemutest.Start(t, service.Archetype{}, pushemu.Config{})
 	key, err := auth.Mint("e2e-desk", auth.RoleAdmin)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 func main() {
@@ -77,10 +78,10 @@ Flags (-fcm-addr … -project also read PUSHEMU_<FLAG>, e.g. PUSHEMU_FCM_ADDR; a
 	if *hosts != "" {
 		extra = strings.Split(*hosts, ",")
 	}
-	emu, err := pushemu.New(pushemu.Config{
+	emu, err := pushemu.New(service.Archetype{Logger: logger}, pushemu.Config{
 		FCMAddr: *fcmAddr, APNsAddr: *apnsAddr, APNsSandboxAddr: *sandAddr, ControlAddr: *ctrlAddr,
 		Hosts: extra, Topic: *topic, ProjectID: *project, StrictTokens: *strict, Latency: *latency,
-		MaxConcurrentStreams: uint32(*streams), KeepPerToken: *keep, Logger: logger,
+		MaxConcurrentStreams: uint32(*streams), KeepPerToken: *keep,
 	})
 	if err != nil {
 		return err

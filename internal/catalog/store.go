@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/redis/go-redis/v9"
 	"gopkg.in/yaml.v3"
 )
@@ -26,8 +27,6 @@ type Config struct {
 	// on every request). Edits on this replica invalidate it at once; edits
 	// on other replicas are seen within CacheTTL. Default 2s.
 	CacheTTL time.Duration
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
 }
 
 func (c *Config) validate() error {
@@ -41,22 +40,22 @@ func (c *Config) validate() error {
 type Store struct {
 	rdb redis.UniversalClient
 	cfg Config
+	now func() time.Time
 
 	mu       sync.Mutex
 	cached   map[string]Feed
 	cachedAt time.Time
 }
 
-// NewStore returns a Store on rdb.
-func NewStore(rdb redis.UniversalClient, cfg Config) (*Store, error) {
+// NewStore returns a Store on rdb. Its cache reads a's clock; it logs
+// nothing and has no metrics.
+func NewStore(a service.Archetype, rdb redis.UniversalClient, cfg Config) (*Store, error) {
+	a = a.WithDefaults()
 	cfg.CacheTTL = cmp.Or(cfg.CacheTTL, 2*time.Second)
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Store{rdb: rdb, cfg: cfg}, nil
+	return &Store{rdb: rdb, cfg: cfg, now: a.Clock}, nil
 }
 
 // List returns every feed, sorted by id.
@@ -139,7 +138,7 @@ func (s *Store) Missing(ctx context.Context, ids []string) ([]string, error) {
 		return nil, nil
 	}
 	s.mu.Lock()
-	fresh := s.cached != nil && s.cfg.Now().Sub(s.cachedAt) < s.cfg.CacheTTL
+	fresh := s.cached != nil && s.now().Sub(s.cachedAt) < s.cfg.CacheTTL
 	allKnown := fresh
 	if fresh {
 		for _, id := range ids {
@@ -176,7 +175,7 @@ func (s *Store) remember(feeds []Feed) {
 		m[f.ID] = f
 	}
 	s.mu.Lock()
-	s.cached, s.cachedAt = m, s.cfg.Now()
+	s.cached, s.cachedAt = m, s.now()
 	s.mu.Unlock()
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 func TestLoadFile(t *testing.T) {
@@ -65,7 +66,7 @@ func TestStore(t *testing.T) {
 	rdb := redistest.Start(t)
 	ctx := t.Context()
 	now := time.Unix(1000, 0)
-	s, err := catalog.NewStore(rdb, catalog.Config{CacheTTL: time.Second, Now: func() time.Time { return now }})
+	s, err := catalog.NewStore(service.Archetype{Clock: func() time.Time { return now }}, rdb, catalog.Config{CacheTTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func TestStore(t *testing.T) {
 		t.Fatalf("missing: got %v %v, want [tech]", missing, err)
 	}
 	// A feed added behind the cache's back (another replica) is found at once.
-	other, _ := catalog.NewStore(rdb, catalog.Config{})
+	other, _ := catalog.NewStore(service.Archetype{}, rdb, catalog.Config{})
 	if _, err := other.Put(ctx, catalog.Feed{ID: "tech", Title: "Tech", URL: "https://e.com/t"}); err != nil {
 		t.Fatal(err)
 	}

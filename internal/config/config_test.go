@@ -8,6 +8,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/config"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 var settings = []config.Setting{
@@ -124,7 +125,7 @@ func TestOpenRedis(t *testing.T) {
 	t.Run("embedded", func(t *testing.T) {
 		t.Parallel()
 		var logs strings.Builder
-		r, err := config.OpenRedis(t.Context(), "", "127.0.0.1:0", slog.New(slog.NewJSONHandler(&logs, nil)))
+		r, err := config.OpenRedis(t.Context(), service.Archetype{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, "", "127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("open: %v", err)
 		}
@@ -142,7 +143,7 @@ func TestOpenRedis(t *testing.T) {
 	t.Run("single", func(t *testing.T) {
 		t.Parallel()
 		srv := redistest.StartServer(t)
-		r, err := config.OpenRedis(t.Context(), srv.URL(), "", log)
+		r, err := config.OpenRedis(t.Context(), service.Archetype{Logger: log}, srv.URL(), "")
 		if err != nil {
 			t.Fatalf("open: %v", err)
 		}
@@ -154,7 +155,7 @@ func TestOpenRedis(t *testing.T) {
 	t.Run("cluster seed list", func(t *testing.T) {
 		t.Parallel()
 		c := redistest.StartCluster(t)
-		r, err := config.OpenRedis(t.Context(), "redis://"+c.Seeds(), "", log)
+		r, err := config.OpenRedis(t.Context(), service.Archetype{Logger: log}, "redis://"+c.Seeds(), "")
 		if err != nil {
 			t.Fatalf("open: %v", err)
 		}
@@ -170,7 +171,7 @@ func TestOpenRedis(t *testing.T) {
 	})
 	t.Run("unreachable", func(t *testing.T) {
 		t.Parallel()
-		_, err := config.OpenRedis(t.Context(), "redis://:secretpw@127.0.0.1:1", "", log)
+		_, err := config.OpenRedis(t.Context(), service.Archetype{Logger: log}, "redis://:secretpw@127.0.0.1:1", "")
 		if err == nil {
 			t.Fatalf("got nil error for an unreachable redis")
 		}

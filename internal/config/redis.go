@@ -12,6 +12,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // RedisSettings are the settings every binary that talks to Redis declares.
@@ -152,15 +154,17 @@ func ParseRedisURL(raw string) (single *redis.Options, cluster *redis.ClusterOpt
 // OpenRedis opens the Redis that rawURL names and pings it. With an empty
 // rawURL it starts an embedded, in-process Redis-protocol server
 // (miniredis) on embeddedAddr and logs a warning that all state lives in
-// memory only. Both binaries call it, so they agree on the URL forms.
-func OpenRedis(ctx context.Context, rawURL, embeddedAddr string, log *slog.Logger) (*Redis, error) {
-	return OpenRedisTimeouts(ctx, rawURL, embeddedAddr, DefaultRedisTimeouts, log)
+// memory only. Both binaries call it, so they agree on the URL forms. The
+// warning goes to a's logger.
+func OpenRedis(ctx context.Context, a service.Archetype, rawURL, embeddedAddr string) (*Redis, error) {
+	return OpenRedisTimeouts(ctx, a, rawURL, embeddedAddr, DefaultRedisTimeouts)
 }
 
 // OpenRedisTimeouts is OpenRedis with the given network timeouts (zero
 // fields take DefaultRedisTimeouts). Timeouts given in the URL's query
 // (dial_timeout=, read_timeout=, write_timeout=) win over t.
-func OpenRedisTimeouts(ctx context.Context, rawURL, embeddedAddr string, t RedisTimeouts, log *slog.Logger) (*Redis, error) {
+func OpenRedisTimeouts(ctx context.Context, a service.Archetype, rawURL, embeddedAddr string, t RedisTimeouts) (*Redis, error) {
+	log := a.WithDefaults().Logger
 	t.Dial = cmp.Or(t.Dial, DefaultRedisTimeouts.Dial)
 	t.Read = cmp.Or(t.Read, DefaultRedisTimeouts.Read)
 	t.Write = cmp.Or(t.Write, DefaultRedisTimeouts.Write)

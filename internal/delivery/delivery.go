@@ -61,6 +61,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/push"
 	"github.com/nudge-dev/nudge/internal/receipts"
 	"github.com/nudge-dev/nudge/internal/redact"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/stats"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
@@ -159,23 +160,22 @@ type Deps struct {
 	// state of pruned devices.
 	Throttle Budget
 	Stats    *stats.Recorder
-	Logger   *slog.Logger
-	Clock    func() time.Time // default time.Now
-	Reg      prometheus.Registerer
 }
 
-// New returns a Handler.
-func New(cfg Config, d Deps) (*Handler, error) {
+// New returns a Handler that reads a's clock, logs to a's logger and
+// registers its metrics on a's registerer.
+func New(a service.Archetype, cfg Config, d Deps) (*Handler, error) {
+	a = a.WithDefaults()
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if d.Redis == nil || d.Sender == nil || d.Devices == nil || d.Events == nil || d.Throttle == nil || d.Stats == nil || d.Logger == nil {
-		return nil, errors.New("delivery: Redis, Sender, Devices, Events, Throttle, Stats and Logger are required")
+	if d.Redis == nil || d.Sender == nil || d.Devices == nil || d.Events == nil || d.Throttle == nil || d.Stats == nil {
+		return nil, errors.New("delivery: Redis, Sender, Devices, Events, Throttle and Stats are required")
 	}
 	h := &Handler{
 		cfg: cfg, rdb: d.Redis, sender: d.Sender, devices: d.Devices, budget: d.Throttle, events: d.Events,
-		stats: d.Stats, log: d.Logger, now: d.Clock, receipts: receipts.NewSigner(d.Redis),
+		stats: d.Stats, log: a.Logger, now: a.Clock, receipts: receipts.NewSigner(d.Redis),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_delivery_results_total",
 			Help: "Provider send results by provider, action (delivered, prune_token, retry, backoff_device, pause_provider, permanent) and reason.",
@@ -189,11 +189,8 @@ func New(cfg Config, d Deps) (*Handler, error) {
 		Name: "nudge_delivery_phone_budget_held_total",
 		Help: "Pushes sent back to the retry set because they would have reached the phone inside the device's gap or over its K per W.",
 	})
-	if h.now == nil {
-		h.now = time.Now
-	}
-	if d.Reg != nil {
-		d.Reg.MustRegister(h.results, h.paused, h.held)
+	if err := a.Register(h.results, h.paused, h.held); err != nil {
+		return nil, fmt.Errorf("delivery: %w", err)
 	}
 	return h, nil
 }

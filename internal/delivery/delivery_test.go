@@ -52,7 +52,7 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rdb := redistest.Start(t)
-	store, err := catalog.NewStore(rdb, catalog.Config{})
+	store, err := catalog.NewStore(service.Archetype{}, rdb, catalog.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,11 +61,11 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 			t.Fatal(err)
 		}
 	}
-	reg, err := devices.New(rdb, store, devices.Config{})
+	reg, err := devices.New(service.Archetype{}, rdb, store, devices.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	th, err := throttle.New(tcfg, rdb, log, nil)
+	th, err := throttle.New(service.Archetype{Logger: log}, tcfg, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 	if err != nil {
 		t.Fatal(err)
 	}
-	planner, err := fanout.New(fanout.Config{}, fanout.Deps{Events: evs, Subscribers: reg, Decider: th, Logger: log})
+	planner, err := fanout.New(service.Archetype{Logger: log}, fanout.Config{}, fanout.Deps{Events: evs, Subscribers: reg, Decider: th})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 		}
 		t.Cleanup(sch.Stop)
 	}
-	emu, creds := pushemutest.Start(t, pushemu.Config{})
+	emu, creds := pushemutest.Start(t, service.Archetype{}, pushemu.Config{})
 	pcfg := push.Config{
 		FCMCredentialsFile: creds.FCMCredentialsFile, FCMEndpoint: creds.FCMEndpoint, FCMProjectID: creds.FCMProjectID,
 		APNSKeyFile: creds.APNsKeyFile, APNSKeyID: creds.APNsKeyID, APNSTeamID: creds.APNsTeamID,
@@ -97,15 +97,17 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 	for _, m := range mod {
 		m(&pcfg)
 	}
-	sender, err := push.New(ctx, pcfg, log, nil, nil)
+	sender, err := push.New(ctx, service.Archetype{Logger: log}, pcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(sender.Close)
-	st := stats.NewRecorder(rdb, nil, log, nil)
-	h, err := delivery.New(delivery.Config{}, delivery.Deps{
-		Redis: rdb, Sender: sender, Devices: reg, Events: planner, Throttle: th, Stats: st, Logger: log,
-		Reg: prometheus.NewRegistry(),
+	st, err := stats.NewRecorder(service.Archetype{Logger: log}, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := delivery.New(service.Archetype{Logger: log, Registerer: prometheus.NewRegistry()}, delivery.Config{}, delivery.Deps{
+		Redis: rdb, Sender: sender, Devices: reg, Events: planner, Throttle: th, Stats: st,
 	})
 	if err != nil {
 		t.Fatal(err)

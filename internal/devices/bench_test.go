@@ -14,6 +14,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -59,7 +60,7 @@ func BenchmarkMemoryPerDevice(b *testing.B) {
 		b.Run(kind, func(b *testing.B) {
 			n := benchDevices(b)
 			rdb := redistest.StartServer(b).Client(b)
-			store, err := catalog.NewStore(rdb, catalog.Config{})
+			store, err := catalog.NewStore(service.Archetype{}, rdb, catalog.Config{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -68,7 +69,7 @@ func BenchmarkMemoryPerDevice(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			reg, err := devices.New(rdb, store, devices.Config{IDBlock: 1024})
+			reg, err := devices.New(service.Archetype{}, rdb, store, devices.Config{IDBlock: 1024})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -141,7 +142,7 @@ func BenchmarkRegisterPath(b *testing.B) {
 	for _, kind := range []string{"new", "again", "feeds", "patch_feeds"} {
 		b.Run(kind, func(b *testing.B) {
 			rdb := redistest.StartServer(b).Client(b)
-			store, err := catalog.NewStore(rdb, catalog.Config{})
+			store, err := catalog.NewStore(service.Archetype{}, rdb, catalog.Config{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -150,7 +151,7 @@ func BenchmarkRegisterPath(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			reg, err := devices.New(rdb, store, devices.Config{IDBlock: 1024})
+			reg, err := devices.New(service.Archetype{}, rdb, store, devices.Config{IDBlock: 1024})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -32,8 +33,6 @@ type Config struct {
 	// IDBlock is how many device ids a replica reserves with one INCRBY.
 	// Ids stay dense: a restart loses at most IDBlock-1 ids. Default 32.
 	IDBlock int
-	// Now is the clock. Default time.Now.
-	Now func() time.Time
 }
 
 func (c *Config) validate() error {
@@ -92,6 +91,7 @@ type Registry struct {
 	rdb   redis.UniversalClient
 	feeds Catalog
 	cfg   Config
+	now   func() time.Time
 
 	mu      sync.Mutex
 	nextID  uint64
@@ -99,18 +99,16 @@ type Registry struct {
 	free    []uint64 // ids handed out but never indexed, to reuse
 }
 
-// New returns a Registry. It logs nothing: it returns errors, and the
-// caller logs with its request-scoped logger.
-func New(rdb redis.UniversalClient, feeds Catalog, cfg Config) (*Registry, error) {
+// New returns a Registry on a's clock. It logs nothing (it returns errors,
+// and the caller logs with its request-scoped logger) and has no metrics.
+func New(a service.Archetype, rdb redis.UniversalClient, feeds Catalog, cfg Config) (*Registry, error) {
+	a = a.WithDefaults()
 	cfg.MaxFeeds = cmp.Or(cfg.MaxFeeds, 64)
 	cfg.IDBlock = cmp.Or(cfg.IDBlock, 32)
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Registry{rdb: rdb, feeds: feeds, cfg: cfg}, nil
+	return &Registry{rdb: rdb, feeds: feeds, cfg: cfg, now: a.Clock}, nil
 }
 
 // claimScript points a token index entry at a device id; see claim.lua.
@@ -271,7 +269,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 	}
 	secret, sh := auth.NewDeviceSecret()
 	d.secretHash = sh[:]
-	d.Updated = r.cfg.Now().UTC().Truncate(time.Second)
+	d.Updated = r.now().UTC().Truncate(time.Second)
 	shard, field := tokenIndex(d.Token)
 
 	id, err := r.newID(ctx)
@@ -635,7 +633,7 @@ func (r *Registry) Update(ctx context.Context, cur Device, p Patch) (Device, err
 			fields = append(fields, c.key, *c.v)
 		}
 	}
-	fields = append(fields, "ut", strconv.FormatInt(r.cfg.Now().Unix(), 10))
+	fields = append(fields, "ut", strconv.FormatInt(r.now().Unix(), 10))
 
 	rotated := token != cur.Token
 	expectTk := ""

@@ -12,6 +12,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -29,7 +30,7 @@ func setup(t *testing.T, cluster bool) *bundle {
 	} else {
 		rdb = redistest.Start(t)
 	}
-	store, err := catalog.NewStore(rdb, catalog.Config{})
+	store, err := catalog.NewStore(service.Archetype{}, rdb, catalog.Config{})
 	if err != nil {
 		t.Fatalf("catalog: %v", err)
 	}
@@ -39,7 +40,7 @@ func setup(t *testing.T, cluster bool) *bundle {
 		}
 	}
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	reg, err := devices.New(rdb, store, devices.Config{IDBlock: 4, Now: func() time.Time { return now }})
+	reg, err := devices.New(service.Archetype{Clock: func() time.Time { return now }}, rdb, store, devices.Config{IDBlock: 4})
 	if err != nil {
 		t.Fatalf("registry: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/nudge-dev/nudge/internal/config"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/stats"
 )
 
@@ -24,11 +25,14 @@ func (s *Stack) startRedis(ctx context.Context) error {
 		s.log.InfoContext(ctx, "embedded in-memory redis (miniredis) started; all state is lost on exit (set NUDGE_REDIS_URL to keep it)",
 			"addr", m.Addr())
 	}
-	r, err := config.OpenRedis(ctx, s.redisURL, "", s.log)
+	r, err := config.OpenRedis(ctx, service.Archetype{Logger: s.log}, s.redisURL, "")
 	if err != nil {
 		return fmt.Errorf("devstack: %w", err)
 	}
 	s.rdb = r.Client
-	s.recorder = stats.NewRecorder(r.Client, nil, s.log, nil)
+	s.recorder, err = stats.NewRecorder(service.Archetype{Logger: s.log}, r.Client)
+	if err != nil {
+		return fmt.Errorf("devstack: %w", err)
+	}
 	return nil
 }

@@ -185,7 +185,7 @@ func (s *Stack) start(ctx context.Context) (err error) {
 	if err := s.startRedis(ctx); err != nil {
 		return inUse(err, "embedded Redis", s.cfg.EmbeddedRedisAddr, "NUDGE_EMBEDDED_REDIS_ADDR (-embedded-redis-addr)")
 	}
-	if s.emu, err = pushemu.New(pushemu.Config{ControlAddr: s.cfg.EmulatorAddr, Seed: s.cfg.Seed}); err != nil {
+	if s.emu, err = pushemu.New(service.Archetype{}, pushemu.Config{ControlAddr: s.cfg.EmulatorAddr, Seed: s.cfg.Seed}); err != nil {
 		return fmt.Errorf("devstack: build push emulators: %w", err)
 	}
 	if err := s.emu.Start(ctx); err != nil {

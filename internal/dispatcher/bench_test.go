@@ -78,7 +78,7 @@ func setupBench(b testing.TB) *benchBundle {
 	rdb := redistest.Start(b)
 	// Keep one delivery per token: the counts stay exact and 100k
 	// recorded bodies do not grow the heap the benchmark runs in.
-	emu, creds := pushemutest.Start(b, pushemu.Config{KeepPerToken: 1})
+	emu, creds := pushemutest.Start(b, service.Archetype{}, pushemu.Config{KeepPerToken: 1})
 	env := map[string]string{}
 	for _, kv := range creds.Env() {
 		k, v, _ := strings.Cut(kv, "=")

@@ -85,7 +85,7 @@ type stores struct {
 // openStores opens the stores on rdb. a.Registerer receives the metrics
 // of the parts that have them.
 func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*stores, error) {
-	cat, err := catalog.NewStore(rdb, catalog.Config{})
+	cat, err := catalog.NewStore(a, rdb, catalog.Config{})
 	if err != nil {
 		return nil, err
 	}
@@ -93,11 +93,14 @@ func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*st
 	if err != nil {
 		return nil, err
 	}
-	th, err := throttle.New(cfg.Throttle, rdb, a.Logger, a.Registerer)
+	th, err := throttle.New(a, cfg.Throttle, rdb)
 	if err != nil {
 		return nil, err
 	}
-	st := stats.NewRecorder(rdb, a.Registerer, a.Logger, a.Clock)
+	st, err := stats.NewRecorder(a, rdb)
+	if err != nil {
+		return nil, err
+	}
 	evs, err := sharedstores.Events(rdb)
 	if err != nil {
 		return nil, err
@@ -145,18 +148,18 @@ type Dispatcher struct {
 }
 
 // New builds a dispatcher. It connects the push sender (reading its
-// credentials) but starts nothing. a.Logger is required; a nil
+// credentials) but starts nothing. A nil a.Logger discards the logs; a nil
 // a.Registerer registers the metrics nowhere that is served.
 func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatcher, error) {
-	if d.Redis == nil || a.Logger == nil {
-		return nil, errors.New("dispatcher: Deps.Redis and Archetype.Logger are required")
+	if d.Redis == nil {
+		return nil, errors.New("dispatcher: Deps.Redis is required")
 	}
 	a = a.WithDefaults()
 	p, err := openStores(a, cfg, d.Redis)
 	if err != nil {
 		return nil, err
 	}
-	sender, err := push.New(ctx, cfg.Push, a.Logger, a.Clock, a.Registerer)
+	sender, err := push.New(ctx, a, cfg.Push)
 	if err != nil {
 		return nil, err
 	}
@@ -183,9 +186,8 @@ func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatc
 	if dis.events, err = jobs.NewWorker(a, p.Events, jobs.HandlerFunc(dis.plan), ec); err != nil {
 		return fail(err)
 	}
-	h, err := delivery.New(delivery.Config{MaxDeliveries: cfg.PushWorker.MaxDeliveries}, delivery.Deps{
+	h, err := delivery.New(a, delivery.Config{MaxDeliveries: cfg.PushWorker.MaxDeliveries}, delivery.Deps{
 		Redis: d.Redis, Sender: sender, Devices: p.Devices, Events: p.Progress, Throttle: p.Throttle, Stats: p.Stats,
-		Logger: a.Logger, Clock: a.Clock, Reg: a.Registerer,
 	})
 	if err != nil {
 		return fail(err)
@@ -195,7 +197,7 @@ func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatc
 	if dis.pushes, err = jobs.NewWorker(a, p.Pushes, h, pc); err != nil {
 		return fail(err)
 	}
-	if dis.scheduled, err = schedule.NewRunner(p.Schedule, p.Items, p.Submitter, a.Logger); err != nil {
+	if dis.scheduled, err = schedule.NewRunner(a, p.Schedule, p.Items, p.Submitter); err != nil {
 		return fail(err)
 	}
 	if dis.monitor, err = jobs.NewMonitor(a, []*jobs.Queue{p.Events, p.Pushes}, cfg.Monitor); err != nil {

@@ -116,7 +116,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	rdb, err := config.OpenRedisTimeouts(ctx, v.String("redis-url"), v.String("embedded-redis-addr"), redisTimeouts, log)
+	rdb, err := config.OpenRedisTimeouts(ctx, service.Archetype{Logger: log}, v.String("redis-url"), v.String("embedded-redis-addr"), redisTimeouts)
 	if err != nil {
 		return err
 	}

@@ -15,12 +15,13 @@ import (
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // emulatorEnv starts the push emulator and returns its sender settings.
 func emulatorEnv(t *testing.T) map[string]string {
 	t.Helper()
-	_, creds := pushemutest.Start(t, pushemu.Config{})
+	_, creds := pushemutest.Start(t, service.Archetype{}, pushemu.Config{})
 	env := map[string]string{}
 	for _, kv := range creds.Env() {
 		k, v, _ := strings.Cut(kv, "=")

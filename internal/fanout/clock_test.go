@@ -12,6 +12,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
@@ -37,7 +38,7 @@ func TestSkewedReplicasKeepTheBudget(t *testing.T) {
 			}
 			var reps []replica
 			for _, off := range []time.Duration{skew, -skew} {
-				th, err := throttle.New(throttle.Config{IOS: pol, Android: pol}, rdb, discard(), nil)
+				th, err := throttle.New(service.Archetype{Logger: discard()}, throttle.Config{IOS: pol, Android: pol}, rdb)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -35,6 +35,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/events"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/stats"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
@@ -145,10 +146,7 @@ type Deps struct {
 	Stats Stats
 	// Profiles filters events with an audience; nil refuses such events
 	// (ErrNoProfiles).
-	Profiles   Profiles
-	Logger     *slog.Logger          // required
-	Registerer prometheus.Registerer // nil: metrics are not exported
-	Clock      func() time.Time      // default time.Now
+	Profiles Profiles
 }
 
 // Planner publishes events and plans their fan-out.
@@ -168,17 +166,16 @@ type Planner struct {
 	planned  prometheus.Counter
 }
 
-// New returns a Planner.
-func New(cfg Config, d Deps) (*Planner, error) {
+// New returns a Planner that reads a's clock, logs to a's logger and
+// registers its metrics on a's registerer.
+func New(a service.Archetype, cfg Config, d Deps) (*Planner, error) {
+	a = a.WithDefaults()
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if d.Events == nil || d.Subscribers == nil || d.Decider == nil || d.Logger == nil {
-		return nil, errors.New("fanout: Events, Subscribers, Decider and Logger are required")
-	}
-	if d.Clock == nil {
-		d.Clock = time.Now
+	if d.Events == nil || d.Subscribers == nil || d.Decider == nil {
+		return nil, errors.New("fanout: Events, Subscribers and Decider are required")
 	}
 	p := &Planner{
 		cfg:      cfg,
@@ -186,9 +183,9 @@ func New(cfg Config, d Deps) (*Planner, error) {
 		subs:     d.Subscribers,
 		th:       d.Decider,
 		stats:    d.Stats,
-		log:      d.Logger,
+		log:      a.Logger,
 		profiles: d.Profiles,
-		clock:    d.Clock,
+		clock:    a.Clock,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_fanout_devices_total",
 			Help: "Devices planned by fan-out, by throttle outcome.",
@@ -202,12 +199,8 @@ func New(cfg Config, d Deps) (*Planner, error) {
 			Help: "Events whose fan-out completed.",
 		}),
 	}
-	if d.Registerer != nil {
-		for _, c := range []prometheus.Collector{p.outcomes, p.windows, p.planned} {
-			if err := d.Registerer.Register(c); err != nil {
-				return nil, fmt.Errorf("fanout: register metrics: %w", err)
-			}
-		}
+	if err := a.Register(p.outcomes, p.windows, p.planned); err != nil {
+		return nil, fmt.Errorf("fanout: %w", err)
 	}
 	return p, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/events"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
@@ -42,7 +43,7 @@ func setup(t testing.TB, rdb redis.UniversalClient, cfg Config, wrap func(Decide
 	if rdb == nil {
 		rdb = redistest.Start(t)
 	}
-	th, err := throttle.New(throttle.Config{}, rdb, discard(), prometheus.NewRegistry())
+	th, err := throttle.New(service.Archetype{Logger: discard(), Registerer: prometheus.NewRegistry()}, throttle.Config{}, rdb)
 	if err != nil {
 		t.Fatalf("new throttle: %v", err)
 	}
@@ -62,12 +63,12 @@ func newPlanner(t testing.TB, rdb redis.UniversalClient, cfg Config, d Decider, 
 	if err != nil {
 		t.Fatalf("new event store: %v", err)
 	}
-	reg, err := devices.New(rdb, nil, devices.Config{})
+	reg, err := devices.New(service.Archetype{}, rdb, nil, devices.Config{})
 	if err != nil {
 		t.Fatalf("new registry: %v", err)
 	}
-	pl, err := New(cfg, Deps{Events: store, Subscribers: reg, Decider: d, Profiles: reg, Logger: discard(),
-		Registerer: prometheus.NewRegistry(), Clock: clock})
+	a := service.Archetype{Logger: discard(), Registerer: prometheus.NewRegistry(), Clock: clock}
+	pl, err := New(a, cfg, Deps{Events: store, Subscribers: reg, Decider: d, Profiles: reg})
 	if err != nil {
 		t.Fatalf("new planner: %v", err)
 	}

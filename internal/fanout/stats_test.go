@@ -9,6 +9,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/events"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/stats"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
@@ -19,7 +20,7 @@ func TestPlanCountsThrottleStats(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	rdb := redistest.Start(t)
-	th, err := throttle.New(throttle.Config{}, rdb, discard(), nil)
+	th, err := throttle.New(service.Archetype{Logger: discard()}, throttle.Config{}, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,13 +28,16 @@ func TestPlanCountsThrottleStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := devices.New(rdb, nil, devices.Config{})
+	reg, err := devices.New(service.Archetype{}, rdb, nil, devices.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := stats.NewRecorder(rdb, nil, discard(), nil)
-	pl, err := New(Config{}, Deps{Events: store, Subscribers: reg, Decider: th, Stats: st, Logger: discard(),
-		Registerer: prometheus.NewRegistry()})
+	st, err := stats.NewRecorder(service.Archetype{Logger: discard()}, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := service.Archetype{Logger: discard(), Registerer: prometheus.NewRegistry()}
+	pl, err := New(a, Config{}, Deps{Events: store, Subscribers: reg, Decider: th, Stats: st})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -181,7 +181,7 @@ type metrics struct {
 	cut      prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(a service.Archetype) (*metrics, error) {
 	m := &metrics{
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_feed_polls_total", Help: "Feed polls by result: ok, not_modified, error.",
@@ -217,12 +217,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.polls.WithLabelValues("error")
 	m.items.WithLabelValues("new")
 	m.items.WithLabelValues("changed")
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.polls, m.items, m.latency, m.failures, m.notifyEr, m.loops, m.lost, m.dropped, m.cut} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("register feed watcher metrics: %w", err)
-			}
-		}
+	if err := a.Register(m.polls, m.items, m.latency, m.failures, m.notifyEr, m.loops, m.lost, m.dropped, m.cut); err != nil {
+		return nil, fmt.Errorf("feed watcher: %w", err)
 	}
 	return m, nil
 }
@@ -283,7 +279,7 @@ func NewWatcher(a service.Archetype, cfg Config, d Deps) (*Watcher, error) {
 		return nil, err
 	}
 	a = a.WithDefaults()
-	m, err := newMetrics(a.Registerer)
+	m, err := newMetrics(a)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // TestAccessLogLevels checks that at the default level (info) only server
@@ -38,12 +40,12 @@ func TestAccessLogLevels(t *testing.T) {
 			advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
 
 			var logs bytes.Buffer
-			m, err := newMetrics(prometheus.NewRegistry())
+			m, err := newMetrics(service.Archetype{Registerer: prometheus.NewRegistry()})
 			if err != nil {
 				t.Fatal(err)
 			}
 			s := &Server{log: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: tc.level})),
-				metrics: m, cfg: Config{Now: clock}}
+				metrics: m, clock: clock}
 			r := chi.NewRouter()
 			r.Use(s.observe)
 			r.Get("/ok", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })

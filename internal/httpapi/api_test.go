@@ -67,7 +67,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		}
 	}
 	pr := prometheus.NewRegistry()
-	srv, err := httpapi.NewServer(pipe.Wire(httpapi.Deps{Logger: log, Redis: rdb, Keys: ks, Metrics: pr, Gatherer: pr}),
+	srv, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: ks, Gatherer: pr}),
 		httpapi.Config{RegisterRateLimit: o.rateLimit})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
@@ -210,7 +210,7 @@ func TestReadyzFailsWithoutRedis(t *testing.T) {
 		t.Fatalf("pipeline: %v", err)
 	}
 	pr := prometheus.NewRegistry()
-	srv, err := httpapi.NewServer(pipe.Wire(httpapi.Deps{Logger: slog.New(slog.DiscardHandler), Redis: dead, Keys: &auth.Keys{}, Metrics: pr, Gatherer: pr}), httpapi.Config{})
+	srv, err := httpapi.NewServer(service.Archetype{Logger: slog.New(slog.DiscardHandler), Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: dead, Keys: &auth.Keys{}, Gatherer: pr}), httpapi.Config{})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}

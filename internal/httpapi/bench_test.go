@@ -44,7 +44,7 @@ func BenchmarkRegisterHTTP(b *testing.B) {
 		}
 	}
 	pr := prometheus.NewRegistry()
-	api, err := httpapi.NewServer(pipe.Wire(httpapi.Deps{Logger: log, Redis: rdb, Keys: &auth.Keys{}, Metrics: pr, Gatherer: pr}),
+	api, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: &auth.Keys{}, Gatherer: pr}),
 		httpapi.Config{RegisterRateLimit: -1})
 	if err != nil {
 		b.Fatal(err)

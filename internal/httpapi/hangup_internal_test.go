@@ -16,6 +16,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // lockedBuffer is a log buffer safe for concurrent writers.
@@ -45,7 +47,7 @@ func (l *lockedBuffer) String() string {
 func TestHungUpClientIs499WhateverTheError(t *testing.T) {
 	t.Parallel()
 	logs := &lockedBuffer{}
-	m, err := newMetrics(prometheus.NewRegistry())
+	m, err := newMetrics(service.Archetype{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

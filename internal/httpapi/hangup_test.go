@@ -99,7 +99,7 @@ func TestClientHangUpIs499AtDebug(t *testing.T) {
 	srv := redistest.StartServer(t)
 	logs := &resettable{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	rdb, err := config.OpenRedis(t.Context(), srv.URL(), "", slog.New(slog.DiscardHandler))
+	rdb, err := config.OpenRedis(t.Context(), service.Archetype{Logger: slog.New(slog.DiscardHandler)}, srv.URL(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestClientHangUpIs499AtDebug(t *testing.T) {
 	}
 	ks, _ := auth.ParseKeys(strings.NewReader(""), "keys.txt")
 	pr := prometheus.NewRegistry()
-	api, err := httpapi.NewServer(st.Wire(httpapi.Deps{Logger: log, Redis: rdb.Client, Keys: ks, Metrics: pr, Gatherer: pr}),
+	api, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, st.Wire(httpapi.Deps{Redis: rdb.Client, Keys: ks, Gatherer: pr}),
 		httpapi.Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -166,7 +166,7 @@ func (s *Server) postReceipt(w http.ResponseWriter, r *http.Request) error {
 	if req.ReceivedAt.IsZero() {
 		return badRequest("received_at", "received_at: want the RFC 3339 time the app woke")
 	}
-	now := s.cfg.Now()
+	now := s.now()
 	if req.ReceivedAt.After(now.Add(time.Hour)) || req.ReceivedAt.Before(sent.Add(-time.Hour)) || now.Sub(sent) > maxReceiptAge {
 		return badRequest("received_at", "received_at is too far from the push's send time; check the device clock")
 	}

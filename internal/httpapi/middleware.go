@@ -13,6 +13,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 type (
@@ -76,7 +78,7 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(a service.Archetype) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_http_requests_total",
@@ -88,10 +90,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"route", "method"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := a.Register(m.requests, m.latency); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -118,10 +118,10 @@ func accessLevel(status int, d time.Duration) slog.Level {
 	}
 }
 
-// now is the server's clock: Config.Now, else time.Now.
+// now is the server's clock: the Archetype's, else time.Now.
 func (s *Server) now() time.Time {
-	if s.cfg.Now != nil {
-		return s.cfg.Now()
+	if s.clock != nil {
+		return s.clock()
 	}
 	return time.Now()
 }

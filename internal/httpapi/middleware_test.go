@@ -11,12 +11,14 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 func TestPanicRecovery(t *testing.T) {
 	t.Parallel()
 	var logs bytes.Buffer
-	m, err := newMetrics(prometheus.NewRegistry())
+	m, err := newMetrics(service.Archetype{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

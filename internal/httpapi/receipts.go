@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/receipts"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // newRejectedReceipts is the counter of receipts refused as forged or
 // replayed.
-func newRejectedReceipts(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+func newRejectedReceipts(a service.Archetype) (*prometheus.CounterVec, error) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "nudge_receipts_rejected_total",
 		Help: "Wake receipts refused: reason forged (push id not signed for this device) or replayed (already counted).",
@@ -20,7 +21,7 @@ func newRejectedReceipts(reg prometheus.Registerer) (*prometheus.CounterVec, err
 	for _, r := range []string{"forged", "replayed"} {
 		c.WithLabelValues(r)
 	}
-	return c, reg.Register(c)
+	return c, a.Register(c)
 }
 
 // verifyReceipt checks that pushID was signed by nudge for device and

@@ -106,7 +106,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
-	rdb, err := config.OpenRedisTimeouts(ctx, v.String("redis-url"), v.String("embedded-redis-addr"), redisTimeouts, log)
+	rdb, err := config.OpenRedisTimeouts(ctx, service.Archetype{Logger: log}, v.String("redis-url"), v.String("embedded-redis-addr"), redisTimeouts)
 	if err != nil {
 		return err
 	}
@@ -124,9 +124,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(seed) > 0 {
 		log.InfoContext(ctx, "feed catalogue seeded", "file", v.String("feeds-file"), "feeds", len(seed))
 	}
-	srv, err := NewServer(st.Wire(Deps{
-		Logger: log, Redis: rdb.Client, Keys: keys,
-		Metrics: reg, Gatherer: reg,
+	srv, err := NewServer(service.Archetype{Logger: log, Registerer: reg}, st.Wire(Deps{
+		Redis: rdb.Client, Keys: keys, Gatherer: reg,
 	}), Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow,
 		RequestTimeout: reqTimeout, KeyRequestTimeout: keyReqTimeout,
 		TokenRateLimit: tokenLimit, TokenRateWindow: tokenWindow, MetricsElsewhere: v.String("metrics-addr") != ""})

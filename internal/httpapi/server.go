@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/receipts"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -51,8 +52,6 @@ type Config struct {
 	// MetricsElsewhere leaves /metrics out of the router: Run serves it on
 	// its own listener (NUDGE_METRICS_ADDR) instead.
 	MetricsElsewhere bool
-	// Now is the clock for audit records. Default time.Now.
-	Now func() time.Time
 }
 
 func (c *Config) validate() error {
@@ -72,13 +71,11 @@ func (c *Config) validate() error {
 // small interfaces this package defines where it uses them; OpenStores
 // opens the concrete ones as Run does.
 type Deps struct {
-	Logger *slog.Logger
 	// Redis is pinged by /readyz; audit records, feed health, poll-now and
 	// the token rate limit use it directly.
 	Redis    redis.UniversalClient
 	Keys     *auth.Keys
-	Metrics  prometheus.Registerer // HTTP metrics are registered here
-	Gatherer prometheus.Gatherer   // served on /metrics
+	Gatherer prometheus.Gatherer // served on /metrics
 
 	Devices    Registry      // device registration, PATCH and DELETE
 	DeviceAuth Authenticator // the device routes' secrets
@@ -100,8 +97,7 @@ type Deps struct {
 func (d *Deps) validate() error {
 	var errs []error
 	for name, missing := range map[string]bool{
-		"Logger": d.Logger == nil, "Redis": d.Redis == nil,
-		"Keys": d.Keys == nil, "Metrics": d.Metrics == nil, "Gatherer": d.Gatherer == nil,
+		"Redis": d.Redis == nil, "Keys": d.Keys == nil, "Gatherer": d.Gatherer == nil,
 		"Devices": d.Devices == nil, "DeviceAuth": d.DeviceAuth == nil, "Throttle": d.Throttle == nil,
 		"Catalog": d.Catalog == nil, "FeedEditor": d.FeedEditor == nil, "Items": d.Items == nil,
 		"Stats": d.Stats == nil, "Syncs": d.Syncs == nil, "Events": d.Events == nil, "Schedule": d.Schedule == nil,
@@ -119,6 +115,7 @@ type Server struct {
 	deps    Deps
 	cfg     Config
 	log     *slog.Logger
+	clock   func() time.Time // nil: time.Now
 	metrics *metrics
 	router  chi.Router
 	// receipts verifies the push ids of wake receipts.
@@ -126,8 +123,11 @@ type Server struct {
 	rejected *prometheus.CounterVec
 }
 
-// NewServer builds the router with every route of routes.go.
-func NewServer(deps Deps, cfg Config) (*Server, error) {
+// NewServer builds the router with every route of routes.go. It logs to
+// a's logger, stamps audit records and schedules with a's clock and
+// registers the HTTP metrics on a's registerer.
+func NewServer(a service.Archetype, deps Deps, cfg Config) (*Server, error) {
+	a = a.WithDefaults()
 	cfg.MaxBodyBytes = cmp.Or(cfg.MaxBodyBytes, 16<<10)
 	cfg.RegisterRateLimit = cmp.Or(cfg.RegisterRateLimit, 600)
 	cfg.RegisterRateWindow = cmp.Or(cfg.RegisterRateWindow, time.Minute)
@@ -136,24 +136,21 @@ func NewServer(deps Deps, cfg Config) (*Server, error) {
 	cfg.RequestTimeout = cmp.Or(cfg.RequestTimeout, time.Second)
 	cfg.KeyRequestTimeout = cmp.Or(cfg.KeyRequestTimeout, 10*time.Second)
 	cfg.ReadyTimeout = cmp.Or(cfg.ReadyTimeout, time.Second)
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	if err := deps.validate(); err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(deps.Metrics)
+	m, err := newMetrics(a)
 	if err != nil {
-		return nil, fmt.Errorf("register http metrics: %w", err)
+		return nil, fmt.Errorf("http metrics: %w", err)
 	}
-	rejected, err := newRejectedReceipts(deps.Metrics)
+	rejected, err := newRejectedReceipts(a)
 	if err != nil {
-		return nil, fmt.Errorf("register receipt metrics: %w", err)
+		return nil, fmt.Errorf("receipt metrics: %w", err)
 	}
-	s := &Server{deps: deps, cfg: cfg, log: deps.Logger, metrics: m,
+	s := &Server{deps: deps, cfg: cfg, log: a.Logger, clock: a.Clock, metrics: m,
 		receipts: receipts.NewSigner(deps.Redis), rejected: rejected}
 	r := chi.NewRouter()
 	r.Use(s.observe)

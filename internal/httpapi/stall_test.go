@@ -98,7 +98,7 @@ func TestRedisStallAndDeathAnswer503WithinDeadline(t *testing.T) {
 	srv := redistest.StartServer(t)
 	logs := &stacktest.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	rdb, err := config.OpenRedis(t.Context(), srv.URL(), "", log)
+	rdb, err := config.OpenRedis(t.Context(), service.Archetype{Logger: log}, srv.URL(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestRedisStallAndDeathAnswer503WithinDeadline(t *testing.T) {
 	}
 	ks, _ := auth.ParseKeys(strings.NewReader(""), "keys.txt")
 	pr := prometheus.NewRegistry()
-	api, err := httpapi.NewServer(pipe.Wire(httpapi.Deps{Logger: log, Redis: rdb.Client, Keys: ks, Metrics: pr, Gatherer: pr}),
+	api, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb.Client, Keys: ks, Gatherer: pr}),
 		httpapi.Config{RegisterRateLimit: -1})
 	if err != nil {
 		t.Fatal(err)

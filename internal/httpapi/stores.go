@@ -38,7 +38,7 @@ type Stores struct {
 // plans a push.
 func OpenStores(a service.Archetype, rdb redis.UniversalClient, maxFeeds int) (*Stores, error) {
 	log := a.WithDefaults().Logger
-	cat, err := catalog.NewStore(rdb, catalog.Config{})
+	cat, err := catalog.NewStore(a, rdb, catalog.Config{})
 	if err != nil {
 		return nil, err
 	}
@@ -46,11 +46,11 @@ func OpenStores(a service.Archetype, rdb redis.UniversalClient, maxFeeds int) (*
 	if err != nil {
 		return nil, err
 	}
-	th, err := throttle.New(throttle.Config{}, rdb, log, nil)
+	quiet := service.Archetype{Logger: log, Clock: a.Clock}
+	th, err := throttle.New(quiet, throttle.Config{}, rdb)
 	if err != nil {
 		return nil, err
 	}
-	quiet := service.Archetype{Logger: log, Clock: a.Clock}
 	evs, err := stores.Events(rdb)
 	if err != nil {
 		return nil, err
@@ -75,10 +75,14 @@ func OpenStores(a service.Archetype, rdb redis.UniversalClient, maxFeeds int) (*
 	if err != nil {
 		return nil, err
 	}
+	st, err := stats.NewRecorder(a, rdb)
+	if err != nil {
+		return nil, err
+	}
 	return &Stores{
 		Catalog: cat, Devices: reg, Throttle: th, Planner: planner,
 		Submitter: fanout.NewSubmitter(planner, events), Items: items,
-		Stats:  stats.NewRecorder(rdb, a.Registerer, log, a.Clock),
+		Stats:  st,
 		Events: events, Pushes: pushes, Schedule: sched,
 	}, nil
 }

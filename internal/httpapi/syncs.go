@@ -218,7 +218,7 @@ func (s *Server) scheduleSync(w http.ResponseWriter, r *http.Request, ev fanout.
 		return err
 	}
 	ev.ID = id
-	err = s.deps.Schedule.Add(r.Context(), schedule.Sync{Event: ev, SendAt: sendAt, CreatedAt: s.cfg.Now()})
+	err = s.deps.Schedule.Add(r.Context(), schedule.Sync{Event: ev, SendAt: sendAt, CreatedAt: s.now()})
 	switch {
 	case errors.Is(err, schedule.ErrNotFuture):
 		return badRequest("send_at", "send_at: want a time in the future")

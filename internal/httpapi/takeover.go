@@ -75,7 +75,7 @@ func (s *Server) auditDevice(r *http.Request, action string, device uint64, prov
 	log.InfoContext(ctx, "audit", "action", action, "device_id", device, "token_hash", th, "client_ip", host)
 	err = s.auditLog().Record(ctx, audit.Entry{
 		Action: action, Target: strconv.FormatUint(device, 10), TokenHash: th, ClientIP: host,
-		RequestID: RequestID(ctx), At: s.cfg.Now(),
+		RequestID: RequestID(ctx), At: s.now(),
 	})
 	if err != nil {
 		log.ErrorContext(ctx, "write audit record", "action", action, "err", err)

@@ -14,21 +14,6 @@ import (
 	"github.com/nudge-dev/nudge/internal/startstop"
 )
 
-// register registers c on reg, or returns the collector already registered
-// under the same description, so that several workers or monitors (one per
-// queue) can share one registry.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("register metric: %w", err)
-	}
-	return c, nil
-}
-
 // workerMetrics are the counters a worker updates, labelled by queue.
 type workerMetrics struct {
 	handled      *prometheus.CounterVec   // queue, outcome
@@ -41,7 +26,7 @@ type workerMetrics struct {
 	duration     *prometheus.HistogramVec // queue
 }
 
-func newWorkerMetrics(reg prometheus.Registerer) (*workerMetrics, error) {
+func newWorkerMetrics(a service.Archetype) (*workerMetrics, error) {
 	m := &workerMetrics{
 		handled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "nudge", Subsystem: "queue", Name: "jobs_handled_total",
@@ -78,28 +63,28 @@ func newWorkerMetrics(reg prometheus.Registerer) (*workerMetrics, error) {
 		}, []string{"queue"}),
 	}
 	var err error
-	if m.handled, err = register(reg, m.handled); err != nil {
+	if m.handled, err = service.RegisterShared(a, m.handled); err != nil {
 		return nil, err
 	}
-	if m.redelivered, err = register(reg, m.redelivered); err != nil {
+	if m.redelivered, err = service.RegisterShared(a, m.redelivered); err != nil {
 		return nil, err
 	}
-	if m.retries, err = register(reg, m.retries); err != nil {
+	if m.retries, err = service.RegisterShared(a, m.retries); err != nil {
 		return nil, err
 	}
-	if m.deadLettered, err = register(reg, m.deadLettered); err != nil {
+	if m.deadLettered, err = service.RegisterShared(a, m.deadLettered); err != nil {
 		return nil, err
 	}
-	if m.dupSkipped, err = register(reg, m.dupSkipped); err != nil {
+	if m.dupSkipped, err = service.RegisterShared(a, m.dupSkipped); err != nil {
 		return nil, err
 	}
-	if m.lost, err = register(reg, m.lost); err != nil {
+	if m.lost, err = service.RegisterShared(a, m.lost); err != nil {
 		return nil, err
 	}
-	if m.inflight, err = register(reg, m.inflight); err != nil {
+	if m.inflight, err = service.RegisterShared(a, m.inflight); err != nil {
 		return nil, err
 	}
-	if m.duration, err = register(reg, m.duration); err != nil {
+	if m.duration, err = service.RegisterShared(a, m.duration); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -143,16 +128,17 @@ type Monitor struct {
 	life startstop.Base
 }
 
-// NewMonitor returns a monitor of queues whose gauges are registered on reg.
+// NewMonitor returns a monitor of queues whose gauges are registered on
+// a.Registerer.
 func NewMonitor(a service.Archetype, queues []*Queue, cfg MonitorConfig) (*Monitor, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	a = a.WithDefaults()
-	log, now, reg := a.Logger, a.Clock, a.Registerer
+	log, now := a.Logger, a.Clock
 	gauge := func(name, help string) (*prometheus.GaugeVec, error) {
-		return register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		return service.RegisterShared(a, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "nudge", Subsystem: "queue", Name: name, Help: help,
 		}, []string{"queue"}))
 	}

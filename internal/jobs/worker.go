@@ -222,7 +222,7 @@ func NewWorker(a service.Archetype, q *Queue, h Handler, cfg WorkerConfig) (*Wor
 	}
 	a = a.WithDefaults()
 	log, now := a.Logger, a.Clock
-	m, err := newWorkerMetrics(a.Registerer)
+	m, err := newWorkerMetrics(a)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: worker of queue %s: %w", q.Name(), err)
 	}

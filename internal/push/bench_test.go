@@ -27,6 +27,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // benchPushes is the number of pushes per side per benchmark op;
@@ -95,7 +96,7 @@ func report(b *testing.B, n int, sender, base usage) {
 }
 
 func benchEmulator(b *testing.B) (*pushemu.Emulator, pushemu.Credentials) {
-	emu, creds := pushemutest.Start(b, pushemu.Config{KeepPerToken: 1})
+	emu, creds := pushemutest.Start(b, service.Archetype{}, pushemu.Config{KeepPerToken: 1})
 	return emu, creds
 }
 
@@ -113,7 +114,7 @@ func caPool(b *testing.B, emu *pushemu.Emulator) *x509.CertPool {
 func BenchmarkAPNs(b *testing.B) {
 	emu, creds := benchEmulator(b)
 	n := benchPushes()
-	s, err := New(b.Context(), emuConfig(creds), nil, nil, nil)
+	s, err := New(b.Context(), service.Archetype{}, emuConfig(creds))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -173,7 +174,7 @@ func BenchmarkAPNs(b *testing.B) {
 func BenchmarkFCM(b *testing.B) {
 	emu, creds := benchEmulator(b)
 	n := benchPushes()
-	s, err := New(b.Context(), emuConfig(creds), nil, nil, nil)
+	s, err := New(b.Context(), service.Archetype{}, emuConfig(creds))
 	if err != nil {
 		b.Fatal(err)
 	}

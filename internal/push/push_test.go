@@ -15,6 +15,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 type clock struct {
@@ -56,13 +57,13 @@ func emuConfig(c pushemu.Credentials) Config {
 func setup(t *testing.T, mod ...func(*Config)) *bundle {
 	t.Helper()
 	clk := &clock{t: time.Now()}
-	emu, creds := pushemutest.Start(t, pushemu.Config{Now: clk.Now})
+	emu, creds := pushemutest.Start(t, service.Archetype{Clock: clk.Now}, pushemu.Config{})
 	cfg := emuConfig(creds)
 	for _, m := range mod {
 		m(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	s, err := New(t.Context(), cfg, nil, clk.Now, reg)
+	s, err := New(t.Context(), service.Archetype{Clock: clk.Now, Registerer: reg}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +419,7 @@ func TestCertificateAuth(t *testing.T) {
 	b := setup(t, func(c *Config) {})
 	cfg := emuConfig(b.creds)
 	cfg.APNSKeyFile, cfg.APNSCertFile = "", b.creds.APNsCertFile
-	s, err := New(t.Context(), cfg, nil, b.clk.Now, nil)
+	s, err := New(t.Context(), service.Archetype{Clock: b.clk.Now}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // Config configures a Sender. The dispatcher maps each field from the
@@ -164,20 +166,17 @@ type Sender struct {
 
 // New builds a Sender: it loads credentials, creates the FCM client and the
 // two long-lived APNs clients. The Google auth library keeps ctx for token
-// refreshes, so pass a context that lives as long as the Sender. now is the
-// clock (nil: time.Now); reg receives the metrics (nil: not registered).
-func New(ctx context.Context, cfg Config, logger *slog.Logger, now func() time.Time, reg prometheus.Registerer) (*Sender, error) {
+// refreshes, so pass a context that lives as long as the Sender. It reads
+// a's clock, logs to a's logger and registers its metrics on a's
+// registerer.
+func New(ctx context.Context, a service.Archetype, cfg Config) (*Sender, error) {
+	a = a.WithDefaults()
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("push config: %w", err)
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	if now == nil {
-		now = time.Now
-	}
-	m, err := newMetrics(reg)
+	logger, now := a.Logger, a.Clock
+	m, err := newMetrics(a)
 	if err != nil {
 		return nil, err
 	}
@@ -338,7 +337,7 @@ type metrics struct {
 	apnsLatency, fcmLatency prometheus.Observer
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(a service.Archetype) (*metrics, error) {
 	m := &metrics{
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_push_results_total",
@@ -372,12 +371,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 		m.byAction[p] = cs
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.results, m.latency, m.rotations, m.connsOpened, m.connsOpen} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("register push metrics: %w", err)
-			}
-		}
+	if err := a.Register(m.results, m.latency, m.rotations, m.connsOpened, m.connsOpen); err != nil {
+		return nil, fmt.Errorf("push: %w", err)
 	}
 	return m, nil
 }

@@ -70,7 +70,7 @@ func (s *apnsServer) fail(w http.ResponseWriter, status int, reason string, ts t
 
 func (s *apnsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e := s.e
-	now := e.cfg.Now()
+	now := e.now()
 
 	e.auth.mu.Lock()
 	ci := e.auth.conn(r.RemoteAddr)

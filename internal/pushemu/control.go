@@ -128,7 +128,7 @@ func (e *Emulator) AdminHandler() http.Handler {
 			return
 		}
 		if t.Unregistered {
-			e.Unregister(t.Provider, t.Token, e.cfg.Now())
+			e.Unregister(t.Provider, t.Token, e.now())
 		} else {
 			e.AddToken(t.Provider, t.Token, t.Env)
 		}

@@ -45,6 +45,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // Provider names a push provider emulated here.
@@ -97,11 +99,6 @@ type Config struct {
 	KeepPerToken int
 	// Seed seeds the random source used for rate-based faults; default 1.
 	Seed uint64
-	// Now is the emulator's clock for JWT age checks and timestamps;
-	// default time.Now.
-	Now func() time.Time
-	// Logger receives request-level errors; default discards.
-	Logger *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -117,12 +114,6 @@ func (c Config) withDefaults() Config {
 	c.MaxConcurrentStreams = cmp.Or(c.MaxConcurrentStreams, 1000)
 	c.KeepPerToken = cmp.Or(c.KeepPerToken, 64)
 	c.Seed = cmp.Or(c.Seed, 1)
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
 	return c
 }
 
@@ -144,6 +135,8 @@ var ErrNotStarted = errors.New("pushemu: emulator not started")
 // then call Start; Stop releases the listeners.
 type Emulator struct {
 	cfg  Config
+	now  func() time.Time // the clock of JWT age checks and timestamps
+	log  *slog.Logger     // request-level errors
 	ca   *authority
 	keys *keys
 	// serverCert is presented by the TLS listeners.
@@ -167,8 +160,11 @@ type Emulator struct {
 }
 
 // New builds an emulator: it generates its CA, TLS certificates, the
-// service-account key and the APNs auth key. It does not listen yet.
-func New(cfg Config) (*Emulator, error) {
+// service-account key and the APNs auth key. It does not listen yet. a's
+// clock checks JWT ages and stamps deliveries; a's logger receives
+// request-level errors.
+func New(a service.Archetype, cfg Config) (*Emulator, error) {
+	a = a.WithDefaults()
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -191,6 +187,8 @@ func New(cfg Config) (*Emulator, error) {
 	}
 	e := &Emulator{
 		cfg:        cfg,
+		now:        a.Clock,
+		log:        a.Logger,
 		ca:         ca,
 		keys:       k,
 		serverCert: srvCert,
@@ -252,7 +250,7 @@ func (e *Emulator) Start(ctx context.Context) error {
 		srv := &http.Server{
 			Handler:           handlers[i],
 			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(e.cfg.Logger.Handler(), slog.LevelDebug),
+			ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 		}
 		if i < 3 {
 			srv.TLSConfig = &tls.Config{
@@ -275,7 +273,7 @@ func (e *Emulator) Start(ctx context.Context) error {
 		go func(srv *http.Server, ln net.Listener) {
 			defer e.wg.Done()
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				e.cfg.Logger.Error("pushemu serve", "addr", ln.Addr().String(), "err", err)
+				e.log.Error("pushemu serve", "addr", ln.Addr().String(), "err", err)
 			}
 		}(srv, ln)
 	}

@@ -20,6 +20,8 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/api/option"
 	htransport "google.golang.org/api/transport/http"
+
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 type clock struct {
@@ -45,7 +47,7 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	clk := &clock{t: time.Now()}
-	emu, err := New(Config{Now: clk.Now})
+	emu, err := New(service.Archetype{Clock: clk.Now}, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,7 +135,7 @@ type fcmMessage struct {
 
 func (s *fcmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e := s.e
-	now := e.cfg.Now()
+	now := e.now()
 	rest, ok := strings.CutPrefix(r.URL.Path, "/v1/projects/")
 	project, ok2 := strings.CutSuffix(rest, "/messages:send")
 	if !ok || !ok2 || r.Method != http.MethodPost {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/fanout"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // Runner submits scheduled syncs when they fall due. Run one in every
@@ -27,12 +28,13 @@ type Runner struct {
 }
 
 // NewRunner returns a Runner that takes due syncs from store and submits
-// them through Submit with heads and sub.
-func NewRunner(store *Store, heads Heads, sub Submitter, log *slog.Logger) (*Runner, error) {
-	if store == nil || heads == nil || sub == nil || log == nil {
-		return nil, errors.New("schedule: runner needs a store, heads, a submitter and a logger")
+// them through Submit with heads and sub. It logs to a's logger.
+func NewRunner(a service.Archetype, store *Store, heads Heads, sub Submitter) (*Runner, error) {
+	a = a.WithDefaults()
+	if store == nil || heads == nil || sub == nil {
+		return nil, errors.New("schedule: runner needs a store, heads and a submitter")
 	}
-	return &Runner{store: store, heads: heads, sub: sub, log: log}, nil
+	return &Runner{store: store, heads: heads, sub: sub, log: a.Logger}, nil
 }
 
 // Start starts the loop, which looks for due syncs every Config.Tick. It

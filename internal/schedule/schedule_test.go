@@ -23,6 +23,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/schedule"
+	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
@@ -67,7 +68,7 @@ func setup(t *testing.T, cfg schedule.Config) *bundle {
 	hook := &devicestest.RaceHook{}
 	rdb.AddHook(hook)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	th, err := throttle.New(throttle.Config{}, rdb, log, nil)
+	th, err := throttle.New(service.Archetype{Logger: log}, throttle.Config{}, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,11 +76,11 @@ func setup(t *testing.T, cfg schedule.Config) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := devices.New(rdb, nil, devices.Config{})
+	reg, err := devices.New(service.Archetype{}, rdb, nil, devices.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	planner, err := fanout.New(fanout.Config{}, fanout.Deps{Events: evs, Subscribers: reg, Decider: th, Logger: log})
+	planner, err := fanout.New(service.Archetype{Logger: log}, fanout.Config{}, fanout.Deps{Events: evs, Subscribers: reg, Decider: th})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func setup(t *testing.T, cfg schedule.Config) *bundle {
 
 func (b *bundle) runner(t *testing.T) *schedule.Runner {
 	t.Helper()
-	r, err := schedule.NewRunner(b.store, b.items, b.sub, b.log)
+	r, err := schedule.NewRunner(service.Archetype{Logger: b.log}, b.store, b.items, b.sub)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,3 +25,29 @@ func TestWithDefaultsFillsOnlyWhatIsMissing(t *testing.T) {
 		t.Fatal("Now without a clock: got the zero time, want time.Now")
 	}
 }
+
+func TestRegisterRefusesADuplicateRegisterSharedReusesIt(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	a := service.Archetype{Registerer: reg}
+	newCounter := func() prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "nudge_test_total", Help: "A test counter."})
+	}
+	first := newCounter()
+	if err := a.Register(first); err != nil {
+		t.Fatalf("first Register: %v", err)
+	}
+	if err := a.Register(newCounter()); err == nil {
+		t.Fatal("Register of a second collector with the same description: got nil, want an error")
+	}
+	got, err := service.RegisterShared(a, newCounter())
+	if err != nil {
+		t.Fatalf("RegisterShared of a duplicate: %v", err)
+	}
+	if got != first {
+		t.Fatal("RegisterShared of a duplicate: got a new collector, want the one already registered")
+	}
+	if err := (service.Archetype{}).Register(newCounter()); err != nil {
+		t.Fatalf("Register without a registerer: %v", err)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // Retention is how long the per-minute hashes are kept.
@@ -66,16 +67,14 @@ type Recorder struct {
 	latency  *prometheus.HistogramVec
 }
 
-// NewRecorder returns a Recorder that writes to rdb and registers its metrics
-// on reg. now may be nil for time.Now.
-func NewRecorder(rdb redis.UniversalClient, reg prometheus.Registerer, logger *slog.Logger, now func() time.Time) *Recorder {
-	if now == nil {
-		now = time.Now
-	}
+// NewRecorder returns a Recorder that writes to rdb, reads a's clock, logs
+// to a's logger and registers its metrics on a's registerer.
+func NewRecorder(a service.Archetype, rdb redis.UniversalClient) (*Recorder, error) {
+	a = a.WithDefaults()
 	r := &Recorder{
 		rdb:    rdb,
-		now:    now,
-		logger: logger,
+		now:    a.Clock,
+		logger: a.Logger,
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_pushes_total",
 			Help: "Silent pushes by platform, lane and outcome (sent, pruned, failed, deferred, coalesced).",
@@ -90,10 +89,10 @@ func NewRecorder(rdb redis.UniversalClient, reg prometheus.Registerer, logger *s
 			Buckets: bucketSeconds(),
 		}, []string{"platform", "lane"}),
 	}
-	if reg != nil {
-		reg.MustRegister(r.pushes, r.receipts, r.latency)
+	if err := a.Register(r.pushes, r.receipts, r.latency); err != nil {
+		return nil, fmt.Errorf("stats: %w", err)
 	}
-	return r
+	return r, nil
 }
 
 func bucketSeconds() []float64 {

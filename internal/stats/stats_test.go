@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 type bundle struct {
@@ -20,7 +21,10 @@ func setup(t *testing.T) bundle {
 	t.Helper()
 	now := time.Date(2026, 11, 26, 12, 0, 30, 0, time.UTC)
 	reg := prometheus.NewRegistry()
-	rec := NewRecorder(redistest.Start(t), reg, nil, func() time.Time { return now })
+	rec, err := NewRecorder(service.Archetype{Registerer: reg, Clock: func() time.Time { return now }}, redistest.Start(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	return bundle{rec: rec, now: &now, reg: reg}
 }
 

@@ -33,8 +33,7 @@ func PushQueue(rdb redis.UniversalClient) (*jobs.Queue, error) {
 // cfg.MaxFeeds is the api's NUDGE_MAX_FEEDS_PER_DEVICE; other fields take
 // their defaults.
 func Devices(a service.Archetype, rdb redis.UniversalClient, cat *catalog.Store, cfg devices.Config) (*devices.Registry, error) {
-	cfg.Now = a.Clock
-	return devices.New(rdb, cat, cfg)
+	return devices.New(a, rdb, cat, cfg)
 }
 
 // Events opens the event store: the events' definitions and progress.
@@ -49,8 +48,7 @@ func Events(rdb redis.UniversalClient) (*events.Store, error) {
 // nil one registers none (the api, which publishes and reads events but
 // never plans them).
 func Planner(a service.Archetype, cfg fanout.Config, evs *events.Store, devs *devices.Registry, d fanout.Decider, st fanout.Stats) (*fanout.Planner, error) {
-	return fanout.New(cfg, fanout.Deps{
+	return fanout.New(a, cfg, fanout.Deps{
 		Events: evs, Subscribers: devs, Decider: d, Stats: st, Profiles: devs,
-		Logger: a.WithDefaults().Logger, Registerer: a.Registerer, Clock: a.Clock,
 	})
 }

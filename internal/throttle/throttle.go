@@ -116,6 +116,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // Lane names.
@@ -373,20 +374,21 @@ type Throttle struct {
 	due       prometheus.Gauge
 }
 
-// New returns a Throttle. Its metrics are registered on reg when reg is not
-// nil.
-func New(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer) (*Throttle, error) {
+// New returns a Throttle that logs to a's logger and registers its metrics
+// on a's registerer.
+func New(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*Throttle, error) {
+	a = a.WithDefaults()
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if rdb == nil || log == nil {
-		return nil, errors.New("throttle: a Redis client and a logger are required")
+	if rdb == nil {
+		return nil, errors.New("throttle: a Redis client is required")
 	}
 	t := &Throttle{
 		cfg:    cfg,
 		rdb:    rdb,
-		log:    log,
+		log:    a.Logger,
 		polArg: append(cfg.IOS.args(), cfg.Android.args()...),
 		decide: decideScript,
 		move:   moveScript,
@@ -404,12 +406,8 @@ func New(cfg Config, rdb redis.UniversalClient, log *slog.Logger, reg prometheus
 			Help: "Devices with a pending push, summed over partitions at the last scheduler step.",
 		}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{t.decisions, t.moves, t.due} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("throttle: register metrics: %w", err)
-			}
-		}
+	if err := a.Register(t.decisions, t.moves, t.due); err != nil {
+		return nil, fmt.Errorf("throttle: %w", err)
 	}
 	return t, nil
 }

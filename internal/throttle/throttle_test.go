@@ -3,8 +3,6 @@ package throttle
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -19,6 +17,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
 var t0 = time.Date(2030, 1, 2, 3, 0, 0, 0, time.UTC)
@@ -97,7 +96,7 @@ func setup(t testing.TB, rdb redis.UniversalClient, cfg Config) *env {
 	if err != nil {
 		t.Fatalf("flush: %v", err)
 	}
-	th, err := New(cfg, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	th, err := New(service.Archetype{Registerer: prometheus.NewRegistry()}, cfg, rdb)
 	if err != nil {
 		t.Fatalf("new throttle: %v", err)
 	}
@@ -775,7 +774,7 @@ func TestBudgetAtThePhone(t *testing.T) {
 	rdb := redistest.Start(t)
 	gapPol := Policy{Limit: 3, Window: time.Hour, MinGap: 10 * time.Minute}
 	kPol := Policy{Limit: 2, Window: time.Hour, MinGap: time.Nanosecond}
-	th, err := New(Config{IOS: gapPol, Android: kPol}, rdb, slog.New(slog.DiscardHandler), nil)
+	th, err := New(service.Archetype{}, Config{IOS: gapPol, Android: kPol}, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -848,7 +847,7 @@ func TestBudgetAtThePhoneInOneBatch(t *testing.T) {
 	ctx := t.Context()
 	rdb := redistest.Start(t)
 	pol := Policy{Limit: 3, Window: time.Hour, MinGap: 10 * time.Minute}
-	th, err := New(Config{IOS: pol, Android: pol}, rdb, slog.New(slog.DiscardHandler), nil)
+	th, err := New(service.Archetype{}, Config{IOS: pol, Android: pol}, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -896,7 +895,7 @@ func TestRedisClock(t *testing.T) {
 	ctx := t.Context()
 	rdb := redistest.Start(t)
 	pol := Policy{Limit: 2, Window: time.Second, MinGap: 200 * time.Millisecond, Debounce: 100 * time.Millisecond, MaxWait: 150 * time.Millisecond}
-	th, err := New(Config{IOS: pol, Android: pol}, rdb, slog.New(slog.DiscardHandler), nil)
+	th, err := New(service.Archetype{}, Config{IOS: pol, Android: pol}, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}

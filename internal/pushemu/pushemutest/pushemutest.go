@@ -5,13 +5,14 @@ import (
 	"testing"
 
 	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/service"
 )
 
-// Start starts an emulator with cfg, stopped at the end of the test, and
-// writes its ready-made sender credentials into a temp dir.
-func Start(tb testing.TB, cfg pushemu.Config) (*pushemu.Emulator, pushemu.Credentials) {
+// Start starts an emulator with a and cfg, stopped at the end of the test,
+// and writes its ready-made sender credentials into a temp dir.
+func Start(tb testing.TB, a service.Archetype, cfg pushemu.Config) (*pushemu.Emulator, pushemu.Credentials) {
 	tb.Helper()
-	emu, err := pushemu.New(cfg)
+	emu, err := pushemu.New(a, cfg)
 	if err != nil {
 		tb.Fatalf("new push emulator: %v", err)
 	}
