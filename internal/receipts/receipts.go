@@ -22,6 +22,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,7 +48,9 @@ type Signer struct {
 	rdb redis.UniversalClient
 
 	mu  sync.Mutex
-	key []byte
+	key []byte // set once
+
+	macs sync.Pool // *macer keyed with key
 }
 
 // NewSigner returns a Signer on rdb. The key is read (or created) on first use.
@@ -75,12 +78,31 @@ func (s *Signer) loadKey(ctx context.Context) ([]byte, error) {
 	return k, nil
 }
 
-func mac(key []byte, device uint64, id string) string {
-	h := hmac.New(sha256.New, key)
-	h.Write([]byte(strconv.FormatUint(device, 10)))
-	h.Write([]byte{0})
-	h.Write([]byte(id))
-	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))[:macLen]
+// macer is one HMAC-SHA256 with the Signer's key and its scratch space;
+// a Signer keeps them in a pool, since every push is signed.
+type macer struct {
+	h   hash.Hash
+	buf []byte
+}
+
+// mac returns the signature of id for device: base64url of the HMAC over
+// the device id in decimal, a zero byte and id, cut to macLen characters.
+func (s *Signer) mac(key []byte, device uint64, id string) string {
+	m, _ := s.macs.Get().(*macer)
+	if m == nil {
+		m = &macer{h: hmac.New(sha256.New, key)}
+	} else {
+		m.h.Reset()
+	}
+	m.buf = strconv.AppendUint(m.buf[:0], device, 10)
+	m.buf = append(m.buf, 0)
+	m.buf = append(m.buf, id...)
+	m.h.Write(m.buf)
+	m.buf = m.h.Sum(m.buf[:0])
+	var enc [43]byte // base64url of 32 bytes, unpadded
+	base64.RawURLEncoding.Encode(enc[:], m.buf)
+	s.macs.Put(m)
+	return string(enc[:macLen])
 }
 
 // Sign returns id with its signature for device appended ("<id>.<mac>").
@@ -89,7 +111,7 @@ func (s *Signer) Sign(ctx context.Context, device uint64, id string) (string, er
 	if err != nil {
 		return "", err
 	}
-	return id + "." + mac(k, device, id), nil
+	return id + "." + s.mac(k, device, id), nil
 }
 
 // Verify checks that pushID was signed for device and returns the id
@@ -104,7 +126,7 @@ func (s *Signer) Verify(ctx context.Context, device uint64, pushID string) (stri
 		return "", err
 	}
 	id := pushID[:i]
-	if !hmac.Equal([]byte(pushID[i+1:]), []byte(mac(k, device, id))) {
+	if !hmac.Equal([]byte(pushID[i+1:]), []byte(s.mac(k, device, id))) {
 		return "", ErrForged
 	}
 	return id, nil

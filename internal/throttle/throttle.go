@@ -578,6 +578,18 @@ type wirePush struct {
 
 // DecodePush decodes a push job payload.
 func DecodePush(b []byte) (Push, error) {
+	if p, ok := decodePushFast(b); ok {
+		if len(p.Events) == 0 {
+			return Push{}, errors.New("decode push job: no events")
+		}
+		return p, nil
+	}
+	return decodePushJSON(b)
+}
+
+// decodePushJSON decodes a push job payload with encoding/json: any form
+// decodePushFast does not take.
+func decodePushJSON(b []byte) (Push, error) {
 	var w wirePush
 	if err := json.Unmarshal(b, &w); err != nil {
 		return Push{}, fmt.Errorf("decode push job: %w", err)

@@ -149,6 +149,8 @@ func (e *env) pushes(t testing.TB) map[uint64][]Push {
 			if err != nil {
 				t.Fatalf("partition %d entry %s: %v", p, m.ID, err)
 			}
+			// Alerts and escaped strings are left to encoding/json.
+			checkFastDecode(t, []byte(s), job.Lane != LaneAlert && !strings.Contains(s, `\`))
 			if keys.Partition(job.Device) != p {
 				t.Fatalf("push for device %d in partition %d", job.Device, p)
 			}
