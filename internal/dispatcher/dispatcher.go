@@ -40,7 +40,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/startstop"
 	"github.com/nudge-dev/nudge/internal/stats"
-	sharedstores "github.com/nudge-dev/nudge/internal/stores"
+	"github.com/nudge-dev/nudge/internal/stores"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
@@ -67,8 +67,8 @@ type Deps struct {
 	FeedClient *http.Client
 }
 
-// stores are the Redis stores the dispatcher runs on.
-type stores struct {
+// parts are the Redis stores the dispatcher runs on.
+type parts struct {
 	Catalog   *catalog.Store
 	Devices   *devices.Registry
 	Throttle  *throttle.Throttle
@@ -84,12 +84,12 @@ type stores struct {
 
 // openStores opens the stores on rdb. a.Registerer receives the metrics
 // of the parts that have them.
-func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*stores, error) {
+func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*parts, error) {
 	cat, err := catalog.NewStore(a, rdb, catalog.Config{})
 	if err != nil {
 		return nil, err
 	}
-	devs, err := sharedstores.Devices(a, rdb, cat, cfg.Devices)
+	devs, err := stores.Devices(a, rdb, cat, cfg.Devices)
 	if err != nil {
 		return nil, err
 	}
@@ -101,19 +101,19 @@ func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*st
 	if err != nil {
 		return nil, err
 	}
-	evs, err := sharedstores.Events(rdb)
+	evs, err := stores.Events(rdb)
 	if err != nil {
 		return nil, err
 	}
-	planner, err := sharedstores.Planner(a, cfg.Fanout, evs, devs, th, st)
+	planner, err := stores.Planner(a, cfg.Fanout, evs, devs, th, st)
 	if err != nil {
 		return nil, err
 	}
-	events, err := sharedstores.EventQueue(rdb)
+	events, err := stores.EventQueue(rdb)
 	if err != nil {
 		return nil, err
 	}
-	pushes, err := sharedstores.PushQueue(rdb)
+	pushes, err := stores.PushQueue(rdb)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +125,7 @@ func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*st
 	if err != nil {
 		return nil, err
 	}
-	return &stores{
+	return &parts{
 		Catalog: cat, Devices: devs, Throttle: th, Planner: planner, Progress: evs, Events: events, Pushes: pushes,
 		Submitter: fanout.NewSubmitter(planner, events), Stats: st, Items: items, Schedule: sched,
 	}, nil
@@ -135,7 +135,7 @@ func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*st
 // (startstop).
 type Dispatcher struct {
 	log       *slog.Logger
-	pipe      *stores
+	pipe      *parts
 	sender    *push.Sender
 	watcher   *feeds.Watcher
 	scheduler *throttle.Scheduler

@@ -8,7 +8,7 @@ import (
 
 // Stores are the stores a Dispatcher runs on, for the tests to submit
 // events and read their progress.
-type Stores = stores
+type Stores = parts
 
 // Stores returns the stores d runs on.
 func (d *Dispatcher) Stores() *Stores { return d.pipe }
