@@ -7,8 +7,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,24 +19,18 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	firebase "firebase.google.com/go/v4"
-	"firebase.google.com/go/v4/messaging"
 	"github.com/redis/go-redis/v9"
-	"github.com/sideshow/apns2"
-	"github.com/sideshow/apns2/token"
-	"golang.org/x/net/http2"
-	"google.golang.org/api/option"
-	htransport "google.golang.org/api/transport/http"
 
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/pushemu"
+	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/stacktest"
 )
@@ -494,22 +486,6 @@ func (sm *sampler) finish(b *testing.B) []sample {
 	return sm.samples
 }
 
-// bareSender is the ceiling: the bare SDK calls with the dispatcher's
-// provider concurrency, on prebuilt pushes, to the same emulator process.
-type bareSender struct {
-	apns     *apns2.Client
-	fcm      *messaging.Client
-	apnsConc int
-	fcmConc  int
-	topic    string
-}
-
-// barePushes are prebuilt pushes, split by provider.
-type barePushes struct {
-	apns []*apns2.Notification
-	fcm  []*messaging.Message
-}
-
 // envInt is the benchmark environment's integer NUDGE_* setting key, or
 // def (the dispatcher's default) when unset.
 func envInt(b *testing.B, key string, def int) int {
@@ -524,147 +500,30 @@ func envInt(b *testing.B, key string, def int) int {
 	return n
 }
 
-// newBare builds the bare APNs and FCM clients from the settings pushemu
-// printed, as an operator would configure any client of the providers.
-func (s *stack) newBare(b *testing.B) *bareSender {
+// newBare builds the bare SDK loop, the ceiling, for the emulator process
+// from the settings pushemu printed, with the dispatcher's provider
+// concurrency.
+func (s *stack) newBare(b *testing.B) *pushemutest.Bare {
 	b.Helper()
-	ca, err := os.ReadFile(s.creds["NUDGE_PUSH_CA_FILE"])
-	if err != nil {
-		b.Fatal(err)
+	creds := pushemu.Credentials{
+		FCMCredentialsFile: s.creds["NUDGE_FCM_CREDENTIALS_FILE"], FCMEndpoint: s.creds["NUDGE_FCM_ENDPOINT"],
+		FCMProjectID: s.creds["NUDGE_FCM_PROJECT_ID"], APNsKeyFile: s.creds["NUDGE_APNS_KEY_FILE"],
+		APNsKeyID: s.creds["NUDGE_APNS_KEY_ID"], APNsTeamID: s.creds["NUDGE_APNS_TEAM_ID"],
+		APNsTopic: s.creds["NUDGE_APNS_TOPIC"], APNsHost: s.creds["NUDGE_APNS_HOST"], CAFile: s.creds["NUDGE_PUSH_CA_FILE"],
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(ca) {
-		b.Fatal("emulator CA is not PEM")
-	}
-	key, err := token.AuthKeyFromFile(s.creds["NUDGE_APNS_KEY_FILE"])
-	if err != nil {
-		b.Fatal(err)
-	}
-	ac := apns2.NewTokenClient(&token.Token{AuthKey: key, KeyID: s.creds["NUDGE_APNS_KEY_ID"], TeamID: s.creds["NUDGE_APNS_TEAM_ID"]})
-	ac.Host = s.creds["NUDGE_APNS_HOST"]
-	ac.HTTPClient.Transport.(*http2.Transport).TLSClientConfig = &tls.Config{RootCAs: pool}
-	b.Cleanup(ac.CloseIdleConnections)
-
-	base := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true, MaxIdleConns: 256, MaxIdleConnsPerHost: 256}
-	b.Cleanup(base.CloseIdleConnections)
-	rt, err := htransport.NewTransport(b.Context(), base,
-		option.WithAuthCredentialsFile(option.ServiceAccount, s.creds["NUDGE_FCM_CREDENTIALS_FILE"]),
-		option.WithScopes("https://www.googleapis.com/auth/firebase.messaging"), option.WithTelemetryDisabled())
-	if err != nil {
-		b.Fatal(err)
-	}
-	app, err := firebase.NewApp(b.Context(), &firebase.Config{ProjectID: s.creds["NUDGE_FCM_PROJECT_ID"]},
-		option.WithHTTPClient(&http.Client{Transport: rt}), option.WithEndpoint(s.creds["NUDGE_FCM_ENDPOINT"]), option.WithTelemetryDisabled())
-	if err != nil {
-		b.Fatal(err)
-	}
-	fc, err := app.Messaging(b.Context())
-	if err != nil {
-		b.Fatal(err)
-	}
-	return &bareSender{
-		apns: ac, fcm: fc, topic: s.creds["NUDGE_APNS_TOPIC"],
-		apnsConc: envInt(b, "NUDGE_APNS_CONCURRENCY", 128), fcmConc: envInt(b, "NUDGE_FCM_CONCURRENCY", 4),
-	}
-}
-
-// build prebuilds the silent breaking push of devices from..to: the same
-// payload fields and headers the dispatcher sends.
-func (bs *bareSender) build(from, to uint64, feed, event string) (barePushes, error) {
-	var bp barePushes
-	now := time.Now()
-	ttl := time.Hour
-	for id := from; id <= to; id++ {
-		collapse := "n" + strconv.FormatUint(id, 36) + "-" + event
-		data := map[string]string{
-			"type": "nudge.sync", "task": "nudge.sync", "feeds": feed, "event": event,
-			"push_id": "b" + strconv.FormatInt(now.UnixMilli(), 36) + "." + collapse,
-			"reason":  "breaking", "since": feed + ":0", "sent_at": strconv.FormatInt(now.UnixMilli(), 10),
-		}
-		pv, pl := devicestest.Kind(id)
-		if pv == "apns" {
-			body := map[string]any{"aps": map[string]any{"content-available": 1}}
-			for k, v := range data {
-				body[k] = v
-			}
-			payload, err := json.Marshal(body)
-			if err != nil {
-				return bp, fmt.Errorf("encode payload: %w", err)
-			}
-			bp.apns = append(bp.apns, &apns2.Notification{
-				DeviceToken: devicestest.Token(id), Topic: bs.topic, PushType: apns2.PushTypeBackground,
-				Priority: apns2.PriorityLow, CollapseID: collapse, Expiration: now.Add(ttl), Payload: payload,
-			})
-			continue
-		}
-		m := &messaging.Message{Token: devicestest.Token(id), Data: data,
-			Android: &messaging.AndroidConfig{Priority: "normal", TTL: &ttl, CollapseKey: collapse}}
-		if pl == "ios" {
-			m.APNS = &messaging.APNSConfig{
-				Headers: map[string]string{"apns-push-type": "background", "apns-priority": "5",
-					"apns-expiration": strconv.FormatInt(now.Add(ttl).Unix(), 10), "apns-collapse-id": collapse},
-				Payload: &messaging.APNSPayload{Aps: &messaging.Aps{ContentAvailable: true}},
-			}
-		}
-		bp.fcm = append(bp.fcm, m)
-	}
-	return bp, nil
-}
-
-// send sends bp: APNs with apnsConc pushes in flight and FCM in SendEach
-// calls of 500 with fcmConc calls in flight, both providers at once.
-func (bs *bareSender) send(ctx context.Context, bp barePushes) error {
-	var failed, next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(bs.apnsConc, len(bp.apns)) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(bp.apns) {
-					return
-				}
-				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				resp, err := bs.apns.PushWithContext(pctx, bp.apns[i])
-				cancel()
-				if err != nil || resp.StatusCode != http.StatusOK {
-					failed.Add(1)
-				}
-			}
-		})
-	}
-	sem := make(chan struct{}, bs.fcmConc)
-	for lo := 0; lo < len(bp.fcm); lo += 500 {
-		batch := bp.fcm[lo:min(lo+500, len(bp.fcm))]
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			br, err := bs.fcm.SendEach(bctx, batch)
-			if err != nil {
-				failed.Add(int64(len(batch)))
-				return
-			}
-			failed.Add(int64(br.FailureCount))
-		})
-	}
-	wg.Wait()
-	if n := failed.Load(); n > 0 {
-		return fmt.Errorf("bare loop: %d of %d pushes failed", n, len(bp.apns)+len(bp.fcm))
-	}
-	return nil
+	return pushemutest.NewBare(b, creds, envInt(b, "NUDGE_APNS_CONCURRENCY", 128), envInt(b, "NUDGE_FCM_CONCURRENCY", 4))
 }
 
 // sendTimed builds the pushes of from..to (untimed) and sends them,
 // returning the wall time and this process's plus the emulator's CPU.
-func (s *stack) sendTimed(b *testing.B, bs *bareSender, from, to uint64, event string) (wall, cpu time.Duration) {
+func (s *stack) sendTimed(b *testing.B, bs *pushemutest.Bare, from, to uint64, event string) (wall, cpu time.Duration) {
 	b.Helper()
-	bp, err := bs.build(from, to, feed, event)
+	bp, err := bs.Build(from, to, feed, 0, event)
 	if err != nil {
 		b.Fatal(err)
 	}
 	e0, c0, t0 := mustProc(b, s.emu.Pid()), selfCPU(), time.Now()
-	if err := bs.send(b.Context(), bp); err != nil {
+	if err := bs.Send(b.Context(), bp); err != nil {
 		b.Fatal(err)
 	}
 	wall = time.Since(t0)

@@ -4,33 +4,20 @@ package dispatcher_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	firebase "firebase.google.com/go/v4"
-	"firebase.google.com/go/v4/messaging"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
-	"github.com/sideshow/apns2"
-	"github.com/sideshow/apns2/token"
-	"golang.org/x/net/http2"
-	"google.golang.org/api/option"
-	htransport "google.golang.org/api/transport/http"
 
 	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
@@ -162,150 +149,22 @@ func (bu *benchBundle) waitSettled(b testing.TB, id string, want int64) fanout.P
 	return pr
 }
 
-// bareSender is the ceiling: the bare SDK calls, with the dispatcher's
+// newBare is the ceiling: the bare SDK calls, with the dispatcher's
 // provider concurrency, on prebuilt pushes to the same emulator.
-type bareSender struct {
-	apns     *apns2.Client
-	fcm      *messaging.Client
-	apnsConc int
-	fcmConc  int
-	topic    string
-}
-
-// barePushes are prebuilt pushes, split by provider.
-type barePushes struct {
-	apns []*apns2.Notification
-	fcm  []*messaging.Message
-}
-
-func (bp barePushes) len() int { return len(bp.apns) + len(bp.fcm) }
-
-func newBare(b testing.TB, bu *benchBundle) *bareSender {
+func newBare(b testing.TB, bu *benchBundle) *pushemutest.Bare {
 	b.Helper()
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(bu.emu.CAPEM()) {
-		b.Fatal("emulator CA is not PEM")
-	}
-	key, err := token.AuthKeyFromFile(bu.creds.APNsKeyFile)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ac := apns2.NewTokenClient(&token.Token{AuthKey: key, KeyID: bu.creds.APNsKeyID, TeamID: bu.creds.APNsTeamID})
-	ac.Host = bu.creds.APNsHost
-	ac.HTTPClient.Transport.(*http2.Transport).TLSClientConfig = &tls.Config{RootCAs: pool}
-	b.Cleanup(ac.CloseIdleConnections)
-
-	base := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true, MaxIdleConns: 256, MaxIdleConnsPerHost: 256}
-	b.Cleanup(base.CloseIdleConnections)
-	rt, err := htransport.NewTransport(b.Context(), base,
-		option.WithAuthCredentialsFile(option.ServiceAccount, bu.creds.FCMCredentialsFile),
-		option.WithScopes("https://www.googleapis.com/auth/firebase.messaging"), option.WithTelemetryDisabled())
-	if err != nil {
-		b.Fatal(err)
-	}
-	app, err := firebase.NewApp(b.Context(), &firebase.Config{ProjectID: bu.creds.FCMProjectID},
-		option.WithHTTPClient(&http.Client{Transport: rt}), option.WithEndpoint(bu.creds.FCMEndpoint), option.WithTelemetryDisabled())
-	if err != nil {
-		b.Fatal(err)
-	}
-	fc, err := app.Messaging(b.Context())
-	if err != nil {
-		b.Fatal(err)
-	}
-	return &bareSender{
-		apns: ac, fcm: fc, topic: bu.creds.APNsTopic,
-		apnsConc: bu.cfg.Push.APNSConcurrency, fcmConc: bu.cfg.Push.FCMConcurrency,
-	}
+	return pushemutest.NewBare(b, bu.creds, bu.cfg.Push.APNSConcurrency, bu.cfg.Push.FCMConcurrency)
 }
 
-// build prebuilds the silent breaking push of each device from..to, with
-// the payload fields and headers the pipeline sends.
-func (s *bareSender) build(b testing.TB, from, to uint64, feed, event string) barePushes {
+// buildBare prebuilds the silent breaking push of each device from..to,
+// with the payload fields and headers the pipeline sends.
+func buildBare(b testing.TB, bare *pushemutest.Bare, from, to uint64, feed, event string) pushemutest.BarePushes {
 	b.Helper()
-	var bp barePushes
-	now := time.Now()
-	ttl := time.Hour
-	for id := from; id <= to; id++ {
-		collapse := "n" + strconv.FormatUint(id, 36) + "-" + event
-		data := map[string]string{
-			"type": "nudge.sync", "task": "nudge.sync", "feeds": feed, "event": event,
-			"push_id": "b" + strconv.FormatInt(now.UnixMilli(), 36) + "." + collapse,
-			"reason":  "breaking", "since": feed + ":120", "sent_at": strconv.FormatInt(now.UnixMilli(), 10),
-		}
-		pv, pl := devicestest.Kind(id)
-		if pv == "apns" {
-			body := map[string]any{"aps": map[string]any{"content-available": 1}}
-			for k, v := range data {
-				body[k] = v
-			}
-			payload, err := json.Marshal(body)
-			if err != nil {
-				b.Fatal(err)
-			}
-			bp.apns = append(bp.apns, &apns2.Notification{
-				DeviceToken: devicestest.Token(id), Topic: s.topic, PushType: apns2.PushTypeBackground,
-				Priority: apns2.PriorityLow, CollapseID: collapse, Expiration: now.Add(ttl), Payload: payload,
-			})
-			continue
-		}
-		m := &messaging.Message{Token: devicestest.Token(id), Data: data,
-			Android: &messaging.AndroidConfig{Priority: "normal", TTL: &ttl, CollapseKey: collapse}}
-		if pl == "ios" {
-			m.APNS = &messaging.APNSConfig{
-				Headers: map[string]string{"apns-push-type": "background", "apns-priority": "5",
-					"apns-expiration": strconv.FormatInt(now.Add(ttl).Unix(), 10), "apns-collapse-id": collapse},
-				Payload: &messaging.APNSPayload{Aps: &messaging.Aps{ContentAvailable: true}},
-			}
-		}
-		bp.fcm = append(bp.fcm, m)
+	bp, err := bare.Build(from, to, feed, 120, event)
+	if err != nil {
+		b.Fatal(err)
 	}
 	return bp
-}
-
-// send sends bp: APNs with apnsConc pushes in flight and FCM in SendEach
-// calls of 500 with fcmConc calls in flight, both at once, as the push
-// sender does for a mixed batch.
-func (s *bareSender) send(ctx context.Context, bp barePushes) error {
-	var failed atomic.Int64
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(s.apnsConc, len(bp.apns)) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(bp.apns) {
-					return
-				}
-				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				resp, err := s.apns.PushWithContext(pctx, bp.apns[i])
-				cancel()
-				if err != nil || resp.StatusCode != http.StatusOK {
-					failed.Add(1)
-				}
-			}
-		})
-	}
-	sem := make(chan struct{}, s.fcmConc)
-	for lo := 0; lo < len(bp.fcm); lo += 500 {
-		batch := bp.fcm[lo:min(lo+500, len(bp.fcm))]
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			br, err := s.fcm.SendEach(bctx, batch)
-			if err != nil {
-				failed.Add(int64(len(batch)))
-				return
-			}
-			failed.Add(int64(br.FailureCount))
-		})
-	}
-	wg.Wait()
-	if n := failed.Load(); n > 0 {
-		return fmt.Errorf("bare loop: %d of %d pushes failed", n, bp.len())
-	}
-	return nil
 }
 
 // loadAvg is the 1-minute load average of the machine, 0 if unknown.
@@ -379,7 +238,7 @@ func BenchmarkBreakingFanout(b *testing.B) {
 	// Warm both paths: TLS connections, the APNs JWT, the OAuth token, the
 	// scripts in Redis.
 	ctx := b.Context()
-	if err := bare.send(ctx, bare.build(b, n+1, n+warm, warmFeed, "warm")); err != nil {
+	if err := bare.Send(ctx, buildBare(b, bare, n+1, n+warm, warmFeed, "warm")); err != nil {
 		b.Fatal(err)
 	}
 	base := bu.emu.Count()
@@ -391,9 +250,9 @@ func BenchmarkBreakingFanout(b *testing.B) {
 	if got := bu.emu.Count() - base; got != warm {
 		b.Fatalf("warm-up pushes at the emulator: got %d, want %d", got, warm)
 	}
-	halves := [2]barePushes{
-		bare.build(b, 1, n/2, feed, "bare"),
-		bare.build(b, n/2+1, n, feed, "bare"),
+	halves := [2]pushemutest.BarePushes{
+		buildBare(b, bare, 1, n/2, feed, "bare"),
+		buildBare(b, bare, n/2+1, n, feed, "bare"),
 	}
 
 	var pipeWall, bareWall, planWall, pipeCPU, bareCPU time.Duration
@@ -403,7 +262,7 @@ func BenchmarkBreakingFanout(b *testing.B) {
 	for b.Loop() {
 		bu.resetThrottle(b)
 		t0, c0 := time.Now(), processCPU()
-		if err := bare.send(ctx, halves[0]); err != nil {
+		if err := bare.Send(ctx, halves[0]); err != nil {
 			b.Fatal(err)
 		}
 		bareWall += time.Since(t0)
@@ -441,7 +300,7 @@ func BenchmarkBreakingFanout(b *testing.B) {
 		planWall += pr.FinishedAt.Sub(start)
 
 		t0, c0 = time.Now(), processCPU()
-		if err := bare.send(ctx, halves[1]); err != nil {
+		if err := bare.Send(ctx, halves[1]); err != nil {
 			b.Fatal(err)
 		}
 		bareWall += time.Since(t0)

@@ -79,7 +79,7 @@ func TestBreakingEventReachesEveryDevice(t *testing.T) {
 
 	bare := newBare(t, bu)
 	const m = 20
-	if err := bare.send(t.Context(), bare.build(t, 1, m, feed, event)); err != nil {
+	if err := bare.Send(t.Context(), buildBare(t, bare, 1, m, feed, event)); err != nil {
 		t.Fatal(err)
 	}
 	for id := uint64(1); id <= m; id++ {
