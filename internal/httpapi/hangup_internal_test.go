@@ -38,6 +38,15 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+func (l *lockedBuffer) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Reset()
+}
+
+// LogBuffer is lockedBuffer for the external tests.
+type LogBuffer = lockedBuffer
+
 // TestHungUpClientIs499WhateverTheError: a handler works on a context
 // detached from the request's cancellation (as the device registry settles
 // subscription bits), so when the client hangs up its error is that

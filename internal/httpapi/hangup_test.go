@@ -24,31 +24,6 @@ import (
 	"github.com/nudge-dev/nudge/internal/service"
 )
 
-// resettable is a log buffer safe for concurrent writers, which a subtest
-// empties before its request.
-type resettable struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (r *resettable) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.b.Write(p)
-}
-
-func (r *resettable) String() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.b.String()
-}
-
-func (r *resettable) Reset() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.b.Reset()
-}
-
 // enteredRedis is a go-redis hook that reports, once armed, each command
 // just before it goes to the server.
 type enteredRedis struct {
@@ -97,7 +72,7 @@ func (h *enteredRedis) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 func TestClientHangUpIs499AtDebug(t *testing.T) {
 	t.Parallel()
 	srv := redistest.StartServer(t)
-	logs := &resettable{}
+	logs := &httpapi.LogBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rdb, err := config.OpenRedis(t.Context(), service.Archetype{Logger: slog.New(slog.DiscardHandler)}, srv.URL(), "")
 	if err != nil {
