@@ -1,7 +1,5 @@
 package benchfleet_test
 
-//lint:file-ignore SA1019 the bare apns2 loop configures apns2's x/net/http2.Transport.
-
 import (
 	"bufio"
 	"bytes"

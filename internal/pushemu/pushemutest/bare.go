@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 the bare apns2 loop configures apns2's x/net/http2.Transport.
+
 package pushemutest
 
 import (
