@@ -71,3 +71,24 @@ func TestSingleIsTheDefaultApp(t *testing.T) {
 		t.Fatalf("Single = %+v, Validate = %v", a, a.Validate())
 	}
 }
+
+func TestSetKeepsAppsByIDInOrder(t *testing.T) {
+	b := apps.App{ID: "b", Name: "B", FCM: &apps.FCM{CredentialsFile: "f"}}
+	a := apps.App{ID: "a", Name: "A", FCM: &apps.FCM{CredentialsFile: "f"}}
+	s := apps.MustSet(b, a)
+	if got := s.String(); got != "a,b" || s.Len() != 2 || s.All()[0].ID != "a" {
+		t.Fatalf("set = %s (%d)", got, s.Len())
+	}
+	if got, ok := s.Get("b"); !ok || got.Name != "B" {
+		t.Fatalf("Get(b) = %+v, %v", got, ok)
+	}
+	if _, ok := s.Get("c"); ok {
+		t.Fatal("Get(c) found an app that is not there")
+	}
+	if _, err := apps.NewSet(a, a); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Fatalf("duplicate: err = %v", err)
+	}
+	if _, err := apps.NewSet(apps.App{ID: "x"}); err == nil {
+		t.Fatal("an invalid app made a set")
+	}
+}
