@@ -15,6 +15,16 @@ type Set struct {
 	ids  []string // sorted
 }
 
+// Source hands out the current Set. A live catalogue is one; so is a Set
+// itself, which is always its own current view (for tests and fixed
+// deployments).
+type Source interface {
+	Current() *Set
+}
+
+// Current returns s: a Set is a Source that never changes.
+func (s *Set) Current() *Set { return s }
+
 // NewSet checks each app and that no id repeats.
 func NewSet(list ...App) (*Set, error) {
 	s := &Set{byID: make(map[string]App, len(list))}

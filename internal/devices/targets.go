@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/keys"
 )
 
@@ -17,6 +18,7 @@ type Target struct {
 	Provider    string
 	Platform    string
 	Environment string
+	App         string // the device's app (apps.Default for devices registered before apps)
 	// Background is false when the user turned background sync off (or
 	// the device is gone).
 	Background bool
@@ -32,7 +34,7 @@ func (r *Registry) Targets(ctx context.Context, ids []uint64) ([]Target, error) 
 	pipe := r.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(ids))
 	for i, id := range ids {
-		cmds[i] = pipe.HMGet(ctx, keys.Device(id), "tk", "pv", "pl", "en", "bg")
+		cmds[i] = pipe.HMGet(ctx, keys.Device(id), "tk", "pv", "pl", "en", "bg", "ap")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read push targets: %w", err)
@@ -45,7 +47,11 @@ func (r *Registry) Targets(ctx context.Context, ids []uint64) ([]Target, error) 
 		pl, _ := v[2].(string)
 		en, _ := v[3].(string)
 		bg, _ := v[4].(string)
-		out[i] = Target{Token: tk, Provider: pv, Platform: pl, Environment: en, Background: tk != "" && bg != "0"}
+		ap, _ := v[5].(string)
+		if ap == "" && tk != "" {
+			ap = apps.Default
+		}
+		out[i] = Target{Token: tk, Provider: pv, Platform: pl, Environment: en, App: ap, Background: tk != "" && bg != "0"}
 	}
 	return out, nil
 }
