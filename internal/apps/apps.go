@@ -103,13 +103,23 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// FieldError is one thing wrong with an app: which app, which field, why.
+// Validate returns them joined; errors.AsType finds the first.
+type FieldError struct {
+	App    string // the app's id as given
+	Field  string // e.g. "apns.topic", "policy.ios"
+	Reason string
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("app %q: %s: %s", e.App, e.Field, e.Reason) }
+
 // Validate checks an app on its own: not that its files exist or hold good
 // credentials (the senders check those), nor that its feeds are in the
-// catalogue.
+// catalogue. Each problem is a *FieldError.
 func (a App) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("app %q: %s: %s", a.ID, field, fmt.Sprintf(format, args...)))
+		errs = append(errs, &FieldError{App: a.ID, Field: field, Reason: fmt.Sprintf(format, args...)})
 	}
 	if !ValidID(a.ID) {
 		bad("id", "want 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit")

@@ -75,3 +75,13 @@ func (s *Set) Len() int { return len(s.ids) }
 
 // String lists the ids, for logs.
 func (s *Set) String() string { return strings.Join(s.ids, ",") }
+
+// setOf makes a Set of apps already checked, keyed by id.
+func setOf(byID map[string]App) *Set {
+	s := &Set{byID: byID, ids: make([]string, 0, len(byID))}
+	for id := range byID {
+		s.ids = append(s.ids, id)
+	}
+	slices.Sort(s.ids)
+	return s
+}

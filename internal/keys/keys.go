@@ -28,6 +28,8 @@
 //	sched:{sched}:due       ZSET    scheduled syncs by due time (send_at, or a claim's lease end)
 //	sched:{sched}:syncs     HASH    scheduled sync id -> its request (JSON)
 //	sched:{sched}:claims    HASH    scheduled sync id -> token of the runner that took it
+//	apps                    HASH    app id -> admin edit of the app catalogue (JSON: the app, or a tombstone)
+//	apps:changed            PUBSUB  channel announcing an edit of the app catalogue (not a key)
 //
 // Each key family has one owning package, the only one that calls its
 // key functions; the others use the owner's API. owners_test.go holds the
@@ -184,3 +186,13 @@ func ScheduleSyncs() string { return "sched:{sched}:syncs" }
 // ScheduleClaims is the hash of scheduled syncs a runner has taken: sync
 // id -> the claim's token.
 func ScheduleClaims() string { return "sched:{sched}:claims" }
+
+// Apps is the hash of the admin edits of the app catalogue: app id -> the
+// app as an admin PUT it, or a tombstone that hides an app of the apps
+// file. It holds file paths and public ids, never secrets.
+func Apps() string { return "apps" }
+
+// AppsChanged is the Pub/Sub channel on which an edit of Apps is
+// announced, so every replica reloads at once. It names a channel, not a
+// key.
+func AppsChanged() string { return "apps:changed" }
