@@ -10,7 +10,7 @@ FUZZTIME      ?= 1000x
 FUZZ_TARGETS  := ./internal/feeds:FuzzParse ./internal/feeds:FuzzIdentity \
                  ./internal/httpapi:FuzzDecodeRegister ./internal/httpapi:FuzzDecodePatch \
                  ./internal/httpapi:FuzzDecodeFeed ./internal/httpapi:FuzzDecodeReceipt \
-                 ./internal/httpapi:FuzzDecodeSync
+                 ./internal/httpapi:FuzzDecodeSync ./internal/httpapi:FuzzDecodeApp
 .PHONY: help run test deps fuzz bench bench-1m lint build clean
 .DEFAULT_GOAL := help
 

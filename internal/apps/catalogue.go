@@ -137,11 +137,11 @@ func NewCatalogue(ctx context.Context, a service.Archetype, rdb redis.UniversalC
 	if cfg.File != "" {
 		b, err := os.ReadFile(cfg.File)
 		if err != nil {
-			return nil, fmt.Errorf("read apps file: %w", err)
+			return nil, fmt.Errorf("NUDGE_APPS_FILE: read apps file: %w", err)
 		}
 		list, err := Parse(bytes.NewReader(b), cfg.File)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("NUDGE_APPS_FILE: %w", err)
 		}
 		c.fileSum = sha256.Sum256(b)
 		c.base = list

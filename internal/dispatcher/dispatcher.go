@@ -28,6 +28,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/delivery"
 	"github.com/nudge-dev/nudge/internal/devices"
@@ -47,6 +48,7 @@ import (
 // Config configures every part of the dispatcher. Zero fields take each
 // part's defaults.
 type Config struct {
+	Apps        apps.Config // the app catalogue (NUDGE_APPS_FILE); its Feeds is the feed catalogue
 	Devices     devices.Config
 	Watcher     feeds.Config
 	Throttle    throttle.Config
@@ -80,6 +82,9 @@ type parts struct {
 	Stats     *stats.Recorder
 	Items     *feeds.Store    // feed heads, for scheduled syncs
 	Schedule  *schedule.Store // editors' syncs scheduled for later
+	// Apps is the live app catalogue, an apps.Source for whatever needs
+	// the apps; its watch loop runs with the dispatcher's.
+	Apps *apps.Catalogue
 }
 
 // openStores opens the stores on rdb. a.Registerer receives the metrics
@@ -159,6 +164,11 @@ func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatc
 	if err != nil {
 		return nil, err
 	}
+	ac := cfg.Apps
+	ac.Feeds = p.Catalog
+	if p.Apps, err = apps.NewCatalogue(ctx, a, d.Redis, ac); err != nil {
+		return nil, err
+	}
 	sender, err := push.New(ctx, a, cfg.Push)
 	if err != nil {
 		return nil, err
@@ -222,6 +232,7 @@ func (d *Dispatcher) start(ctx context.Context) (func(), error) {
 		start func(context.Context) error
 		stop  func()
 	}{
+		{"app catalogue", d.pipe.Apps.Start, d.pipe.Apps.Stop},
 		{"push workers", d.pushes.Start, d.pushes.Stop},
 		{"events worker", d.events.Start, d.events.Stop},
 		{"scheduler", d.scheduler.Start, d.scheduler.Stop},

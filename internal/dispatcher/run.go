@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/config"
 	"github.com/nudge-dev/nudge/internal/egress"
 	"github.com/nudge-dev/nudge/internal/feeds"
@@ -34,6 +35,8 @@ func Settings() []config.Setting {
 		{Flag: "http-addr", Env: "NUDGE_HTTP_ADDR", Default: ":9090", Help: "listen address of /healthz, /readyz and /metrics"},
 		{Flag: "shutdown-timeout", Env: "NUDGE_SHUTDOWN_TIMEOUT", Default: "30s", Help: "how long SIGTERM waits for in-flight pushes"},
 
+		{Flag: "apps-file", Env: "NUDGE_APPS_FILE", Default: "",
+			Help: "YAML apps file (ids, names, credential file paths, policies, feeds), reloaded when it changes; empty: one app, default, from the NUDGE_APNS_* and NUDGE_FCM_* settings. Give the api the same file"},
 		{Flag: "fcm-credentials-file", Env: "NUDGE_FCM_CREDENTIALS_FILE", Help: "FCM service-account JSON file (empty: FCM off)"},
 		{Flag: "fcm-endpoint", Env: "NUDGE_FCM_ENDPOINT", Help: "FCM base URL ending in /v1 (empty: Google's; set for the emulator or a proxy)"},
 		{Flag: "fcm-project-id", Env: "NUDGE_FCM_PROJECT_ID", Help: "Firebase project id (empty: the credentials' project_id)"},
@@ -249,6 +252,7 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 			DeviceBackoff:      dur("push-device-backoff"),
 			ProviderPause:      dur("push-provider-pause"),
 		},
+		Apps: apps.Config{File: v.String("apps-file"), Single: singleApp(v)},
 		Throttle: throttle.Config{
 			IOS: throttle.Policy{Limit: num("ios-push-limit"), Window: dur("ios-push-window"), MinGap: dur("ios-min-gap"),
 				Debounce: dur("debounce"), MaxWait: dur("max-wait")},
@@ -292,6 +296,23 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 	shutdown := dur("shutdown-timeout")
 	errs = append(errs, cfg.Push.Validate())
 	return cfg, shutdown, errors.Join(errs...)
+}
+
+// singleApp is the default app that the single-app provider settings
+// define, the one app without NUDGE_APPS_FILE. It holds file paths only.
+func singleApp(v *config.Values) apps.App {
+	var ap *apps.APNs
+	if v.String("apns-key-file") != "" || v.String("apns-cert-file") != "" {
+		ap = &apps.APNs{Topic: v.String("apns-topic"), KeyFile: v.String("apns-key-file"),
+			KeyID: v.String("apns-key-id"), TeamID: v.String("apns-team-id"),
+			CertFile: v.String("apns-cert-file"), CertPasswordFile: v.String("apns-cert-password-file"),
+			Host: v.String("apns-host"), SandboxHost: v.String("apns-sandbox-host")}
+	}
+	var fc *apps.FCM
+	if f := v.String("fcm-credentials-file"); f != "" {
+		fc = &apps.FCM{CredentialsFile: f, ProjectID: v.String("fcm-project-id"), Endpoint: v.String("fcm-endpoint")}
+	}
+	return apps.Single(ap, fc)
 }
 
 func trimNewline(b []byte) []byte {

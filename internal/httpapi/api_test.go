@@ -14,6 +14,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/stacktest"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/httpapi"
@@ -31,6 +32,7 @@ type setupOpts struct {
 type bundle struct {
 	srv      *httpapi.Server
 	pipe     *httpapi.Stores
+	apps     *apps.Catalogue
 	rdb      *redis.Client
 	logs     *stacktest.Buffer
 	adminKey string
@@ -67,12 +69,13 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		}
 	}
 	pr := prometheus.NewRegistry()
-	srv, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: ks, Gatherer: pr}),
+	cat := openApps(t, rdb)
+	srv, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: ks, Gatherer: pr, Apps: cat}),
 		httpapi.Config{RegisterRateLimit: o.rateLimit})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}
-	return &bundle{srv: srv, pipe: pipe, rdb: rdb, logs: logs, adminKey: admin.Key, editKey: editor.Key}
+	return &bundle{srv: srv, pipe: pipe, apps: cat, rdb: rdb, logs: logs, adminKey: admin.Key, editKey: editor.Key}
 }
 
 type response struct {
@@ -210,7 +213,7 @@ func TestReadyzFailsWithoutRedis(t *testing.T) {
 		t.Fatalf("pipeline: %v", err)
 	}
 	pr := prometheus.NewRegistry()
-	srv, err := httpapi.NewServer(service.Archetype{Logger: slog.New(slog.DiscardHandler), Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: dead, Keys: &auth.Keys{}, Gatherer: pr}), httpapi.Config{})
+	srv, err := httpapi.NewServer(service.Archetype{Logger: slog.New(slog.DiscardHandler), Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: dead, Keys: &auth.Keys{}, Gatherer: pr, Apps: b.apps}), httpapi.Config{})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}

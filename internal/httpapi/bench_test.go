@@ -44,7 +44,7 @@ func BenchmarkRegisterHTTP(b *testing.B) {
 		}
 	}
 	pr := prometheus.NewRegistry()
-	api, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: &auth.Keys{}, Gatherer: pr}),
+	api, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: &auth.Keys{}, Gatherer: pr, Apps: openApps(b, rdb)}),
 		httpapi.Config{RegisterRateLimit: -1})
 	if err != nil {
 		b.Fatal(err)

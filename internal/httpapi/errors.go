@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/devices"
@@ -66,7 +67,14 @@ func toHTTPError(err error) *HTTPError {
 	if fe, ok := errors.AsType[*catalog.FieldError](err); ok {
 		return &HTTPError{Code: http.StatusBadRequest, Kind: "invalid_field", Msg: fe.Error(), Field: fe.Field, Err: err}
 	}
+	if fe, ok := errors.AsType[*apps.FieldError](err); ok {
+		return &HTTPError{Code: http.StatusBadRequest, Kind: "invalid_field", Msg: err.Error(), Field: fe.Field, Err: err}
+	}
 	switch {
+	case errors.Is(err, apps.ErrNotFound):
+		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "app not found", Err: err}
+	case errors.Is(err, apps.ErrLastApp):
+		return &HTTPError{Code: http.StatusConflict, Kind: "conflict", Msg: "the last app cannot be deleted: add another app first", Err: err}
 	case errors.Is(err, devices.ErrNotFound):
 		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "device not found", Err: err}
 	case errors.Is(err, catalog.ErrNotFound):

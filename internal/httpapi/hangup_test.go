@@ -90,7 +90,7 @@ func TestClientHangUpIs499AtDebug(t *testing.T) {
 	}
 	ks, _ := auth.ParseKeys(strings.NewReader(""), "keys.txt")
 	pr := prometheus.NewRegistry()
-	api, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, st.Wire(httpapi.Deps{Redis: rdb.Client, Keys: ks, Gatherer: pr}),
+	api, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, st.Wire(httpapi.Deps{Redis: rdb.Client, Keys: ks, Gatherer: pr, Apps: openApps(t, rdb.Client)}),
 		httpapi.Config{})
 	if err != nil {
 		t.Fatal(err)

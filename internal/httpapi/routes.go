@@ -55,6 +55,10 @@ func (s *Server) addRoutes(r chi.Router) {
 			r.Use(s.RequireRole(auth.RoleAdmin), deadline(s.cfg.KeyRequestTimeout))
 			r.Put("/feeds/{feed}", s.handle(s.putFeed))
 			r.Delete("/feeds/{feed}", s.handle(s.deleteFeed))
+			r.Get("/apps", s.handle(s.listApps))
+			r.Get("/apps/{app}", s.handle(s.getApp))
+			r.Put("/apps/{app}", s.handle(s.putApp))
+			r.Delete("/apps/{app}", s.handle(s.deleteApp))
 		})
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/config"
@@ -33,6 +34,8 @@ func Settings() []config.Setting {
 			Help: "listen address of /metrics on its own listener, off the public port (e.g. :9091); empty: /metrics on NUDGE_HTTP_ADDR"},
 		{Flag: "api-keys-file", Env: "NUDGE_API_KEYS_FILE", Default: "",
 			Help: `API keys file: lines "<name> <role> <sha256 hex>" (make one with: api mint-key <name> <role>); empty: no key is accepted`},
+		{Flag: "apps-file", Env: "NUDGE_APPS_FILE", Default: "",
+			Help: "YAML apps file (ids, names, credential file paths, policies, feeds), reloaded when it changes; empty: one app, default. Give the dispatcher the same file"},
 		{Flag: "feeds-file", Env: "NUDGE_FEEDS_FILE", Default: "", Help: "JSON or YAML list of feeds upserted into the catalogue at start"},
 		{Flag: "shutdown-timeout", Env: "NUDGE_SHUTDOWN_TIMEOUT", Default: "15s", Help: "how long SIGTERM waits for in-flight requests"},
 		{Flag: "register-rate-limit", Env: "NUDGE_REGISTER_RATE_LIMIT", Default: "600",
@@ -124,8 +127,19 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(seed) > 0 {
 		log.InfoContext(ctx, "feed catalogue seeded", "file", v.String("feeds-file"), "feeds", len(seed))
 	}
+	// The api knows no push credentials: without an apps file its default
+	// app has no provider details; the dispatcher's settings hold them.
+	appCat, err := apps.NewCatalogue(ctx, service.Archetype{Logger: log, Registerer: reg}, rdb.Client,
+		apps.Config{File: v.String("apps-file"), Feeds: st.Catalog})
+	if err != nil {
+		return err
+	}
+	if err := appCat.Start(ctx); err != nil {
+		return fmt.Errorf("start the app catalogue: %w", err)
+	}
+	defer appCat.Stop()
 	srv, err := NewServer(service.Archetype{Logger: log, Registerer: reg}, st.Wire(Deps{
-		Redis: rdb.Client, Keys: keys, Gatherer: reg,
+		Redis: rdb.Client, Keys: keys, Gatherer: reg, Apps: appCat,
 	}), Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow,
 		RequestTimeout: reqTimeout, KeyRequestTimeout: keyReqTimeout,
 		TokenRateLimit: tokenLimit, TokenRateWindow: tokenWindow, MetricsElsewhere: v.String("metrics-addr") != ""})

@@ -88,6 +88,7 @@ type Deps struct {
 	Events     Events        // a sync's audience and progress
 	Schedule   Schedule      // editors' syncs scheduled for later
 
+	Apps          Apps               // the app catalogue, read and edited (admin routes)
 	Subscriptions Subscriptions      // a deleted feed's subscriptions
 	Tokens        TokenRegistrations // the token takeover limit
 	// Queues are the job queues the console shows, by the name it shows.
@@ -101,7 +102,7 @@ func (d *Deps) validate() error {
 		"Devices": d.Devices == nil, "DeviceAuth": d.DeviceAuth == nil, "Throttle": d.Throttle == nil,
 		"Catalog": d.Catalog == nil, "FeedEditor": d.FeedEditor == nil, "Items": d.Items == nil,
 		"Stats": d.Stats == nil, "Syncs": d.Syncs == nil, "Events": d.Events == nil, "Schedule": d.Schedule == nil,
-		"Subscriptions": d.Subscriptions == nil, "Tokens": d.Tokens == nil,
+		"Subscriptions": d.Subscriptions == nil, "Tokens": d.Tokens == nil, "Apps": d.Apps == nil,
 	} {
 		if missing {
 			errs = append(errs, fmt.Errorf("httpapi: Deps.%s is required", name))

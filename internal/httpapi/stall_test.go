@@ -112,7 +112,7 @@ func TestRedisStallAndDeathAnswer503WithinDeadline(t *testing.T) {
 	}
 	ks, _ := auth.ParseKeys(strings.NewReader(""), "keys.txt")
 	pr := prometheus.NewRegistry()
-	api, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb.Client, Keys: ks, Gatherer: pr}),
+	api, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb.Client, Keys: ks, Gatherer: pr, Apps: openApps(t, rdb.Client)}),
 		httpapi.Config{RegisterRateLimit: -1})
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,8 @@ var seeds = []string{
 	`{"title":"World","url":"https://e.com/w","poll_interval":"5m","id":"world"}`,
 	`{"push_id":"fabc.c1","received_at":"2026-01-01T00:00:00Z","outcome":"synced","items":3}`,
 	`{"feeds":["world"],"lane":"breaking","alert":{"title":"t","body":"b"}}`,
+	`{"id":"news","name":"News","apns":{"topic":"com.e","key_file":"/k.p8","key_id":"ABCDEFGHIJ","team_id":"TEAM123456"},"fcm":{"credentials_file":"/f.json"},"policy":{"ios":{"limit":2,"min_gap":"15m"}},"feeds":["world"]}`,
+	`{"policy":{"ios":{"Limit":1}}}`, `{"apns":{"topic":"t","topic":"u"}}`, `{"policy":{"android":{"window":5}}}`,
 	`null`, ` null `, `[]`, `"x"`, `1`, ``, `{}`, `{"Token":"x"}`, `{"TOKEN":"x"}`,
 	`{"token":"a","token":"b"}`, `{"background_sync":{"Enabled":true}}`, `{"alert":{"Title":"x"}}`,
 	`{"feeds":[{"x":1}]}`, `{"token":"a"} {}`, `{"token":"a"`, `{"items":-1}`, `{"received_at":{"wall":1}}`,
@@ -70,3 +72,4 @@ func FuzzDecodePatch(f *testing.F)    { fuzzDecoder[patchRequest](f) }
 func FuzzDecodeFeed(f *testing.F)     { fuzzDecoder[feedRequest](f) }
 func FuzzDecodeReceipt(f *testing.F)  { fuzzDecoder[receiptRequest](f) }
 func FuzzDecodeSync(f *testing.F)     { fuzzDecoder[syncRequest](f) }
+func FuzzDecodeApp(f *testing.F)      { fuzzDecoder[appRequest](f) }
