@@ -98,6 +98,9 @@ type Catalogue struct {
 	base  []App
 	edits map[string]record
 	subs  map[chan struct{}]struct{}
+	// gen counts this replica's own edits; a reload whose read began
+	// before one is dropped (the edit's own notice reloads again).
+	gen uint64
 
 	fileSum [sha256.Size]byte // of the file's content last seen, good or not; the loop's alone
 
@@ -195,6 +198,7 @@ func (c *Catalogue) Put(ctx context.Context, app App) (created bool, err error) 
 		return false, err
 	}
 	c.mu.Lock()
+	c.gen++
 	c.edits[app.ID] = record{App: &app}
 	c.rebuildLocked()
 	c.mu.Unlock()
@@ -217,6 +221,7 @@ func (c *Catalogue) Delete(ctx context.Context, id string) error {
 		return ErrLastApp
 	}
 	c.mu.Lock()
+	c.gen++
 	delete(c.edits, id)
 	for _, a := range c.base {
 		if a.ID == id {
@@ -314,8 +319,8 @@ func (c *Catalogue) reloadFile(ctx context.Context) {
 		list, err = Parse(bytes.NewReader(b), c.cfg.File)
 	}
 	if err != nil {
-		c.errs.WithLabelValues("file").Inc()
 		c.log.ErrorContext(ctx, "apps file rejected: the previous apps stay until it is fixed", "file", c.cfg.File, "err", err)
+		c.errs.WithLabelValues("file").Inc()
 		return
 	}
 	c.warnUnknownFeeds(ctx, list)
@@ -331,15 +336,22 @@ func (c *Catalogue) reloadFile(ctx context.Context) {
 
 // reloadEdits re-reads the admin edits from Redis.
 func (c *Catalogue) reloadEdits(ctx context.Context) {
+	c.mu.Lock()
+	gen := c.gen
+	c.mu.Unlock()
 	edits, err := c.readEdits(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			c.errs.WithLabelValues("redis").Inc()
 			c.log.WarnContext(ctx, "reload the app catalogue's edits: keeping the current apps", "err", err)
+			c.errs.WithLabelValues("redis").Inc()
 		}
 		return
 	}
 	c.mu.Lock()
+	if c.gen != gen { // an edit of ours may be missing from what was read
+		c.mu.Unlock()
+		return
+	}
 	c.edits = edits
 	changed := c.rebuildLocked()
 	c.mu.Unlock()
@@ -360,8 +372,8 @@ func (c *Catalogue) readEdits(ctx context.Context) (map[string]record, error) {
 	for id, v := range raw {
 		r, err := decodeRecord(id, v)
 		if err != nil {
-			c.errs.WithLabelValues("redis").Inc()
 			c.log.ErrorContext(ctx, "app catalogue edit skipped", "app", id, "err", err)
+			c.errs.WithLabelValues("redis").Inc()
 			continue
 		}
 		out[id] = r
