@@ -9,6 +9,10 @@
 //
 // With no apps file, the single-app settings of earlier versions define one
 // app, Default, so a deployment that never heard of apps works unchanged.
+//
+// Catalogue is the live catalogue each process runs: the apps file (or
+// the single app) overlaid by admin edits kept in Redis, reloaded within
+// seconds of a change to either; its Current Set is read lock-free.
 package apps
 
 import (

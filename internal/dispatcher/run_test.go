@@ -66,6 +66,16 @@ func TestRunServesProbesAndMetricsThenDrains(t *testing.T) {
 			t.Fatalf("GET %s: %d, body lacks %q:\n%.400s", path, resp.StatusCode, want, body)
 		}
 	}
+	// Without an apps file, the single-app settings are the default app.
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "\nnudge_apps 1\n") || !strings.Contains(out.String(), `"msg":"app catalogue loaded","apps":"default"`) {
+		t.Fatalf("the dispatcher's app catalogue is not the default app:\n%s", out.String())
+	}
 	cancel()
 	select {
 	case err := <-done:

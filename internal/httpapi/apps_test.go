@@ -1,15 +1,21 @@
 package httpapi_test
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/audit"
+	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/await"
+	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/service"
 )
 
@@ -159,4 +165,48 @@ func TestAdminApps(t *testing.T) {
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("audit records %q, want %q (oldest first)", got, want)
 	}
+}
+
+// TestRunAppsAcrossReplicas runs two api processes on one Redis with one
+// apps file: an admin PUT on one is served by the other within seconds.
+func TestRunAppsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartServer(t)
+	m, err := auth.Mint("ops", auth.RoleAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keysFile, appsFile := dir+"/keys.txt", dir+"/apps.yaml"
+	if err := writeFile(keysFile, m.Line+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFile(appsFile, "apps:\n  - {id: news, name: News, fcm: {credentials_file: /run/news.json}}\n"); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"NUDGE_REDIS_URL": srv.URL(), "NUDGE_API_KEYS_FILE": keysFile, "NUDGE_APPS_FILE": appsFile}
+	one, _, _ := start(t, env)
+	two, _, _ := start(t, env)
+	call := func(method, url, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+m.Key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := call("GET", two+"/v1/admin/apps", ""); code != 200 || !strings.Contains(body, `"id":"news"`) || strings.Contains(body, `"id":"default"`) {
+		t.Fatalf("apps from the file: %d %s", code, body)
+	}
+	if code, body := call("PUT", one+"/v1/admin/apps/sports", `{"name":"Sports","fcm":{"credentials_file":"/run/sports.json"}}`); code != 201 {
+		t.Fatalf("put: %d %s", code, body)
+	}
+	await.Within(t, 10*time.Second, "the PUT on replica one to be served by replica two", func() bool {
+		code, _ := call("GET", two+"/v1/admin/apps/sports", "")
+		return code == 200
+	})
 }

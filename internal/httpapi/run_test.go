@@ -140,6 +140,10 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 	if err := writeFile(badKeys, "# ok\nalice superuser abc\n"); err != nil {
 		t.Fatal(err)
 	}
+	badApps := dir + "/apps.yaml"
+	if err := writeFile(badApps, "apps:\n  - {id: news, name: News, apns: {cert_file: c.p12}}\n"); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -151,6 +155,8 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{"bad keys file line", map[string]string{"NUDGE_API_KEYS_FILE": badKeys}, badKeys + ":2:"},
 		{"missing keys file", map[string]string{"NUDGE_API_KEYS_FILE": dir + "/nope"}, "NUDGE_API_KEYS_FILE"},
 		{"missing feeds file", map[string]string{"NUDGE_FEEDS_FILE": dir + "/nope"}, "NUDGE_FEEDS_FILE"},
+		{"missing apps file", map[string]string{"NUDGE_APPS_FILE": dir + "/nope"}, "NUDGE_APPS_FILE"},
+		{"bad apps file", map[string]string{"NUDGE_APPS_FILE": badApps}, `NUDGE_APPS_FILE: apps file ` + badApps + `: app "news": apns.topic`},
 		{"bad log level", map[string]string{"NUDGE_LOG_LEVEL": "loud"}, "NUDGE_LOG_LEVEL"},
 	}
 	for _, tt := range tests {
@@ -219,7 +225,7 @@ func TestRunMetricsOnlyOfWhatTheAPIRuns(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	text := string(body)
-	for _, want := range []string{"nudge_http_requests_total", "go_goroutines"} {
+	for _, want := range []string{"nudge_http_requests_total", "go_goroutines", "\nnudge_apps 1\n"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %s:\n%.600s", want, text)
 		}
