@@ -375,9 +375,9 @@ type Throttle struct {
 	rdb    redis.UniversalClient
 	log    *slog.Logger
 	pols   atomic.Pointer[appPolicies] // the scripts' policy arguments of the last apps.Set
-	decide *redis.Script // decideScript; tests swap in variants
-	move   *redis.Script // moveScript; tests swap in variants
-	list   *redis.Script // dueScript; tests swap in variants
+	decide *redis.Script               // decideScript; tests swap in variants
+	move   *redis.Script               // moveScript; tests swap in variants
+	list   *redis.Script               // dueScript; tests swap in variants
 
 	decisions *prometheus.CounterVec
 	moves     *prometheus.CounterVec
