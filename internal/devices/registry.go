@@ -176,8 +176,9 @@ func tokenIndex(app, token string) (shard, field string) {
 	return keys.TokenShard(sum[:12]), string(sum[:12])
 }
 
-// app returns the registered app id, or a FieldError naming "app".
-func (r *Registry) app(id string) (apps.App, error) {
+// App returns app id ("" is apps.Default) as devices may register with
+// it, or a *FieldError naming "app" when there is no such app.
+func (r *Registry) App(id string) (apps.App, error) {
 	id = cmp.Or(id, apps.Default)
 	a, ok := apps.App{ID: apps.Default}, id == apps.Default
 	if r.cfg.Apps != nil {
@@ -224,7 +225,7 @@ func (r *Registry) recycle(id uint64) {
 // checkFeeds validates, de-duplicates and looks up feed ids, each of
 // which app must offer.
 func (r *Registry) checkFeeds(ctx context.Context, app string, feeds []string) ([]string, error) {
-	a, err := r.app(app)
+	a, err := r.App(app)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +256,7 @@ func (r *Registry) checkFeeds(ctx context.Context, app string, feeds []string) (
 
 // validate checks a registration and returns the device it describes.
 func (r *Registry) validate(ctx context.Context, reg Registration) (Device, error) {
-	a, err := r.app(reg.App)
+	a, err := r.App(reg.App)
 	if err != nil {
 		return Device{}, err
 	}
