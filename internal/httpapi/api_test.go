@@ -14,8 +14,10 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/stacktest"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
+	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/httpapi"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
@@ -26,6 +28,7 @@ import (
 
 type setupOpts struct {
 	rateLimit int
+	apps      *apps.Set // the device routes' and syncs' apps (nil: the default app only)
 }
 
 type bundle struct {
@@ -67,7 +70,15 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		}
 	}
 	pr := prometheus.NewRegistry()
-	srv, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: ks, Gatherer: pr}),
+	deps := pipe.Wire(httpapi.Deps{Redis: rdb, Keys: ks, Gatherer: pr})
+	if o.apps != nil {
+		reg, err := devices.New(service.Archetype{}, rdb, pipe.Catalog, devices.Config{MaxFeeds: 4, Apps: o.apps})
+		if err != nil {
+			t.Fatalf("registry: %v", err)
+		}
+		deps.Devices, deps.DeviceAuth = reg, reg
+	}
+	srv, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, deps,
 		httpapi.Config{RegisterRateLimit: o.rateLimit})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
@@ -121,6 +132,7 @@ func decode[T any](t *testing.T, r response) T {
 
 type deviceJSON struct {
 	ID             uint64   `json:"id"`
+	App            string   `json:"app"`
 	Secret         string   `json:"secret"`
 	Provider       string   `json:"provider"`
 	Token          string   `json:"token"`
