@@ -3,6 +3,7 @@ package devices_test
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/nudge-dev/nudge/internal/apps"
@@ -140,6 +141,50 @@ func TestApps(t *testing.T) {
 				r.App = "news"
 				if d, _, created, err := b.reg.Register(ctx, r); err != nil || created || d.ID != news.ID {
 					t.Errorf("news token index after the sports prune: device %d created %v %v, want %d", d.ID, created, err, news.ID)
+				}
+			})
+
+			t.Run("an app's device stores the environment only for sandbox", func(t *testing.T) {
+				apns := func(env string) devices.Registration {
+					return devices.Registration{App: "news", Provider: "apns", Platform: "ios", Environment: env,
+						Token: strings.Repeat("ab", 32), Feeds: []string{"world"}, Sync: devices.BackgroundSync{Enabled: true}}
+				}
+				envOf := func(t *testing.T, id uint64) (stored, read, target string) {
+					t.Helper()
+					stored, _ = b.rdb.HGet(ctx, keys.Device(id), "en").Result()
+					d, err := b.reg.Get(ctx, id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					ts, err := b.reg.Targets(ctx, []uint64{id})
+					if err != nil {
+						t.Fatal(err)
+					}
+					return stored, d.Environment, ts[0].Environment
+				}
+				d, _, _, err := b.reg.Register(ctx, apns("sandbox"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if s, r, tg := envOf(t, d.ID); s != "sandbox" || r != "sandbox" || tg != "sandbox" {
+					t.Errorf("sandbox: stored %q, read %q, target %q", s, r, tg)
+				}
+				if _, _, _, err := b.reg.Register(ctx, apns("production")); err != nil {
+					t.Fatal(err)
+				}
+				if s, r, tg := envOf(t, d.ID); s != "" || r != "production" || tg != "production" {
+					t.Errorf("re-registered for production: stored %q, read %q, target %q; want none stored", s, r, tg)
+				}
+				cur, _ := b.reg.Get(ctx, d.ID)
+				sandbox := "sandbox"
+				if _, err := b.reg.Update(ctx, cur, devices.Patch{Environment: &sandbox}); err != nil {
+					t.Fatal(err)
+				}
+				if s, r, _ := envOf(t, d.ID); s != "sandbox" || r != "sandbox" {
+					t.Errorf("PATCH to sandbox: stored %q, read %q", s, r)
+				}
+				if s, _ := b.rdb.HGet(ctx, keys.Device(def.ID), "en").Result(); s != "production" {
+					t.Errorf("default app device: en %q, want production stored as before apps", s)
 				}
 			})
 

@@ -17,7 +17,8 @@
 // secret (32 raw bytes) · ct/ut created/updated unix seconds · bv bits
 // version · bp "1" while the bits of version bv are not known to be applied
 // · xf feeds whose bits may still be set though fd no longer lists them ·
-// ap the device's app, absent for the default app (apps.Default).
+// ap the device's app, absent for the default app (apps.Default). A device
+// with ap has en only for sandbox (absent: production).
 //
 // Apps: a device belongs to one app for life. Its token index entry and its
 // subscription bits are the app's own (keys.AppSubChunk), so the same token
@@ -230,8 +231,9 @@ func checkMinInterval(d time.Duration) error {
 // without fd (feeds, which the callers handle with the bits bookkeeping)
 // and ct.
 func (d *Device) fields() []any {
+	ef, ev := envField(d.App, d.Environment)
 	return []any{
-		"tk", d.Token, "pv", d.Provider, "pl", d.Platform, "en", d.Environment,
+		"tk", d.Token, "pv", d.Provider, "pl", d.Platform, ef, ev,
 		"bg", boolField(d.Sync.Enabled),
 		"mi", strconv.FormatInt(int64(d.Sync.MinInterval/time.Second), 10),
 		"lo", d.Locale, "tz", d.Timezone, "av", d.AppVersion,
@@ -254,6 +256,19 @@ func (d *Device) registerFields(reg Registration) []any {
 	return out
 }
 
+// envField returns the field and value that store env for a device of
+// app. A device of an app other than the default one stores "en" only for
+// sandbox ("-en" deletes the field, see write.lua): the bytes of "ap" then
+// keep its hash in the allocator size class of a default-app device
+// (BENCHMARKS, Registry). Default-app devices always store it, as before
+// apps.
+func envField(app, env string) (string, string) {
+	if app != apps.Default && env == EnvProduction {
+		return "-en", ""
+	}
+	return "en", env
+}
+
 func boolField(b bool) string {
 	if b {
 		return "1"
@@ -267,7 +282,7 @@ func parseDevice(id uint64, m map[string]string) (Device, error) {
 		return Device{}, ErrNotFound
 	}
 	d := Device{
-		ID: id, App: cmp.Or(m["ap"], apps.Default), Token: m["tk"], Provider: m["pv"], Platform: m["pl"], Environment: m["en"],
+		ID: id, App: cmp.Or(m["ap"], apps.Default), Token: m["tk"], Provider: m["pv"], Platform: m["pl"], Environment: cmp.Or(m["en"], EnvProduction),
 		Feeds: splitFeeds(m["fd"]), Locale: m["lo"], Timezone: m["tz"], AppVersion: m["av"],
 		secretHash: []byte(m["sh"]),
 	}

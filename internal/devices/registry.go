@@ -380,7 +380,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 // would run them in parallel, so the claim waits for the hash, and the
 // bits come after (settle).
 func (r *Registry) writeAndClaim(ctx context.Context, d *Device, shard, field, stale string) (res any, settled bool, err error) {
-	fields := append(d.fields(), "fd", strings.Join(d.Feeds, ","), "ct", strconv.FormatInt(d.Created.Unix(), 10))
+	fields := append(setOnly(d.fields()), "fd", strings.Join(d.Feeds, ","), "ct", strconv.FormatInt(d.Created.Unix(), 10))
 	if d.App != apps.Default {
 		fields = append(fields, "ap", d.App) // absent for the default app: no byte more than before apps
 	}
@@ -424,6 +424,18 @@ func (r *Registry) writeAndClaim(ctx context.Context, d *Device, shard, field, s
 		return nil, false, fmt.Errorf("claim token index: device %d not written", d.ID)
 	}
 	return res, true, nil
+}
+
+// setOnly returns fields without its deletions (pairs "-<field>", see
+// write.lua): a hash written new has nothing to delete.
+func setOnly(fields []any) []any {
+	out := make([]any, 0, len(fields))
+	for i := 0; i+1 < len(fields); i += 2 {
+		if f, _ := fields[i].(string); !strings.HasPrefix(f, "-") {
+			out = append(out, fields[i], fields[i+1])
+		}
+	}
+	return out
 }
 
 // cluster tells whether the registry runs on a Redis Cluster, where the
@@ -644,7 +656,8 @@ func (r *Registry) Update(ctx context.Context, cur Device, p Patch) (Device, err
 		if err != nil {
 			return Device{}, err
 		}
-		fields = append(fields, "en", env)
+		ef, ev := envField(cur.App, env)
+		fields = append(fields, ef, ev)
 	}
 	var feeds []string
 	if p.Feeds != nil {
