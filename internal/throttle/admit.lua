@@ -12,7 +12,7 @@
 -- Returns one number per attempt: 0 when admitted (the time is reserved),
 -- else the milliseconds to wait. Attempts are decided in order, so a later
 -- attempt for the same device sees an earlier one's reservation.
-local policy_of = policies(1)
+local policy_of, defIOS, defAndroid = policies(1)
 local fields = {}
 for i = 1, #KEYS - 1 do fields[i] = 'p' .. ARGV[10 + 2 * i] end
 load(KEYS[1], fields)
@@ -29,7 +29,8 @@ for i = 1, #KEYS - 1 do
     out[i] = 0
   else
     local pl, _, mi, ap = device_policy(KEYS[1 + i])
-    local pol = policy_of(ap, pl)
+    local pol = defAndroid
+    if ap then pol = policy_of(ap, pl) elseif pl == 'ios' then pol = defIOS end
     local gap = math.max(pol.gap, (tonumber(mi) or 0) * 1000)
     local es = entries(raw)
     local others = {}

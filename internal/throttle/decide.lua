@@ -50,7 +50,7 @@ local lane = ARGV[3]
 local qreason = ARGV[4]
 local feedsL = ARGV[5]
 local sinceL = ARGV[6]
-local policy_of = policies(7)
+local policy_of, defIOS, defAndroid = policies(7)
 local remember = tonumber(ARGV[18])
 local maxev = tonumber(ARGV[19])
 local alim, awin = tonumber(ARGV[20]), tonumber(ARGV[21])
@@ -277,7 +277,7 @@ local function guard(alog)
   keep[n + 1] = now_s
   return concat(keep, ',')
 end
-local memo = {}
+local memo = {[defIOS] = {}, [defAndroid] = {}}
 
 for j = 1, #ids do
   local id = ids[j]
@@ -294,7 +294,8 @@ for j = 1, #ids do
   elseif dbg == '0' then
     skipped = skipped + 1
   else
-    local pol = policy_of(dap, dpl)
+    local pol = defAndroid
+    if dap then pol = policy_of(dap, dpl) elseif dpl == 'ios' then pol = defIOS end
     local raw = fresh[id] or raws[j]
     local r
     if alane then

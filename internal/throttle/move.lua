@@ -25,7 +25,7 @@
 -- pushes, one entry per device and event.
 local now_s = server_now()
 local now = tonumber(now_s)
-local policy_of = policies(1)
+local policy_of, defIOS, defAndroid = policies(1)
 local queued, resched, skipped, missing, stale = 0, 0, 0, 0, 0
 local dropped = {}
 local ids = {}
@@ -52,7 +52,7 @@ local function move(raw, bg, pol, mi)
           st = state(ne, 0, 0, '', '', record(s, pol, now_s), '', '', '', E, '')}
 end
 
-local memo = {}
+local memo = {[defIOS] = {}, [defAndroid] = {}}
 for j = 1, #ids do
   local id = ids[j]
   local score = scores[j]
@@ -74,7 +74,8 @@ for j = 1, #ids do
       gone[#gone + 1] = 'a' .. id
       zrem[#zrem + 1] = id
     else
-      local pol = policy_of(ap, pl)
+      local pol = defAndroid
+      if ap then pol = policy_of(ap, pl) elseif pl == 'ios' then pol = defIOS end
       local raw = raws[j]
       local r
       if raw then

@@ -12,9 +12,11 @@
 --
 -- policies(base) returns policy_of(app, platform): the policy table
 -- {k, w, gap, deb, maxw} of a device of app (nil: the default app) on
--- platform ("ios" gets the iOS policy, any other the Android one). It
--- returns the same table for the same app and platform, so callers may key
--- memos on it.
+-- platform ("ios" gets the iOS policy, any other the Android one); and the
+-- deployment's iOS and Android tables, which a script picks itself for a
+-- device without an app (most devices: no call). policy_of returns the
+-- same table for the same app and platform, so callers may key memos on
+-- it.
 local function policies(base)
   local function one(v, i)
     return {k = tonumber(v[i]), w = tonumber(v[i + 1]), gap = tonumber(v[i + 2]),
@@ -24,7 +26,7 @@ local function policies(base)
   local def = pair({unpack(ARGV, base, base + 9)})
   local over = ARGV[base + 10]
   local byApp = {}
-  return function(app, platform)
+  local function policy_of(app, platform)
     local p = def
     if app and over ~= '' then
       p = byApp[app]
@@ -43,4 +45,5 @@ local function policies(base)
     if platform == 'ios' then return p.ios end
     return p.android
   end
+  return policy_of, def.ios, def.android
 end
