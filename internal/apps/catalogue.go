@@ -111,7 +111,7 @@ type Catalogue struct {
 }
 
 // NewCatalogue reads the apps file (an error names the app and field) and
-// the edits in Redis, and registers the catalogue's metrics on
+// the edits in Redis (without them while Redis does not answer), and registers the catalogue's metrics on
 // a.Registerer. It starts no loop: Start does.
 func NewCatalogue(ctx context.Context, a service.Archetype, rdb redis.UniversalClient, cfg Config) (*Catalogue, error) {
 	a = a.WithDefaults()
@@ -150,9 +150,14 @@ func NewCatalogue(ctx context.Context, a service.Archetype, rdb redis.UniversalC
 		c.base = list
 		c.warnUnknownFeeds(ctx, list)
 	}
+	// Redis may be away while a process starts: it then starts on the
+	// base apps and the watch loop's next reload (a change notice, or
+	// Refresh) brings the edits in.
 	edits, err := c.readEdits(ctx)
 	if err != nil {
-		return nil, err
+		c.log.WarnContext(ctx, "app catalogue: starting without the admin edits until Redis answers", "err", err)
+		c.errs.WithLabelValues("redis").Inc()
+		edits = map[string]record{}
 	}
 	c.mu.Lock()
 	c.edits = edits

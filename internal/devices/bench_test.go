@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/redistest"
@@ -54,10 +55,22 @@ func usedMemory(b *testing.B, rdb *redis.Client) int64 {
 // app version set) on a private redis-server started with
 // hash-max-listpack-value 256, and reports the used_memory delta per
 // device: device hash, token index entry and subscription bits together.
-// It ignores b.N: one population is the measurement.
+// The -3apps cases spread the devices round robin over the default app
+// and two others (interleaved ids: each app's bitmaps span the whole id
+// range). It ignores b.N: one population is the measurement.
 func BenchmarkMemoryPerDevice(b *testing.B) {
-	for _, kind := range []string{"fcm", "apns"} {
+	three := apps.MustSet(
+		apps.App{ID: apps.Default, Name: "News", FCM: &apps.FCM{CredentialsFile: "-"}},
+		apps.App{ID: "sports", Name: "Sports", FCM: &apps.FCM{CredentialsFile: "-"}},
+		apps.App{ID: "regional-west", Name: "Regional", FCM: &apps.FCM{CredentialsFile: "-"}},
+	)
+	for _, kind := range []string{"fcm", "apns", "fcm-3apps", "apns-3apps"} {
 		b.Run(kind, func(b *testing.B) {
+			var appIDs []string
+			if strings.HasSuffix(kind, "-3apps") {
+				appIDs = three.IDs()
+			}
+			kind = strings.TrimSuffix(kind, "-3apps")
 			n := benchDevices(b)
 			rdb := redistest.StartServer(b).Client(b)
 			store, err := catalog.NewStore(service.Archetype{}, rdb, catalog.Config{})
@@ -69,7 +82,7 @@ func BenchmarkMemoryPerDevice(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			reg, err := devices.New(service.Archetype{}, rdb, store, devices.Config{IDBlock: 1024})
+			reg, err := devices.New(service.Archetype{}, rdb, store, devices.Config{IDBlock: 1024, Apps: three})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -91,6 +104,9 @@ func BenchmarkMemoryPerDevice(b *testing.B) {
 							r.Token = fmt.Sprintf("d%021d:APA91b", i) + strings.Repeat("Q", 152-29)
 						} else {
 							r.Provider, r.Platform, r.Token = "apns", "ios", fmt.Sprintf("%064x", i)
+						}
+						if len(appIDs) > 0 {
+							r.App = appIDs[i%int64(len(appIDs))]
 						}
 						if _, _, _, err := reg.Register(b.Context(), r); err != nil {
 							b.Error(err)

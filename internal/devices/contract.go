@@ -13,7 +13,7 @@ func Key(id uint64) string { return keys.Device(id) }
 
 // LuaPolicy is the Lua fragment that defines device_policy(key), which
 // returns what the push budget needs of a device hash: its platform, its
-// background sync flag and its min interval (see policy.lua for the
+// background sync flag, its min interval and its app (see policy.lua for the
 // contract). Another package's script prepends it rather than reading the
 // device hash's fields itself.
 //

@@ -7,11 +7,12 @@
 --         of "ut" (unix seconds) ends at or before it, so a token set
 --         again after the provider's answer stays
 --
--- Returns the deleted device's "fd" (feeds), or nil when the hash is gone,
--- holds another token or was updated at or after the cutoff.
-local v = redis.call('HMGET', KEYS[1], 'tk', 'fd', 'ut')
+-- Returns {fd, ap}: the deleted device's feeds and app ("" for the default
+-- app), or nil when the hash is gone, holds another token or was updated
+-- at or after the cutoff.
+local v = redis.call('HMGET', KEYS[1], 'tk', 'fd', 'ut', 'ap')
 if v[1] ~= ARGV[1] then return false end
 local cut = tonumber(ARGV[2])
 if cut > 0 and ((tonumber(v[3]) or 0) + 1) * 1000 > cut then return false end
 redis.call('DEL', KEYS[1])
-return v[2] or ''
+return {v[2] or '', v[4] or ''}

@@ -6,7 +6,9 @@
 //
 //	dev:{pN}:<id>   HASH    the device; fields below
 //	tok:{sN}        HASH    first 12 bytes of sha256(token) -> device id
+//	                        (sha256(app NUL token) for an app other than "default")
 //	sub:{<feed>:<k>} STRING subscription bitmap chunk; bit b of chunk k is device k<<16|b
+//	sub:{<app>/<feed>:<k>}  the same for the devices of an app other than "default"
 //	seq:device      STRING  INCR source of ids (handed out in blocks)
 //
 // Device hash fields: tk token · pv provider · pl platform · en environment ·
@@ -14,7 +16,15 @@
 // seconds · lo locale · tz timezone · av app version · sh sha256 of the
 // secret (32 raw bytes) · ct/ut created/updated unix seconds · bv bits
 // version · bp "1" while the bits of version bv are not known to be applied
-// · xf feeds whose bits may still be set though fd no longer lists them.
+// · xf feeds whose bits may still be set though fd no longer lists them ·
+// ap the device's app, absent for the default app (apps.Default). A device
+// with ap has en only for sandbox (absent: production).
+//
+// Apps: a device belongs to one app for life. Its token index entry and its
+// subscription bits are the app's own (keys.AppSubChunk), so the same token
+// in two apps is two devices, and a walk of one app's bitmaps never meets
+// another app's devices. The default app keeps the keys and digests of the
+// time before apps, so devices registered then need no migration.
 //
 // The device hash is this package's: other packages name it with Key and
 // their Lua scripts read it only through the LuaPolicy fragment.
@@ -33,6 +43,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nudge-dev/nudge/internal/apps"
 )
 
 // Providers, platforms and environments.
@@ -53,6 +65,7 @@ const MaxMinInterval = 7 * 24 * time.Hour
 // Device is one registered device.
 type Device struct {
 	ID          uint64
+	App         string // the app (apps.Default when registered without one)
 	Token       string
 	Provider    string // "fcm" or "apns"
 	Platform    string // "android" or "ios"
@@ -77,6 +90,7 @@ type BackgroundSync struct {
 
 // Registration is the input of Registry.Register.
 type Registration struct {
+	App         string // default apps.Default; must exist and offer each feed
 	Provider    string
 	Token       string
 	Platform    string
@@ -217,8 +231,9 @@ func checkMinInterval(d time.Duration) error {
 // without fd (feeds, which the callers handle with the bits bookkeeping)
 // and ct.
 func (d *Device) fields() []any {
+	ef, ev := envField(d.App, d.Environment)
 	return []any{
-		"tk", d.Token, "pv", d.Provider, "pl", d.Platform, "en", d.Environment,
+		"tk", d.Token, "pv", d.Provider, "pl", d.Platform, ef, ev,
 		"bg", boolField(d.Sync.Enabled),
 		"mi", strconv.FormatInt(int64(d.Sync.MinInterval/time.Second), 10),
 		"lo", d.Locale, "tz", d.Timezone, "av", d.AppVersion,
@@ -241,6 +256,19 @@ func (d *Device) registerFields(reg Registration) []any {
 	return out
 }
 
+// envField returns the field and value that store env for a device of
+// app. A device of an app other than the default one stores "en" only for
+// sandbox ("-en" deletes the field, see write.lua): the bytes of "ap" then
+// keep its hash in the allocator size class of a default-app device
+// (BENCHMARKS, Registry). Default-app devices always store it, as before
+// apps.
+func envField(app, env string) (string, string) {
+	if app != apps.Default && env == EnvProduction {
+		return "-en", ""
+	}
+	return "en", env
+}
+
 func boolField(b bool) string {
 	if b {
 		return "1"
@@ -254,7 +282,7 @@ func parseDevice(id uint64, m map[string]string) (Device, error) {
 		return Device{}, ErrNotFound
 	}
 	d := Device{
-		ID: id, Token: m["tk"], Provider: m["pv"], Platform: m["pl"], Environment: m["en"],
+		ID: id, App: cmp.Or(m["ap"], apps.Default), Token: m["tk"], Provider: m["pv"], Platform: m["pl"], Environment: cmp.Or(m["en"], EnvProduction),
 		Feeds: splitFeeds(m["fd"]), Locale: m["lo"], Timezone: m["tz"], AppVersion: m["av"],
 		secretHash: []byte(m["sh"]),
 	}

@@ -6,14 +6,15 @@
 --
 -- device_policy(key)
 --   key      the device hash (devices.Key(id))
---   returns  platform, background, min_interval:
+--   returns  platform, background, min_interval, app:
 --            platform      "ios", "android", ... (nil: no such field)
 --            background    "1" background sync on, "0" off (nil: unset)
 --            min_interval  the user's minimum seconds between syncs, as a
 --                          string (nil: none)
+--            app           the device's app id (nil: the default app)
 --            A device hash that is gone (deleted, pruned) returns nil for
 --            platform and background.
 local function device_policy(key)
-  local v = redis.call('HMGET', key, 'pl', 'bg', 'mi')
-  return v[1], v[2], v[3]
+  local v = redis.call('HMGET', key, 'pl', 'bg', 'mi', 'ap')
+  return v[1], v[2], v[3], v[4]
 end

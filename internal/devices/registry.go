@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/keys"
@@ -33,6 +34,9 @@ type Config struct {
 	// IDBlock is how many device ids a replica reserves with one INCRBY.
 	// Ids stay dense: a restart loses at most IDBlock-1 ids. Default 32.
 	IDBlock int
+	// Apps are the apps devices may register with (and the feeds each
+	// offers); nil knows only apps.Default, offering every feed.
+	Apps apps.Source
 }
 
 func (c *Config) validate() error {
@@ -158,11 +162,32 @@ var deleteLua string
 
 var deleteScript = redis.NewScript(deleteLua)
 
-// tokenIndex returns the shard key and field of a token's index entry: the
-// first 12 bytes of sha256(token).
-func tokenIndex(token string) (shard, field string) {
-	sum := sha256.Sum256([]byte(token))
+// tokenIndex returns the shard key and field of a token's index entry in
+// app: the first 12 bytes of sha256(token) for the default app (as before
+// apps), of sha256(app NUL token) for any other, so the same token in two
+// apps is two entries.
+func tokenIndex(app, token string) (shard, field string) {
+	var sum [32]byte
+	if app == apps.Default || app == "" {
+		sum = sha256.Sum256([]byte(token))
+	} else {
+		sum = sha256.Sum256([]byte(app + "\x00" + token))
+	}
 	return keys.TokenShard(sum[:12]), string(sum[:12])
+}
+
+// App returns app id ("" is apps.Default) as devices may register with
+// it, or a *FieldError naming "app" when there is no such app.
+func (r *Registry) App(id string) (apps.App, error) {
+	id = cmp.Or(id, apps.Default)
+	a, ok := apps.App{ID: apps.Default}, id == apps.Default
+	if r.cfg.Apps != nil {
+		a, ok = r.cfg.Apps.Current().Get(id)
+	}
+	if !ok {
+		return apps.App{}, &FieldError{"app", fmt.Sprintf("unknown app %q", id)}
+	}
+	return a, nil
 }
 
 // newID hands out the next id of this replica's reserved block.
@@ -197,12 +222,20 @@ func (r *Registry) recycle(id uint64) {
 	}
 }
 
-// checkFeeds validates, de-duplicates and looks up feed ids.
-func (r *Registry) checkFeeds(ctx context.Context, feeds []string) ([]string, error) {
+// checkFeeds validates, de-duplicates and looks up feed ids, each of
+// which app must offer.
+func (r *Registry) checkFeeds(ctx context.Context, app string, feeds []string) ([]string, error) {
+	a, err := r.App(app)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]string, 0, len(feeds))
 	for _, f := range feeds {
 		if !catalog.ValidID(f) {
 			return nil, &FieldError{"feeds", fmt.Sprintf("%q is not a feed id", f)}
+		}
+		if !a.Offers(f) {
+			return nil, &FieldError{"feeds", fmt.Sprintf("feed %s is not offered by app %s", f, a.ID)}
 		}
 		if !slices.Contains(out, f) {
 			out = append(out, f)
@@ -223,6 +256,10 @@ func (r *Registry) checkFeeds(ctx context.Context, feeds []string) ([]string, er
 
 // validate checks a registration and returns the device it describes.
 func (r *Registry) validate(ctx context.Context, reg Registration) (Device, error) {
+	a, err := r.App(reg.App)
+	if err != nil {
+		return Device{}, err
+	}
 	if reg.Provider != ProviderFCM && reg.Provider != ProviderAPNs {
 		return Device{}, &FieldError{"provider", `want "fcm" or "apns"`}
 	}
@@ -245,12 +282,12 @@ func (r *Registry) validate(ctx context.Context, reg Registration) (Device, erro
 			return Device{}, err
 		}
 	}
-	feeds, err := r.checkFeeds(ctx, reg.Feeds)
+	feeds, err := r.checkFeeds(ctx, a.ID, reg.Feeds)
 	if err != nil {
 		return Device{}, err
 	}
 	return Device{
-		Token: tok, Provider: reg.Provider, Platform: reg.Platform, Environment: env,
+		App: a.ID, Token: tok, Provider: reg.Provider, Platform: reg.Platform, Environment: env,
 		Feeds: feeds, Sync: reg.Sync, Locale: reg.Locale, Timezone: reg.Timezone, AppVersion: reg.AppVersion,
 	}, nil
 }
@@ -270,7 +307,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 	secret, sh := auth.NewDeviceSecret()
 	d.secretHash = sh[:]
 	d.Updated = r.now().UTC().Truncate(time.Second)
-	shard, field := tokenIndex(d.Token)
+	shard, field := tokenIndex(d.App, d.Token)
 
 	id, err := r.newID(ctx)
 	if err != nil {
@@ -295,7 +332,7 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 		}
 		if n, ok := res.(int64); ok && n == 0 {
 			if len(d.Feeds) > 0 && !settled {
-				if err := r.settle(ctx, id, bitsState{version: "1", set: d.Feeds, pending: true}); err != nil {
+				if err := r.settle(ctx, id, bitsState{app: d.App, version: "1", set: d.Feeds, pending: true}); err != nil {
 					return Device{}, "", false, fmt.Errorf("register: %w", err)
 				}
 			}
@@ -343,7 +380,10 @@ func (r *Registry) Register(ctx context.Context, reg Registration) (d Device, se
 // would run them in parallel, so the claim waits for the hash, and the
 // bits come after (settle).
 func (r *Registry) writeAndClaim(ctx context.Context, d *Device, shard, field, stale string) (res any, settled bool, err error) {
-	fields := append(d.fields(), "fd", strings.Join(d.Feeds, ","), "ct", strconv.FormatInt(d.Created.Unix(), 10))
+	fields := append(setOnly(d.fields()), "fd", strings.Join(d.Feeds, ","), "ct", strconv.FormatInt(d.Created.Unix(), 10))
+	if d.App != apps.Default {
+		fields = append(fields, "ap", d.App) // absent for the default app: no byte more than before apps
+	}
 	if len(d.Feeds) > 0 {
 		fields = append(fields, "bv", "1", "bp", "1") // bits of version 1 pending
 	}
@@ -362,7 +402,7 @@ func (r *Registry) writeAndClaim(ctx context.Context, d *Device, shard, field, s
 	ks := make([]string, 0, 2+len(d.Feeds))
 	ks = append(ks, shard, keys.Device(d.ID))
 	for _, f := range d.Feeds {
-		ks = append(ks, keys.SubChunk(f, k))
+		ks = append(ks, keys.AppSubChunk(d.App, f, k))
 	}
 	pipe := r.rdb.Pipeline()
 	hset := pipe.HSet(ctx, keys.Device(d.ID), fields...)
@@ -384,6 +424,18 @@ func (r *Registry) writeAndClaim(ctx context.Context, d *Device, shard, field, s
 		return nil, false, fmt.Errorf("claim token index: device %d not written", d.ID)
 	}
 	return res, true, nil
+}
+
+// setOnly returns fields without its deletions (pairs "-<field>", see
+// write.lua): a hash written new has nothing to delete.
+func setOnly(fields []any) []any {
+	out := make([]any, 0, len(fields))
+	for i := 0; i+1 < len(fields); i += 2 {
+		if f, _ := fields[i].(string); !strings.HasPrefix(f, "-") {
+			out = append(out, fields[i], fields[i+1])
+		}
+	}
+	return out
 }
 
 // cluster tells whether the registry runs on a Redis Cluster, where the
@@ -438,6 +490,7 @@ func hashOf(flat []any) map[string]string {
 
 // bitsState is what a device hash says about its subscription bits.
 type bitsState struct {
+	app     string   // "ap": the app whose bitmaps hold the bits
 	version string   // "bv"
 	set     []string // feeds whose bits must be set ("fd")
 	clear   []string // feeds whose bits must be cleared ("xf")
@@ -445,7 +498,7 @@ type bitsState struct {
 }
 
 func bitsOf(m map[string]string) bitsState {
-	return bitsState{version: cmp.Or(m["bv"], "0"), set: splitFeeds(m["fd"]), clear: splitFeeds(m["xf"]), pending: m["bp"] != ""}
+	return bitsState{app: cmp.Or(m["ap"], apps.Default), version: cmp.Or(m["bv"], "0"), set: splitFeeds(m["fd"]), clear: splitFeeds(m["xf"]), pending: m["bp"] != ""}
 }
 
 func anys(ss []string) []any {
@@ -484,10 +537,10 @@ func (r *Registry) settle(ctx context.Context, id uint64, st bitsState) error {
 			// The chunks live in other slots: bits first, then the check.
 			pipe := r.rdb.Pipeline()
 			for _, f := range st.set {
-				pipe.SetBit(ctx, keys.SubChunk(f, k), bit, 1)
+				pipe.SetBit(ctx, keys.AppSubChunk(st.app, f, k), bit, 1)
 			}
 			for _, f := range st.clear {
-				pipe.SetBit(ctx, keys.SubChunk(f, k), bit, 0)
+				pipe.SetBit(ctx, keys.AppSubChunk(st.app, f, k), bit, 0)
 			}
 			if pipe.Len() > 0 {
 				if _, err := pipe.Exec(ctx); err != nil {
@@ -500,10 +553,10 @@ func (r *Registry) settle(ctx context.Context, id uint64, st bitsState) error {
 			ks := make([]string, 0, 1+len(st.set)+len(st.clear))
 			ks = append(ks, dev)
 			for _, f := range st.set {
-				ks = append(ks, keys.SubChunk(f, k))
+				ks = append(ks, keys.AppSubChunk(st.app, f, k))
 			}
 			for _, f := range st.clear {
-				ks = append(ks, keys.SubChunk(f, k))
+				ks = append(ks, keys.AppSubChunk(st.app, f, k))
 			}
 			res, err = settleScript.Run(ctx, r.rdb, ks, st.version, bit, len(st.set), "0").Result()
 		}
@@ -524,19 +577,19 @@ func (r *Registry) settle(ctx context.Context, id uint64, st bitsState) error {
 
 // syncBits sets the subscription bits of feeds in now that are not in old,
 // and clears those of old that are not in now, in one pipeline.
-func (r *Registry) syncBits(ctx context.Context, id uint64, old, now []string) error {
+func (r *Registry) syncBits(ctx context.Context, id uint64, app string, old, now []string) error {
 	k, bit := keys.SubChunkOf(id)
 	pipe := r.rdb.Pipeline()
 	n := 0
 	for _, f := range now {
 		if !slices.Contains(old, f) {
-			pipe.SetBit(ctx, keys.SubChunk(f, k), bit, 1)
+			pipe.SetBit(ctx, keys.AppSubChunk(app, f, k), bit, 1)
 			n++
 		}
 	}
 	for _, f := range old {
 		if !slices.Contains(now, f) {
-			pipe.SetBit(ctx, keys.SubChunk(f, k), bit, 0)
+			pipe.SetBit(ctx, keys.AppSubChunk(app, f, k), bit, 0)
 			n++
 		}
 	}
@@ -603,12 +656,13 @@ func (r *Registry) Update(ctx context.Context, cur Device, p Patch) (Device, err
 		if err != nil {
 			return Device{}, err
 		}
-		fields = append(fields, "en", env)
+		ef, ev := envField(cur.App, env)
+		fields = append(fields, ef, ev)
 	}
 	var feeds []string
 	if p.Feeds != nil {
 		var err error
-		if feeds, err = r.checkFeeds(ctx, *p.Feeds); err != nil {
+		if feeds, err = r.checkFeeds(ctx, cur.App, *p.Feeds); err != nil {
 			return Device{}, err
 		}
 	}
@@ -638,7 +692,7 @@ func (r *Registry) Update(ctx context.Context, cur Device, p Patch) (Device, err
 	rotated := token != cur.Token
 	expectTk := ""
 	if rotated {
-		if err := r.claimFor(ctx, id, token); err != nil {
+		if err := r.claimFor(ctx, id, cur.App, token); err != nil {
 			return Device{}, fmt.Errorf("update device %d: %w", id, err)
 		}
 		expectTk = cur.Token
@@ -656,7 +710,7 @@ func (r *Registry) Update(ctx context.Context, cur Device, p Patch) (Device, err
 		return Device{}, err
 	}
 	if rotated {
-		shard, field := tokenIndex(cur.Token)
+		shard, field := tokenIndex(cur.App, cur.Token)
 		if err := releaseScript.Run(ctx, r.rdb, []string{shard}, field, strconv.FormatUint(id, 10)).Err(); err != nil {
 			return Device{}, fmt.Errorf("update device %d: release old token: %w", id, err)
 		}
@@ -671,10 +725,10 @@ func (r *Registry) Update(ctx context.Context, cur Device, p Patch) (Device, err
 	return d, nil
 }
 
-// claimFor points token's index entry at id, deleting another device that
-// still holds the token.
-func (r *Registry) claimFor(ctx context.Context, id uint64, token string) error {
-	shard, field := tokenIndex(token)
+// claimFor points token's index entry in app at id, deleting another
+// device of app that still holds the token.
+func (r *Registry) claimFor(ctx context.Context, id uint64, app, token string) error {
+	shard, field := tokenIndex(app, token)
 	idStr := strconv.FormatUint(id, 10)
 	stale := ""
 	for range 8 {
@@ -743,11 +797,17 @@ func (r *Registry) DeleteIfTokenBefore(ctx context.Context, id uint64, token str
 	if err != nil {
 		return false, fmt.Errorf("delete device %d: %w", id, err)
 	}
-	fd, _ := res.(string)
-	if err := r.syncBits(ctx, id, splitFeeds(fd), nil); err != nil {
+	v, _ := res.([]any)
+	if len(v) != 2 {
+		return false, fmt.Errorf("delete device %d: unexpected script answer %v", id, res)
+	}
+	fd, _ := v[0].(string)
+	app, _ := v[1].(string)
+	app = cmp.Or(app, apps.Default)
+	if err := r.syncBits(ctx, id, app, splitFeeds(fd), nil); err != nil {
 		return true, fmt.Errorf("delete device %d: %w", id, err)
 	}
-	shard, field := tokenIndex(token)
+	shard, field := tokenIndex(app, token)
 	if err := releaseScript.Run(ctx, r.rdb, []string{shard}, field, strconv.FormatUint(id, 10)).Err(); err != nil {
 		return true, fmt.Errorf("delete device %d: release token: %w", id, err)
 	}

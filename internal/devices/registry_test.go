@@ -24,6 +24,12 @@ type bundle struct {
 // setup returns a registry on a private server, or on a 3-master cluster.
 func setup(t *testing.T, cluster bool) *bundle {
 	t.Helper()
+	return setupWith(t, cluster, devices.Config{IDBlock: 4})
+}
+
+// setupWith is setup with cfg.
+func setupWith(t *testing.T, cluster bool, cfg devices.Config) *bundle {
+	t.Helper()
 	var rdb redis.UniversalClient
 	if cluster {
 		rdb = redistest.StartCluster(t).Client(t)
@@ -40,7 +46,7 @@ func setup(t *testing.T, cluster bool) *bundle {
 		}
 	}
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	reg, err := devices.New(service.Archetype{Clock: func() time.Time { return now }}, rdb, store, devices.Config{IDBlock: 4})
+	reg, err := devices.New(service.Archetype{Clock: func() time.Time { return now }}, rdb, store, cfg)
 	if err != nil {
 		t.Fatalf("registry: %v", err)
 	}

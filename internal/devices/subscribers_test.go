@@ -40,7 +40,7 @@ func TestSubscribersAndTargets(t *testing.T) {
 				t.Fatalf("MaxID = %d, %v; want at least %d", maxID, err, sport.ID)
 			}
 
-			got, err := b.reg.Subscribers(ctx, []string{"world", "tech"}, 0, 64)
+			got, err := b.reg.Subscribers(ctx, "", []string{"world", "tech"}, 0, 64)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -48,14 +48,14 @@ func TestSubscribersAndTargets(t *testing.T) {
 			if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
 				t.Fatalf("Subscribers = %+v, want %+v", got, want)
 			}
-			if got, err := b.reg.Subscribers(ctx, []string{"world"}, 64, 64); err != nil || len(got) != 0 {
+			if got, err := b.reg.Subscribers(ctx, "", []string{"world"}, 64, 64); err != nil || len(got) != 0 {
 				t.Fatalf("Subscribers of an empty window = %+v, %v; want none", got, err)
 			}
 			for _, bad := range []struct {
 				start uint64
 				n     int
 			}{{0, 12}, {8, 16}, {0, devices.MaxWindow * 2}, {0, 4}} {
-				if _, err := b.reg.Subscribers(ctx, []string{"world"}, bad.start, bad.n); !errors.Is(err, devices.ErrBadWindow) {
+				if _, err := b.reg.Subscribers(ctx, "", []string{"world"}, bad.start, bad.n); !errors.Is(err, devices.ErrBadWindow) {
 					t.Errorf("Subscribers(start %d, n %d) error = %v, want ErrBadWindow", bad.start, bad.n, err)
 				}
 			}

@@ -51,6 +51,9 @@ func (r *Registry) Targets(ctx context.Context, ids []uint64) ([]Target, error) 
 		if ap == "" && tk != "" {
 			ap = apps.Default
 		}
+		if en == "" && tk != "" {
+			en = EnvProduction // a device of an app other than the default stores only sandbox
+		}
 		out[i] = Target{Token: tk, Provider: pv, Platform: pl, Environment: en, App: ap, Background: tk != "" && bg != "0"}
 	}
 	return out, nil

@@ -8,7 +8,8 @@
 -- ARGV[2] expected secret hash "sh" ("" = do not check)
 -- ARGV[3] "1" when the request names feeds, "0" when it leaves them alone
 -- ARGV[4] the new feeds, comma-separated (ignored when ARGV[3] is "0")
--- ARGV[5..] field, value pairs to set (never "fd", "xf", "bv" or "bp")
+-- ARGV[5..] field, value pairs to set (never "fd", "xf", "bv" or "bp");
+--          a field "-<f>" deletes field <f> instead (its value is ignored)
 --
 -- Returns 0 when the hash is gone, 1 when it holds another token or
 -- another secret hash (a concurrent change won), otherwise the whole hash
@@ -23,7 +24,19 @@ local tk = redis.call('HGET', h, 'tk')
 if not tk then return 0 end
 if ARGV[1] ~= '' and tk ~= ARGV[1] then return 1 end
 if ARGV[2] ~= '' and redis.call('HGET', h, 'sh') ~= ARGV[2] then return 1 end
-if #ARGV > 4 then redis.call('HSET', h, unpack(ARGV, 5)) end
+if #ARGV > 4 then
+  local set, del = {}, {}
+  for i = 5, #ARGV, 2 do
+    if string.byte(ARGV[i]) == 45 then -- '-'
+      del[#del + 1] = string.sub(ARGV[i], 2)
+    else
+      set[#set + 1] = ARGV[i]
+      set[#set + 1] = ARGV[i + 1]
+    end
+  end
+  if #set > 0 then redis.call('HSET', h, unpack(set)) end
+  if #del > 0 then redis.call('HDEL', h, unpack(del)) end
+end
 if ARGV[3] == '1' then
   local old = redis.call('HGET', h, 'fd') or ''
   if old ~= ARGV[4] then

@@ -89,10 +89,24 @@ type parts struct {
 
 // openStores opens the stores on rdb. a.Registerer receives the metrics
 // of the parts that have them.
-func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*parts, error) {
+func openStores(ctx context.Context, a service.Archetype, cfg Config, rdb redis.UniversalClient) (*parts, error) {
 	cat, err := catalog.NewStore(a, rdb, catalog.Config{})
 	if err != nil {
 		return nil, err
+	}
+	ac := cfg.Apps
+	ac.Feeds = cat
+	appCat, err := apps.NewCatalogue(ctx, a, rdb, ac)
+	if err != nil {
+		return nil, err
+	}
+	// The devices' apps (registration checks) and the throttle's (policy
+	// overrides) are the live catalogue unless a test set its own.
+	if cfg.Devices.Apps == nil {
+		cfg.Devices.Apps = appCat
+	}
+	if cfg.Throttle.Apps == nil {
+		cfg.Throttle.Apps = appCat
 	}
 	devs, err := stores.Devices(a, rdb, cat, cfg.Devices)
 	if err != nil {
@@ -132,7 +146,7 @@ func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*pa
 	}
 	return &parts{
 		Catalog: cat, Devices: devs, Throttle: th, Planner: planner, Progress: evs, Events: events, Pushes: pushes,
-		Submitter: fanout.NewSubmitter(planner, events), Stats: st, Items: items, Schedule: sched,
+		Submitter: fanout.NewSubmitter(planner, events), Stats: st, Items: items, Schedule: sched, Apps: appCat,
 	}, nil
 }
 
@@ -160,13 +174,8 @@ func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatc
 		return nil, errors.New("dispatcher: Deps.Redis is required")
 	}
 	a = a.WithDefaults()
-	p, err := openStores(a, cfg, d.Redis)
+	p, err := openStores(ctx, a, cfg, d.Redis)
 	if err != nil {
-		return nil, err
-	}
-	ac := cfg.Apps
-	ac.Feeds = p.Catalog
-	if p.Apps, err = apps.NewCatalogue(ctx, a, d.Redis, ac); err != nil {
 		return nil, err
 	}
 	sender, err := push.New(ctx, a, cfg.Push)

@@ -164,7 +164,7 @@ func (p *Planner) Count(ctx context.Context, ev Event) (int64, error) {
 	}
 	var n int64
 	for cur := uint64(0); cur <= seq; cur += uint64(p.cfg.Window) {
-		subs, err := p.subs.Subscribers(ctx, ev.Feeds, cur, p.cfg.Window)
+		subs, err := p.subs.Subscribers(ctx, ev.App, ev.Feeds, cur, p.cfg.Window)
 		if err != nil {
 			return 0, fmt.Errorf("count at %d: %w", cur, err)
 		}

@@ -1,6 +1,10 @@
 // Package fanout turns one event (a feed change or an editor trigger) into at
 // most one push decision per subscribed device.
 //
+// An editor's event names its app (Event.App) and reaches only that app's
+// subscribers, even for a feed id other apps offer too; a feed change
+// names none and reaches the subscribers of every app.
+//
 // Publish stores the event (package events). Plan walks the subscribers of
 // the event's feeds (the registry's Subscribers) in windows of
 // Config.Window device ids, one decision per device however many of its
@@ -33,6 +37,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/events"
 	"github.com/nudge-dev/nudge/internal/service"
@@ -48,7 +53,10 @@ type Alert struct {
 
 // Event is one change that subscribed devices should sync.
 type Event struct {
-	ID     string           `json:"id"`
+	ID string `json:"id"`
+	// App scopes the event to one app's devices (an editor's sync); empty
+	// reaches the subscribers of every app (a feed change).
+	App    string           `json:"app,omitempty"`
 	Feeds  []string         `json:"feeds"`           // feeds that changed; their subscribers are targeted
 	Lane   string           `json:"lane"`            // throttle.LaneFeed or throttle.LaneBreaking
 	Reason string           `json:"reason"`          // "feed", "breaking" or "stale"
@@ -78,6 +86,8 @@ func (e Event) validate() error {
 		return fmt.Errorf("event %s has %d feeds: want 1 to %d: %w", e.ID, len(e.Feeds), MaxFeeds, ErrInvalidEvent)
 	case e.Lane != throttle.LaneFeed && e.Lane != throttle.LaneBreaking:
 		return fmt.Errorf("event %s lane %q: want %q or %q: %w", e.ID, e.Lane, throttle.LaneFeed, throttle.LaneBreaking, ErrInvalidEvent)
+	case e.App != "" && !apps.ValidID(e.App):
+		return fmt.Errorf("event %s app %q is not an app id: %w", e.ID, e.App, ErrInvalidEvent)
 	case e.Reason != "feed" && e.Reason != "breaking" && e.Reason != "stale":
 		return fmt.Errorf("event %s reason %q: want feed, breaking or stale: %w", e.ID, e.Reason, ErrInvalidEvent)
 	}
@@ -105,9 +115,10 @@ type Decider interface {
 type Subscribers interface {
 	// MaxID is the highest device id handed out so far.
 	MaxID(ctx context.Context) (uint64, error)
-	// Subscribers returns the devices in [start, start+n) subscribed to
-	// any of feeds, ascending, each with its mask of feeds.
-	Subscribers(ctx context.Context, feeds []string, start uint64, n int) ([]devices.Subscriber, error)
+	// Subscribers returns the devices of app ("": every app) in
+	// [start, start+n) subscribed to any of feeds, ascending, each with its
+	// mask of feeds.
+	Subscribers(ctx context.Context, app string, feeds []string, start uint64, n int) ([]devices.Subscriber, error)
 }
 
 // Stats counts the throttle's deferred and coalesced decisions into the
@@ -304,7 +315,7 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 	// The next window's subscribers are read while the throttle decides the
 	// current one, so the bitmap reads and the id extraction overlap with
 	// the Redis work of the decision.
-	pre := p.prefetch(ctx, ev.Feeds, cur)
+	pre := p.prefetch(ctx, ev, cur)
 	defer func() { pre.wait() }()
 	for cur <= seq {
 		next := cur + win
@@ -316,7 +327,7 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 			return pr, fmt.Errorf("plan event %s at %d: %w", id, cur, err)
 		}
 		if next <= seq {
-			pre = p.prefetch(ctx, ev.Feeds, next)
+			pre = p.prefetch(ctx, ev, next)
 		}
 		var c throttle.Counts
 		if len(subs) > 0 {
@@ -341,7 +352,7 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 			}
 			cur = pr.Cursor / win * win
 			pre.wait()
-			pre = p.prefetch(ctx, ev.Feeds, cur)
+			pre = p.prefetch(ctx, ev, cur)
 			continue
 		}
 		pr.Cursor = next
@@ -389,11 +400,11 @@ func (w *pending) wait() ([]devices.Subscriber, error) {
 
 // prefetch starts reading the window at start. Whoever holds the result
 // waits for it, so the goroutine never outlives Plan.
-func (p *Planner) prefetch(ctx context.Context, feeds []string, start uint64) *pending {
+func (p *Planner) prefetch(ctx context.Context, ev Event, start uint64) *pending {
 	w := &pending{done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		w.subs, w.err = p.subs.Subscribers(ctx, feeds, start, p.cfg.Window)
+		w.subs, w.err = p.subs.Subscribers(ctx, ev.App, ev.Feeds, start, p.cfg.Window)
 	}()
 	return w
 }

@@ -27,6 +27,7 @@ import (
 
 type setupOpts struct {
 	rateLimit int
+	apps      *apps.Set // the device routes' and syncs' apps (nil: the default app only)
 }
 
 type bundle struct {
@@ -56,7 +57,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	if err != nil {
 		t.Fatalf("parse keys: %v", err)
 	}
-	pipe, err := httpapi.OpenStores(service.Archetype{Logger: log}, rdb, 4)
+	pipe, err := httpapi.OpenStores(t.Context(), service.Archetype{Logger: log}, rdb, 4, apps.Config{})
 	if err != nil {
 		t.Fatalf("pipeline: %v", err)
 	}
@@ -69,13 +70,19 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		}
 	}
 	pr := prometheus.NewRegistry()
-	cat := openApps(t, rdb)
-	srv, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: ks, Gatherer: pr, Apps: cat}),
+	if o.apps != nil {
+		for _, app := range o.apps.All() {
+			if _, err := pipe.Apps.Put(t.Context(), app); err != nil {
+				t.Fatalf("put app %s: %v", app.ID, err)
+			}
+		}
+	}
+	srv, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: ks, Gatherer: pr}),
 		httpapi.Config{RegisterRateLimit: o.rateLimit})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}
-	return &bundle{srv: srv, pipe: pipe, apps: cat, rdb: rdb, logs: logs, adminKey: admin.Key, editKey: editor.Key}
+	return &bundle{srv: srv, pipe: pipe, apps: pipe.Apps, rdb: rdb, logs: logs, adminKey: admin.Key, editKey: editor.Key}
 }
 
 type response struct {
@@ -124,6 +131,7 @@ func decode[T any](t *testing.T, r response) T {
 
 type deviceJSON struct {
 	ID             uint64   `json:"id"`
+	App            string   `json:"app"`
 	Secret         string   `json:"secret"`
 	Provider       string   `json:"provider"`
 	Token          string   `json:"token"`
@@ -208,7 +216,7 @@ func TestReadyzFailsWithoutRedis(t *testing.T) {
 	b := setup(t, setupOpts{})
 	dead := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t)), MaxRetries: -1})
 	t.Cleanup(func() { _ = dead.Close() })
-	pipe, err := httpapi.OpenStores(service.Archetype{}, dead, 0)
+	pipe, err := httpapi.OpenStores(t.Context(), service.Archetype{}, dead, 0, apps.Config{})
 	if err != nil {
 		t.Fatalf("pipeline: %v", err)
 	}

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/httpapi"
@@ -34,7 +36,7 @@ func BenchmarkRegisterHTTP(b *testing.B) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: benchClients})
 	b.Cleanup(func() { _ = rdb.Close() })
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	pipe, err := httpapi.OpenStores(service.Archetype{Logger: log}, rdb, 0)
+	pipe, err := httpapi.OpenStores(context.Background(), service.Archetype{Logger: log}, rdb, 0, apps.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/audit"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
@@ -20,6 +21,9 @@ type Registry interface {
 	Register(ctx context.Context, reg devices.Registration) (d devices.Device, secret string, created bool, err error)
 	Update(ctx context.Context, cur devices.Device, p devices.Patch) (devices.Device, error)
 	DeleteIfToken(ctx context.Context, id uint64, token string) (bool, error)
+	// App returns an app devices may register with (and syncs may name),
+	// or a *devices.FieldError naming "app".
+	App(id string) (apps.App, error)
 }
 
 // Authenticator finds the device that a device secret opens;
@@ -77,6 +81,7 @@ type syncJSON struct {
 }
 
 type registerRequest struct {
+	App            string    `json:"app"`
 	Provider       string    `json:"provider"`
 	Token          string    `json:"token"`
 	Platform       string    `json:"platform"`
@@ -89,6 +94,7 @@ type registerRequest struct {
 }
 
 type patchRequest struct {
+	App            *string   `json:"app"` // refused unless unchanged: a device's app is fixed
 	Token          *string   `json:"token"`
 	Environment    *string   `json:"environment"`
 	Feeds          *[]string `json:"feeds"`
@@ -106,6 +112,7 @@ type syncView struct {
 type deviceView struct {
 	ID             uint64   `json:"id"`
 	Secret         string   `json:"secret,omitempty"`
+	App            string   `json:"app"`
 	Provider       string   `json:"provider"`
 	Token          string   `json:"token"`
 	Platform       string   `json:"platform"`
@@ -121,7 +128,7 @@ type deviceView struct {
 
 func viewOf(d devices.Device) deviceView {
 	return deviceView{
-		ID: d.ID, Provider: d.Provider, Token: d.Token, Platform: d.Platform, Environment: d.Environment,
+		ID: d.ID, App: d.App, Provider: d.Provider, Token: d.Token, Platform: d.Platform, Environment: d.Environment,
 		Feeds: d.Feeds, BackgroundSync: syncView{Enabled: d.Sync.Enabled, MinInterval: d.Sync.MinInterval.String()},
 		Locale: d.Locale, Timezone: d.Timezone, AppVersion: d.AppVersion,
 		CreatedAt: d.Created.Format(time.RFC3339), UpdatedAt: d.Updated.Format(time.RFC3339),
@@ -155,7 +162,7 @@ func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	reg := devices.Registration{
-		Provider: req.Provider, Token: req.Token, Platform: req.Platform, Environment: req.Environment,
+		App: req.App, Provider: req.Provider, Token: req.Token, Platform: req.Platform, Environment: req.Environment,
 		Feeds: req.Feeds, Sync: devices.BackgroundSync{Enabled: true},
 		Locale: req.Locale, Timezone: req.Timezone, AppVersion: req.AppVersion,
 	}
@@ -186,7 +193,7 @@ func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request) error {
 	if created {
 		status = http.StatusCreated
 	}
-	logFrom(r.Context()).InfoContext(r.Context(), "device registered", "device_id", d.ID, "provider", d.Provider,
+	logFrom(r.Context()).InfoContext(r.Context(), "device registered", "device_id", d.ID, "app", d.App, "provider", d.Provider,
 		"platform", d.Platform, "created", created, "feeds", len(d.Feeds))
 	writeJSON(w, status, v)
 	return nil
@@ -222,6 +229,9 @@ func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request) error {
 	var req patchRequest
 	if err := decodeJSON(r, &req); err != nil {
 		return err
+	}
+	if req.App != nil && *req.App != d.App {
+		return badRequest("app", "a device's app cannot change: register the token with app "+strconv.Quote(*req.App)+" instead")
 	}
 	if req.Token != nil && *req.Token != d.Token {
 		if err := s.checkToken(r.Context(), d.Provider, *req.Token); err != nil {

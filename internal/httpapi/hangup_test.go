@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/config"
@@ -81,7 +82,7 @@ func TestClientHangUpIs499AtDebug(t *testing.T) {
 	t.Cleanup(func() { rdb.Close() })
 	hook := &enteredRedis{}
 	rdb.Client.AddHook(hook)
-	st, err := httpapi.OpenStores(service.Archetype{Logger: log}, rdb.Client, 0)
+	st, err := httpapi.OpenStores(context.Background(), service.Archetype{Logger: log}, rdb.Client, 0, apps.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,7 +117,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	st, err := OpenStores(service.Archetype{Logger: log, Registerer: reg}, rdb.Client, maxFeeds)
+	st, err := OpenStores(ctx, service.Archetype{Logger: log, Registerer: reg}, rdb.Client, maxFeeds,
+		apps.Config{File: v.String("apps-file")})
 	if err != nil {
 		return err
 	}
@@ -129,17 +130,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// The api knows no push credentials: without an apps file its default
 	// app has no provider details; the dispatcher's settings hold them.
-	appCat, err := apps.NewCatalogue(ctx, service.Archetype{Logger: log, Registerer: reg}, rdb.Client,
-		apps.Config{File: v.String("apps-file"), Feeds: st.Catalog})
-	if err != nil {
-		return err
-	}
-	if err := appCat.Start(ctx); err != nil {
+	if err := st.Apps.Start(ctx); err != nil {
 		return fmt.Errorf("start the app catalogue: %w", err)
 	}
-	defer appCat.Stop()
+	defer st.Apps.Stop()
 	srv, err := NewServer(service.Archetype{Logger: log, Registerer: reg}, st.Wire(Deps{
-		Redis: rdb.Client, Keys: keys, Gatherer: reg, Apps: appCat,
+		Redis: rdb.Client, Keys: keys, Gatherer: reg,
 	}), Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow,
 		RequestTimeout: reqTimeout, KeyRequestTimeout: keyReqTimeout,
 		TokenRateLimit: tokenLimit, TokenRateWindow: tokenWindow, MetricsElsewhere: v.String("metrics-addr") != ""})

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/catalog"
@@ -103,7 +105,7 @@ func TestRedisStallAndDeathAnswer503WithinDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rdb.Close() })
-	pipe, err := httpapi.OpenStores(service.Archetype{Logger: log}, rdb.Client, 4)
+	pipe, err := httpapi.OpenStores(context.Background(), service.Archetype{Logger: log}, rdb.Client, 4, apps.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,11 @@
 package httpapi
 
 import (
+	"context"
+
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/fanout"
@@ -29,25 +32,34 @@ type Stores struct {
 	Events    *jobs.Queue
 	Pushes    *jobs.Queue
 	Schedule  *schedule.Store
+	// Apps is the live app catalogue (devices register with its apps, the
+	// admin routes edit it); Run starts its watch loop.
+	Apps *apps.Catalogue
 }
 
 // OpenStores opens the api's stores as Run does. maxFeeds is
-// NUDGE_MAX_FEEDS_PER_DEVICE (0: the default). Only the metrics of what
+// NUDGE_MAX_FEEDS_PER_DEVICE (0: the default); ac configures the app
+// catalogue (NUDGE_APPS_FILE), which ctx bounds the first load of. Only the metrics of what
 // the api runs go to a.Registerer (the receipts' and wake latency): the
 // throttle and the planner register none, since the api never decides or
 // plans a push.
-func OpenStores(a service.Archetype, rdb redis.UniversalClient, maxFeeds int) (*Stores, error) {
+func OpenStores(ctx context.Context, a service.Archetype, rdb redis.UniversalClient, maxFeeds int, ac apps.Config) (*Stores, error) {
 	log := a.WithDefaults().Logger
 	cat, err := catalog.NewStore(a, rdb, catalog.Config{})
 	if err != nil {
 		return nil, err
 	}
-	reg, err := stores.Devices(a, rdb, cat, devices.Config{MaxFeeds: maxFeeds})
+	ac.Feeds = cat
+	appCat, err := apps.NewCatalogue(ctx, a, rdb, ac)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := stores.Devices(a, rdb, cat, devices.Config{MaxFeeds: maxFeeds, Apps: appCat})
 	if err != nil {
 		return nil, err
 	}
 	quiet := service.Archetype{Logger: log, Clock: a.Clock}
-	th, err := throttle.New(quiet, throttle.Config{}, rdb)
+	th, err := throttle.New(quiet, throttle.Config{Apps: appCat}, rdb)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +95,7 @@ func OpenStores(a service.Archetype, rdb redis.UniversalClient, maxFeeds int) (*
 		Catalog: cat, Devices: reg, Throttle: th, Planner: planner,
 		Submitter: fanout.NewSubmitter(planner, events), Items: items,
 		Stats:  st,
-		Events: events, Pushes: pushes, Schedule: sched,
+		Events: events, Pushes: pushes, Schedule: sched, Apps: appCat,
 	}, nil
 }
 
@@ -92,7 +104,7 @@ func (s *Stores) Wire(d Deps) Deps {
 	d.Devices, d.DeviceAuth, d.Throttle = s.Devices, s.Devices, s.Throttle
 	d.Catalog, d.FeedEditor, d.Items, d.Stats = s.Catalog, s.Catalog, s.Items, s.Stats
 	d.Syncs, d.Events, d.Schedule = s.Submitter, s.Planner, s.Schedule
-	d.Subscriptions, d.Tokens = s.Devices, s.Devices
+	d.Subscriptions, d.Tokens, d.Apps = s.Devices, s.Devices, s.Apps
 	d.Queues = map[string]QueueSizer{"push": s.Pushes, "events": s.Events}
 	return d
 }

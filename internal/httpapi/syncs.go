@@ -55,6 +55,7 @@ const (
 )
 
 type syncRequest struct {
+	App   string   `json:"app"` // default apps.Default; only its devices are targeted
 	Feeds []string `json:"feeds"`
 	Lane  string   `json:"lane"`
 	Alert *struct {
@@ -101,6 +102,7 @@ func checkAudience(a *fanout.Audience) error {
 // progressView is the progress of one sync as editors see it.
 type progressView struct {
 	ID        string    `json:"id"`
+	App       string    `json:"app,omitempty"` // empty for a feed change, which reaches every app
 	Feeds     []string  `json:"feeds"`
 	Lane      string    `json:"lane"`
 	CreatedAt time.Time `json:"created_at"`
@@ -151,8 +153,16 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 	if len(req.Feeds) == 0 || len(req.Feeds) > maxSyncFeeds {
 		return badRequest("feeds", "feeds: list 1 to 64 feed ids")
 	}
+	app, err := s.deps.Devices.App(req.App)
+	if err != nil {
+		return err
+	}
+	ev.App = app.ID
 	seen := map[string]bool{}
 	for _, f := range req.Feeds {
+		if !app.Offers(f) {
+			return badRequest("feeds", "feed "+f+" is not offered by app "+app.ID)
+		}
 		if !seen[f] {
 			seen[f] = true
 			ev.Feeds = append(ev.Feeds, f)
@@ -204,7 +214,7 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.audit(r, "sync.create", id+" lane="+ev.Lane+" feeds="+strings.Join(ev.Feeds, ","))
+	s.audit(r, "sync.create", id+" app="+ev.App+" lane="+ev.Lane+" feeds="+strings.Join(ev.Feeds, ","))
 	w.Header().Set("Location", "/v1/syncs/"+id)
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": id})
 	return nil
@@ -229,7 +239,7 @@ func (s *Server) scheduleSync(w http.ResponseWriter, r *http.Request, ev fanout.
 	case err != nil:
 		return err
 	}
-	s.audit(r, "sync.schedule", id+" send_at="+sendAt.UTC().Format(time.RFC3339)+" lane="+ev.Lane+" feeds="+strings.Join(ev.Feeds, ","))
+	s.audit(r, "sync.schedule", id+" send_at="+sendAt.UTC().Format(time.RFC3339)+" app="+ev.App+" lane="+ev.Lane+" feeds="+strings.Join(ev.Feeds, ","))
 	w.Header().Set("Location", "/v1/syncs/"+id)
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "state": schedule.StateScheduled, "send_at": sendAt.UTC().Format(time.RFC3339)})
 	return nil
@@ -256,7 +266,7 @@ func syncID(r *http.Request) (string, error) {
 // viewOfScheduled is a scheduled sync that has not started.
 func viewOfScheduled(sy schedule.Sync) progressView {
 	at := sy.SendAt.UTC()
-	return progressView{ID: sy.Event.ID, Feeds: sy.Event.Feeds, Lane: sy.Event.Lane,
+	return progressView{ID: sy.Event.ID, App: sy.Event.App, Feeds: sy.Event.Feeds, Lane: sy.Event.Lane,
 		CreatedAt: sy.CreatedAt.UTC(), State: sy.State, SendAt: &at}
 }
 
@@ -340,7 +350,7 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 
 func viewOfProgress(ev fanout.Event, p fanout.Progress) progressView {
 	v := progressView{
-		ID: ev.ID, Feeds: ev.Feeds, Lane: ev.Lane, CreatedAt: ev.CreatedAt.UTC(), State: p.State(),
+		ID: ev.ID, App: ev.App, Feeds: ev.Feeds, Lane: ev.Lane, CreatedAt: ev.CreatedAt.UTC(), State: p.State(),
 		Targeted: p.Accounted(), Queued: p.Queued, Sent: p.Sent, Deferred: p.Deferred, Coalesced: p.Coalesced,
 		Skipped: p.Skipped + p.Missing, Pruned: p.Pruned, Failed: p.Failed, Superseded: p.Superseded,
 		InFlight: p.InFlight(), Held: p.Held,

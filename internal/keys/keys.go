@@ -10,7 +10,8 @@
 //	seq:device              STRING  INCR source of dense device ids
 //	dev:{pN}:<id>           HASH    one device (token, platform, settings, secret hash)
 //	tok:{sN}                HASH    token digest -> device id, sharded
-//	sub:{<feed>:<k>}        STRING  subscription bitmap of ids [k*65536, (k+1)*65536)
+//	sub:{<feed>:<k>}        STRING  subscription bitmap of ids [k*65536, (k+1)*65536), default app
+//	sub:{<app>/<feed>:<k>}  STRING  the same for the devices of another app
 //	feeds                   HASH    feed id -> catalogue entry (JSON)
 //	feed:{<feed>}:*         feed state: item log, seen set, health, lease, cursor
 //	thr:{pN}                HASH    throttle state per device in partition N
@@ -80,6 +81,16 @@ func TokenShard(digest []byte) string {
 // SubChunk is the subscription bitmap chunk k of feed.
 func SubChunk(feed string, k int) string {
 	return "sub:{" + feed + ":" + strconv.Itoa(k) + "}"
+}
+
+// AppSubChunk is the subscription bitmap chunk k of feed for the devices of
+// app: SubChunk for the default app ("default", whose keys predate apps),
+// "sub:{<app>/<feed>:<k>}" for any other (feed and app ids hold no '/').
+func AppSubChunk(app, feed string, k int) string {
+	if app == "" || app == "default" {
+		return SubChunk(feed, k)
+	}
+	return "sub:{" + app + "/" + feed + ":" + strconv.Itoa(k) + "}"
 }
 
 // SubChunkOf returns the chunk index and the bit offset of a device id.

@@ -33,7 +33,7 @@ type family struct {
 // to one of the family's key functions fails TestKeyOwnership.
 var owners = []family{
 	{"device hash, token index, id sequence, subscription bitmaps, token registration counters",
-		[]string{"Device", "DeviceSeq", "TokenShard", "SubChunk", "SubChunkOf", "TokenRegistrations"},
+		[]string{"Device", "DeviceSeq", "TokenShard", "SubChunk", "AppSubChunk", "SubChunkOf", "TokenRegistrations"},
 		"internal/devices", []string{"internal/fanout", "internal/delivery", "internal/httpapi", "internal/dispatcher"}},
 	{"feed catalogue", []string{"Feeds"}, "internal/catalog",
 		[]string{"internal/devices", "internal/feeds", "internal/httpapi", "internal/dispatcher"}},

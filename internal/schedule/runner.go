@@ -1,6 +1,7 @@
 package schedule
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/service"
 )
@@ -98,6 +100,9 @@ func (r *Runner) Step(ctx context.Context) ([]string, error) {
 	var started []string
 	var errs []error
 	for _, sy := range due {
+		// A sync scheduled before apps names none: it was for the one app
+		// there was, which is the default app.
+		sy.Event.App = cmp.Or(sy.Event.App, apps.Default)
 		id, err := Submit(ctx, r.heads, r.sub, sy.Event)
 		if errors.Is(err, fanout.ErrInvalidEvent) {
 			// It would fail at every retry: drop it, loudly.

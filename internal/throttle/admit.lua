@@ -1,27 +1,24 @@
 -- admit.lua checks and reserves the send time of a batch of attempts of
--- one partition, on the server's TIME (phone.lua and devices.LuaPolicy
--- are prepended).
+-- one partition, on the server's TIME (phone.lua, devices.LuaPolicy and
+-- policies.lua are prepended). Each device is held to its app's policy.
 --
 -- KEYS[1]   thr:{pN}
 -- KEYS[1+i] dev:{pN}:<id> (devices.Key) of attempt i
--- ARGV[1..3] iOS limit, window ms, min gap ms; ARGV[4..6] Android's
--- ARGV[5+2i], ARGV[6+2i] device id and tag of attempt i; a tag that
+-- ARGV[1..11] policies and the apps' overrides (see policies.lua)
+-- ARGV[10+2i], ARGV[11+2i] device id and tag of attempt i; a tag that
 --           starts with "!" is an alert: admitted at once, logged without
 --           the "!"
 --
 -- Returns one number per attempt: 0 when admitted (the time is reserved),
 -- else the milliseconds to wait. Attempts are decided in order, so a later
 -- attempt for the same device sees an earlier one's reservation.
-local pols = {
-  ios = {k = tonumber(ARGV[1]), w = tonumber(ARGV[2]), gap = tonumber(ARGV[3])},
-  android = {k = tonumber(ARGV[4]), w = tonumber(ARGV[5]), gap = tonumber(ARGV[6])},
-}
+local policy_of, defIOS, defAndroid = policies(1)
 local fields = {}
-for i = 1, #KEYS - 1 do fields[i] = 'p' .. ARGV[5 + 2 * i] end
+for i = 1, #KEYS - 1 do fields[i] = 'p' .. ARGV[10 + 2 * i] end
 load(KEYS[1], fields)
 local out = {}
 for i = 1, #KEYS - 1 do
-  local tag, field = ARGV[6 + 2 * i], fields[i]
+  local tag, field = ARGV[11 + 2 * i], fields[i]
   local alert = string.sub(tag, 1, 1) == '!'
   if alert then tag = string.sub(tag, 2) end
   local raw = get(field)
@@ -31,9 +28,9 @@ for i = 1, #KEYS - 1 do
     put(field, tag .. RS .. now)
     out[i] = 0
   else
-    local pl, _, mi = device_policy(KEYS[1 + i])
-    local pol = pols.android
-    if pl == 'ios' then pol = pols.ios end
+    local pl, _, mi, ap = device_policy(KEYS[1 + i])
+    local pol = defAndroid
+    if ap then pol = policy_of(ap, pl) elseif pl == 'ios' then pol = defIOS end
     local gap = math.max(pol.gap, (tonumber(mi) or 0) * 1000)
     local es = entries(raw)
     local others = {}

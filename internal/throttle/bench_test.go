@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
 
@@ -19,16 +20,22 @@ import (
 // decisions mostly hits. feed-distinct first applies 12 events to random
 // halves of the devices, untimed, so that nearly every device has a state
 // of its own and the memo mostly misses: the cost of a fan-out to devices
-// with diverse histories. It runs the production script on Redis's clock:
+// with diverse histories. feed-3apps is feed with the devices spread over
+// three apps, one of which overrides the policy: each batch mixes apps. It
+// runs the production script on Redis's clock:
 // an iteration takes well under the 2 minute debounce and the min gaps.
 func BenchmarkDecide(b *testing.B) {
 	const n = 64 * 512
 	for _, bc := range []struct {
 		name, lane string
 		distinct   bool
-	}{{"feed", LaneFeed, false}, {"breaking", LaneBreaking, false}, {"feed-distinct", LaneFeed, true}} {
+	}{{"feed", LaneFeed, false}, {"breaking", LaneBreaking, false}, {"feed-distinct", LaneFeed, true}, {"feed-3apps", LaneFeed, false}} {
 		b.Run(bc.name, func(b *testing.B) {
-			e := setup(b, redistest.Start(b), Config{})
+			cfg := Config{}
+			if bc.name == "feed-3apps" {
+				cfg.Apps = twoPolicies
+			}
+			e := setup(b, redistest.Start(b), cfg)
 			e.th.decide = decideScript
 			devs := make([]device, n)
 			ids := make([]uint64, n)
@@ -37,6 +44,17 @@ func BenchmarkDecide(b *testing.B) {
 				ids[i] = devs[i].id
 			}
 			e.addDevices(b, devs...)
+			if cfg.Apps != nil {
+				pipe := e.rdb.Pipeline()
+				for _, d := range devs {
+					if app := []string{"", "a", "b"}[d.id%3]; app != "" {
+						pipe.HSet(b.Context(), devices.Key(d.id), "ap", app)
+					}
+				}
+				if _, err := pipe.Exec(b.Context()); err != nil {
+					b.Fatal(err)
+				}
+			}
 			if bc.distinct {
 				rng := rand.New(rand.NewPCG(5, 6))
 				for w := range 12 {

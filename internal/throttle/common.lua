@@ -40,21 +40,13 @@
 --
 -- Field "~d" collects dropped event ids (DROPS below).
 --
--- Policies arrive as ten ARGV numbers starting at a script-specific index:
--- iOS limit, window, min gap, debounce, max wait (ms), then Android's.
+-- Policies arrive as ten ARGV numbers and the apps' overrides starting at
+-- a script-specific index (policies.lua, prepended before this file).
 local call, find, sub, match, gsub, byte = redis.call, string.find, string.sub, string.match, string.gsub, string.byte
 local concat, tonumber = table.concat, tonumber
 local RS, GS, US = '\30', '\29', '\31'
 local HEAD = '^(%d+),(%d+),(%d+),(%d*),(%a*)()'
 local NOSENDS = {}
-
-local function policies(base)
-  local function one(i)
-    return {k = tonumber(ARGV[i]), w = tonumber(ARGV[i+1]), gap = tonumber(ARGV[i+2]),
-            deb = tonumber(ARGV[i+3]), maxw = tonumber(ARGV[i+4])}
-  end
-  return {ios = one(base), android = one(base + 5)}
-end
 
 -- effective min gap: the policy's, or the user's min_interval if stricter.
 local function gap_of(pol, mi)

@@ -13,12 +13,14 @@
 -- ARGV[4]  reason, as a JSON string literal
 -- ARGV[5]  feeds (non-empty): US (<JSON string literal> US)*
 -- ARGV[6]  since cursors: US (<JSON string literal>:<cursor> US)*
--- ARGV[7..16] policies (see common.lua)
--- ARGV[17] Remember: applied events remembered per device
--- ARGV[18] MaxEvents: event ids carried by one pending push
--- ARGV[19] alert limit: alerts per device in any alert window
--- ARGV[20] alert window, ms
--- ARGV[21..] device ids, ARGV[17+i] belongs to KEYS[i]
+-- ARGV[7..17] policies and the apps' overrides (see policies.lua)
+-- ARGV[18] Remember: applied events remembered per device
+-- ARGV[19] MaxEvents: event ids carried by one pending push
+-- ARGV[20] alert limit: alerts per device in any alert window
+-- ARGV[21] alert window, ms
+-- ARGV[22..] device ids, ARGV[18+i] belongs to KEYS[i]
+--
+-- Each device is decided under its app's policy for its platform.
 --
 -- The time of the decision is the server's TIME, read once per call.
 --
@@ -48,10 +50,10 @@ local lane = ARGV[3]
 local qreason = ARGV[4]
 local feedsL = ARGV[5]
 local sinceL = ARGV[6]
-local pols = policies(7)
-local remember = tonumber(ARGV[17])
-local maxev = tonumber(ARGV[18])
-local alim, awin = tonumber(ARGV[19]), tonumber(ARGV[20])
+local policy_of, defIOS, defAndroid = policies(7)
+local remember = tonumber(ARGV[18])
+local maxev = tonumber(ARGV[19])
+local alim, awin = tonumber(ARGV[20]), tonumber(ARGV[21])
 local stream = KEYS[3]
 local held = 0
 local cnt = {q = 0, d = 0, c = 0}
@@ -250,7 +252,7 @@ end
 -- One HMGET for the whole batch's state; writes are gathered and issued in
 -- bulk at the end (per-call overhead dominates small commands in Lua).
 local ids = {}
-for i = 4, #KEYS do ids[i - 3] = ARGV[17 + i] end
+for i = 4, #KEYS do ids[i - 3] = ARGV[18 + i] end
 local raws = call('HMGET', KEYS[1], unpack(ids))
 local fresh = {}
 local alane = lane == 'alert'
@@ -275,11 +277,11 @@ local function guard(alog)
   keep[n + 1] = now_s
   return concat(keep, ',')
 end
-local memo = {[pols.ios] = {}, [pols.android] = {}}
+local memo = {[defIOS] = {}, [defAndroid] = {}}
 
 for j = 1, #ids do
   local id = ids[j]
-  local dpl, dbg, mi = device_policy(KEYS[3 + j])
+  local dpl, dbg, mi, dap = device_policy(KEYS[3 + j])
   if not dpl and not dbg then
     missing = missing + 1
     if raws[j] then
@@ -292,8 +294,8 @@ for j = 1, #ids do
   elseif dbg == '0' then
     skipped = skipped + 1
   else
-    local pol = pols.android
-    if dpl == 'ios' then pol = pols.ios end
+    local pol = defAndroid
+    if dap then pol = policy_of(dap, dpl) elseif dpl == 'ios' then pol = defIOS end
     local raw = fresh[id] or raws[j]
     local r
     if alane then
@@ -315,6 +317,7 @@ for j = 1, #ids do
       end
     else
       local m = memo[pol]
+      if not m then m = {}; memo[pol] = m end
       r = m[raw or '']
       if not r or r.mi ~= mi then
         r = apply(raw, pol, mi)
@@ -341,7 +344,7 @@ for j = 1, #ids do
       hset[#hset + 1] = r.st
       cnt[r.out] = cnt[r.out] + 1
       local per = android
-      if pol == pols.ios then per = ios end
+      if dpl == 'ios' then per = ios end
       per[r.out] = per[r.out] + 1
     end
   end

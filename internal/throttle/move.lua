@@ -8,8 +8,8 @@
 -- KEYS[3]  q:push:{pN}    push stream (jobs.Stream)
 -- KEYS[4..] dev:{pN}:<id> device hashes (devices.Key) of the candidates
 --                         (distinct)
--- ARGV[1..10] policies (see common.lua)
--- ARGV[11..] device ids, ARGV[7+i] belongs to KEYS[i]
+-- ARGV[1..11] policies and the apps' overrides (see policies.lua)
+-- ARGV[12..] device ids, ARGV[8+i] belongs to KEYS[i]
 --
 -- The time of the move is the server's TIME, read once per call. A
 -- candidate whose due score is gone or later than now was handled by
@@ -25,18 +25,18 @@
 -- pushes, one entry per device and event.
 local now_s = server_now()
 local now = tonumber(now_s)
-local pols = policies(1)
+local policy_of, defIOS, defAndroid = policies(1)
 local queued, resched, skipped, missing, stale = 0, 0, 0, 0, 0
 local dropped = {}
 local ids = {}
-for i = 4, #KEYS do ids[i - 3] = ARGV[7 + i] end
+for i = 4, #KEYS do ids[i - 3] = ARGV[8 + i] end
 if #ids == 0 then return {0, 0, 0, 0, 0, dropped} end
 local scores = call('ZMSCORE', KEYS[2], unpack(ids))
 local raws = call('HMGET', KEYS[1], unpack(ids))
 local hset, zadd, zrem, gone = {}, {}, {}, {}
 
 -- move decides one due device from its state raw, background sync flag,
--- policy and min_interval, without side effects (memoised like decide's
+-- policy (its app's) and min_interval, without side effects (memoised like decide's
 -- apply): stale true when there is no pending push; st the new state (nil:
 -- unchanged); at a later due time; job the payload tail of the push;
 -- drop the quoted event ids of a push dropped because sync is off.
@@ -52,14 +52,14 @@ local function move(raw, bg, pol, mi)
           st = state(ne, 0, 0, '', '', record(s, pol, now_s), '', '', '', E, '')}
 end
 
-local memo = {[pols.ios] = {}, [pols.android] = {}}
+local memo = {[defIOS] = {}, [defAndroid] = {}}
 for j = 1, #ids do
   local id = ids[j]
   local score = scores[j]
   if not score or tonumber(score) > now then
     stale = stale + 1
   else
-    local pl, bg, mi = device_policy(KEYS[3 + j])
+    local pl, bg, mi, ap = device_policy(KEYS[3 + j])
     if not pl and not bg then
       missing = missing + 1
       local raw = raws[j]
@@ -74,12 +74,13 @@ for j = 1, #ids do
       gone[#gone + 1] = 'a' .. id
       zrem[#zrem + 1] = id
     else
-      local pol = pols.android
-      if pl == 'ios' then pol = pols.ios end
+      local pol = defAndroid
+      if ap then pol = policy_of(ap, pl) elseif pl == 'ios' then pol = defIOS end
       local raw = raws[j]
       local r
       if raw then
         local m = memo[pol]
+        if not m then m = {}; memo[pol] = m end
         r = m[raw]
         if not r or r.mi ~= mi or r.bg ~= bg then
           r = move(raw, bg, pol, mi)

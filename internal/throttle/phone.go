@@ -77,7 +77,7 @@ const (
 
 // admitScript checks and reserves the send time of a batch of attempts
 // at the phone; see admit.lua.
-var admitScript = redis.NewScript(luaPhone + devices.LuaPolicy + admitLua)
+var admitScript = redis.NewScript(luaPhone + devices.LuaPolicy + luaPolicies + admitLua)
 
 // settleScript records the outcome of admitted attempts; see settle.lua.
 var settleScript = redis.NewScript(luaPhone + settleLua)
@@ -91,10 +91,7 @@ func (t *Throttle) Admit(ctx context.Context, attempts []Attempt) ([]time.Durati
 		p := keys.Partition(a.Device)
 		byPart[p] = append(byPart[p], i)
 	}
-	pol := []any{
-		t.cfg.IOS.Limit, t.cfg.IOS.Window.Milliseconds(), t.cfg.IOS.MinGap.Milliseconds(),
-		t.cfg.Android.Limit, t.cfg.Android.Window.Milliseconds(), t.cfg.Android.MinGap.Milliseconds(),
-	}
+	pol := t.policyArgs(ctx)
 	var calls []*call
 	var order [][]int
 	for p, idx := range byPart {

@@ -131,9 +131,9 @@ func (t *Throttle) Step(ctx context.Context, limit int) (Moves, error) {
 			if len(ids) == limit {
 				next = append(next, p)
 			}
-			c := &call{keys: make([]string, 0, 3+len(ids)), args: make([]any, 0, 11+len(ids))}
+			c := &call{keys: make([]string, 0, 3+len(ids)), args: make([]any, 0, 12+len(ids))}
 			c.keys = append(c.keys, keys.Throttle(p), keys.Due(p), jobs.Stream(keys.PushQueue, p))
-			c.args = append(c.args, t.polArg...)
+			c.args = append(c.args, t.policyArgs(ctx)...)
 			for _, s := range ids {
 				id, err := strconv.ParseUint(s, 10, 64)
 				if err != nil {

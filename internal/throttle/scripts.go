@@ -11,13 +11,18 @@ import (
 
 // Each script lives in its own .lua file, which opens with its KEYS, ARGV
 // and return contract. The decide, move and due scripts share common.lua
-// (the packed state format and its helpers); the decide and move scripts
+// (the packed state format and its helpers); the decide, move and admit
+// scripts share policies.lua (each app's policy per platform); the decide
+// and move scripts
 // also include the fragments of the packages that own the data they touch:
 // jobs.LuaAdd adds a push job to the stream, devices.LuaPolicy reads a
 // device's platform, background flag and min interval.
 
 //go:embed common.lua
 var luaCommon string
+
+//go:embed policies.lua
+var luaPolicies string
 
 //go:embed decide.lua
 var decideLua string
@@ -42,7 +47,7 @@ var settleLua string
 
 // luaPrelude is prepended to the decide and move scripts: the fragments
 // of jobs and devices, then the throttle's own helpers.
-var luaPrelude = jobs.LuaAdd + devices.LuaPolicy + luaCommon
+var luaPrelude = jobs.LuaAdd + devices.LuaPolicy + luaPolicies + luaCommon
 
 // decideScript applies one update to a batch of devices of one partition.
 var decideScript = redis.NewScript(luaPrelude + decideLua)

@@ -4,7 +4,8 @@
 //
 // # Policy
 //
-// Each platform has a Policy: at most Limit pushes in any sliding window of
+// Each platform has a Policy (and each app may override it, Config.Apps):
+// at most Limit pushes in any sliding window of
 // length Window (any half-open interval [t, t+Window) holds at most Limit
 // sends), and at least MinGap between two pushes. The device's
 // background_sync.min_interval (hash field "mi", seconds) can only make the
@@ -106,6 +107,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -113,6 +115,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/keys"
@@ -167,8 +170,10 @@ func (p Policy) validate(name string) error {
 	return nil
 }
 
-func (p Policy) args() []any {
-	return []any{p.Limit, p.Window.Milliseconds(), p.MinGap.Milliseconds(), p.Debounce.Milliseconds(), p.MaxWait.Milliseconds()}
+// nums are the policy's five script numbers: limit, then window, min gap,
+// debounce and max wait in ms.
+func (p Policy) nums() []int64 {
+	return []int64{int64(p.Limit), p.Window.Milliseconds(), p.MinGap.Milliseconds(), p.Debounce.Milliseconds(), p.MaxWait.Milliseconds()}
 }
 
 // Config configures a Throttle. Zero fields take the defaults.
@@ -193,6 +198,11 @@ type Config struct {
 	AlertLimit int
 	// AlertWindow is the sliding window of AlertLimit (default 1h).
 	AlertWindow time.Duration
+	// Apps holds each app's policy overrides (apps.App.Policy): a device of
+	// an app gets IOS or Android with the app's non-zero fields in their
+	// place (the default app's overrides apply to devices without an app).
+	// nil: every device gets IOS or Android.
+	Apps apps.Source
 }
 
 func (c Config) withDefaults() Config {
@@ -364,10 +374,10 @@ type Throttle struct {
 	cfg    Config
 	rdb    redis.UniversalClient
 	log    *slog.Logger
-	polArg []any         // iOS then Android policy, script arguments
-	decide *redis.Script // decideScript; tests swap in variants
-	move   *redis.Script // moveScript; tests swap in variants
-	list   *redis.Script // dueScript; tests swap in variants
+	pols   atomic.Pointer[appPolicies] // the scripts' policy arguments of the last apps.Set
+	decide *redis.Script               // decideScript; tests swap in variants
+	move   *redis.Script               // moveScript; tests swap in variants
+	list   *redis.Script               // dueScript; tests swap in variants
 
 	decisions *prometheus.CounterVec
 	moves     *prometheus.CounterVec
@@ -389,7 +399,6 @@ func New(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*Throttle,
 		cfg:    cfg,
 		rdb:    rdb,
 		log:    a.Logger,
-		polArg: append(cfg.IOS.args(), cfg.Android.args()...),
 		decide: decideScript,
 		move:   moveScript,
 		list:   dueScript,
@@ -444,7 +453,7 @@ func (t *Throttle) Decide(ctx context.Context, u Update, devs []uint64) (Counts,
 		groups[p] = append(groups[p], id)
 	}
 	head := []any{alert, quote(u.Event), u.Lane, quote(u.Reason), feeds, since}
-	head = append(head, t.polArg...)
+	head = append(head, t.policyArgs(ctx)...)
 	head = append(head, t.cfg.Remember, t.cfg.MaxEvents, t.cfg.AlertLimit, t.cfg.AlertWindow.Milliseconds())
 
 	// The calls go out in pipelines of pipelineCalls, two at a time, so that
