@@ -113,6 +113,7 @@ type Alert struct {
 // Message is one push to one device.
 type Message struct {
 	ID          string      // push id; data push_id, and apns-id when it is a UUID
+	App         string      // the device's app; "" = apps.Default
 	Token       string      // raw provider token; never logged
 	Provider    Provider    // FCM or APNs
 	Platform    Platform    // Android or IOS

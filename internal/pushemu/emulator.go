@@ -35,6 +35,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -198,6 +199,10 @@ func New(a service.Archetype, cfg Config) (*Emulator, error) {
 		tokens:     newRegistry(),
 		auth:       newAuthState(),
 	}
+	e.auth.apnsKeys = []APNsKey{newAPNsKey(cfg.KeyID, cfg.TeamID, k.apns, k.apnsKeyPEM)}
+	e.auth.topics[cfg.Topic] = true
+	e.auth.saKeys = []*rsa.PublicKey{&k.sa.PublicKey}
+	e.auth.projects[cfg.ProjectID] = true
 	return e, nil
 }
 
