@@ -28,6 +28,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/delivery"
 	"github.com/nudge-dev/nudge/internal/devices"
@@ -65,6 +66,10 @@ type Deps struct {
 	// FeedClient fetches feeds; default a client on a clone of
 	// http.DefaultTransport.
 	FeedClient *http.Client
+	// Apps is the app catalogue the push senders send for; nil: the one
+	// app apps.Default of the single-app settings (Config.Push's NUDGE_APNS_*
+	// and NUDGE_FCM_* fields), whose credentials are loaded by New.
+	Apps apps.Source
 }
 
 // parts are the Redis stores the dispatcher runs on.
@@ -159,7 +164,11 @@ func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatc
 	if err != nil {
 		return nil, err
 	}
-	sender, err := push.New(ctx, a, cfg.Push)
+	pcfg := cfg.Push
+	if d.Apps != nil {
+		pcfg.Apps = d.Apps
+	}
+	sender, err := push.New(ctx, a, pcfg)
 	if err != nil {
 		return nil, err
 	}

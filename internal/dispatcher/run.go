@@ -218,36 +218,33 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 		errs = append(errs, err)
 		return n
 	}
-	var password string
 	if f := v.String("apns-cert-password-file"); f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
+		if _, err := os.Stat(f); err != nil {
 			errs = append(errs, fmt.Errorf("read NUDGE_APNS_CERT_PASSWORD_FILE: %w", err))
 		}
-		password = string(trimNewline(b))
 	}
 	cfg := Config{
 		Push: push.Config{
-			FCMCredentialsFile: v.String("fcm-credentials-file"),
-			FCMEndpoint:        v.String("fcm-endpoint"),
-			FCMProjectID:       v.String("fcm-project-id"),
-			FCMConcurrency:     num("fcm-concurrency"),
-			APNSKeyFile:        v.String("apns-key-file"),
-			APNSKeyID:          v.String("apns-key-id"),
-			APNSTeamID:         v.String("apns-team-id"),
-			APNSCertFile:       v.String("apns-cert-file"),
-			APNSCertPassword:   password,
-			APNSTopic:          v.String("apns-topic"),
-			APNSHost:           v.String("apns-host"),
-			APNSSandboxHost:    v.String("apns-sandbox-host"),
-			APNSConcurrency:    num("apns-concurrency"),
-			APNSTokenRefresh:   dur("apns-token-refresh"),
-			CAFile:             v.String("push-ca-file"),
-			SyncTask:           v.String("sync-task"),
-			DefaultTTL:         dur("push-ttl"),
-			SendTimeout:        dur("push-send-timeout"),
-			DeviceBackoff:      dur("push-device-backoff"),
-			ProviderPause:      dur("push-provider-pause"),
+			FCMCredentialsFile:   v.String("fcm-credentials-file"),
+			FCMEndpoint:          v.String("fcm-endpoint"),
+			FCMProjectID:         v.String("fcm-project-id"),
+			FCMConcurrency:       num("fcm-concurrency"),
+			APNSKeyFile:          v.String("apns-key-file"),
+			APNSKeyID:            v.String("apns-key-id"),
+			APNSTeamID:           v.String("apns-team-id"),
+			APNSCertFile:         v.String("apns-cert-file"),
+			APNSCertPasswordFile: v.String("apns-cert-password-file"),
+			APNSTopic:            v.String("apns-topic"),
+			APNSHost:             v.String("apns-host"),
+			APNSSandboxHost:      v.String("apns-sandbox-host"),
+			APNSConcurrency:      num("apns-concurrency"),
+			APNSTokenRefresh:     dur("apns-token-refresh"),
+			CAFile:               v.String("push-ca-file"),
+			SyncTask:             v.String("sync-task"),
+			DefaultTTL:           dur("push-ttl"),
+			SendTimeout:          dur("push-send-timeout"),
+			DeviceBackoff:        dur("push-device-backoff"),
+			ProviderPause:        dur("push-provider-pause"),
 		},
 		Throttle: throttle.Config{
 			IOS: throttle.Policy{Limit: num("ios-push-limit"), Window: dur("ios-push-window"), MinGap: dur("ios-min-gap"),
@@ -292,11 +289,4 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 	shutdown := dur("shutdown-timeout")
 	errs = append(errs, cfg.Push.Validate())
 	return cfg, shutdown, errors.Join(errs...)
-}
-
-func trimNewline(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
