@@ -60,10 +60,17 @@ type benchBundle struct {
 // NUDGE_APNS_CONCURRENCY, NUDGE_FCM_CONCURRENCY…) or its default.
 func setupBench(b testing.TB) *benchBundle {
 	b.Helper()
-	rdb := redistest.Start(b)
 	// Keep one delivery per token: the counts stay exact and 100k
 	// recorded bodies do not grow the heap the benchmark runs in.
-	emu, creds := pushemutest.Start(b, service.Archetype{}, pushemu.Config{KeepPerToken: 1})
+	return setupBenchWith(b, pushemu.Config{KeepPerToken: 1}, nil)
+}
+
+// setupBenchWith is setupBench with an emulator configuration and a hook
+// that may change the dispatcher's configuration and dependencies.
+func setupBenchWith(b testing.TB, ecfg pushemu.Config, mod func(emu *pushemu.Emulator, creds pushemu.Credentials, cfg *dispatcher.Config, d *dispatcher.Deps)) *benchBundle {
+	b.Helper()
+	rdb := redistest.Start(b)
+	emu, creds := pushemutest.Start(b, service.Archetype{}, ecfg)
 	env := map[string]string{}
 	for _, kv := range creds.Env() {
 		k, v, _ := strings.Cut(kv, "=")
@@ -81,7 +88,11 @@ func setupBench(b testing.TB) *benchBundle {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := prometheus.NewRegistry()
-	d, err := dispatcher.New(b.Context(), service.Archetype{Logger: log, Registerer: reg}, cfg, dispatcher.Deps{Redis: rdb})
+	deps := dispatcher.Deps{Redis: rdb}
+	if mod != nil {
+		mod(emu, creds, &cfg, &deps)
+	}
+	d, err := dispatcher.New(b.Context(), service.Archetype{Logger: log, Registerer: reg}, cfg, deps)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -177,7 +188,7 @@ func loadAvg() float64 {
 
 // metric sums the samples of a metric family whose labels include every
 // pair of match: a counter's value, or a histogram's sum and count.
-func (bu *benchBundle) metric(b *testing.B, name string, match map[string]string) (sum float64, count uint64) {
+func (bu *benchBundle) metric(b testing.TB, name string, match map[string]string) (sum float64, count uint64) {
 	b.Helper()
 	mfs, err := bu.reg.Gather()
 	if err != nil {

@@ -80,14 +80,13 @@ func loadAPNsCred(p *apps.APNs, files [][]byte, now time.Time) (apnsCred, error)
 type apnsClient struct {
 	client    *apns2.Client
 	transport *http2.Transport
-	conc      int
 	signer    *jwtSigner // nil with certificate auth
 }
 
 // newAPNsClient builds the client of one credential and host; signer
 // signs its JWTs (nil with certificate auth).
-func newAPNsClient(cred apnsCred, host string, conc int, tlsCfg *tls.Config, conns *connCounter, signer *jwtSigner) *apnsClient {
-	a := &apnsClient{conc: conc, signer: signer}
+func newAPNsClient(cred apnsCred, host string, tlsCfg *tls.Config, conns *connCounter, signer *jwtSigner) *apnsClient {
+	a := &apnsClient{signer: signer}
 	tc := tlsCfg.Clone()
 	if cred.cert != nil {
 		tc.Certificates = []tls.Certificate{*cred.cert}
@@ -112,12 +111,15 @@ func newAPNsClient(cred apnsCred, host string, conc int, tlsCfg *tls.Config, con
 	return a
 }
 
-// send pushes the APNs messages of idx with at most a.conc in flight;
-// topics[i] is message i's apns-topic, its app's.
-func (a *apnsClient) send(ctx context.Context, s *Sender, msgs []Message, topics []string, idx []int, results []Result, now time.Time, done func(int)) {
+// sendAPNs pushes the APNs messages of idx through slot sl with at most
+// APNSConcurrency in flight; topics[i] is message i's apns-topic, its
+// app's. Each push takes the slot's current client as it starts, so a
+// rotated credential is used from the next push on, while pushes in
+// flight finish on the client they started on.
+func (s *Sender) sendAPNs(ctx context.Context, sl *slot, msgs []Message, topics []string, idx []int, results []Result, now time.Time, done func(int)) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(a.conc, len(idx)) {
+	for range min(s.cfg.APNSConcurrency, len(idx)) {
 		wg.Go(func() {
 			for {
 				k := int(next.Add(1) - 1)
@@ -125,7 +127,9 @@ func (a *apnsClient) send(ctx context.Context, s *Sender, msgs []Message, topics
 					return
 				}
 				i := idx[k]
-				a.push(ctx, s, &msgs[i], topics[i], &results[i], now)
+				g := sl.acquire()
+				g.apns.push(ctx, s, &msgs[i], topics[i], &results[i], now)
+				g.release()
 				done(i)
 			}
 		})

@@ -200,9 +200,7 @@ func TestRotatedKeyFileSwapsClient(t *testing.T) {
 	emu.AddFault(pushemu.Fault{Provider: pushemu.APNs, Token: slow, Latency: time.Second})
 	inFlight := make(chan Result)
 	go func() { inFlight <- send(slow) }()
-	await.Until(t, "the slow push to be in flight", func() bool {
-		return testutil.ToFloat64(s.m.connsOpen.WithLabelValues("apns", creds.APNsKeyID)) == 1 && emu.Stats().Delivered == 1
-	})
+	await.Until(t, "the slow push to be in flight", func() bool { return emu.APNsInFlight() == 1 })
 
 	key, err := emu.NewAPNsKey(creds.APNsKeyID, creds.APNsTeamID)
 	if err != nil {

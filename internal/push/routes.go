@@ -150,6 +150,7 @@ type slot struct {
 type gen struct {
 	apns    *apnsClient
 	fcm     *fcmClient
+	linger  time.Duration // the send timeout: when every stream is over
 	refs    atomic.Int64
 	retired atomic.Bool
 	once    sync.Once
@@ -182,15 +183,24 @@ func (g *gen) retire() {
 	}
 }
 
+// close closes the idle connections now, and again once any stream still
+// winding down on them (a push that just returned) must be over.
 func (g *gen) close() {
 	g.once.Do(func() {
-		if g.apns != nil {
-			g.apns.close()
-		}
-		if g.fcm != nil {
-			g.fcm.close()
+		g.closeIdle()
+		if g.linger > 0 {
+			time.AfterFunc(g.linger, g.closeIdle)
 		}
 	})
+}
+
+func (g *gen) closeIdle() {
+	if g.apns != nil {
+		g.apns.close()
+	}
+	if g.fcm != nil {
+		g.fcm.close()
+	}
 }
 
 // readFiles reads a credential's files and hashes their contents.
@@ -220,7 +230,7 @@ func (s *Sender) build(sp slotSpec, conns *connCounter, files [][]byte, sum [32]
 		if err != nil {
 			return nil, err
 		}
-		return &gen{fcm: c}, nil
+		return &gen{fcm: c, linger: s.cfg.SendTimeout}, nil
 	}
 	cred, err := loadAPNsCred(sp.apns, files, s.now())
 	if err != nil {
@@ -237,7 +247,7 @@ func (s *Sender) build(sp slotSpec, conns *connCounter, files [][]byte, sum [32]
 		}
 		s.signersMu.Unlock()
 	}
-	return &gen{apns: newAPNsClient(cred, sp.host, s.cfg.APNSConcurrency, s.tls, conns, signer)}, nil
+	return &gen{apns: newAPNsClient(cred, sp.host, s.tls, conns, signer), linger: s.cfg.SendTimeout}, nil
 }
 
 // slotLocked returns the slot of sp, building it on first use.

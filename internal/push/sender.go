@@ -330,14 +330,15 @@ func (s *Sender) SendEach(ctx context.Context, msgs []Message, each func(i int, 
 	}
 	var wg sync.WaitGroup
 	for _, sl := range order {
-		g, idx := sl.acquire(), groups[sl]
+		idx := groups[sl]
 		wg.Go(func() {
-			defer g.release()
-			if g.apns != nil {
-				g.apns.send(ctx, s, msgs, topics, idx, results, now, done)
-			} else {
-				g.fcm.send(ctx, s, msgs, idx, results, now, done)
+			if sl.spec.provider == APNs {
+				s.sendAPNs(ctx, sl, msgs, topics, idx, results, now, done)
+				return
 			}
+			g := sl.acquire()
+			defer g.release()
+			g.fcm.send(ctx, s, msgs, idx, results, now, done)
 		})
 	}
 	wg.Wait()

@@ -70,6 +70,8 @@ func (s *apnsServer) fail(w http.ResponseWriter, status int, reason string, ts t
 
 func (s *apnsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e := s.e
+	e.inFlight.Add(1)
+	defer e.inFlight.Add(-1)
 	now := e.now()
 
 	e.auth.mu.Lock()

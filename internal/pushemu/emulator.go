@@ -45,6 +45,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/service"
@@ -144,10 +145,11 @@ type Emulator struct {
 	serverCert tls.Certificate
 	clientCert []byte // PEM cert + key for APNs certificate auth
 
-	rec    *recorder
-	faults *faultSet
-	tokens *registry
-	auth   *authState
+	rec      *recorder
+	faults   *faultSet
+	inFlight atomic.Int64 // APNs requests being answered
+	tokens   *registry
+	auth     *authState
 
 	mu      sync.Mutex
 	started bool
@@ -326,6 +328,10 @@ func (e *Emulator) TokenURI() string { return e.url(&e.ctrlURL) + "/token" }
 // CAPEM returns the PEM certificate of the CA that signs the emulator's
 // TLS listeners and its APNs client certificate.
 func (e *Emulator) CAPEM() []byte { return append([]byte(nil), e.ca.certPEM...) }
+
+// APNsInFlight is the number of APNs requests being answered now (held by
+// a fault's latency, say).
+func (e *Emulator) APNsInFlight() int { return int(e.inFlight.Load()) }
 
 // ProjectID is the Firebase project the FCM emulator serves.
 func (e *Emulator) ProjectID() string { return e.cfg.ProjectID }
