@@ -187,7 +187,8 @@ func loadAvg() float64 {
 }
 
 // metric sums the samples of a metric family whose labels include every
-// pair of match: a counter's value, or a histogram's sum and count.
+// pair of match: a counter's or gauge's value, or a histogram's sum and
+// count.
 func (bu *benchBundle) metric(b testing.TB, name string, match map[string]string) (sum float64, count uint64) {
 	b.Helper()
 	mfs, err := bu.reg.Gather()
@@ -210,6 +211,8 @@ func (bu *benchBundle) metric(b testing.TB, name string, match map[string]string
 				count += h.GetSampleCount()
 			} else if c := m.GetCounter(); c != nil {
 				sum += c.GetValue()
+			} else if g := m.GetGauge(); g != nil {
+				sum += g.GetValue()
 			}
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sideshow/apns2"
 
 	"github.com/nudge-dev/nudge/internal/apps"
@@ -151,6 +152,7 @@ type gen struct {
 	apns    *apnsClient
 	fcm     *fcmClient
 	linger  time.Duration // the send timeout: when every stream is over
+	drain   prometheus.Gauge // clients retired and not yet drained
 	refs    atomic.Int64
 	retired atomic.Bool
 	once    sync.Once
@@ -177,7 +179,10 @@ func (g *gen) release() {
 // retire closes the generation's connections once its pushes in flight
 // are done.
 func (g *gen) retire() {
-	g.retired.Store(true)
+	if g.retired.Swap(true) {
+		return
+	}
+	g.drain.Inc()
 	if g.refs.Load() == 0 {
 		g.close()
 	}
@@ -187,6 +192,9 @@ func (g *gen) retire() {
 // winding down on them (a push that just returned) must be over.
 func (g *gen) close() {
 	g.once.Do(func() {
+		if g.retired.Load() {
+			g.drain.Dec()
+		}
 		g.closeIdle()
 		if g.linger > 0 {
 			time.AfterFunc(g.linger, g.closeIdle)
@@ -230,7 +238,7 @@ func (s *Sender) build(sp slotSpec, conns *connCounter, files [][]byte, sum [32]
 		if err != nil {
 			return nil, err
 		}
-		return &gen{fcm: c, linger: s.cfg.SendTimeout}, nil
+		return &gen{fcm: c, linger: s.cfg.SendTimeout, drain: s.m.draining.WithLabelValues(string(FCM))}, nil
 	}
 	cred, err := loadAPNsCred(sp.apns, files, s.now())
 	if err != nil {
@@ -247,7 +255,8 @@ func (s *Sender) build(sp slotSpec, conns *connCounter, files [][]byte, sum [32]
 		}
 		s.signersMu.Unlock()
 	}
-	return &gen{apns: newAPNsClient(cred, sp.host, s.tls, conns, signer), linger: s.cfg.SendTimeout}, nil
+	return &gen{apns: newAPNsClient(cred, sp.host, s.tls, conns, signer), linger: s.cfg.SendTimeout,
+		drain: s.m.draining.WithLabelValues(string(APNs))}, nil
 }
 
 // slotLocked returns the slot of sp, building it on first use.

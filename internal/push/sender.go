@@ -428,8 +428,10 @@ type metrics struct {
 	latency *prometheus.HistogramVec
 	// APNs provider JWTs signed and FCM OAuth tokens fetched, by credential.
 	jwts, tokenFetches *prometheus.CounterVec
-	// Rotated credentials applied or rejected.
-	reloads *prometheus.CounterVec
+	// Rotated credentials applied or rejected, and replaced clients whose
+	// pushes are still in flight.
+	reloads  *prometheus.CounterVec
+	draining *prometheus.GaugeVec
 	// Provider connections dialed and open (conns.go).
 	connsOpened *prometheus.CounterVec
 	connsOpen   *prometheus.GaugeVec
@@ -461,6 +463,10 @@ func newMetrics(a service.Archetype) (*metrics, error) {
 			Name: "nudge_push_credential_reloads_total",
 			Help: "Changed push credentials (rotated files, catalogue changes) applied or rejected (unusable: the old one keeps sending), by provider.",
 		}, []string{"provider", "result"}),
+		draining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nudge_push_clients_draining",
+			Help: "Replaced (rotated or removed) provider clients whose pushes are still in flight, by provider; 0 once the old credential is no longer used.",
+		}, []string{"provider"}),
 		connsOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_push_connections_opened_total",
 			Help: "Connections dialed to a provider (TCP, each with its TLS handshake), by provider and credential; flat after warm-up when connections are reused.",
@@ -472,7 +478,7 @@ func newMetrics(a service.Archetype) (*metrics, error) {
 	}
 	m.apnsLatency = m.latency.WithLabelValues(string(APNs))
 	m.fcmLatency = m.latency.WithLabelValues(string(FCM))
-	if err := a.Register(m.results, m.latency, m.jwts, m.tokenFetches, m.reloads, m.connsOpened, m.connsOpen); err != nil {
+	if err := a.Register(m.results, m.latency, m.jwts, m.tokenFetches, m.reloads, m.draining, m.connsOpened, m.connsOpen); err != nil {
 		return nil, fmt.Errorf("push: %w", err)
 	}
 	return m, nil
