@@ -151,7 +151,7 @@ type slot struct {
 type gen struct {
 	apns    *apnsClient
 	fcm     *fcmClient
-	linger  time.Duration // the send timeout: when every stream is over
+	linger  time.Duration    // the send timeout: when every stream is over
 	drain   prometheus.Gauge // clients retired and not yet drained
 	refs    atomic.Int64
 	retired atomic.Bool
