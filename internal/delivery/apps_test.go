@@ -1,6 +1,7 @@
 package delivery_test
 
 import (
+	"net"
 	"testing"
 	"time"
 
@@ -37,7 +38,8 @@ func (b *bundle) registerApp(t *testing.T, app, provider, env, token, feed strin
 }
 
 // TestCredentialErrorsOfOneAppLeaveAnotherFlowing: app B's sandbox key is
-// refused (InvalidProviderToken) and its FCM project is over quota, while
+// refused (InvalidProviderToken) and its FCM project is over quota, and
+// app C's sandbox host is unreachable (connection refused: retried), while
 // app A sends to the same environments and provider. B's sandbox and FCM
 // scopes are paused; A's pushes of every kind, sandbox included, are all
 // delivered, within a generous bound, and none of A's scopes is paused.
@@ -46,7 +48,9 @@ func TestCredentialErrorsOfOneAppLeaveAnotherFlowing(t *testing.T) {
 	var sports pushemu.Credentials
 	b := setupEmu(t, throttle.Config{}, func(emu *pushemu.Emulator, creds pushemu.Credentials, c *push.Config) {
 		sports = pushemutest.AppCredentials(t, emu, "sports")
-		c.Apps = apps.MustSet(pushemutest.App("news", creds), pushemutest.App("sports", sports))
+		radio := pushemutest.App("radio", pushemutest.AppCredentials(t, emu, "radio"))
+		radio.APNs.SandboxHost = "https://" + closedAddr(t)
+		c.Apps = apps.MustSet(pushemutest.App("news", creds), pushemutest.App("sports", sports), radio)
 	})
 	ctx := t.Context()
 	var bDevices []devices.Device
@@ -57,6 +61,10 @@ func TestCredentialErrorsOfOneAppLeaveAnotherFlowing(t *testing.T) {
 		d = b.registerApp(t, "sports", "fcm", "", fcmToken(500+i), "sport")
 		b.emu.AddFault(pushemu.Fault{Provider: pushemu.FCM, Token: d.Token, ProjectQuota: true, RetryAfter: 90 * time.Second})
 		bDevices = append(bDevices, d)
+	}
+	var cDevices []devices.Device
+	for i := range 10 {
+		cDevices = append(cDevices, b.registerApp(t, "radio", "apns", "sandbox", apnsToken(800+i), "sport"))
 	}
 	b.breakingOn(t, "sport", nil)
 	for _, scope := range []string{"apns:sandbox:" + sports.APNsKeyID, "fcm:" + sports.FCMProjectID} {
@@ -97,6 +105,11 @@ func TestCredentialErrorsOfOneAppLeaveAnotherFlowing(t *testing.T) {
 			t.Fatalf("app A's scope %s paused (%d, %v) by app B's errors", scope, n, err)
 		}
 	}
+	for _, d := range cDevices {
+		if n := b.emu.CountToken(d.Token); n != 0 {
+			t.Fatalf("app C device behind an unreachable host got %d pushes", n)
+		}
+	}
 	// B's pushes wait out their pauses: each tried at most once (a batch
 	// sent before the pause was set), none delivered.
 	for _, d := range bDevices {
@@ -104,4 +117,16 @@ func TestCredentialErrorsOfOneAppLeaveAnotherFlowing(t *testing.T) {
 			t.Fatalf("app B %s device: %d pushes and %d rejected attempts, want none and at most 1", d.Provider, n, r)
 		}
 	}
+}
+
+// closedAddr is a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }
