@@ -145,7 +145,7 @@ func breaking(feed string, alert *fanout.Alert) fanout.Event {
 func (bu *benchBundle) waitSettled(b testing.TB, id string, want int64) fanout.Progress {
 	b.Helper()
 	var pr fanout.Progress
-	await.Poll{Timeout: 2 * time.Minute}.Check(b, "event "+id+" to settle", func() error {
+	await.Poll{Timeout: 5 * time.Minute}.Check(b, "event "+id+" to settle", func() error {
 		var err error
 		if pr, err = bu.pipe.Planner.Progress(b.Context(), id); err != nil {
 			b.Fatal(err)
