@@ -279,4 +279,12 @@ func TestBrokenCredentialRejected(t *testing.T) {
 	sendOK(apnsToken(4), key.Fingerprint)
 	want(t, "scope", s.PauseScope(&Message{Provider: APNs}), "apns:production:NEWKEY0001")
 	want(t, "clients", s.clientCount(), 3)
+
+	// The emulator refuses a revoked key, also a JWT it verified before:
+	// what the rotation tests rely on to catch a push on a removed key.
+	emu.RevokeAPNsKey(key.Fingerprint)
+	r := s.Send(t.Context(), []Message{appMsg("x", "", APNs, Production, apnsToken(5))})[0]
+	if r.Action != PauseProvider || r.Reason != "InvalidProviderToken" {
+		t.Fatalf("push signed with a revoked key: got %v %s, want pause_provider InvalidProviderToken", r.Action, r.Reason)
+	}
 }
