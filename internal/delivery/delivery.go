@@ -13,7 +13,8 @@
 //	back off device retried after the device's backoff
 //	pause provider  every worker stops sending to that pause scope for a
 //	                while: an APNs environment and credential, or an FCM
-//	                project (push.Sender.PauseScope)
+//	                project (push.Sender.PauseScope), of the device's app;
+//	                other apps' credentials keep sending
 //	permanent       dead-lettered and counted as failed
 //
 // # Send-time checks
@@ -433,6 +434,7 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 		}
 		it.msg = push.Message{
 			ID:          id,
+			App:         tg.App,
 			Token:       tg.Token,
 			Provider:    push.Provider(tg.Provider),
 			Platform:    push.Platform(tg.Platform),
@@ -468,8 +470,9 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 }
 
 // maxKnownScopes bounds the pause scopes read with every batch; a process
-// sends to a few (an FCM project, an APNs environment and credential).
-const maxKnownScopes = 64
+// sends to a few per app (an FCM project, an APNs environment and
+// credential), which apps sharing credentials share.
+const maxKnownScopes = 256
 
 func (h *Handler) knownScopes() []string {
 	h.scopesMu.Lock()

@@ -49,6 +49,17 @@ func setup(t *testing.T, mod ...func(*push.Config)) *bundle {
 // short gap also starts the due scheduler.
 func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *bundle {
 	t.Helper()
+	return setupEmu(t, tcfg, func(_ *pushemu.Emulator, _ pushemu.Credentials, c *push.Config) {
+		for _, m := range mod {
+			m(c)
+		}
+	})
+}
+
+// setupEmu is setupWith whose sender configuration may use the running
+// emulator (for apps with credentials of their own).
+func setupEmu(t testing.TB, tcfg throttle.Config, mod func(*pushemu.Emulator, pushemu.Credentials, *push.Config)) *bundle {
+	t.Helper()
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rdb := redistest.Start(t)
@@ -94,9 +105,7 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 		APNSTopic: creds.APNsTopic, APNSHost: creds.APNsHost, APNSSandboxHost: creds.APNsSandboxHost,
 		CAFile: creds.CAFile,
 	}
-	for _, m := range mod {
-		m(&pcfg)
-	}
+	mod(emu, creds, &pcfg)
 	sender, err := push.New(ctx, service.Archetype{Logger: log}, pcfg)
 	if err != nil {
 		t.Fatal(err)

@@ -60,10 +60,17 @@ type benchBundle struct {
 // NUDGE_APNS_CONCURRENCY, NUDGE_FCM_CONCURRENCY…) or its default.
 func setupBench(b testing.TB) *benchBundle {
 	b.Helper()
-	rdb := redistest.Start(b)
 	// Keep one delivery per token: the counts stay exact and 100k
 	// recorded bodies do not grow the heap the benchmark runs in.
-	emu, creds := pushemutest.Start(b, service.Archetype{}, pushemu.Config{KeepPerToken: 1})
+	return setupBenchWith(b, pushemu.Config{KeepPerToken: 1}, nil)
+}
+
+// setupBenchWith is setupBench with an emulator configuration and a hook
+// that may change the dispatcher's configuration and dependencies.
+func setupBenchWith(b testing.TB, ecfg pushemu.Config, mod func(emu *pushemu.Emulator, creds pushemu.Credentials, cfg *dispatcher.Config, d *dispatcher.Deps)) *benchBundle {
+	b.Helper()
+	rdb := redistest.Start(b)
+	emu, creds := pushemutest.Start(b, service.Archetype{}, ecfg)
 	env := map[string]string{}
 	for _, kv := range creds.Env() {
 		k, v, _ := strings.Cut(kv, "=")
@@ -81,7 +88,11 @@ func setupBench(b testing.TB) *benchBundle {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := prometheus.NewRegistry()
-	d, err := dispatcher.New(b.Context(), service.Archetype{Logger: log, Registerer: reg}, cfg, dispatcher.Deps{Redis: rdb})
+	deps := dispatcher.Deps{Redis: rdb}
+	if mod != nil {
+		mod(emu, creds, &cfg, &deps)
+	}
+	d, err := dispatcher.New(b.Context(), service.Archetype{Logger: log, Registerer: reg}, cfg, deps)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -134,7 +145,7 @@ func breaking(feed string, alert *fanout.Alert) fanout.Event {
 func (bu *benchBundle) waitSettled(b testing.TB, id string, want int64) fanout.Progress {
 	b.Helper()
 	var pr fanout.Progress
-	await.Poll{Timeout: 2 * time.Minute}.Check(b, "event "+id+" to settle", func() error {
+	await.Poll{Timeout: 5 * time.Minute}.Check(b, "event "+id+" to settle", func() error {
 		var err error
 		if pr, err = bu.pipe.Planner.Progress(b.Context(), id); err != nil {
 			b.Fatal(err)
@@ -176,8 +187,9 @@ func loadAvg() float64 {
 }
 
 // metric sums the samples of a metric family whose labels include every
-// pair of match: a counter's value, or a histogram's sum and count.
-func (bu *benchBundle) metric(b *testing.B, name string, match map[string]string) (sum float64, count uint64) {
+// pair of match: a counter's or gauge's value, or a histogram's sum and
+// count.
+func (bu *benchBundle) metric(b testing.TB, name string, match map[string]string) (sum float64, count uint64) {
 	b.Helper()
 	mfs, err := bu.reg.Gather()
 	if err != nil {
@@ -199,6 +211,8 @@ func (bu *benchBundle) metric(b *testing.B, name string, match map[string]string
 				count += h.GetSampleCount()
 			} else if c := m.GetCounter(); c != nil {
 				sum += c.GetValue()
+			} else if g := m.GetGauge(); g != nil {
+				sum += g.GetValue()
 			}
 		}
 	}

@@ -67,6 +67,11 @@ type Deps struct {
 	// FeedClient fetches feeds; default a client on a clone of
 	// http.DefaultTransport.
 	FeedClient *http.Client
+	// Apps are the apps the push senders send for; nil: the live app
+	// catalogue (Config.Apps: the apps file, or the default app of the
+	// single-app settings, Config.Push's NUDGE_APNS_* and NUDGE_FCM_*
+	// fields, with the admin edits).
+	Apps apps.Source
 }
 
 // parts are the Redis stores the dispatcher runs on.
@@ -96,6 +101,9 @@ func openStores(ctx context.Context, a service.Archetype, cfg Config, rdb redis.
 	}
 	ac := cfg.Apps
 	ac.Feeds = cat
+	if ac.File == "" && ac.Single.ID == "" { // the single-app settings define the default app
+		ac.Single = cfg.Push.SingleApp()
+	}
 	appCat, err := apps.NewCatalogue(ctx, a, rdb, ac)
 	if err != nil {
 		return nil, err
@@ -178,7 +186,11 @@ func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatc
 	if err != nil {
 		return nil, err
 	}
-	sender, err := push.New(ctx, a, cfg.Push)
+	pcfg := cfg.Push
+	if pcfg.Apps = d.Apps; pcfg.Apps == nil {
+		pcfg.Apps = p.Apps
+	}
+	sender, err := push.New(ctx, a, pcfg)
 	if err != nil {
 		return nil, err
 	}

@@ -221,38 +221,35 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 		errs = append(errs, err)
 		return n
 	}
-	var password string
 	if f := v.String("apns-cert-password-file"); f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
+		if _, err := os.Stat(f); err != nil {
 			errs = append(errs, fmt.Errorf("read NUDGE_APNS_CERT_PASSWORD_FILE: %w", err))
 		}
-		password = string(trimNewline(b))
 	}
 	cfg := Config{
 		Push: push.Config{
-			FCMCredentialsFile: v.String("fcm-credentials-file"),
-			FCMEndpoint:        v.String("fcm-endpoint"),
-			FCMProjectID:       v.String("fcm-project-id"),
-			FCMConcurrency:     num("fcm-concurrency"),
-			APNSKeyFile:        v.String("apns-key-file"),
-			APNSKeyID:          v.String("apns-key-id"),
-			APNSTeamID:         v.String("apns-team-id"),
-			APNSCertFile:       v.String("apns-cert-file"),
-			APNSCertPassword:   password,
-			APNSTopic:          v.String("apns-topic"),
-			APNSHost:           v.String("apns-host"),
-			APNSSandboxHost:    v.String("apns-sandbox-host"),
-			APNSConcurrency:    num("apns-concurrency"),
-			APNSTokenRefresh:   dur("apns-token-refresh"),
-			CAFile:             v.String("push-ca-file"),
-			SyncTask:           v.String("sync-task"),
-			DefaultTTL:         dur("push-ttl"),
-			SendTimeout:        dur("push-send-timeout"),
-			DeviceBackoff:      dur("push-device-backoff"),
-			ProviderPause:      dur("push-provider-pause"),
+			FCMCredentialsFile:   v.String("fcm-credentials-file"),
+			FCMEndpoint:          v.String("fcm-endpoint"),
+			FCMProjectID:         v.String("fcm-project-id"),
+			FCMConcurrency:       num("fcm-concurrency"),
+			APNSKeyFile:          v.String("apns-key-file"),
+			APNSKeyID:            v.String("apns-key-id"),
+			APNSTeamID:           v.String("apns-team-id"),
+			APNSCertFile:         v.String("apns-cert-file"),
+			APNSCertPasswordFile: v.String("apns-cert-password-file"),
+			APNSTopic:            v.String("apns-topic"),
+			APNSHost:             v.String("apns-host"),
+			APNSSandboxHost:      v.String("apns-sandbox-host"),
+			APNSConcurrency:      num("apns-concurrency"),
+			APNSTokenRefresh:     dur("apns-token-refresh"),
+			CAFile:               v.String("push-ca-file"),
+			SyncTask:             v.String("sync-task"),
+			DefaultTTL:           dur("push-ttl"),
+			SendTimeout:          dur("push-send-timeout"),
+			DeviceBackoff:        dur("push-device-backoff"),
+			ProviderPause:        dur("push-provider-pause"),
 		},
-		Apps: apps.Config{File: v.String("apps-file"), Single: singleApp(v)},
+		Apps: apps.Config{File: v.String("apps-file")},
 		Throttle: throttle.Config{
 			IOS: throttle.Policy{Limit: num("ios-push-limit"), Window: dur("ios-push-window"), MinGap: dur("ios-min-gap"),
 				Debounce: dur("debounce"), MaxWait: dur("max-wait")},
@@ -294,30 +291,10 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 	// A push is retried until it would be stale at the provider.
 	cfg.PushWorker.MaxAge = cfg.Push.DefaultTTL
 	shutdown := dur("shutdown-timeout")
-	errs = append(errs, cfg.Push.Validate())
+	check := cfg.Push
+	if cfg.Apps.File != "" { // the apps file names the providers, not the single-app settings
+		check.Apps = apps.MustSet()
+	}
+	errs = append(errs, check.Validate())
 	return cfg, shutdown, errors.Join(errs...)
-}
-
-// singleApp is the default app that the single-app provider settings
-// define, the one app without NUDGE_APPS_FILE. It holds file paths only.
-func singleApp(v *config.Values) apps.App {
-	var ap *apps.APNs
-	if v.String("apns-key-file") != "" || v.String("apns-cert-file") != "" {
-		ap = &apps.APNs{Topic: v.String("apns-topic"), KeyFile: v.String("apns-key-file"),
-			KeyID: v.String("apns-key-id"), TeamID: v.String("apns-team-id"),
-			CertFile: v.String("apns-cert-file"), CertPasswordFile: v.String("apns-cert-password-file"),
-			Host: v.String("apns-host"), SandboxHost: v.String("apns-sandbox-host")}
-	}
-	var fc *apps.FCM
-	if f := v.String("fcm-credentials-file"); f != "" {
-		fc = &apps.FCM{CredentialsFile: f, ProjectID: v.String("fcm-project-id"), Endpoint: v.String("fcm-endpoint")}
-	}
-	return apps.Single(ap, fc)
-}
-
-func trimNewline(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
 }

@@ -3,11 +3,11 @@ package push
 //lint:file-ignore SA1019 apns2.Client is built on x/net/http2.Transport; its TLS and ping settings live there.
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -22,88 +22,104 @@ import (
 	"github.com/sideshow/apns2/token"
 	"golang.org/x/net/http2"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/redact"
 )
 
-// apnsSender holds one long-lived client per environment. Their Host is
-// set once here and never changed.
-type apnsSender struct {
-	prod, sandbox *apns2.Client
-	transports    []*http2.Transport
-	topic         string
-	credential    string // key id, or "cert-" and a digest of the certificate
-	conc          int
-	signer        *jwtSigner // nil with certificate auth
+// apnsCred is an APNs credential as read from its files: a token-auth key
+// or a client certificate.
+type apnsCred struct {
+	key    *ecdsa.PrivateKey // token auth
+	keyID  string
+	teamID string
+	cert   *tls.Certificate // certificate auth
 }
 
-func newAPNsSender(cfg Config, tlsCfg *tls.Config, now func() time.Time, m *metrics) (*apnsSender, error) {
-	a := &apnsSender{topic: cfg.APNSTopic, conc: cfg.APNSConcurrency}
-	tc := tlsCfg.Clone()
-	if cfg.APNSKeyFile != "" {
-		key, err := token.AuthKeyFromFile(cfg.APNSKeyFile)
+// loadAPNsCred parses an APNs credential from the contents of its files
+// (files[0] the .p8 key or the certificate, files[1] the certificate's
+// password, if any). It is the validation a rotated credential must pass.
+func loadAPNsCred(p *apps.APNs, files [][]byte, now time.Time) (apnsCred, error) {
+	if p.KeyFile != "" {
+		key, err := token.AuthKeyFromBytes(files[0])
 		if err != nil {
-			return nil, fmt.Errorf("load NUDGE_APNS_KEY_FILE %s (an AuthKey_*.p8 file): %w", cfg.APNSKeyFile, err)
+			return apnsCred{}, fmt.Errorf("load APNs key %s (an AuthKey_*.p8 file): %w", p.KeyFile, err)
 		}
-		a.credential = cfg.APNSKeyID
-		a.signer = &jwtSigner{key: key, keyID: cfg.APNSKeyID, teamID: cfg.APNSTeamID, refresh: cfg.APNSTokenRefresh, now: now, rotations: m.rotations}
+		return apnsCred{key: key, keyID: p.KeyID, teamID: p.TeamID}, nil
+	}
+	var password string
+	if len(files) > 1 {
+		password = string(bytes.TrimRight(files[1], "\r\n"))
+	}
+	var (
+		cert tls.Certificate
+		err  error
+	)
+	if strings.EqualFold(filepath.Ext(p.CertFile), ".p12") {
+		cert, err = certificate.FromP12Bytes(files[0], password)
 	} else {
-		var (
-			cert tls.Certificate
-			err  error
-		)
-		if strings.EqualFold(filepath.Ext(cfg.APNSCertFile), ".p12") {
-			cert, err = certificate.FromP12File(cfg.APNSCertFile, cfg.APNSCertPassword)
-		} else {
-			cert, err = certificate.FromPemFile(cfg.APNSCertFile, cfg.APNSCertPassword)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("load NUDGE_APNS_CERT_FILE %s (check NUDGE_APNS_CERT_PASSWORD): %w", cfg.APNSCertFile, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-		if len(cert.Certificate) > 0 {
-			sum := sha256.Sum256(cert.Certificate[0])
-			a.credential = "cert-" + hex.EncodeToString(sum[:6])
-		}
+		cert, err = certificate.FromPemBytes(files[0], password)
 	}
-	conns := m.conns(APNs)
-	client := func(host string) *apns2.Client {
-		tr := &http2.Transport{
-			TLSClientConfig: tc.Clone(),
-			DialTLSContext:  conns.dialTLS,
-			ReadIdleTimeout: 15 * time.Second,
-			PingTimeout:     15 * time.Second,
-			// StrictMaxConcurrentStreams stays false: when a connection is
-			// full the transport opens another instead of stalling.
-		}
-		a.transports = append(a.transports, tr)
-		c := &apns2.Client{Host: host, HTTPClient: &http.Client{Transport: &apnsTransport{base: tr}}}
-		if a.signer != nil {
-			// apns2 reads the bearer from Token. Without an AuthKey it can
-			// never re-sign on its own clock; jwtSigner sets Bearer.
-			c.Token = &token.Token{KeyID: cfg.APNSKeyID, TeamID: cfg.APNSTeamID}
-		}
-		if len(tc.Certificates) > 0 {
-			c.Certificate = tc.Certificates[0]
-		}
-		return c
+	if err != nil {
+		return apnsCred{}, fmt.Errorf("load APNs certificate %s (check its password file): %w", p.CertFile, err)
 	}
-	a.prod = client(cmpOr(cfg.APNSHost, apns2.HostProduction))
-	a.sandbox = client(cmpOr(cfg.APNSSandboxHost, apns2.HostDevelopment))
-	return a, nil
+	if len(cert.Certificate) == 0 {
+		return apnsCred{}, fmt.Errorf("load APNs certificate %s: no certificate in the file", p.CertFile)
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return apnsCred{}, fmt.Errorf("parse APNs certificate %s: %w", p.CertFile, err)
+	}
+	if now.After(leaf.NotAfter) {
+		return apnsCred{}, fmt.Errorf("APNs certificate %s expired on %s", p.CertFile, leaf.NotAfter.Format(time.DateOnly))
+	}
+	return apnsCred{cert: &cert}, nil
 }
 
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+// apnsClient is one long-lived client for one credential and one host
+// (environment). Its Host is set once here and never changed.
+type apnsClient struct {
+	client    *apns2.Client
+	transport *http2.Transport
+	signer    *jwtSigner // nil with certificate auth
 }
 
-// send pushes the APNs messages of idx with at most a.conc in flight.
-func (a *apnsSender) send(ctx context.Context, s *Sender, msgs []Message, idx []int, results []Result, now time.Time, done func(int)) {
+// newAPNsClient builds the client of one credential and host; signer
+// signs its JWTs (nil with certificate auth).
+func newAPNsClient(cred apnsCred, host string, tlsCfg *tls.Config, conns *connCounter, signer *jwtSigner) *apnsClient {
+	a := &apnsClient{signer: signer}
+	tc := tlsCfg.Clone()
+	if cred.cert != nil {
+		tc.Certificates = []tls.Certificate{*cred.cert}
+	}
+	a.transport = &http2.Transport{
+		TLSClientConfig: tc,
+		DialTLSContext:  conns.dialTLS,
+		ReadIdleTimeout: 15 * time.Second,
+		PingTimeout:     15 * time.Second,
+		// StrictMaxConcurrentStreams stays false: when a connection is
+		// full the transport opens another instead of stalling.
+	}
+	a.client = &apns2.Client{Host: host, HTTPClient: &http.Client{Transport: &apnsTransport{base: a.transport}}}
+	if signer != nil {
+		// apns2 reads the bearer from Token. Without an AuthKey it can
+		// never re-sign on its own clock; jwtSigner sets Bearer.
+		a.client.Token = &token.Token{KeyID: cred.keyID, TeamID: cred.teamID}
+	}
+	if cred.cert != nil {
+		a.client.Certificate = *cred.cert
+	}
+	return a
+}
+
+// sendAPNs pushes the APNs messages of idx through slot sl with at most
+// APNSConcurrency in flight; topics[i] is message i's apns-topic, its
+// app's. Each push takes the slot's current client as it starts, so a
+// rotated credential is used from the next push on, while pushes in
+// flight finish on the client they started on.
+func (s *Sender) sendAPNs(ctx context.Context, sl *slot, msgs []Message, topics []string, idx []int, results []Result, now time.Time, done func(int)) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(a.conc, len(idx)) {
+	for range min(s.cfg.APNSConcurrency, len(idx)) {
 		wg.Go(func() {
 			for {
 				k := int(next.Add(1) - 1)
@@ -111,7 +127,9 @@ func (a *apnsSender) send(ctx context.Context, s *Sender, msgs []Message, idx []
 					return
 				}
 				i := idx[k]
-				a.push(ctx, s, &msgs[i], &results[i], now)
+				g := sl.acquire()
+				g.apns.push(ctx, s, &msgs[i], topics[i], &results[i], now)
+				g.release()
 				done(i)
 			}
 		})
@@ -119,13 +137,13 @@ func (a *apnsSender) send(ctx context.Context, s *Sender, msgs []Message, idx []
 	wg.Wait()
 }
 
-func (a *apnsSender) push(ctx context.Context, s *Sender, m *Message, r *Result, now time.Time) {
+func (a *apnsClient) push(ctx context.Context, s *Sender, m *Message, topic string, r *Result, now time.Time) {
 	fl := newFields(m, s.cfg.SyncTask, now)
 	ttl := m.TTL
 	if ttl <= 0 {
 		ttl = s.cfg.DefaultTTL
 	}
-	n, err := apnsNotification(m, &fl, a.topic, ttl, now)
+	n, err := apnsNotification(m, &fl, topic, ttl, now)
 	if err != nil {
 		s.refuse(r, m, "InvalidMessage", fmt.Errorf("push %s: %w", m.ID, err))
 		return
@@ -134,12 +152,8 @@ func (a *apnsSender) push(ctx context.Context, s *Sender, m *Message, r *Result,
 		s.finish(ctx, r, m, classifyTransport(err), fmt.Errorf("apns push: %w", err))
 		return
 	}
-	client := a.prod
-	if m.Environment == Sandbox {
-		client = a.sandbox
-	}
 	if a.signer != nil {
-		if err := a.signer.install(client.Token); err != nil {
+		if err := a.signer.install(a.client.Token); err != nil {
 			s.finish(ctx, r, m, outcome{action: PauseProvider, reason: "SignProviderToken"}, err)
 			return
 		}
@@ -147,7 +161,7 @@ func (a *apnsSender) push(ctx context.Context, s *Sender, m *Message, r *Result,
 	var meta respMeta
 	pctx, cancel := context.WithTimeout(context.WithValue(ctx, respMetaKey{}, &meta), s.cfg.SendTimeout)
 	start := time.Now()
-	resp, err := client.PushWithContext(pctx, n)
+	resp, err := a.client.PushWithContext(pctx, n)
 	cancel()
 	s.m.apnsLatency.Observe(time.Since(start).Seconds())
 	if err != nil {
@@ -168,11 +182,7 @@ func (a *apnsSender) push(ctx context.Context, s *Sender, m *Message, r *Result,
 	s.finish(ctx, r, m, o, perr)
 }
 
-func (a *apnsSender) close() {
-	for _, t := range a.transports {
-		t.CloseIdleConnections()
-	}
-}
+func (a *apnsClient) close() { a.transport.CloseIdleConnections() }
 
 // respMeta carries response headers apns2 does not expose (Retry-After)
 // from the transport back to the push.

@@ -15,7 +15,7 @@ import (
 
 // connCounter counts the provider connections a Sender dials and how many
 // are open: nudge_push_connections_opened_total and
-// nudge_push_connections_open, by provider. A sender that reuses its
+// nudge_push_connections_open, by provider and credential. A sender that reuses its
 // connections keeps the first flat after warm-up.
 type connCounter struct {
 	opened prometheus.Counter
@@ -26,10 +26,11 @@ type connCounter struct {
 	to map[string]int // dialed address -> connections open now
 }
 
-func (m *metrics) conns(p Provider) *connCounter {
+// conns counts the connections of the clients of one credential.
+func (m *metrics) conns(p Provider, credential string) *connCounter {
 	return &connCounter{
-		opened: m.connsOpened.WithLabelValues(string(p)),
-		open:   m.connsOpen.WithLabelValues(string(p)),
+		opened: m.connsOpened.WithLabelValues(string(p), credential),
+		open:   m.connsOpen.WithLabelValues(string(p), credential),
 		dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second},
 		to:     map[string]int{},
 	}
@@ -107,10 +108,17 @@ func (c *connCounter) openTo(addr string) bool {
 // dialed 200 to 300 connections to keep 1 to 3. Once a request has come
 // back, the others find its HTTP/2 connection (or, with an HTTP/1.1
 // endpoint, dial their own as before).
+//
+// Below Google's auth transport, it also sees each request's bearer and
+// counts the OAuth tokens fetched (fetches): one per new bearer.
 type firstAlone struct {
-	base  http.RoundTripper
-	conns *connCounter
-	mu    sync.Mutex // held by the request that goes alone
+	base    http.RoundTripper
+	conns   *connCounter
+	fetches prometheus.Counter
+	mu      sync.Mutex // held by the request that goes alone
+
+	bearerMu sync.Mutex
+	bearer   string
 
 	warmMu sync.Mutex
 	warm   map[string]bool // address -> a request to it came back
@@ -125,6 +133,14 @@ func (f *firstAlone) isWarm(addr string) bool {
 
 // RoundTrip implements http.RoundTripper.
 func (f *firstAlone) RoundTrip(req *http.Request) (*http.Response, error) {
+	if b := req.Header.Get("Authorization"); b != "" && f.fetches != nil {
+		f.bearerMu.Lock()
+		if b != f.bearer {
+			f.bearer = b
+			f.fetches.Inc()
+		}
+		f.bearerMu.Unlock()
+	}
 	addr := addrOf(req.URL)
 	if f.isWarm(addr) {
 		return f.base.RoundTrip(req)

@@ -18,11 +18,12 @@ import (
 func TestBurstsReuseConnections(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	cred := map[Provider]string{APNs: b.creds.APNsKeyID, FCM: b.creds.FCMProjectID}
 	opened := func(p Provider) float64 {
-		return testutil.ToFloat64(b.sender.m.connsOpened.WithLabelValues(string(p)))
+		return testutil.ToFloat64(b.sender.m.connsOpened.WithLabelValues(string(p), cred[p]))
 	}
 	open := func(p Provider) float64 {
-		return testutil.ToFloat64(b.sender.m.connsOpen.WithLabelValues(string(p)))
+		return testutil.ToFloat64(b.sender.m.connsOpen.WithLabelValues(string(p), cred[p]))
 	}
 	var first map[Provider]float64
 	for burst := range 10 {

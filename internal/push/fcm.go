@@ -2,13 +2,15 @@ package push
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -18,6 +20,9 @@ import (
 	"google.golang.org/api/option"
 	htransport "google.golang.org/api/transport/http"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/redact"
 )
 
@@ -26,31 +31,55 @@ const fcmBatch = 500
 
 const fcmScope = "https://www.googleapis.com/auth/firebase.messaging"
 
-// fcmSender sends through one firebase messaging client.
-type fcmSender struct {
+// fcmClient sends through one firebase messaging client: one service
+// account, project and endpoint.
+type fcmClient struct {
 	project string
 	client  *messaging.Client
 	base    *http.Transport
 	sem     chan struct{}
 }
 
-func newFCMSender(ctx context.Context, cfg Config, tlsCfg *tls.Config, conns *connCounter) (*fcmSender, error) {
-	project := cfg.FCMProjectID
+// serviceAccount holds the fields of a service-account JSON that the
+// validation of a (rotated) FCM credential checks.
+type serviceAccount struct {
+	Type        string `json:"type"`
+	ProjectID   string `json:"project_id"`
+	ClientEmail string `json:"client_email"`
+	PrivateKey  string `json:"private_key"`
+}
+
+// loadServiceAccount checks a service-account JSON: its type, its client
+// email, that its private key parses, and a project (p.ProjectID or the
+// file's project_id). It returns the project.
+func loadServiceAccount(p *apps.FCM, raw []byte) (string, error) {
+	var sa serviceAccount
+	if err := json.Unmarshal(raw, &sa); err != nil {
+		return "", fmt.Errorf("parse FCM credentials %s as service-account JSON: %w", p.CredentialsFile, err)
+	}
+	if sa.Type != "service_account" || sa.ClientEmail == "" {
+		return "", fmt.Errorf("FCM credentials %s: want a service-account JSON (type service_account, client_email)", p.CredentialsFile)
+	}
+	block, _ := pem.Decode([]byte(sa.PrivateKey))
+	if block == nil {
+		return "", fmt.Errorf("FCM credentials %s: private_key holds no PEM key", p.CredentialsFile)
+	}
+	if _, err := x509.ParsePKCS8PrivateKey(block.Bytes); err != nil {
+		if _, err1 := x509.ParsePKCS1PrivateKey(block.Bytes); err1 != nil {
+			return "", fmt.Errorf("FCM credentials %s: parse private_key: %w", p.CredentialsFile, err)
+		}
+	}
+	project := cmp.Or(p.ProjectID, sa.ProjectID)
 	if project == "" {
-		raw, err := os.ReadFile(cfg.FCMCredentialsFile)
-		if err != nil {
-			return nil, fmt.Errorf("read NUDGE_FCM_CREDENTIALS_FILE: %w", err)
-		}
-		var sa struct {
-			ProjectID string `json:"project_id"`
-		}
-		if err := json.Unmarshal(raw, &sa); err != nil {
-			return nil, fmt.Errorf("parse NUDGE_FCM_CREDENTIALS_FILE %s as service-account JSON: %w", cfg.FCMCredentialsFile, err)
-		}
-		if sa.ProjectID == "" {
-			return nil, fmt.Errorf("NUDGE_FCM_CREDENTIALS_FILE %s has no project_id: set NUDGE_FCM_PROJECT_ID", cfg.FCMCredentialsFile)
-		}
-		project = sa.ProjectID
+		return "", fmt.Errorf("FCM credentials %s have no project_id: set the app's fcm.project_id (NUDGE_FCM_PROJECT_ID)", p.CredentialsFile)
+	}
+	return project, nil
+}
+
+func newFCMClient(ctx context.Context, cfg Config, p *apps.FCM, raw []byte, tlsCfg *tls.Config, conns *connCounter, fetches prometheus.Counter) (*fcmClient, error) {
+	project, err := loadServiceAccount(p, raw)
+	if err != nil {
+		return nil, err
 	}
 	// Our own HTTP/2 base transport (custom CA; one multiplexed
 	// connection carries a SendEach call's 50 concurrent requests, and the
@@ -71,17 +100,17 @@ func newFCMSender(ctx context.Context, cfg Config, tlsCfg *tls.Config, conns *co
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 	}
-	rt, err := htransport.NewTransport(ctx, &firstAlone{base: base, conns: conns},
-		option.WithAuthCredentialsFile(option.ServiceAccount, cfg.FCMCredentialsFile),
+	rt, err := htransport.NewTransport(ctx, &firstAlone{base: base, conns: conns, fetches: fetches},
+		option.WithAuthCredentialsJSON(option.ServiceAccount, raw),
 		option.WithScopes(fcmScope),
 		option.WithTelemetryDisabled(),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("fcm credentials from NUDGE_FCM_CREDENTIALS_FILE: %w", err)
+		return nil, fmt.Errorf("FCM credentials %s: %w", p.CredentialsFile, err)
 	}
 	opts := []option.ClientOption{option.WithHTTPClient(&http.Client{Transport: &fcmTransport{base: rt}}), option.WithTelemetryDisabled()}
-	if cfg.FCMEndpoint != "" {
-		opts = append(opts, option.WithEndpoint(cfg.FCMEndpoint))
+	if p.Endpoint != "" {
+		opts = append(opts, option.WithEndpoint(p.Endpoint))
 	}
 	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: project}, opts...)
 	if err != nil {
@@ -91,12 +120,12 @@ func newFCMSender(ctx context.Context, cfg Config, tlsCfg *tls.Config, conns *co
 	if err != nil {
 		return nil, fmt.Errorf("firebase messaging client: %w", err)
 	}
-	return &fcmSender{project: project, client: client, base: base, sem: make(chan struct{}, cfg.FCMConcurrency)}, nil
+	return &fcmClient{project: project, client: client, base: base, sem: make(chan struct{}, cfg.FCMConcurrency)}, nil
 }
 
 // send composes the FCM messages of idx and sends them in SendEach
 // batches, at most cap(sem) at once.
-func (f *fcmSender) send(ctx context.Context, s *Sender, msgs []Message, idx []int, results []Result, now time.Time, done func(int)) {
+func (f *fcmClient) send(ctx context.Context, s *Sender, msgs []Message, idx []int, results []Result, now time.Time, done func(int)) {
 	batch := make([]*messaging.Message, 0, min(len(idx), fcmBatch))
 	pos := make([]int, 0, cap(batch))
 	var wg sync.WaitGroup
@@ -144,7 +173,7 @@ func (f *fcmSender) send(ctx context.Context, s *Sender, msgs []Message, idx []i
 	wg.Wait()
 }
 
-func (f *fcmSender) sendBatch(ctx context.Context, s *Sender, msgs []Message, batch []*messaging.Message, pos []int, results []Result, done func(int)) {
+func (f *fcmClient) sendBatch(ctx context.Context, s *Sender, msgs []Message, batch []*messaging.Message, pos []int, results []Result, done func(int)) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
 	defer cancel()
 	start := time.Now()
@@ -175,7 +204,7 @@ func (f *fcmSender) sendBatch(ctx context.Context, s *Sender, msgs []Message, ba
 	}
 }
 
-func (f *fcmSender) close() { f.base.CloseIdleConnections() }
+func (f *fcmClient) close() { f.base.CloseIdleConnections() }
 
 // The Firebase SDK retries a 503 and any transport error by itself, up to
 // four times, sleeping for the Retry-After (or its own backoff) inside the

@@ -4,14 +4,18 @@
 // caller what to do with each outcome.
 //
 // A [Sender] takes a batch of [Message] values and returns one [Result] per
-// message, in the same order. FCM messages go through SendEach (at most 500
-// per call, Config.FCMConcurrency calls at once); APNs messages go through
-// one long-lived client per environment with Config.APNSConcurrency pushes
-// in flight. Each Result carries one [Action]: Delivered, PruneToken, Retry,
-// BackoffDevice, PauseProvider or Permanent. [Sender.SendEach] also reports
-// each result as its answer arrives, and [Sender.PauseScope] names what a
-// PauseProvider answer pauses (an APNs environment and credential, an FCM
-// project).
+// message, in the same order. Each message goes out through the clients of
+// its app (Message.App, from the app catalogue Config.Apps): one FCM client
+// per service account, project and endpoint, sending with SendEach (at most
+// 500 per call, Config.FCMConcurrency calls at once), and one long-lived
+// APNs client per key or certificate and environment, with
+// Config.APNSConcurrency pushes in flight. Apps naming the same credential
+// share its clients; a changed credential file or catalogue entry is
+// swapped in without a restart (routes.go). Each Result carries one
+// [Action]: Delivered, PruneToken, Retry, BackoffDevice, PauseProvider or
+// Permanent. [Sender.SendEach] also reports each result as its answer
+// arrives, and [Sender.PauseScope] names what a PauseProvider answer pauses
+// (an APNs environment and credential, an FCM project).
 //
 // The Firebase SDK's own retries (of 503s and network errors, sleeping
 // inside the send deadline) are kept out by the FCM transport, so each
@@ -42,7 +46,7 @@
 // apns-expiration, apns-collapse-id and aps {"content-available": 1}.
 //
 // APNs: apns-push-type "background", apns-priority 5, apns-topic
-// (Config.APNSTopic), apns-expiration, apns-collapse-id (at most 64 bytes);
+// (the app's topic, apps.APNs.Topic), apns-expiration, apns-collapse-id (at most 64 bytes);
 // aps holds only "content-available": 1.
 //
 // A Message with an Alert (the breaking lane) becomes visible: FCM adds a
@@ -113,6 +117,7 @@ type Alert struct {
 // Message is one push to one device.
 type Message struct {
 	ID          string      // push id; data push_id, and apns-id when it is a UUID
+	App         string      // the device's app; "" = apps.Default
 	Token       string      // raw provider token; never logged
 	Provider    Provider    // FCM or APNs
 	Platform    Platform    // Android or IOS

@@ -326,7 +326,7 @@ func TestBatchMixedResults(t *testing.T) {
 		}
 	}
 	want(t, "emulator deliveries", b.emu.Count(), 1198)
-	want(t, "delivered metric", testutil.ToFloat64(b.sender.m.results.WithLabelValues("fcm", "delivered")), float64(599))
+	want(t, "delivered metric", testutil.ToFloat64(b.sender.m.results.WithLabelValues("default", "fcm", "delivered")), float64(599))
 }
 
 func TestRefusedBeforeSending(t *testing.T) {
@@ -411,7 +411,7 @@ func TestJWTReuseAndRotation(t *testing.T) {
 	send(100, 500, Production)
 	send(100, 600, Sandbox)
 	want(t, "distinct JWTs after the 40m refresh", b.emu.DistinctJWTs(), 2)
-	want(t, "rotations metric", testutil.ToFloat64(b.sender.m.rotations), float64(2))
+	want(t, "rotations metric", testutil.ToFloat64(b.sender.m.jwts.WithLabelValues(b.creds.APNsKeyID)), float64(2))
 }
 
 func TestCertificateAuth(t *testing.T) {

@@ -15,14 +15,25 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // Config configures a Sender. The dispatcher maps each field from the
-// environment variable named in its comment. At least one provider must
-// be configured; messages for an unconfigured provider get a Permanent
-// result with ErrProviderNotConfigured.
+// environment variable named in its comment.
+//
+// The apps come from Apps; without it, the single-app fields (FCM* and
+// APNS* credentials, topic and hosts) define the one app apps.Default, and
+// at least one provider must be configured. Messages for an app or
+// provider that is not configured get a Permanent result (ErrUnknownApp,
+// ErrProviderNotConfigured).
 type Config struct {
+	// Apps is the app catalogue; nil: the single-app fields below.
+	Apps apps.Source
+	// CredentialPoll is how often the credential files are hashed and the
+	// catalogue read for changes (rotation without restart); default 2s.
+	CredentialPoll time.Duration
+
 	// FCMCredentialsFile is the service-account JSON
 	// (NUDGE_FCM_CREDENTIALS_FILE). Empty disables FCM.
 	FCMCredentialsFile string
@@ -43,10 +54,11 @@ type Config struct {
 	APNSKeyID   string
 	APNSTeamID  string
 	// APNSCertFile is a .p12 or .pem client certificate for certificate
-	// auth (NUDGE_APNS_CERT_FILE), with APNSCertPassword
-	// (NUDGE_APNS_CERT_PASSWORD). Use either the key or the certificate.
-	APNSCertFile     string
-	APNSCertPassword string
+	// auth (NUDGE_APNS_CERT_FILE), with the password in
+	// APNSCertPasswordFile (NUDGE_APNS_CERT_PASSWORD_FILE). Use either the
+	// key or the certificate.
+	APNSCertFile         string
+	APNSCertPasswordFile string
 	// APNSTopic is the app's bundle id (NUDGE_APNS_TOPIC); required with
 	// APNs.
 	APNSTopic string
@@ -93,7 +105,25 @@ func (c Config) withDefaults() Config {
 	c.DeviceBackoff = cmp.Or(c.DeviceBackoff, time.Minute)
 	c.ProviderPause = cmp.Or(c.ProviderPause, time.Minute)
 	c.APNSSandboxHost = cmp.Or(c.APNSSandboxHost, c.APNSHost)
+	c.CredentialPoll = cmp.Or(c.CredentialPoll, 2*time.Second)
 	return c
+}
+
+// SingleApp is the app apps.Default that the single-app fields define.
+func (c Config) SingleApp() apps.App {
+	var ap *apps.APNs
+	var fp *apps.FCM
+	if c.apnsEnabled() {
+		ap = &apps.APNs{Topic: c.APNSTopic, CertFile: c.APNSCertFile, CertPasswordFile: c.APNSCertPasswordFile,
+			Host: c.APNSHost, SandboxHost: c.APNSSandboxHost}
+		if c.APNSKeyFile != "" {
+			ap.KeyFile, ap.KeyID, ap.TeamID = c.APNSKeyFile, c.APNSKeyID, c.APNSTeamID
+		}
+	}
+	if c.fcmEnabled() {
+		fp = &apps.FCM{CredentialsFile: c.FCMCredentialsFile, ProjectID: c.FCMProjectID, Endpoint: c.FCMEndpoint}
+	}
+	return apps.Single(ap, fp)
 }
 
 func (c Config) fcmEnabled() bool  { return c.FCMCredentialsFile != "" }
@@ -101,7 +131,7 @@ func (c Config) apnsEnabled() bool { return c.APNSKeyFile != "" || c.APNSCertFil
 
 func (c Config) validate() error {
 	var errs []error
-	if !c.fcmEnabled() && !c.apnsEnabled() {
+	if c.Apps == nil && !c.fcmEnabled() && !c.apnsEnabled() {
 		errs = append(errs, errors.New("no push provider configured: set NUDGE_FCM_CREDENTIALS_FILE for FCM and/or NUDGE_APNS_KEY_FILE (or NUDGE_APNS_CERT_FILE) for APNs"))
 	}
 	if c.FCMEndpoint != "" && (!strings.HasPrefix(c.FCMEndpoint, "http") || !strings.HasSuffix(c.FCMEndpoint, "/v1")) {
@@ -124,8 +154,8 @@ func (c Config) validate() error {
 	if c.FCMConcurrency < 1 || c.APNSConcurrency < 1 {
 		errs = append(errs, errors.New("NUDGE_FCM_CONCURRENCY and NUDGE_APNS_CONCURRENCY must be at least 1"))
 	}
-	if c.DefaultTTL < 0 || c.SendTimeout <= 0 || c.DeviceBackoff < 0 {
-		errs = append(errs, errors.New("NUDGE_PUSH_TTL, NUDGE_PUSH_SEND_TIMEOUT and NUDGE_PUSH_DEVICE_BACKOFF must be positive"))
+	if c.DefaultTTL < 0 || c.SendTimeout <= 0 || c.DeviceBackoff < 0 || c.CredentialPoll <= 0 {
+		errs = append(errs, errors.New("NUDGE_PUSH_TTL, NUDGE_PUSH_SEND_TIMEOUT, NUDGE_PUSH_DEVICE_BACKOFF and the credential poll must be positive"))
 	}
 	if c.ProviderPause < time.Minute {
 		errs = append(errs, fmt.Errorf("NUDGE_PUSH_PROVIDER_PAUSE=%s must be at least 1m", c.ProviderPause))
@@ -154,28 +184,54 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// Sender sends pushes through FCM and APNs. It is safe for concurrent use.
+// Sender sends pushes through FCM and APNs, each message through the
+// clients of its app (Message.App). Apps that name the same credential
+// share its client. It is safe for concurrent use.
 type Sender struct {
 	cfg    Config
 	logger *slog.Logger
 	now    func() time.Time
-	fcm    *fcmSender
-	apns   *apnsSender
+	ctx    context.Context // the Google auth library's, for token refreshes
+	tls    *tls.Config
 	m      *metrics
+	src    apps.Source
+
+	mu     sync.Mutex
+	set    *apps.Set // the catalogue the routes were last checked against
+	routes map[string]*route
+	slots  map[string]*slot
+
+	// One JWT signer per APNs key (id and contents), shared by its
+	// production and sandbox clients.
+	signersMu sync.Mutex
+	signers   map[string]*jwtSigner
+
+	stop      chan struct{}
+	watching  sync.WaitGroup
+	closeOnce sync.Once
 }
 
-// New builds a Sender: it loads credentials, creates the FCM client and the
-// two long-lived APNs clients. The Google auth library keeps ctx for token
+// New builds a Sender. Clients are created on each app's first message;
+// with the single-app settings the default app's are created here, so a
+// bad credential fails New. The Google auth library keeps ctx for token
 // refreshes, so pass a context that lives as long as the Sender. It reads
 // a's clock, logs to a's logger and registers its metrics on a's
-// registerer.
+// registerer. Until Close it polls the credential files and the catalogue
+// every Config.CredentialPoll and swaps rotated credentials in.
 func New(ctx context.Context, a service.Archetype, cfg Config) (*Sender, error) {
 	a = a.WithDefaults()
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("push config: %w", err)
 	}
-	logger, now := a.Logger, a.Clock
+	src := cfg.Apps
+	if src == nil {
+		set, err := apps.NewSet(cfg.SingleApp())
+		if err != nil {
+			return nil, fmt.Errorf("push config: %w", err)
+		}
+		src = set
+	}
 	m, err := newMetrics(a)
 	if err != nil {
 		return nil, err
@@ -184,17 +240,29 @@ func New(ctx context.Context, a service.Archetype, cfg Config) (*Sender, error) 
 	if err != nil {
 		return nil, err
 	}
-	s := &Sender{cfg: cfg, logger: logger, now: now, m: m}
-	if cfg.fcmEnabled() {
-		if s.fcm, err = newFCMSender(ctx, cfg, tlsCfg, m.conns(FCM)); err != nil {
-			return nil, err
+	s := &Sender{cfg: cfg, logger: a.Logger, now: a.Clock, ctx: ctx, tls: tlsCfg, m: m, src: src,
+		set: src.Current(), routes: map[string]*route{}, slots: map[string]*slot{}, signers: map[string]*jwtSigner{}, stop: make(chan struct{})}
+	// The apps there are at start have their clients built now, so a
+	// credential that does not load is a start-up error; later apps and
+	// rotated credentials are built (and checked) as they come.
+	var errs []error
+	s.mu.Lock()
+	for _, app := range s.set.All() {
+		rt := s.buildRouteLocked(app)
+		s.routes[app.ID] = rt
+		for _, pr := range []provRoute{rt.apns[0], rt.apns[1], rt.fcm} {
+			if pr.err != nil {
+				errs = append(errs, fmt.Errorf("app %s: %w", app.ID, pr.err))
+			}
 		}
 	}
-	if cfg.apnsEnabled() {
-		if s.apns, err = newAPNsSender(cfg, tlsCfg, now, m); err != nil {
-			return nil, err
-		}
+	s.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("push config: %w", err)
 	}
+	s.watching.Add(1)
+	go s.watch()
 	return s, nil
 }
 
@@ -211,6 +279,9 @@ func (s *Sender) Send(ctx context.Context, msgs []Message) []Result {
 // concurrently, and should return quickly; nil means no calls. A caller
 // records provider answers there, so a crash loses only the answers not
 // yet recorded rather than a whole batch's.
+//
+// Each client sends its messages with its own concurrency, so a slow or
+// failing credential of one app does not hold up another's pushes.
 func (s *Sender) SendEach(ctx context.Context, msgs []Message, each func(i int, r Result)) []Result {
 	results := make([]Result, len(msgs))
 	done := func(i int) {
@@ -219,7 +290,10 @@ func (s *Sender) SendEach(ctx context.Context, msgs []Message, each func(i int, 
 		}
 	}
 	now := s.now()
-	var fcmIdx, apnsIdx []int
+	routes := s.routesOf(msgs)
+	var topics []string // apns-topic per message
+	groups := map[*slot][]int{}
+	var order []*slot
 	for i := range msgs {
 		m := &msgs[i]
 		results[i].PushID = m.ID
@@ -228,57 +302,73 @@ func (s *Sender) SendEach(ctx context.Context, msgs []Message, each func(i int, 
 			done(i)
 			continue
 		}
-		switch m.Provider {
-		case FCM:
-			if s.fcm == nil {
-				s.refuse(&results[i], m, "ProviderNotConfigured", fmt.Errorf("push %s: fcm: %w", m.ID, ErrProviderNotConfigured))
-				done(i)
-				continue
-			}
-			fcmIdx = append(fcmIdx, i)
-		case APNs:
-			if s.apns == nil {
-				s.refuse(&results[i], m, "ProviderNotConfigured", fmt.Errorf("push %s: apns: %w", m.ID, ErrProviderNotConfigured))
-				done(i)
-				continue
-			}
-			apnsIdx = append(apnsIdx, i)
-		default:
+		if m.Provider != FCM && m.Provider != APNs {
 			s.refuse(&results[i], m, "InvalidMessage", fmt.Errorf("push %s: provider %q is not fcm or apns: %w", m.ID, m.Provider, ErrInvalidMessage))
 			done(i)
+			continue
 		}
+		rt := routes[appOf(m)]
+		if rt == nil {
+			s.refuse(&results[i], m, "UnknownApp", fmt.Errorf("push %s: app %q is not in the app catalogue: %w", m.ID, appOf(m), ErrUnknownApp))
+			done(i)
+			continue
+		}
+		pr := rt.prov(m)
+		switch {
+		case pr.err != nil:
+			s.finish(ctx, &results[i], m, outcome{action: PauseProvider, reason: "CredentialUnusable"}, pr.err)
+			done(i)
+			continue
+		case pr.slot == nil:
+			s.refuse(&results[i], m, "ProviderNotConfigured", fmt.Errorf("push %s: app %s: %s: %w", m.ID, appOf(m), m.Provider, ErrProviderNotConfigured))
+			done(i)
+			continue
+		}
+		if m.Provider == APNs {
+			if topics == nil {
+				topics = make([]string, len(msgs))
+			}
+			topics[i] = rt.app.APNs.Topic
+		}
+		if groups[pr.slot] == nil {
+			order = append(order, pr.slot)
+		}
+		groups[pr.slot] = append(groups[pr.slot], i)
 	}
 	var wg sync.WaitGroup
-	if len(fcmIdx) > 0 {
-		wg.Go(func() { s.fcm.send(ctx, s, msgs, fcmIdx, results, now, done) })
-	}
-	if len(apnsIdx) > 0 {
-		wg.Go(func() { s.apns.send(ctx, s, msgs, apnsIdx, results, now, done) })
+	for _, sl := range order {
+		idx := groups[sl]
+		wg.Go(func() {
+			if sl.spec.provider == APNs {
+				s.sendAPNs(ctx, sl, msgs, topics, idx, results, now, done)
+				return
+			}
+			g := sl.acquire()
+			defer g.release()
+			g.fcm.send(ctx, s, msgs, idx, results, now, done)
+		})
 	}
 	wg.Wait()
 	return results
 }
 
-// PauseScope names what a PauseProvider answer to m pauses, as narrowly
-// as the provider meant it: APNs credential errors hold for one
-// environment and one credential ("apns:sandbox:<key id>"), FCM's for one
-// project ("fcm:<project>"). A sandbox build's bad setup thus never stops
-// production pushes. The caller keys its pause by this name and checks
-// each message's scope before sending.
+// PauseScope names what a PauseProvider answer to m pauses: the
+// credential of m's app, as narrowly as the provider meant it. APNs
+// credential errors hold for one environment and one key or certificate
+// ("apns:sandbox:<key id>", "apns:production:cert-<digest>"), FCM's for
+// one project ("fcm:<project>"). A sandbox build's bad setup thus never
+// stops production pushes, nor one app's credential another app's. The
+// caller keys its pause by this name and checks each message's scope
+// before sending.
 func (s *Sender) PauseScope(m *Message) string {
-	switch m.Provider {
-	case FCM:
-		if s.fcm != nil {
-			return "fcm:" + s.fcm.project
-		}
-	case APNs:
-		if s.apns != nil {
-			env := Production
-			if m.Environment == Sandbox {
-				env = Sandbox
-			}
-			return "apns:" + string(env) + ":" + s.apns.credential
-		}
+	s.mu.Lock()
+	rt := s.routeLocked(appOf(m))
+	s.mu.Unlock()
+	if rt == nil || (m.Provider != FCM && m.Provider != APNs) {
+		return string(m.Provider)
+	}
+	if sc := rt.prov(m).scope; sc != "" {
+		return sc
 	}
 	return string(m.Provider)
 }
@@ -289,7 +379,7 @@ func (s *Sender) refuse(r *Result, m *Message, reason string, err error) {
 		reason = "PayloadTooLarge"
 	}
 	r.Action, r.Reason, r.Err = Permanent, reason, err
-	s.m.result(m.Provider, Permanent)
+	s.m.result(appLabel(m, reason), m.Provider, Permanent)
 }
 
 // finish turns an outcome into the message's result, applying the minimum
@@ -307,33 +397,53 @@ func (s *Sender) finish(ctx context.Context, r *Result, m *Message, o outcome, e
 	if o.action != Delivered {
 		r.Err = err
 		if o.action == PauseProvider || o.action == Permanent {
-			s.logger.WarnContext(ctx, "push rejected", "provider", string(m.Provider), "push_id", m.ID,
+			s.logger.WarnContext(ctx, "push rejected", "app", appOf(m), "provider", string(m.Provider), "push_id", m.ID,
 				"action", o.action.String(), "reason", o.reason, "status", o.status, "err", err)
 		}
 	}
-	s.m.result(m.Provider, o.action)
+	s.m.result(appOf(m), m.Provider, o.action)
 }
 
-// Close releases idle connections. Send must not be called afterwards.
+// appLabel is m's app as a metrics label: a message of an unknown app
+// counts as "unknown", which keeps the label bounded by the catalogue.
+func appLabel(m *Message, reason string) string {
+	if reason == "UnknownApp" || !apps.ValidID(appOf(m)) {
+		return "unknown"
+	}
+	return appOf(m)
+}
+
+// Close stops the credential watch and releases idle connections. Send
+// must not be called afterwards.
 func (s *Sender) Close() {
-	if s.apns != nil {
-		s.apns.close()
-	}
-	if s.fcm != nil {
-		s.fcm.close()
-	}
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.watching.Wait()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, sl := range s.slots {
+			sl.cur.Load().retire()
+		}
+	})
 }
 
-// metrics are the sender's Prometheus collectors.
+// metrics are the sender's Prometheus collectors. Labels are bounded by
+// the catalogue: app ids, and credential ids (APNs key ids or certificate
+// digests, FCM projects).
 type metrics struct {
-	results   *prometheus.CounterVec
-	latency   *prometheus.HistogramVec
-	rotations prometheus.Counter
+	results *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+	// APNs provider JWTs signed and FCM OAuth tokens fetched, by credential.
+	jwts, tokenFetches *prometheus.CounterVec
+	// Rotated credentials applied or rejected, and replaced clients whose
+	// pushes are still in flight.
+	reloads  *prometheus.CounterVec
+	draining *prometheus.GaugeVec
 	// Provider connections dialed and open (conns.go).
 	connsOpened *prometheus.CounterVec
 	connsOpen   *prometheus.GaugeVec
-	byAction    map[Provider][]prometheus.Counter
 	// Pre-resolved children, off the per-push path's label lookup.
+	byApp                   sync.Map // app + "\x00" + provider -> []prometheus.Counter
 	apnsLatency, fcmLatency prometheus.Observer
 }
 
@@ -341,47 +451,62 @@ func newMetrics(a service.Archetype) (*metrics, error) {
 	m := &metrics{
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_push_results_total",
-			Help: "Push send outcomes by provider and action.",
-		}, []string{"provider", "action"}),
+			Help: "Push send outcomes by app, provider and action.",
+		}, []string{"app", "provider", "action"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "nudge_push_send_seconds",
 			Help:    "Duration of one APNs push or one FCM SendEach call.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
 		}, []string{"provider"}),
-		rotations: prometheus.NewCounter(prometheus.CounterOpts{
+		jwts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_push_apns_jwt_rotations_total",
-			Help: "APNs provider JWTs signed.",
-		}),
+			Help: "APNs provider JWTs signed, by credential (key id).",
+		}, []string{"credential"}),
+		tokenFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nudge_push_fcm_token_fetches_total",
+			Help: "FCM OAuth access tokens fetched (new bearer tokens used), by credential (project).",
+		}, []string{"credential"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nudge_push_credential_reloads_total",
+			Help: "Changed push credentials (rotated files, catalogue changes) applied or rejected (unusable: the old one keeps sending), by provider.",
+		}, []string{"provider", "result"}),
+		draining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nudge_push_clients_draining",
+			Help: "Replaced (rotated or removed) provider clients whose pushes are still in flight, by provider; 0 once the old credential is no longer used.",
+		}, []string{"provider"}),
 		connsOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_push_connections_opened_total",
-			Help: "Connections dialed to a provider (TCP, each with its TLS handshake), by provider; flat after warm-up when connections are reused.",
-		}, []string{"provider"}),
+			Help: "Connections dialed to a provider (TCP, each with its TLS handshake), by provider and credential; flat after warm-up when connections are reused.",
+		}, []string{"provider", "credential"}),
 		connsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "nudge_push_connections_open",
-			Help: "Connections to a provider open now, by provider.",
-		}, []string{"provider"}),
-		byAction: make(map[Provider][]prometheus.Counter),
+			Help: "Connections to a provider open now, by provider and credential.",
+		}, []string{"provider", "credential"}),
 	}
 	m.apnsLatency = m.latency.WithLabelValues(string(APNs))
 	m.fcmLatency = m.latency.WithLabelValues(string(FCM))
-	for _, p := range []Provider{FCM, APNs} {
-		cs := make([]prometheus.Counter, len(actionNames))
-		for a := range actionNames {
-			cs[a] = m.results.WithLabelValues(string(p), Action(a).String())
-		}
-		m.byAction[p] = cs
-	}
-	if err := a.Register(m.results, m.latency, m.rotations, m.connsOpened, m.connsOpen); err != nil {
+	if err := a.Register(m.results, m.latency, m.jwts, m.tokenFetches, m.reloads, m.draining, m.connsOpened, m.connsOpen); err != nil {
 		return nil, fmt.Errorf("push: %w", err)
 	}
 	return m, nil
 }
 
-func (m *metrics) result(p Provider, a Action) {
-	cs, ok := m.byAction[p]
-	if !ok || a < 0 || int(a) >= len(cs) {
-		m.results.WithLabelValues("unknown", a.String()).Inc()
-		return
+func (m *metrics) result(app string, p Provider, a Action) {
+	if p != FCM && p != APNs {
+		p = "unknown"
+	}
+	k := app + "\x00" + string(p)
+	v, ok := m.byApp.Load(k)
+	if !ok {
+		cs := make([]prometheus.Counter, len(actionNames))
+		for a := range actionNames {
+			cs[a] = m.results.WithLabelValues(app, string(p), Action(a).String())
+		}
+		v, _ = m.byApp.LoadOrStore(k, cs)
+	}
+	cs := v.([]prometheus.Counter)
+	if a < 0 || int(a) >= len(cs) {
+		a = 0
 	}
 	cs[a].Inc()
 }

@@ -2,10 +2,10 @@ package pushemu
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,6 +70,8 @@ func (s *apnsServer) fail(w http.ResponseWriter, status int, reason string, ts t
 
 func (s *apnsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e := s.e
+	e.inFlight.Add(1)
+	defer e.inFlight.Add(-1)
 	now := e.now()
 
 	e.auth.mu.Lock()
@@ -101,7 +103,7 @@ func (s *apnsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	jwtStr, status, reason := s.authenticate(r, now)
+	jwtStr, key, status, reason := s.authenticate(r, now)
 	if reason != "" {
 		s.fail(w, status, reason, time.Time{}, 0)
 		return
@@ -112,7 +114,7 @@ func (s *apnsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, apnsStatus[reason], reason, time.Time{}, 0)
 		return
 	}
-	d.JWT = jwtStr
+	d.JWT, d.Key = jwtStr, key
 
 	sleepCtx(r.Context(), e.cfg.Latency)
 	if f, ok := e.faults.match(APNs, s.env, token); ok {
@@ -166,81 +168,89 @@ func cmp0(vs ...int) int {
 }
 
 // authenticate checks the TLS client certificate or the provider JWT. It
-// returns the JWT used, or a status and reason to reject with.
-func (s *apnsServer) authenticate(r *http.Request, now time.Time) (string, int, string) {
+// returns the JWT used and the fingerprint of the key that signed it, or a
+// status and reason to reject with.
+func (s *apnsServer) authenticate(r *http.Request, now time.Time) (string, string, int, string) {
 	e := s.e
 	authz := r.Header.Get("authorization")
 	if authz == "" {
 		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-			return "", 0, ""
+			return "", "", 0, ""
 		}
-		return "", 403, "MissingProviderToken"
+		return "", "", 403, "MissingProviderToken"
 	}
 	raw, ok := strings.CutPrefix(authz, "bearer ")
 	if !ok {
 		raw, ok = strings.CutPrefix(authz, "Bearer ")
 	}
 	if !ok || raw == "" {
-		return "", 403, "InvalidProviderToken"
+		return "", "", 403, "InvalidProviderToken"
 	}
-	iat, reason := e.verifyProviderJWT(raw)
+	v, reason := e.verifyProviderJWT(raw)
 	if reason != "" {
-		return "", 403, reason
+		return "", "", 403, reason
 	}
-	if now.Sub(time.Unix(iat, 0)) > jwtMaxAge {
-		return "", 403, "ExpiredProviderToken"
+	if now.Sub(time.Unix(v.iat, 0)) > jwtMaxAge {
+		return "", "", 403, "ExpiredProviderToken"
 	}
 	e.auth.mu.Lock()
 	ci := e.auth.conn(r.RemoteAddr)
 	if ci.jwt != raw {
 		if ci.jwt != "" && now.Sub(ci.jwtSince) < jwtMinUpdateStep {
 			e.auth.mu.Unlock()
-			return "", 429, "TooManyProviderTokenUpdates"
+			return "", "", 429, "TooManyProviderTokenUpdates"
 		}
 		ci.jwt, ci.jwtSince = raw, now
 	}
 	e.auth.mu.Unlock()
 	e.rec.sawJWT(raw)
-	return raw, 0, ""
+	return raw, v.key, 0, ""
 }
 
-// verifyProviderJWT checks an APNs provider token's signature, key id and
-// team, caching good tokens. It returns the token's iat.
-func (e *Emulator) verifyProviderJWT(raw string) (int64, string) {
+// verifiedJWT is a provider token that verified: its iat and the
+// fingerprint of the key that signed it.
+type verifiedJWT struct {
+	iat int64
+	key string
+}
+
+// verifyProviderJWT checks an APNs provider token's signature against the
+// accepted keys of its key id and team, caching good tokens. It returns
+// the token's iat and signing key.
+func (e *Emulator) verifyProviderJWT(raw string) (verifiedJWT, string) {
 	e.auth.mu.Lock()
-	iat, ok := e.auth.verified[raw]
+	v, ok := e.auth.verified[raw]
+	candidates := slices.Clone(e.auth.apnsKeys)
 	e.auth.mu.Unlock()
 	if ok {
-		return iat, ""
+		return v, ""
 	}
-	var claims jwt.MapClaims
-	tok, err := jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
-		if kid, _ := t.Header["kid"].(string); kid != e.cfg.KeyID {
-			return nil, errUnrelatedKey
+	for _, k := range candidates {
+		var claims jwt.MapClaims
+		tok, err := jwt.ParseWithClaims(raw, &claims, func(t *jwt.Token) (any, error) {
+			if kid, _ := t.Header["kid"].(string); kid != k.KeyID {
+				return nil, jwt.ErrTokenUnverifiable
+			}
+			return k.pub, nil
+		}, jwt.WithValidMethods([]string{"ES256"}), jwt.WithoutClaimsValidation())
+		if err != nil || !tok.Valid {
+			continue
 		}
-		return &e.keys.apns.PublicKey, nil
-	}, jwt.WithValidMethods([]string{"ES256"}), jwt.WithoutClaimsValidation())
-	if err != nil || !tok.Valid {
-		if errors.Is(err, errUnrelatedKey) {
-			return 0, "InvalidProviderToken"
+		if iss, _ := claims["iss"].(string); iss != k.TeamID {
+			continue
 		}
-		return 0, "InvalidProviderToken"
+		f, ok := claims["iat"].(float64)
+		if !ok {
+			return verifiedJWT{}, "InvalidProviderToken"
+		}
+		v = verifiedJWT{iat: int64(f), key: k.Fingerprint}
+		e.auth.mu.Lock()
+		e.auth.verified[raw] = v
+		e.auth.mu.Unlock()
+		return v, ""
 	}
-	if iss, _ := claims["iss"].(string); iss != e.cfg.TeamID {
-		return 0, "InvalidProviderToken"
-	}
-	f, ok := claims["iat"].(float64)
-	if !ok {
-		return 0, "InvalidProviderToken"
-	}
-	iat = int64(f)
-	e.auth.mu.Lock()
-	e.auth.verified[raw] = iat
-	e.auth.mu.Unlock()
-	return iat, ""
+	return verifiedJWT{}, "InvalidProviderToken"
 }
-
-var errUnrelatedKey = errors.New("jwt signed with an unknown key id")
 
 // validate checks headers and payload like APNs and builds the delivery.
 func (s *apnsServer) validate(r *http.Request, token, apnsID string) (Delivery, string) {
@@ -260,7 +270,7 @@ func (s *apnsServer) validate(r *http.Request, token, apnsID string) (Delivery, 
 		return Delivery{}, "MissingTopic"
 	case topic == "":
 		topic = s.e.cfg.Topic
-	case topic != s.e.cfg.Topic && topic != s.e.cfg.Topic+".voip":
+	case !s.e.topicAllowed(strings.TrimSuffix(topic, ".voip")):
 		return Delivery{}, "TopicDisallowed"
 	}
 	if id := h.Get("apns-id"); id != "" && !uuidPattern.MatchString(id) {

@@ -154,6 +154,7 @@ type Credentials struct {
 	FCMEndpoint        string // https://host:port/v1
 	FCMProjectID       string
 	APNsKeyFile        string // .p8 auth key
+	APNsKeyFingerprint string // the key's, as in Delivery.Key
 	APNsKeyID          string
 	APNsTeamID         string
 	APNsCertFile       string // PEM client certificate + key, for certificate auth
@@ -186,26 +187,16 @@ func (e *Emulator) WriteCredentials(dir string) (Credentials, error) {
 	if e.ControlURL() == "" {
 		return Credentials{}, ErrNotStarted
 	}
-	sa, err := json.MarshalIndent(map[string]string{
-		"type":                        "service_account",
-		"project_id":                  e.cfg.ProjectID,
-		"private_key_id":              e.keys.saKeyID,
-		"private_key":                 string(e.keys.saKeyPEM),
-		"client_email":                "nudge-sender@" + e.cfg.ProjectID + ".iam.gserviceaccount.com",
-		"client_id":                   "100000000000000000001",
-		"auth_uri":                    "https://accounts.google.com/o/oauth2/auth",
-		"token_uri":                   e.TokenURI(),
-		"auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
-		"universe_domain":             "googleapis.com",
-	}, "", "  ")
+	sa, err := e.serviceAccountJSON(e.cfg.ProjectID, e.keys.saKeyID, e.keys.saKeyPEM)
 	if err != nil {
-		return Credentials{}, fmt.Errorf("encode service account: %w", err)
+		return Credentials{}, err
 	}
 	c := Credentials{
 		FCMCredentialsFile: filepath.Join(dir, "fcm-service-account.json"),
 		FCMEndpoint:        e.FCMEndpoint(),
 		FCMProjectID:       e.cfg.ProjectID,
 		APNsKeyFile:        filepath.Join(dir, "AuthKey_"+e.cfg.KeyID+".p8"),
+		APNsKeyFingerprint: e.defaultKeyFingerprint(),
 		APNsKeyID:          e.cfg.KeyID,
 		APNsTeamID:         e.cfg.TeamID,
 		APNsCertFile:       filepath.Join(dir, "apns-client.pem"),

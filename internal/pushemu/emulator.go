@@ -35,6 +35,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -44,6 +45,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/service"
@@ -143,10 +145,11 @@ type Emulator struct {
 	serverCert tls.Certificate
 	clientCert []byte // PEM cert + key for APNs certificate auth
 
-	rec    *recorder
-	faults *faultSet
-	tokens *registry
-	auth   *authState
+	rec      *recorder
+	faults   *faultSet
+	inFlight atomic.Int64 // APNs requests being answered
+	tokens   *registry
+	auth     *authState
 
 	mu      sync.Mutex
 	started bool
@@ -198,6 +201,10 @@ func New(a service.Archetype, cfg Config) (*Emulator, error) {
 		tokens:     newRegistry(),
 		auth:       newAuthState(),
 	}
+	e.auth.apnsKeys = []APNsKey{newAPNsKey(cfg.KeyID, cfg.TeamID, k.apns, k.apnsKeyPEM)}
+	e.auth.topics[cfg.Topic] = true
+	e.auth.saKeys = []*rsa.PublicKey{&k.sa.PublicKey}
+	e.auth.projects[cfg.ProjectID] = true
 	return e, nil
 }
 
@@ -321,6 +328,10 @@ func (e *Emulator) TokenURI() string { return e.url(&e.ctrlURL) + "/token" }
 // CAPEM returns the PEM certificate of the CA that signs the emulator's
 // TLS listeners and its APNs client certificate.
 func (e *Emulator) CAPEM() []byte { return append([]byte(nil), e.ca.certPEM...) }
+
+// APNsInFlight is the number of APNs requests being answered now (held by
+// a fault's latency, say).
+func (e *Emulator) APNsInFlight() int { return int(e.inFlight.Load()) }
 
 // ProjectID is the Firebase project the FCM emulator serves.
 func (e *Emulator) ProjectID() string { return e.cfg.ProjectID }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -146,7 +147,7 @@ func (s *fcmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, 401, "UNAUTHENTICATED", "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.", "", 0)
 		return
 	}
-	if project != e.cfg.ProjectID {
+	if !e.projectAllowed(project) {
 		s.fail(w, 403, "PERMISSION_DENIED", fmt.Sprintf("Permission 'cloudmessaging.messages.create' denied on resource '//cloudresourcemanager.googleapis.com/projects/%s' (or it may not exist).", project), "", 0)
 		return
 	}
@@ -187,6 +188,7 @@ func (s *fcmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	id := strconv.FormatUint(uint64(now.UnixNano()), 36) + randomHex(4)
 	d.ID = "projects/" + project + "/messages/" + id
+	d.Project = project
 	if !req.ValidateOnly {
 		d.At = now
 		e.rec.add(d)
@@ -355,13 +357,18 @@ func (e *Emulator) checkAccessToken(authz string) bool {
 }
 
 func (e *Emulator) verifySAJWT(raw string) error {
-	_, err := jwt.Parse(raw, func(t *jwt.Token) (any, error) {
-		return &e.keys.sa.PublicKey, nil
-	}, jwt.WithValidMethods([]string{"RS256"}), jwt.WithoutClaimsValidation())
-	if err != nil {
-		return fmt.Errorf("verify service account jwt: %w", err)
+	e.auth.mu.Lock()
+	keys := slices.Clone(e.auth.saKeys)
+	e.auth.mu.Unlock()
+	var err error
+	for _, k := range keys {
+		if _, err = jwt.Parse(raw, func(t *jwt.Token) (any, error) {
+			return k, nil
+		}, jwt.WithValidMethods([]string{"RS256"}), jwt.WithoutClaimsValidation()); err == nil {
+			return nil
+		}
 	}
-	return nil
+	return fmt.Errorf("verify service account jwt: %w", err)
 }
 
 // serveToken is the OAuth2 token endpoint for the JWT-bearer grant that

@@ -2,6 +2,7 @@ package pushemu
 
 import (
 	"context"
+	"crypto/rsa"
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
@@ -35,6 +36,10 @@ type Delivery struct {
 	Alert bool
 	// JWT is the APNs provider token used, "" with certificate auth or FCM.
 	JWT string
+	// Key is the fingerprint of the APNs key that signed JWT (APNsKey).
+	Key string
+	// Project is the FCM project the push was sent to.
+	Project string
 	// Body is the raw request body.
 	Body []byte
 }
@@ -451,13 +456,20 @@ type connInfo struct {
 type authState struct {
 	mu       sync.Mutex
 	conns    map[string]*connInfo
-	verified map[string]int64    // APNs jwt -> iat
-	access   map[string]struct{} // FCM bearer tokens issued or verified
+	verified map[string]verifiedJWT // APNs jwt -> iat and key
+	access   map[string]struct{}    // FCM bearer tokens issued or verified
 	goAway   uint64
+	// What the emulator accepts: APNs keys and topics, FCM service-account
+	// keys and projects (apps.go).
+	apnsKeys []APNsKey
+	topics   map[string]bool
+	saKeys   []*rsa.PublicKey
+	projects map[string]bool
 }
 
 func newAuthState() *authState {
-	return &authState{conns: make(map[string]*connInfo), verified: make(map[string]int64), access: make(map[string]struct{})}
+	return &authState{conns: make(map[string]*connInfo), verified: make(map[string]verifiedJWT), access: make(map[string]struct{}),
+		topics: map[string]bool{}, projects: map[string]bool{}}
 }
 
 func (a *authState) connState(c net.Conn, st http.ConnState) {
