@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/nudge-dev/nudge/internal/apps"
 )
@@ -83,5 +84,16 @@ func TestDeviceAndSyncApps(t *testing.T) {
 	got := decode[struct{ App string }](t, b.do(t, "GET", "/v1/syncs/{id}", "/v1/syncs/"+id, b.editKey, nil))
 	if got.App != "sports" {
 		t.Errorf("GET sync: app %q, want sports", got.App)
+	}
+	later := sync("sports", "world")
+	later["send_at"] = time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	r = b.do(t, "POST", "/v1/syncs", "/v1/syncs", b.editKey, later)
+	if r.code != http.StatusAccepted {
+		t.Fatalf("scheduled sync for sports: %d %s", r.code, r.body)
+	}
+	id = decode[struct{ ID string }](t, r).ID
+	got = decode[struct{ App string }](t, b.do(t, "GET", "/v1/syncs/{id}", "/v1/syncs/"+id, b.editKey, nil))
+	if got.App != "sports" {
+		t.Errorf("GET scheduled sync: app %q, want sports", got.App)
 	}
 }
