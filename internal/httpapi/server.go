@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/receipts"
 	"github.com/nudge-dev/nudge/internal/service"
@@ -87,6 +88,10 @@ type Deps struct {
 	Syncs      Submitter     // editors' syncs into the pipeline
 	Events     Events        // a sync's audience and progress
 	Schedule   Schedule      // editors' syncs scheduled for later
+
+	// Apps are the apps keys may be limited to; nil: the single app
+	// apps.Default.
+	Apps apps.Source
 
 	Subscriptions Subscriptions      // a deleted feed's subscriptions
 	Tokens        TokenRegistrations // the token takeover limit
