@@ -14,6 +14,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/stacktest"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/httpapi"
@@ -26,6 +27,8 @@ import (
 
 type setupOpts struct {
 	rateLimit int
+	keyLines  []string    // more lines of the API keys file
+	apps      apps.Source // Deps.Apps
 }
 
 type bundle struct {
@@ -50,7 +53,8 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	if err != nil {
 		t.Fatalf("mint: %v", err)
 	}
-	ks, err := auth.ParseKeys(strings.NewReader(admin.Line+"\n"+editor.Line+"\n"), "keys.txt")
+	lines := append([]string{admin.Line, editor.Line}, o.keyLines...)
+	ks, err := auth.ParseKeys(strings.NewReader(strings.Join(lines, "\n")+"\n"), "keys.txt")
 	if err != nil {
 		t.Fatalf("parse keys: %v", err)
 	}
@@ -67,7 +71,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		}
 	}
 	pr := prometheus.NewRegistry()
-	srv, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: ks, Gatherer: pr}),
+	srv, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: ks, Gatherer: pr, Apps: o.apps}),
 		httpapi.Config{RegisterRateLimit: o.rateLimit})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
