@@ -1,12 +1,14 @@
 package stats
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/service"
 )
@@ -139,4 +141,58 @@ func TestSummarizePerApp(t *testing.T) {
 	if got := testutil.ToFloat64(b.rec.receipts.WithLabelValues("sports", "ios", "feed", "synced")); got != 2 {
 		t.Fatalf("sports receipts metric: got %v, want 2", got)
 	}
+}
+
+// BenchmarkAppStatsMemory fills one minute for many apps with every field a
+// minute can hold (every outcome, receipt outcome and latency bucket on both
+// platforms: the worst case) and reports Redis memory per app-minute hash
+// and for the whole retention at 100 apps.
+func BenchmarkAppStatsMemory(b *testing.B) {
+	rdb := redistest.Start(b)
+	now := time.Date(2026, 11, 26, 12, 0, 30, 0, time.UTC)
+	rec, err := NewRecorder(service.Archetype{Registerer: prometheus.NewRegistry(), Clock: func() time.Time { return now }}, rdb)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const nApps = 100
+	ctx := b.Context()
+	for b.Loop() {
+		for a := range nApps {
+			app := fmt.Sprintf("app-%03d", a)
+			var counts []Count
+			for _, p := range platforms {
+				for _, o := range []string{Sent, Pruned, Failed, Deferred, Coalesced} {
+					counts = append(counts, Count{p, "feed", o, 1000, app})
+				}
+				for _, ms := range append(latencyBuckets, 7_200_000) {
+					for _, o := range receiptOutcomes {
+						if err := rec.Receipt(ctx, app, p, "feed", o, time.Duration(ms)*time.Millisecond); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			}
+			if err := rec.Pushes(ctx, counts...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	minute := now.Unix() / 60
+	var perApp int64
+	for a := range nApps {
+		n, err := rdb.MemoryUsage(ctx, keys.AppStats(fmt.Sprintf("app-%03d", a), minute)).Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		perApp += n
+	}
+	fleet, err := rdb.MemoryUsage(ctx, keys.Stats(minute)).Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	perApp /= nApps
+	minutes := int64(Retention / time.Minute)
+	b.ReportMetric(float64(perApp), "B/app-minute")
+	b.ReportMetric(float64(fleet), "B/fleet-minute")
+	b.ReportMetric(float64((perApp*nApps+fleet)*minutes)/(1<<20), "MiB/100-apps-retention")
 }
