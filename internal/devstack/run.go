@@ -199,6 +199,7 @@ func printBanner(w io.Writer, s *Stack, cfg Config, logPath string, getenv func(
   api          %s   (metrics: /metrics)
   dispatcher   %s/metrics
   emulators    %s/admin/stats   (FCM and APNs deliveries)
+  apps         %s
   news room    %s/feeds/headlines.xml
                (a new article every %s, then a ping to nudge)
   redis        %s%s
@@ -210,8 +211,19 @@ func printBanner(w io.Writer, s *Stack, cfg Config, logPath string, getenv func(
   Production defaults are minutes to an hour; see docs/operations.md.
 
   nudge's own figures for the last hour, every few seconds (Ctrl-C stops):
-`, s.ConsoleURL(), s.AdminKey(), s.APIURL(), s.DispatcherURL(), s.EmulatorURL(),
+`, s.ConsoleURL(), s.AdminKey(), s.APIURL(), s.DispatcherURL(), s.EmulatorURL(), appsLine(s),
 		s.NewsroomURL(), cfg.ArticleInterval, s.RedisURL(), redisNote, logPath, wrapWords(policy, "    ", SummaryWidth))
+}
+
+// appsLine describes the devstack's apps, each with its emulators'
+// control API (the console's switcher picks between them).
+func appsLine(s *Stack) string {
+	urls := s.AppEmulatorURLs()
+	var lines []string
+	for _, a := range DevApps {
+		lines = append(lines, fmt.Sprintf("%-7s %s (%s)", a.ID, urls[a.ID]+"/admin/stats", a.Topic))
+	}
+	return strings.Join(lines, "\n               ")
 }
 
 // wrapWords joins words with spaces into lines of at most width columns,
