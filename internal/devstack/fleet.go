@@ -326,11 +326,12 @@ func (f *Fleet) Stats() FleetStats {
 	}
 }
 
-// Subscribers returns how many registered fleet devices subscribe to feed,
-// and how many of them have background sync enabled.
-func (f *Fleet) Subscribers(feed string) (all, syncing int) {
+// Subscribers returns how many registered fleet devices of app (""
+// every app) subscribe to feed, and how many of them have background sync
+// enabled.
+func (f *Fleet) Subscribers(app, feed string) (all, syncing int) {
 	for _, d := range f.devices {
-		if id, _ := d.creds(); id == 0 {
+		if id, _ := d.creds(); id == 0 || (app != "" && d.reg.App != app) {
 			continue
 		}
 		for _, x := range d.reg.Feeds {
