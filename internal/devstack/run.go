@@ -198,8 +198,8 @@ func printBanner(w io.Writer, s *Stack, cfg Config, logPath string, getenv func(
   admin key    %s
   api          %s   (metrics: /metrics)
   dispatcher   %s/metrics
-  emulators    %s/admin/stats   (FCM and APNs deliveries)
-  apps         %s
+  emulators    %s
+               (FCM and APNs deliveries; the console's switcher picks the app)
   news room    %s/feeds/headlines.xml
                (a new article every %s, then a ping to nudge)
   redis        %s%s
@@ -211,17 +211,16 @@ func printBanner(w io.Writer, s *Stack, cfg Config, logPath string, getenv func(
   Production defaults are minutes to an hour; see docs/operations.md.
 
   nudge's own figures for the last hour, every few seconds (Ctrl-C stops):
-`, s.ConsoleURL(), s.AdminKey(), s.APIURL(), s.DispatcherURL(), s.EmulatorURL(), appsLine(s),
+`, s.ConsoleURL(), s.AdminKey(), s.APIURL(), s.DispatcherURL(), emulatorLines(s),
 		s.NewsroomURL(), cfg.ArticleInterval, s.RedisURL(), redisNote, logPath, wrapWords(policy, "    ", SummaryWidth))
 }
 
-// appsLine describes the devstack's apps, each with its emulators'
-// control API (the console's switcher picks between them).
-func appsLine(s *Stack) string {
+// emulatorLines lists each app's emulators' control API.
+func emulatorLines(s *Stack) string {
 	urls := s.AppEmulatorURLs()
 	var lines []string
 	for _, a := range DevApps {
-		lines = append(lines, fmt.Sprintf("%-7s %s (%s)", a.ID, urls[a.ID]+"/admin/stats", a.Topic))
+		lines = append(lines, fmt.Sprintf("%s/admin/stats   (%s app)", urls[a.ID], a.ID))
 	}
 	return strings.Join(lines, "\n               ")
 }
