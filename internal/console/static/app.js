@@ -201,9 +201,10 @@ async function loadApps(key) {
   $("#app-switch").hidden = list.length < 2;
 }
 
-/** scopedApp is the app requests name: none while there is no choice. */
+/** scopedApp is the app requests name: none when the only app is the
+ * default one (a deployment without apps). */
 function scopedApp() {
-  return state.apps.length > 1 ? state.app : "";
+  return state.apps.length > 1 || (state.app && state.app !== "default") ? state.app : "";
 }
 
 /** withApp adds ?app= (or &app=) for the chosen app to path. */
