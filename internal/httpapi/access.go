@@ -25,7 +25,8 @@ import (
 //   - the shared feed catalogue (feeds, poll-now) is not per app: any
 //     editor polls, any admin edits, whatever its apps;
 //   - creating and deleting apps (admin app routes) need an admin key for
-//     every app; a limited admin reads and edits its own apps only.
+//     every app (requireAllApps); a limited admin reads and edits its own
+//     apps only (seesApp, 404 for another).
 
 // appNote carries, through one request, the app the request acts for, so
 // that its audit record names it.
@@ -109,6 +110,17 @@ func seesApp(r *http.Request, app string) bool {
 	}
 	note(r, app)
 	return true
+}
+
+// requireAllApps refuses (403) a key limited to apps: creating or deleting
+// an app takes a key for every app (for the admin app routes).
+func requireAllApps(r *http.Request) error {
+	k, _ := auth.KeyFrom(r.Context())
+	if k.AllApps() {
+		return nil
+	}
+	return &HTTPError{Code: http.StatusForbidden, Kind: "forbidden",
+		Msg: "only an API key for every app may create or delete apps; this one is limited to " + keyApps(k)}
 }
 
 func keyApps(k auth.Key) string {
