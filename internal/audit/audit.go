@@ -3,7 +3,8 @@
 // the latest ones; no other package reads or writes the stream.
 //
 // The stream is capped at about MaxLen entries (XADD MAXLEN ~). An entry's
-// fields are action, target, then key and role (an API key's action) or
+// fields are action, target, app (the app the action was for, where there
+// is one), then key and role (an API key's action) or
 // token_hash and client_ip (a device's), then request_id and at (RFC 3339,
 // UTC, second precision).
 package audit
@@ -27,6 +28,9 @@ type Entry struct {
 	ID     string
 	Action string // e.g. "feed.delete", "device.reregister"
 	Target string // what it acted on: a feed id, a device id, a sync
+	// App is the app the action was for; empty for app-wide actions (the
+	// shared feed catalogue) and for records written before apps.
+	App string
 	// Key and Role name the API key that acted (never the key itself).
 	Key  string
 	Role string
@@ -48,6 +52,9 @@ func New(rdb redis.UniversalClient) *Log { return &Log{rdb: rdb} }
 // Record appends e to the stream.
 func (l *Log) Record(ctx context.Context, e Entry) error {
 	v := []any{"action", e.Action, "target", e.Target}
+	if e.App != "" {
+		v = append(v, "app", e.App)
+	}
 	if e.Key != "" || e.Role != "" {
 		v = append(v, "key", e.Key, "role", e.Role)
 	}
@@ -73,7 +80,7 @@ func (l *Log) Read(ctx context.Context, n int64) ([]Entry, error) {
 		s := func(k string) string { v, _ := m.Values[k].(string); return v }
 		at, _ := time.Parse(time.RFC3339, s("at"))
 		out[len(msgs)-1-i] = Entry{
-			ID: m.ID, Action: s("action"), Target: s("target"), Key: s("key"), Role: s("role"),
+			ID: m.ID, Action: s("action"), Target: s("target"), App: s("app"), Key: s("key"), Role: s("role"),
 			TokenHash: s("token_hash"), ClientIP: s("client_ip"), RequestID: s("request_id"), At: at,
 		}
 	}

@@ -13,6 +13,7 @@ func TestRecordRead(t *testing.T) {
 	l := audit.New(redistest.Start(t))
 	at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	in := []audit.Entry{
+		{Action: "sync.create", Target: "breaking:1", App: "sports", Key: "ed", Role: "editor", RequestID: "r0", At: at},
 		{Action: "feed.delete", Target: "world", Key: "ed", Role: "editor", RequestID: "r1", At: at},
 		{Action: "device.reregister", Target: "7", TokenHash: "abc", ClientIP: "10.0.0.1", RequestID: "r2", At: at.Add(time.Second)},
 	}

@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,13 +56,23 @@ func (r Role) Valid() bool { return r.rank() > 0 }
 // Allows reports whether a key with role r may act in role need.
 func (r Role) Allows(need Role) bool { return r.rank() > 0 && r.rank() >= need.rank() }
 
-// Key is one API key as known to the server: a name, a role and the SHA-256
-// of the key. The key itself is never kept.
+// Key is one API key as known to the server: a name, a role, the apps it
+// may act for and the SHA-256 of the key. The key itself is never kept.
 type Key struct {
 	Name string
 	Role Role
+	// Apps are the app ids the key may act for, sorted; nil means every
+	// app (the keys file's optional fourth column, "news,sports").
+	Apps []string
 	hash [sha256.Size]byte
 }
+
+// AllApps reports whether the key may act for every app, including apps
+// added after the key.
+func (k Key) AllApps() bool { return k.Apps == nil }
+
+// AllowsApp reports whether the key may act for app.
+func (k Key) AllowsApp(app string) bool { return k.Apps == nil || slices.Contains(k.Apps, app) }
 
 // Errors of API-key and device-secret checks.
 var (
@@ -179,9 +190,15 @@ func (ks *Keys) Watch(ctx context.Context, interval time.Duration, reload <-chan
 	}
 }
 
+// appIDRE is what an app id may look like (as apps.ValidID; auth does not
+// import the app catalogue).
+var appIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+
 // ParseKeys parses an API keys file: one key per line as
-// "<name> <role> <sha256 hex of the key>", blank lines and lines starting with
-// '#' ignored. A bad line is a *LineError naming file:line.
+// "<name> <role> <sha256 hex of the key> [app,app…]", blank lines and lines
+// starting with '#' ignored. The optional fourth column limits the key to
+// those apps; without it the key may act for every app. A bad line is a
+// *LineError naming file:line.
 func ParseKeys(r io.Reader, file string) (*Keys, error) {
 	var list []Key
 	names := map[string]int{}
@@ -195,8 +212,8 @@ func ParseKeys(r io.Reader, file string) (*Keys, error) {
 			return &LineError{File: file, Line: n, Reason: fmt.Sprintf(format, a...)}
 		}
 		f := strings.Fields(line)
-		if len(f) != 3 {
-			return nil, bad("want \"<name> <role> <sha256 hex>\", got %d fields", len(f))
+		if len(f) != 3 && len(f) != 4 {
+			return nil, bad("want \"<name> <role> <sha256 hex> [app,app…]\", got %d fields", len(f))
 		}
 		if !nameRE.MatchString(f[0]) {
 			return nil, bad("key name %q: use 1-64 of [A-Za-z0-9._@-]", f[0])
@@ -213,6 +230,11 @@ func ParseKeys(r io.Reader, file string) (*Keys, error) {
 			return nil, bad("hash: want 64 hex characters (sha256 of the key; `api mint-key` prints the line)")
 		}
 		k := Key{Name: f[0], Role: role}
+		if len(f) == 4 {
+			if k.Apps, err = parseApps(f[3]); err != nil {
+				return nil, bad("%v", err)
+			}
+		}
 		copy(k.hash[:], h)
 		names[f[0]] = n
 		list = append(list, k)
@@ -223,6 +245,19 @@ func ParseKeys(r io.Reader, file string) (*Keys, error) {
 	ks := &Keys{}
 	ks.set.Store(&list)
 	return ks, nil
+}
+
+// parseApps parses the apps column: app ids separated by commas.
+func parseApps(col string) ([]string, error) {
+	var out []string
+	for a := range strings.SplitSeq(col, ",") {
+		if !appIDRE.MatchString(a) {
+			return nil, fmt.Errorf("app %q: want app ids separated by commas, e.g. news,sports (1-32 of [a-z0-9-])", a)
+		}
+		out = append(out, a)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // Len is the number of keys.
@@ -289,17 +324,25 @@ type Minted struct {
 	Line string // the line to add to the API keys file
 }
 
-// Mint creates a new random API key for name and role.
-func Mint(name string, role Role) (Minted, error) {
+// Mint creates a new random API key for name and role, limited to apps
+// (none: every app).
+func Mint(name string, role Role, apps ...string) (Minted, error) {
 	if !nameRE.MatchString(name) {
 		return Minted{}, fmt.Errorf("key name %q: use 1-64 of [A-Za-z0-9._@-]", name)
 	}
 	if !role.Valid() {
 		return Minted{}, fmt.Errorf("role %q: want editor or admin", role)
 	}
+	line := ""
+	if len(apps) > 0 {
+		if _, err := parseApps(strings.Join(apps, ",")); err != nil {
+			return Minted{}, err
+		}
+		line = " " + strings.Join(apps, ",")
+	}
 	key := "nk_" + randomString()
 	h := sha256.Sum256([]byte(key))
-	return Minted{Key: key, Line: name + " " + string(role) + " " + hex.EncodeToString(h[:])}, nil
+	return Minted{Key: key, Line: name + " " + string(role) + " " + hex.EncodeToString(h[:]) + line}, nil
 }
 
 // randomString returns 32 random bytes, base64url-encoded (43 characters).

@@ -3,6 +3,7 @@ package auth_test
 import (
 	"errors"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -98,5 +99,56 @@ func TestDeviceSecret(t *testing.T) {
 	}
 	if auth.DeviceSecretMatches(s2, h1[:]) || auth.DeviceSecretMatches("", h1[:]) || auth.DeviceSecretMatches(s1, nil) {
 		t.Fatalf("a wrong secret matched")
+	}
+}
+
+func TestKeysLimitedToApps(t *testing.T) {
+	t.Parallel()
+	all, err := auth.Mint("all", auth.RoleEditor)
+	if err != nil {
+		t.Fatalf("mint: %v", err)
+	}
+	desk, err := auth.Mint("desk", auth.RoleEditor, "sports", "news", "news")
+	if err != nil {
+		t.Fatalf("mint: %v", err)
+	}
+	if !strings.HasSuffix(desk.Line, " sports,news,news") || strings.Count(all.Line, " ") != 2 {
+		t.Fatalf("minted lines %q, %q: want the apps column on the limited key only", all.Line, desk.Line)
+	}
+	ks, err := auth.ParseKeys(strings.NewReader(all.Line+"\n"+desk.Line+"\n"), "k")
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	for _, tt := range []struct {
+		key     string
+		want    []string
+		news, x bool
+	}{
+		{all.Key, nil, true, true},
+		{desk.Key, []string{"news", "sports"}, true, false},
+	} {
+		k, ok := ks.Lookup(tt.key)
+		if !ok || !slices.Equal(k.Apps, tt.want) || k.AllApps() != (tt.want == nil) ||
+			k.AllowsApp("news") != tt.news || k.AllowsApp("weather") != tt.x {
+			t.Fatalf("key %s (found %v): apps %v, want %v", k.Name, ok, k.Apps, tt.want)
+		}
+	}
+	h := strings.Repeat("ab", 32)
+	for _, tt := range []struct {
+		name, file string
+	}{
+		{"bad app id", "x editor " + h + " News\n"},
+		{"empty app", "x editor " + h + " news,,sports\n"},
+		{"five fields", "x editor " + h + " news sports\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := auth.ParseKeys(strings.NewReader(tt.file), "k")
+			if _, ok := errors.AsType[*auth.LineError](err); !ok {
+				t.Fatalf("got %v, want a LineError", err)
+			}
+		})
+	}
+	if _, err := auth.Mint("x", auth.RoleEditor, "Bad"); err == nil {
+		t.Fatalf("mint with a bad app id: want an error")
 	}
 }

@@ -576,4 +576,97 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatalf("feed world still exists after delete")
 		}
 	})
+
+	t.Run("app switcher scopes figures, scheduled syncs and new syncs", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, browser)
+		b.api.set(func(f *fakeAPI) {
+			f.apps = []fakeApp{{ID: "news", Name: "News"}, {ID: "sports", Name: "Sports"}}
+		})
+		loginOK(t, b, "editor-key")
+		if js[bool](t, b, `document.querySelector("#app-switch").hidden`) {
+			t.Fatal("the app switcher is hidden with two apps")
+		}
+		if got := js[string](t, b, `[...document.querySelectorAll("#app-select option")].map((o) => o.value + "=" + o.textContent).join(",")`); got != "news=News (news),sports=Sports (sports)" {
+			t.Fatalf("switcher options: got %q", got)
+		}
+		sent := `document.querySelector("[data-platform=ios][data-metric=sent]").textContent`
+		b.tab.WaitFor(t, "the news app's figures", sent+` === "1,234"`, 10*time.Second)
+
+		// Schedule a sync of the news app.
+		js[string](t, b, `(() => {
+			const d = new Date(Date.now() + 3600 * 1000), p = (n) => String(n).padStart(2, "0");
+			const el = document.querySelector("#sync-send-at");
+			el.value = d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + "T" + p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+			el.dispatchEvent(new Event("input", { bubbles: true }));
+			return el.value; })()`)
+		do(t, b, "schedule a news sync",
+			chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)),
+			chromedp.Click(chromedp.CSS("#sync-submit")),
+		)
+		b.tab.WaitFor(t, "the news sync in the schedule", `document.querySelectorAll("#scheduled li").length === 1`, 10*time.Second)
+
+		// Switch to sports: its figures, and the news sync disappears.
+		js[bool](t, b, `(() => { const s = document.querySelector("#app-select"); s.value = "sports";
+			s.dispatchEvent(new Event("change", { bubbles: true })); return true; })()`)
+		b.tab.WaitFor(t, "the sports app's figures", sent+` === "10"`, 10*time.Second)
+		b.tab.WaitFor(t, "the news sync to disappear", `document.querySelectorAll("#scheduled li").length === 0 && !document.querySelector("#scheduled-empty").hidden`, 10*time.Second)
+		do(t, b, "send a sports sync now", chromedp.Click(chromedp.CSS("#sync-submit")))
+		b.tab.WaitFor(t, "the sports sync to start", `!document.querySelector("#sync-progress").hidden`, 10*time.Second)
+
+		// Back to news: the news sync is listed again, the sports progress put away.
+		js[bool](t, b, `(() => { const s = document.querySelector("#app-select"); s.value = "news";
+			s.dispatchEvent(new Event("change", { bubbles: true })); return true; })()`)
+		b.tab.WaitFor(t, "the news sync again", `document.querySelectorAll("#scheduled li").length === 1`, 10*time.Second)
+		if !js[bool](t, b, `document.querySelector("#sync-progress").hidden`) {
+			t.Fatal("the sports sync's progress is still shown in the news app")
+		}
+		b.api.mu.Lock()
+		reqs, views := slices.Clone(b.api.syncRequests), slices.Clone(b.api.overviewApps)
+		b.api.mu.Unlock()
+		if len(reqs) != 2 || reqs[0].App != "news" || reqs[1].App != "sports" {
+			t.Fatalf("sync requests: got %+v, want one for news, then one for sports", reqs)
+		}
+		if slices.Contains(views, "") || !slices.Contains(views, "sports") {
+			t.Fatalf("overview requests by app: got %q, want each naming its app", views)
+		}
+		if got := js[string](t, b, `sessionStorage.getItem("nudge.console.app")`); got != "news" {
+			t.Fatalf("the chosen app in sessionStorage: got %q, want news", got)
+		}
+	})
+
+	t.Run("a key for one app names it without a switcher", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, browser)
+		b.api.set(func(f *fakeAPI) { f.apps = []fakeApp{{ID: "sports", Name: "Sports"}} })
+		loginOK(t, b, "editor-key")
+		if !js[bool](t, b, `document.querySelector("#app-switch").hidden`) {
+			t.Fatal("the app switcher shows with one app")
+		}
+		do(t, b, "send a sync", chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)), chromedp.Click(chromedp.CSS("#sync-submit")))
+		b.tab.WaitFor(t, "the sync to start", `!document.querySelector("#sync-progress").hidden`, 10*time.Second)
+		b.api.mu.Lock()
+		reqs, views := slices.Clone(b.api.syncRequests), slices.Clone(b.api.overviewApps)
+		b.api.mu.Unlock()
+		if len(reqs) != 1 || reqs[0].App != "sports" || slices.ContainsFunc(views, func(a string) bool { return a != "sports" }) {
+			t.Fatalf("with only app sports: sync requests %+v, overview apps %q; want sports named", reqs, views)
+		}
+	})
+
+	t.Run("a single app shows no switcher and names no app", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, browser)
+		loginOK(t, b, "editor-key")
+		if !js[bool](t, b, `document.querySelector("#app-switch").hidden`) {
+			t.Fatal("the app switcher shows with one app")
+		}
+		do(t, b, "send a sync", chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)), chromedp.Click(chromedp.CSS("#sync-submit")))
+		b.tab.WaitFor(t, "the sync to start", `!document.querySelector("#sync-progress").hidden`, 10*time.Second)
+		b.api.mu.Lock()
+		reqs, views := slices.Clone(b.api.syncRequests), slices.Clone(b.api.overviewApps)
+		b.api.mu.Unlock()
+		if len(reqs) != 1 || reqs[0].App != "" || slices.ContainsFunc(views, func(a string) bool { return a != "" }) {
+			t.Fatalf("with one app: sync requests %+v, overview apps %q; want no app named", reqs, views)
+		}
+	})
 }

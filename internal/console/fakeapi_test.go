@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"cmp"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -22,10 +23,17 @@ type fakeAPI struct {
 	syncGets      int
 	dryRuns       int // POST /v1/syncs?dry_run=true answered
 	nextSync      int
+	apps          []fakeApp // GET /v1/apps
+	overviewApps  []string  // the ?app= of each GET /v1/console/overview
 	overviewFails bool      // GET /v1/console/overview answers 500
 	syncReject    *apiError // POST /v1/syncs answers 400 with this error
 	syncDrop      bool      // POST /v1/syncs drops the connection
 	now           func() time.Time
+}
+
+type fakeApp struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
 }
 
 type fakeFeed struct {
@@ -45,6 +53,7 @@ type syncRequest struct {
 		Body  string `json:"body"`
 	} `json:"alert,omitempty"`
 	SendAt string `json:"send_at,omitempty"`
+	App    string `json:"app,omitempty"`
 }
 
 type fakeAudience struct {
@@ -130,6 +139,7 @@ func newFakeAPI() *fakeAPI {
 			{ID: "sport", Title: "Sport", URL: "http://feeds.example.test/sport.xml", PollInterval: 5 * time.Minute, Failing: true},
 			{ID: "culture", Title: "Culture & Arts", URL: "http://feeds.example.test/culture.json", PollInterval: 15 * time.Minute},
 		},
+		apps:      []fakeApp{{ID: "default", Name: "Default app"}},
 		syncs:     make(map[string]*fakeSync),
 		scheduled: make(map[string]*fakeSync),
 		now:       time.Now,
@@ -137,6 +147,7 @@ func newFakeAPI() *fakeAPI {
 }
 
 func (f *fakeAPI) routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/apps", f.auth("editor", f.listApps))
 	mux.HandleFunc("GET /v1/console/overview", f.auth("editor", f.overview))
 	mux.HandleFunc("POST /v1/syncs", f.auth("editor", f.createSync))
 	mux.HandleFunc("GET /v1/syncs/{id}", f.auth("editor", f.getSync))
@@ -180,9 +191,26 @@ func (f *fakeAPI) auth(role string, next func(http.ResponseWriter, *http.Request
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-func (f *fakeAPI) overview(w http.ResponseWriter, _ *http.Request, me who) {
+func (f *fakeAPI) listApps(w http.ResponseWriter, _ *http.Request, _ who) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{"apps": f.apps})
+}
+
+// appSent is the fake's iOS pushes sent for the overview's ?app=: 1,234
+// for the fleet or the default app, 10 times the app's position otherwise.
+func (f *fakeAPI) appSent(app string) int {
+	if i := slices.IndexFunc(f.apps, func(a fakeApp) bool { return a.ID == app }); i > 0 {
+		return 10 * i
+	}
+	return 1234
+}
+
+func (f *fakeAPI) overview(w http.ResponseWriter, r *http.Request, me who) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	app := r.URL.Query().Get("app")
+	f.overviewApps = append(f.overviewApps, app)
 	if f.overviewFails {
 		writeError(w, http.StatusInternalServerError, apiError{Code: "internal", Message: "redis: connection refused"})
 		return
@@ -234,7 +262,7 @@ func (f *fakeAPI) overview(w http.ResponseWriter, _ *http.Request, me who) {
 			"events": map[string]int{"depth": 0, "pending": 1, "retry": 0, "dead": 2},
 		},
 		"platforms": map[string]any{
-			"ios": map[string]any{"sent": 1234, "deferred": 56, "coalesced": 7, "pruned": 3, "failed": 1,
+			"ios": map[string]any{"sent": f.appSent(app), "deferred": 56, "coalesced": 7, "pruned": 3, "failed": 1,
 				"receipts": 1100, "wake_rate": 0.891, "wake_latency_p50_ms": 850, "wake_latency_p99_ms": 4200},
 			"android": map[string]any{"sent": 2345, "deferred": 12, "coalesced": 30, "pruned": 9, "failed": 0,
 				"receipts": 0, "wake_rate": nil, "wake_latency_p50_ms": nil, "wake_latency_p99_ms": nil},
@@ -325,8 +353,11 @@ func (f *fakeAPI) listSyncs(w http.ResponseWriter, r *http.Request, _ who) {
 	}
 	slices.SortFunc(list, func(a, b *fakeSync) int { return a.start.Compare(b.start) })
 	out := []map[string]any{}
+	app := r.URL.Query().Get("app")
 	for _, s := range list {
-		out = append(out, scheduledView(s))
+		if app == "" || app == cmp.Or(s.req.App, "default") {
+			out = append(out, scheduledView(s))
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"syncs": out})
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -140,7 +141,13 @@ func TestConsoleAgainstDevstack(t *testing.T) {
 	t.Run("breaking sync reaches the fleet", func(t *testing.T) {
 		t.Parallel()
 		const feed = "headlines"
-		targeted, _ := s.Fleet().Subscribers(feed)
+		// The console acts for the first app it lists: the news app
+		// where the api serves the devstack's apps file, else every device's.
+		app := ""
+		if slices.Contains(apiApps(t, s), devstack.DevApps[0].ID) {
+			app = devstack.DevApps[0].ID
+		}
+		targeted, _ := s.Fleet().Subscribers(app, feed)
 		if targeted == 0 {
 			t.Fatalf("no fleet device subscribes to %s", feed)
 		}

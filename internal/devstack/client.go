@@ -107,6 +107,7 @@ type registration struct {
 	Locale         string         `json:"locale"`
 	Timezone       string         `json:"timezone"`
 	AppVersion     string         `json:"app_version"`
+	App            string         `json:"app,omitempty"`
 }
 
 type backgroundSync struct {

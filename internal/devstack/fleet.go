@@ -52,6 +52,19 @@ type FleetConfig struct {
 	// OptOutRate is the fraction of devices with background sync disabled;
 	// default 0.05. A negative value means none.
 	OptOutRate float64
+	// Apps split the fleet between apps, each device registering with its
+	// app's id and subscribing among its app's feeds; nil: every device
+	// registers without an app (the api's default app).
+	Apps []FleetApp
+}
+
+// FleetApp is one app of a fleet.
+type FleetApp struct {
+	ID string
+	// Feeds are the app's feeds; nil: FleetConfig.Feeds.
+	Feeds []string
+	// Share is the app's fraction of the devices; the shares are weights.
+	Share float64
 }
 
 func (c FleetConfig) withDefaults() FleetConfig {
@@ -201,13 +214,20 @@ func (f *Fleet) newDevice() *simDevice {
 	default:
 		reg.Provider, reg.Platform, reg.Token = "fcm", "ios", fcmToken(r)
 	}
-	for _, feed := range f.cfg.Feeds {
+	feeds := f.cfg.Feeds
+	if app := f.drawApp(); app != nil {
+		reg.App = app.ID
+		if len(app.Feeds) > 0 {
+			feeds = app.Feeds
+		}
+	}
+	for _, feed := range feeds {
 		if r.Float64() < 0.6 {
 			reg.Feeds = append(reg.Feeds, feed)
 		}
 	}
 	if len(reg.Feeds) == 0 {
-		reg.Feeds = []string{f.cfg.Feeds[r.IntN(len(f.cfg.Feeds))]}
+		reg.Feeds = []string{feeds[r.IntN(len(feeds))]}
 	}
 	reg.BackgroundSync = backgroundSync{Enabled: r.Float64() >= f.cfg.OptOutRate}
 	// A user's min_interval can only make the throttle stricter; on the
@@ -219,6 +239,24 @@ func (f *Fleet) newDevice() *simDevice {
 		reg.BackgroundSync.MinInterval = "30s"
 	}
 	return &simDevice{reg: reg, cursors: map[string]int64{}}
+}
+
+// drawApp picks a device's app by the apps' shares; nil without apps.
+func (f *Fleet) drawApp() *FleetApp {
+	if len(f.cfg.Apps) == 0 {
+		return nil
+	}
+	var total float64
+	for _, a := range f.cfg.Apps {
+		total += a.Share
+	}
+	p := f.rng.Float64() * total
+	for i := range f.cfg.Apps {
+		if p -= f.cfg.Apps[i].Share; p < 0 {
+			return &f.cfg.Apps[i]
+		}
+	}
+	return &f.cfg.Apps[len(f.cfg.Apps)-1]
 }
 
 func apnsToken(r *rand.Rand) string {
@@ -288,11 +326,12 @@ func (f *Fleet) Stats() FleetStats {
 	}
 }
 
-// Subscribers returns how many registered fleet devices subscribe to feed,
-// and how many of them have background sync enabled.
-func (f *Fleet) Subscribers(feed string) (all, syncing int) {
+// Subscribers returns how many registered fleet devices of app (""
+// every app) subscribe to feed, and how many of them have background sync
+// enabled.
+func (f *Fleet) Subscribers(app, feed string) (all, syncing int) {
 	for _, d := range f.devices {
-		if id, _ := d.creds(); id == 0 {
+		if id, _ := d.creds(); id == 0 || (app != "" && d.reg.App != app) {
 			continue
 		}
 		for _, x := range d.reg.Feeds {

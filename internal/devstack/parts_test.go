@@ -322,6 +322,72 @@ func TestFleetDevicesAreValid(t *testing.T) {
 	}
 }
 
+func TestFleetSplitsBetweenApps(t *testing.T) {
+	t.Parallel()
+	var fa []FleetApp
+	for _, a := range DevApps {
+		fa = append(fa, FleetApp{ID: a.ID, Feeds: a.Feeds, Share: a.Share})
+	}
+	f, err := NewFleet(service.Archetype{}, FleetConfig{Devices: 1000, Seed: 5, Apps: fa}, "http://127.0.0.1:1", nil)
+	if err != nil {
+		t.Fatalf("new fleet: %v", err)
+	}
+	byApp := map[string]int{}
+	for _, d := range f.devices {
+		byApp[d.reg.App]++
+		if d.reg.App == "sports" {
+			for _, feed := range d.reg.Feeds {
+				if feed != "headlines" && feed != "popular" {
+					t.Fatalf("a sports device subscribes to %s, which the sports app does not offer", feed)
+				}
+			}
+		}
+	}
+	if byApp["news"] < 600 || byApp["news"] > 800 || byApp["sports"] < 200 || byApp["sports"] > 400 || len(byApp) != 2 {
+		t.Fatalf("devices by app: got %v, want about 700 news and 300 sports", byApp)
+	}
+}
+
+// chanSource is a DeliverySource that streams what the test sends on it.
+type chanSource struct {
+	ch     chan pushemu.Delivery
+	closed chan struct{}
+}
+
+func (c *chanSource) Subscribe(int) (<-chan pushemu.Delivery, func()) {
+	var once sync.Once
+	return c.ch, func() { once.Do(func() { close(c.ch); close(c.closed) }) }
+}
+
+func TestMergedSourceStreamsEverySource(t *testing.T) {
+	t.Parallel()
+	a := &chanSource{ch: make(chan pushemu.Delivery, 1), closed: make(chan struct{})}
+	b := &chanSource{ch: make(chan pushemu.Delivery, 1), closed: make(chan struct{})}
+	ch, cancel := mergedSource{a, b}.Subscribe(4)
+	a.ch <- pushemu.Delivery{Token: "a"}
+	b.ch <- pushemu.Delivery{Token: "b"}
+	got := map[string]bool{}
+	for len(got) < 2 {
+		select {
+		case d := <-ch:
+			got[d.Token] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("deliveries seen: %v, want one from each source", got)
+		}
+	}
+	cancel()
+	cancel() // twice is safe
+	for _, s := range []*chanSource{a, b} {
+		select {
+		case <-s.closed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("cancel did not unsubscribe from every source")
+		}
+	}
+	for range ch { // closed once every source is
+	}
+}
+
 func TestFleetConfigValidate(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

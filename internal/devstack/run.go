@@ -198,7 +198,8 @@ func printBanner(w io.Writer, s *Stack, cfg Config, logPath string, getenv func(
   admin key    %s
   api          %s   (metrics: /metrics)
   dispatcher   %s/metrics
-  emulators    %s/admin/stats   (FCM and APNs deliveries)
+  emulators    %s
+               (FCM and APNs deliveries; the console's switcher picks the app)
   news room    %s/feeds/headlines.xml
                (a new article every %s, then a ping to nudge)
   redis        %s%s
@@ -210,8 +211,18 @@ func printBanner(w io.Writer, s *Stack, cfg Config, logPath string, getenv func(
   Production defaults are minutes to an hour; see docs/operations.md.
 
   nudge's own figures for the last hour, every few seconds (Ctrl-C stops):
-`, s.ConsoleURL(), s.AdminKey(), s.APIURL(), s.DispatcherURL(), s.EmulatorURL(),
+`, s.ConsoleURL(), s.AdminKey(), s.APIURL(), s.DispatcherURL(), emulatorLines(s),
 		s.NewsroomURL(), cfg.ArticleInterval, s.RedisURL(), redisNote, logPath, wrapWords(policy, "    ", SummaryWidth))
+}
+
+// emulatorLines lists each app's emulators' control API.
+func emulatorLines(s *Stack) string {
+	urls := s.AppEmulatorURLs()
+	var lines []string
+	for _, a := range DevApps {
+		lines = append(lines, fmt.Sprintf("%s/admin/stats   (%s app)", urls[a.ID], a.ID))
+	}
+	return strings.Join(lines, "\n               ")
 }
 
 // wrapWords joins words with spaces into lines of at most width columns,

@@ -35,7 +35,6 @@ import (
 	"github.com/nudge-dev/nudge/internal/config"
 	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/httpapi"
-	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/startstop"
 	"github.com/nudge-dev/nudge/internal/stats"
@@ -117,7 +116,8 @@ type Stack struct {
 	redisURL    string
 	rdb         redis.UniversalClient
 	recorder    *stats.Recorder
-	emu         *pushemu.Emulator
+	emus        []*appEmulator // one per DevApps entry, in that order
+	appsFile    string
 	newsroom    *Newsroom
 	fleet       *Fleet
 	pinger      *apiPinger
@@ -185,16 +185,15 @@ func (s *Stack) start(ctx context.Context) (err error) {
 	if err := s.startRedis(ctx); err != nil {
 		return inUse(err, "embedded Redis", s.cfg.EmbeddedRedisAddr, "NUDGE_EMBEDDED_REDIS_ADDR (-embedded-redis-addr)")
 	}
-	if s.emu, err = pushemu.New(service.Archetype{}, pushemu.Config{ControlAddr: s.cfg.EmulatorAddr, Seed: s.cfg.Seed}); err != nil {
-		return fmt.Errorf("devstack: build push emulators: %w", err)
+	if err := s.startEmulators(ctx); err != nil {
+		return err
 	}
-	if err := s.emu.Start(ctx); err != nil {
-		return inUse(fmt.Errorf("devstack: start push emulators (NUDGE_DEVSTACK_PUSHEMU_ADDR): %w", err),
-			"push emulators' control API", s.cfg.EmulatorAddr, "NUDGE_DEVSTACK_PUSHEMU_ADDR (-pushemu-addr)")
-	}
-	creds, err := s.emu.WriteCredentials(s.dir)
+	caBundle, err := s.writeCABundle()
 	if err != nil {
-		return fmt.Errorf("devstack: write emulator credentials: %w", err)
+		return err
+	}
+	if s.appsFile, err = s.writeAppsFile(); err != nil {
+		return err
 	}
 	keysFile, editorKey, err := s.mintKeys()
 	if err != nil {
@@ -228,10 +227,14 @@ func (s *Stack) start(ctx context.Context) (err error) {
 		"NUDGE_FEED_ALLOW_NETS":     "127.0.0.1/32", // the news room serves its feeds on loopback
 		"NUDGE_REQUEST_TIMEOUT":     "5s",           // the whole fleet registers at once on one in-process Redis
 	}
-	for _, kv := range creds.Env() {
+	// The single-app settings are the first app's, for an api and a
+	// dispatcher that read no apps file; the apps file names both apps.
+	for _, kv := range s.emus[0].creds.Env() {
 		k, v, _ := strings.Cut(kv, "=")
 		common[k] = v
 	}
+	common["NUDGE_PUSH_CA_FILE"] = caBundle
+	common["NUDGE_APPS_FILE"] = s.appsFile
 	env := func(addr string) func(string) string {
 		return func(k string) string {
 			if k == "NUDGE_HTTP_ADDR" {
@@ -261,8 +264,17 @@ func (s *Stack) start(ctx context.Context) (err error) {
 	}
 	s.pinger.client.Store(newClient(s.apiURL, 4))
 
-	if s.fleet, err = NewFleet(service.Archetype{Logger: s.log}, FleetConfig{Devices: s.cfg.Devices, Seed: s.cfg.Seed, MissRate: s.cfg.MissRate},
-		s.apiURL, s.emu); err != nil {
+	fleetApps, err := s.servedApps(ctx, editorKey)
+	if err != nil {
+		return err
+	}
+	sources := make(mergedSource, len(s.emus))
+	for i, e := range s.emus {
+		sources[i] = e.emu
+	}
+	if s.fleet, err = NewFleet(service.Archetype{Logger: s.log},
+		FleetConfig{Devices: s.cfg.Devices, Seed: s.cfg.Seed, MissRate: s.cfg.MissRate, Apps: fleetApps},
+		s.apiURL, sources); err != nil {
 		return err
 	}
 	return s.fleet.Start(runCtx)
@@ -363,8 +375,8 @@ func (s *Stack) stopParts() {
 		s.cancel()
 	}
 	s.procs.Wait()
-	if s.emu != nil {
-		s.emu.Stop()
+	for _, e := range s.emus {
+		e.emu.Stop()
 	}
 	if s.rdb != nil {
 		_ = s.rdb.Close()
@@ -401,8 +413,22 @@ func (s *Stack) ConsoleURL() string { return s.apiURL + "/console/" }
 // DispatcherURL is the base URL of the dispatcher's probes and metrics.
 func (s *Stack) DispatcherURL() string { return s.dispURL }
 
-// EmulatorURL is the base URL of the emulators' control API (/admin/stats).
-func (s *Stack) EmulatorURL() string { return s.emu.ControlURL() }
+// EmulatorURL is the base URL of the first app's emulators' control API
+// (/admin/stats).
+func (s *Stack) EmulatorURL() string { return s.emus[0].emu.ControlURL() }
+
+// AppsFile is the apps file the devstack wrote (NUDGE_APPS_FILE).
+func (s *Stack) AppsFile() string { return s.appsFile }
+
+// AppEmulatorURLs are the base URLs of each app's emulators' control API,
+// by app id.
+func (s *Stack) AppEmulatorURLs() map[string]string {
+	out := make(map[string]string, len(s.emus))
+	for _, e := range s.emus {
+		out[e.app.ID] = e.emu.ControlURL()
+	}
+	return out
+}
 
 // NewsroomURL is the base URL of the news room's feeds.
 func (s *Stack) NewsroomURL() string { return s.newsroom.URL() }

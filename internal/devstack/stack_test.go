@@ -3,15 +3,21 @@ package devstack_test
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/await"
+	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/stacktest"
 
 	"github.com/nudge-dev/nudge/internal/devstack"
@@ -123,6 +129,87 @@ func TestStackWakesTheFleet(t *testing.T) {
 	if !strings.Contains(sum.String(), "wakes ") {
 		t.Fatalf("summary line %q lacks the wakes", sum.String())
 	}
+}
+
+// TestStackTwoApps checks the devstack's two apps: an apps file that
+// parses, with a news and a sports app on distinct emulator credentials
+// (APNs topic and key, FCM project, hosts), the sports app offering a
+// subset of the feeds. Where the api serves the apps file, the fleet is
+// split between them and the sports app's emulators deliver too; an api
+// that reads no apps file registers every phone with the default app.
+func TestStackTwoApps(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, devstack.Config{Seed: 11})
+	f, err := os.Open(s.AppsFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	list, err := apps.Parse(f, s.AppsFile())
+	if err != nil {
+		t.Fatalf("the devstack's apps file: %v", err)
+	}
+	if len(list) != 2 || list[0].ID != "news" || list[1].ID != "sports" {
+		t.Fatalf("apps: got %+v, want news and sports", list)
+	}
+	news, sports := list[0], list[1]
+	if news.APNs.Topic == sports.APNs.Topic || news.APNs.KeyID == sports.APNs.KeyID || news.APNs.Host == sports.APNs.Host ||
+		news.FCM.ProjectID == sports.FCM.ProjectID || news.FCM.Endpoint == sports.FCM.Endpoint || news.FCM.CredentialsFile == sports.FCM.CredentialsFile {
+		t.Fatalf("the apps share credentials: news %+v %+v, sports %+v %+v", *news.APNs, *news.FCM, *sports.APNs, *sports.FCM)
+	}
+	if len(news.Feeds) != 0 || len(sports.Feeds) == 0 || len(sports.Feeds) >= len(devstack.NewsroomFeeds) {
+		t.Fatalf("feeds: news %v (want all), sports %v (want a subset)", news.Feeds, sports.Feeds)
+	}
+	urls := s.AppEmulatorURLs()
+	if len(urls) != 2 || urls["news"] != s.EmulatorURL() || urls["sports"] == urls["news"] {
+		t.Fatalf("emulator control URLs: %v", urls)
+	}
+
+	served := apiApps(t, s)
+	if !slices.Contains(served, "sports") {
+		t.Logf("the api serves apps %v, not the apps file: every phone is the default app's", served)
+		waitSummary(t, s, "pushes sent", 60*time.Second, func(m devstack.Summary) bool { return m.Sent > 0 })
+		return
+	}
+	await.Within(t, 60*time.Second, "deliveries from the sports app's emulators", func() bool {
+		return emulatorDeliveries(t, urls["sports"]) > 0 && emulatorDeliveries(t, urls["news"]) > 0
+	})
+}
+
+// apiApps lists the app ids the api serves, as the admin key sees them.
+func apiApps(t *testing.T, s *devstack.Stack) []string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", s.APIURL()+"/v1/apps", nil)
+	req.Header.Set("Authorization", "Bearer "+s.AdminKey())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /v1/apps: %v", err)
+	}
+	defer resp.Body.Close()
+	var out struct{ Apps []struct{ ID string } }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v1/apps: %d, %v", resp.StatusCode, err)
+	}
+	var ids []string
+	for _, a := range out.Apps {
+		ids = append(ids, a.ID)
+	}
+	return ids
+}
+
+// emulatorDeliveries is the deliveries an emulator's control API counts.
+func emulatorDeliveries(t *testing.T, base string) int {
+	t.Helper()
+	resp, err := http.Get(base + "/admin/stats")
+	if err != nil {
+		t.Fatalf("emulator stats: %v", err)
+	}
+	defer resp.Body.Close()
+	var st pushemu.Stats
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("emulator stats: %v", err)
+	}
+	return st.Delivered
 }
 
 // TestStackWakeRateBelowOne checks the simulated wake behaviour: with a

@@ -27,7 +27,8 @@ import (
 
 type setupOpts struct {
 	rateLimit int
-	apps      *apps.Set // the device routes' and syncs' apps (nil: the default app only)
+	keyLines  []string  // more lines of the API keys file
+	apps      *apps.Set // apps put into the catalogue (nil: the default app only)
 }
 
 type bundle struct {
@@ -53,7 +54,8 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	if err != nil {
 		t.Fatalf("mint: %v", err)
 	}
-	ks, err := auth.ParseKeys(strings.NewReader(admin.Line+"\n"+editor.Line+"\n"), "keys.txt")
+	lines := append([]string{admin.Line, editor.Line}, o.keyLines...)
+	ks, err := auth.ParseKeys(strings.NewReader(strings.Join(lines, "\n")+"\n"), "keys.txt")
 	if err != nil {
 		t.Fatalf("parse keys: %v", err)
 	}

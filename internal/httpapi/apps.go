@@ -8,6 +8,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/nudge-dev/nudge/internal/apps"
+	"github.com/nudge-dev/nudge/internal/auth"
 )
 
 // Apps is the live app catalogue: read by the routes, edited by the admin
@@ -29,16 +30,26 @@ type appList struct {
 	Apps []apps.App `json:"apps"`
 }
 
-// listApps is GET /v1/admin/apps: every app, ordered by id.
-func (s *Server) listApps(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, http.StatusOK, appList{Apps: s.deps.Apps.Current().All()})
+// listAdminApps is GET /v1/admin/apps: the apps the key may act for,
+// ordered by id, with their settings.
+func (s *Server) listAdminApps(w http.ResponseWriter, r *http.Request) error {
+	k, _ := auth.KeyFrom(r.Context())
+	out := appList{Apps: []apps.App{}}
+	for _, a := range s.deps.Apps.Current().All() {
+		if k.AllowsApp(a.ID) {
+			out.Apps = append(out.Apps, a)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
-// getApp is GET /v1/admin/apps/{app}.
+// getApp is GET /v1/admin/apps/{app}; an app the key may not act for is
+// not found, like one that does not exist.
 func (s *Server) getApp(w http.ResponseWriter, r *http.Request) error {
-	a, ok := s.deps.Apps.Current().Get(chi.URLParam(r, "app"))
-	if !ok {
+	id := chi.URLParam(r, "app")
+	a, ok := s.deps.Apps.Current().Get(id)
+	if !ok || !seesApp(r, id) {
 		return apps.ErrNotFound
 	}
 	writeJSON(w, http.StatusOK, a)
@@ -60,6 +71,13 @@ func (s *Server) putApp(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("id", "id in the body differs from the id in the path")
 	}
 	a.ID = id
+	if _, exists := s.deps.Apps.Current().Get(id); !exists {
+		if err := requireAllApps(r); err != nil { // creating an app takes a key for every app
+			return err
+		}
+	} else if !seesApp(r, id) {
+		return apps.ErrNotFound
+	}
 	if hasControl(a.Name) {
 		return badRequest("name", "name: one line of text, without control characters")
 	}
@@ -86,9 +104,13 @@ func (s *Server) putApp(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// deleteApp is DELETE /v1/admin/apps/{app}; the last app cannot go (409).
+// deleteApp is DELETE /v1/admin/apps/{app}: only a key for every app may
+// delete one, and the last app cannot go (409).
 func (s *Server) deleteApp(w http.ResponseWriter, r *http.Request) error {
 	id := chi.URLParam(r, "app")
+	if err := requireAllApps(r); err != nil {
+		return err
+	}
 	if err := s.deps.Apps.Delete(r.Context(), id); err != nil {
 		return err
 	}

@@ -412,7 +412,7 @@ func (s *Server) audit(r *http.Request, action, target string) {
 	log := logFrom(ctx)
 	log.InfoContext(ctx, "audit", "action", action, "target", target, "role", string(k.Role)) // api_key is on the logger
 	err := s.auditLog().Record(ctx, audit.Entry{
-		Action: action, Target: target, Key: k.Name, Role: string(k.Role),
+		Action: action, Target: target, App: auditApp(ctx), Key: k.Name, Role: string(k.Role),
 		RequestID: RequestID(ctx), At: s.now(),
 	})
 	if err != nil {

@@ -25,11 +25,11 @@ type Items interface {
 	Health(ctx context.Context, feed string) (feeds.Health, error)
 }
 
-// Stats records wake receipts and sums the fleet's figures for the
-// console; *stats.Recorder is one.
+// Stats records wake receipts and sums the fleet's or some apps' figures
+// for the console; *stats.Recorder is one.
 type Stats interface {
-	Receipt(ctx context.Context, platform, lane, outcome string, latency time.Duration) error
-	Summarize(ctx context.Context, window time.Duration) (stats.Summary, error)
+	Receipt(ctx context.Context, app, platform, lane, outcome string, latency time.Duration) error
+	SummarizeApps(ctx context.Context, window time.Duration, apps []string) (stats.Summary, error)
 }
 
 // QueueSizer reports the sizes of a job queue for the console;
@@ -176,7 +176,7 @@ func (s *Server) postReceipt(w http.ResponseWriter, r *http.Request) error {
 	if err := s.claimReceipt(r.Context(), d.ID, req.PushID, sent.Add(maxReceiptAge).Sub(now)); err != nil {
 		return err
 	}
-	if err := s.deps.Stats.Receipt(r.Context(), d.Platform, lane, req.Outcome, req.ReceivedAt.Sub(sent)); err != nil {
+	if err := s.deps.Stats.Receipt(r.Context(), deviceApp(d), d.Platform, lane, req.Outcome, req.ReceivedAt.Sub(sent)); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -237,10 +237,15 @@ func timePtr(t time.Time) *time.Time {
 }
 
 // consoleOverview is GET /v1/console/overview: everything the console shows
-// at a glance, in one request.
+// at a glance, in one request. The figures are those of ?app=, else of
+// every app the key may see.
 func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	k, _ := auth.KeyFrom(ctx)
+	scope, err := s.readScope(r)
+	if err != nil {
+		return err
+	}
 	list, err := s.deps.Catalog.List(ctx)
 	if err != nil {
 		return err
@@ -282,7 +287,7 @@ func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) error {
 		}
 		out.Queues[name] = queueView{Depth: st.Depth, Pending: st.Pending, Retry: st.Retry, Dead: st.Dead}
 	}
-	sum, err := s.deps.Stats.Summarize(ctx, statsWindow)
+	sum, err := s.deps.Stats.SummarizeApps(ctx, statsWindow, scope)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,8 @@ func (s *Server) addRoutes(r chi.Router) {
 		})
 
 		r.Group(func(r chi.Router) {
-			r.Use(s.RequireRole(auth.RoleEditor), deadline(s.cfg.KeyRequestTimeout))
+			r.Use(s.RequireRole(auth.RoleEditor), noteApps, deadline(s.cfg.KeyRequestTimeout))
+			r.Get("/apps", s.handle(s.listApps))
 			r.Post("/syncs", s.handle(s.createSync))
 			r.Get("/syncs", s.handle(s.listSyncs))
 			r.Get("/syncs/{id}", s.handle(s.getSync))
@@ -52,10 +53,10 @@ func (s *Server) addRoutes(r chi.Router) {
 		})
 
 		r.Route("/admin", func(r chi.Router) {
-			r.Use(s.RequireRole(auth.RoleAdmin), deadline(s.cfg.KeyRequestTimeout))
+			r.Use(s.RequireRole(auth.RoleAdmin), noteApps, deadline(s.cfg.KeyRequestTimeout))
 			r.Put("/feeds/{feed}", s.handle(s.putFeed))
 			r.Delete("/feeds/{feed}", s.handle(s.deleteFeed))
-			r.Get("/apps", s.handle(s.listApps))
+			r.Get("/apps", s.handle(s.listAdminApps))
 			r.Get("/apps/{app}", s.handle(s.getApp))
 			r.Put("/apps/{app}", s.handle(s.putApp))
 			r.Delete("/apps/{app}", s.handle(s.deleteApp))

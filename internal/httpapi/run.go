@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,7 +34,7 @@ func Settings() []config.Setting {
 		{Flag: "metrics-addr", Env: "NUDGE_METRICS_ADDR", Default: "",
 			Help: "listen address of /metrics on its own listener, off the public port (e.g. :9091); empty: /metrics on NUDGE_HTTP_ADDR"},
 		{Flag: "api-keys-file", Env: "NUDGE_API_KEYS_FILE", Default: "",
-			Help: `API keys file: lines "<name> <role> <sha256 hex>" (make one with: api mint-key <name> <role>); empty: no key is accepted`},
+			Help: `API keys file: lines "<name> <role> <sha256 hex> [app,app…]" (make one with: api mint-key <name> <role> [app,app…]); without the apps column a key acts for every app; empty: no key is accepted`},
 		{Flag: "apps-file", Env: "NUDGE_APPS_FILE", Default: "",
 			Help: "YAML apps file (ids, names, credential file paths, policies, feeds), reloaded when it changes; empty: one app, default. Give the dispatcher the same file"},
 		{Flag: "feeds-file", Env: "NUDGE_FEEDS_FILE", Default: "", Help: "JSON or YAML list of feeds upserted into the catalogue at start"},
@@ -202,12 +203,16 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// mintKey implements "api mint-key <name> <role>".
+// mintKey implements "api mint-key <name> <role> [app,app…]".
 func mintKey(args []string, stdout io.Writer) error {
-	if len(args) != 2 {
-		return errors.New("usage: api mint-key <name> <role>   (role: editor or admin)")
+	if len(args) != 2 && len(args) != 3 {
+		return errors.New("usage: api mint-key <name> <role> [app,app…]   (role: editor or admin; apps: the only apps the key may act for, default every app)")
 	}
-	m, err := auth.Mint(args[0], auth.Role(args[1]))
+	var limit []string
+	if len(args) == 3 {
+		limit = strings.Split(args[2], ",")
+	}
+	m, err := auth.Mint(args[0], auth.Role(args[1]), limit...)
 	if err != nil {
 		return err
 	}

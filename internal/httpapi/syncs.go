@@ -199,6 +199,9 @@ func (s *Server) createSync(w http.ResponseWriter, r *http.Request) error {
 	if !req.Audience.Empty() {
 		ev.Audience = req.Audience
 	}
+	if err := s.allowApp(r, "app", eventApp(ev)); err != nil {
+		return err
+	}
 	if r.URL.Query().Get("dry_run") == "true" {
 		n, err := s.deps.Events.Count(r.Context(), ev)
 		if err != nil {
@@ -280,9 +283,15 @@ func (s *Server) listSyncs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	scope, err := s.readScope(r)
+	if err != nil {
+		return err
+	}
 	out := make([]progressView, 0, len(all))
 	for _, sy := range all {
-		out = append(out, viewOfScheduled(sy))
+		if inScope(scope, eventApp(sy.Event)) {
+			out = append(out, viewOfScheduled(sy))
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"syncs": out})
 	return nil
@@ -296,7 +305,14 @@ func (s *Server) cancelSync(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	started := &HTTPError{Code: http.StatusConflict, Kind: "conflict", Msg: "the sync has started; it can no longer be cancelled"}
-	err = s.deps.Schedule.Cancel(r.Context(), id)
+	notFound := &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found"}
+	sy, err := s.deps.Schedule.Get(r.Context(), id)
+	if err == nil {
+		if !seesApp(r, eventApp(sy.Event)) {
+			return notFound
+		}
+		err = s.deps.Schedule.Cancel(r.Context(), id)
+	}
 	switch {
 	case err == nil:
 		s.audit(r, "sync.cancel", id)
@@ -310,12 +326,15 @@ func (s *Server) cancelSync(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Not scheduled: a sync that started left the schedule after its
 	// event was published, so the event tells the two apart.
-	if _, err := s.deps.Events.Event(r.Context(), id); err == nil {
+	if ev, err := s.deps.Events.Event(r.Context(), id); err == nil {
+		if !seesApp(r, eventApp(ev)) {
+			return notFound
+		}
 		return started
 	} else if !errors.Is(err, fanout.ErrNotFound) {
 		return err
 	}
-	return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found"}
+	return notFound
 }
 
 // getSync is GET /v1/syncs/{id}: live progress of a sync, or a scheduled
@@ -325,7 +344,11 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	notFound := &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found"}
 	ev, err := s.deps.Events.Event(r.Context(), id)
+	if err == nil && !seesApp(r, eventApp(ev)) {
+		return notFound
+	}
 	if err == nil {
 		var p fanout.Progress
 		p, err = s.deps.Events.Progress(r.Context(), id)
@@ -339,10 +362,14 @@ func (s *Server) getSync(w http.ResponseWriter, r *http.Request) error {
 	}
 	sy, err := s.deps.Schedule.Get(r.Context(), id)
 	if errors.Is(err, schedule.ErrNotFound) {
-		return &HTTPError{Code: http.StatusNotFound, Kind: "not_found", Msg: "sync not found", Err: err}
+		notFound.Err = err
+		return notFound
 	}
 	if err != nil {
 		return err
+	}
+	if !seesApp(r, eventApp(sy.Event)) {
+		return notFound
 	}
 	writeJSON(w, http.StatusOK, viewOfScheduled(sy))
 	return nil

@@ -25,6 +25,7 @@
 //	ev:{<id>}               HASH    one fan-out event: definition, cursor, progress
 //	audit                   STREAM  editor and admin actions
 //	stats:<minute>          HASH    fleet-wide push and wake counters of one minute
+//	stats:<app>:<minute>    HASH    one app's push and wake counters of one minute
 //	pause:<scope>           STRING  set while sends to a pause scope are paused (expires)
 //	sched:{sched}:due       ZSET    scheduled syncs by due time (send_at, or a claim's lease end)
 //	sched:{sched}:syncs     HASH    scheduled sync id -> its request (JSON)
@@ -158,6 +159,12 @@ func Audit() string { return "audit" }
 // Stats is the hash of fleet-wide push and receipt counters for one minute
 // (unix time / 60).
 func Stats(minute int64) string { return "stats:" + strconv.FormatInt(minute, 10) }
+
+// AppStats is the hash of one app's push and receipt counters for one
+// minute; Stats holds the sum over all apps.
+func AppStats(app string, minute int64) string {
+	return "stats:" + app + ":" + strconv.FormatInt(minute, 10)
+}
 
 // ProviderPause is set while all sends to a pause scope are paused after a
 // project-level error; it expires when the pause ends. A scope is what the

@@ -50,7 +50,7 @@ var owners = []family{
 	{"audit stream", []string{"Audit"}, "internal/audit", []string{"internal/httpapi"}},
 	{"scheduled syncs", []string{"ScheduleDue", "ScheduleSyncs", "ScheduleClaims"}, "internal/schedule",
 		[]string{"internal/httpapi", "internal/dispatcher"}},
-	{"fleet stats", []string{"Stats"}, "internal/stats",
+	{"fleet and per-app stats", []string{"Stats", "AppStats"}, "internal/stats",
 		[]string{"internal/fanout", "internal/delivery", "internal/httpapi", "internal/dispatcher"}},
 	{"provider pauses", []string{"ProviderPause"}, "internal/delivery", []string{"internal/dispatcher"}},
 	{"receipt key and replay marks", []string{"ReceiptKey", "ReceiptSeen"}, "internal/receipts",

@@ -7,6 +7,15 @@
 // share; and every event is also added to a per-minute hash in Redis
 // (keys.Stats), so the console can show fleet-wide figures for the last hour
 // whatever the number of replicas. The hashes expire after Retention.
+//
+// Every count belongs to an app (apps.Default when the caller names none):
+// each minute has one fleet-wide hash (keys.Stats) and one hash per app that
+// saw anything that minute (keys.AppStats), written in the same round trip,
+// so the console reads either view without summing many hashes. The
+// Prometheus counters carry the app id as a label; the latency histogram
+// does not, so that the series count grows with apps only by the counters'
+// platform × lane × outcome (at most 60 + 36 series per app). Redis holds at
+// most 1.4 KB per app and minute (BENCHMARKS "Stats per app").
 package stats
 
 import (
@@ -23,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/service"
 )
@@ -77,12 +87,12 @@ func NewRecorder(a service.Archetype, rdb redis.UniversalClient) (*Recorder, err
 		logger: a.Logger,
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_pushes_total",
-			Help: "Silent pushes by platform, lane and outcome (sent, pruned, failed, deferred, coalesced).",
-		}, []string{"platform", "lane", "outcome"}),
+			Help: "Silent pushes by app, platform, lane and outcome (sent, pruned, failed, deferred, coalesced).",
+		}, []string{"app", "platform", "lane", "outcome"}),
 		receipts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_receipts_total",
-			Help: "Wake receipts posted by apps, by platform, lane and outcome.",
-		}, []string{"platform", "lane", "outcome"}),
+			Help: "Wake receipts posted by apps, by app, platform, lane and outcome.",
+		}, []string{"app", "platform", "lane", "outcome"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "nudge_wake_latency_seconds",
 			Help:    "Time from a push being sent to the app waking and posting its receipt.",
@@ -110,22 +120,40 @@ func known(v string, set []string) string {
 	return "other"
 }
 
-// Count is n pushes of one platform, lane and outcome.
+// appOf is the app a count is for: apps.Default when none is named, and
+// "other" for a string that cannot be an app id (so it can neither grow the
+// label set with junk nor reach a Redis key).
+func appOf(app string) string {
+	switch {
+	case app == "":
+		return apps.Default
+	case apps.ValidID(app):
+		return app
+	}
+	return "other"
+}
+
+// Count is n pushes of one app, platform, lane and outcome. An empty App is
+// apps.Default.
 type Count struct {
 	Platform, Lane, Outcome string
 	N                       int
+	App                     string
 }
 
 // Pushes records push outcomes, all in one round trip.
 func (r *Recorder) Pushes(ctx context.Context, counts ...Count) error {
-	fields := map[string]int64{}
+	fields := map[string]map[string]int64{}
 	for _, c := range counts {
 		if c.N <= 0 {
 			continue
 		}
-		platform, lane := known(c.Platform, platforms), known(c.Lane, lanes)
-		r.pushes.WithLabelValues(platform, lane, c.Outcome).Add(float64(c.N))
-		fields[platform+"|"+c.Outcome] += int64(c.N)
+		app, platform, lane := appOf(c.App), known(c.Platform, platforms), known(c.Lane, lanes)
+		r.pushes.WithLabelValues(app, platform, lane, c.Outcome).Add(float64(c.N))
+		if fields[app] == nil {
+			fields[app] = map[string]int64{}
+		}
+		fields[app][platform+"|"+c.Outcome] += int64(c.N)
 	}
 	if len(fields) == 0 {
 		return nil
@@ -133,13 +161,14 @@ func (r *Recorder) Pushes(ctx context.Context, counts ...Count) error {
 	return r.incr(ctx, fields)
 }
 
-// Receipt records one wake receipt. latency is the time from send to wake;
-// a negative latency (clock skew on the phone) counts as zero.
-func (r *Recorder) Receipt(ctx context.Context, platform, lane, outcome string, latency time.Duration) error {
-	platform, lane = known(platform, platforms), known(lane, lanes)
+// Receipt records one wake receipt of a device of app (empty:
+// apps.Default). latency is the time from send to wake; a negative latency
+// (clock skew on the phone) counts as zero.
+func (r *Recorder) Receipt(ctx context.Context, app, platform, lane, outcome string, latency time.Duration) error {
+	app, platform, lane = appOf(app), known(platform, platforms), known(lane, lanes)
 	outcome = known(outcome, receiptOutcomes)
 	latency = max(latency, 0)
-	r.receipts.WithLabelValues(platform, lane, outcome).Inc()
+	r.receipts.WithLabelValues(app, platform, lane, outcome).Inc()
 	r.latency.WithLabelValues(platform, lane).Observe(latency.Seconds())
 	ms := latency.Milliseconds()
 	bucket := "inf"
@@ -149,21 +178,28 @@ func (r *Recorder) Receipt(ctx context.Context, platform, lane, outcome string, 
 			break
 		}
 	}
-	return r.incr(ctx, map[string]int64{
+	return r.incr(ctx, map[string]map[string]int64{app: {
 		platform + "|receipt":            1,
 		platform + "|lat|" + bucket:      1,
 		platform + "|receipt|" + outcome: 1,
-	})
+	}})
 }
 
-func (r *Recorder) incr(ctx context.Context, fields map[string]int64) error {
+// incr adds each app's fields to the minute's hash of that app and to the
+// fleet-wide hash, in one round trip.
+func (r *Recorder) incr(ctx context.Context, byApp map[string]map[string]int64) error {
 	minute := r.now().Unix() / 60
-	key := keys.Stats(minute)
+	fleet := keys.Stats(minute)
 	pipe := r.rdb.Pipeline()
-	for f, n := range fields {
-		pipe.HIncrBy(ctx, key, f, n)
+	for app, fields := range byApp {
+		key := keys.AppStats(app, minute)
+		for f, n := range fields {
+			pipe.HIncrBy(ctx, key, f, n)
+			pipe.HIncrBy(ctx, fleet, f, n)
+		}
+		pipe.Expire(ctx, key, Retention)
 	}
-	pipe.Expire(ctx, key, Retention)
+	pipe.Expire(ctx, fleet, Retention)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("record stats: %w", err)
 	}
@@ -201,9 +237,15 @@ type Summary struct {
 	Series    Series               `json:"series"`
 }
 
-// Summarize reads the minute hashes of the last window, the current minute
-// included.
+// Summarize reads the fleet-wide minute hashes of the last window, the
+// current minute included.
 func (r *Recorder) Summarize(ctx context.Context, window time.Duration) (Summary, error) {
+	return r.SummarizeApps(ctx, window, nil)
+}
+
+// SummarizeApps is Summarize over the sum of forApps' minute hashes; a nil
+// forApps is the fleet (Summarize), an empty one an empty summary.
+func (r *Recorder) SummarizeApps(ctx context.Context, window time.Duration, forApps []string) (Summary, error) {
 	if window <= 0 || window > Retention {
 		return Summary{}, errors.New("summarize: window must be within (0, stats.Retention]")
 	}
@@ -211,9 +253,18 @@ func (r *Recorder) Summarize(ctx context.Context, window time.Duration) (Summary
 	n := int64(window / time.Minute)
 	first := last - n + 1
 	pipe := r.rdb.Pipeline()
-	cmds := make([]*redis.MapStringStringCmd, 0, n)
+	cmds := make([][]*redis.MapStringStringCmd, 0, n)
 	for m := first; m <= last; m++ {
-		cmds = append(cmds, pipe.HGetAll(ctx, keys.Stats(m)))
+		var minute []*redis.MapStringStringCmd
+		if forApps == nil {
+			minute = append(minute, pipe.HGetAll(ctx, keys.Stats(m)))
+		}
+		for _, app := range forApps {
+			if apps.ValidID(app) {
+				minute = append(minute, pipe.HGetAll(ctx, keys.AppStats(app, m)))
+			}
+		}
+		cmds = append(cmds, minute)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Summary{}, fmt.Errorf("summarize stats: %w", err)
@@ -222,10 +273,10 @@ func (r *Recorder) Summarize(ctx context.Context, window time.Duration) (Summary
 	for _, p := range platforms {
 		s.Platforms[p] = &Platform{latency: map[string]int64{}}
 	}
-	for i, cmd := range cmds {
+	for i, minute := range cmds {
 		s.Series.Minutes = append(s.Series.Minutes, (first+int64(i))*60)
 		var sent, wakes int64
-		for f, v := range cmd.Val() {
+		for f, v := range mergeHashes(minute) {
 			n, _ := strconv.ParseInt(v, 10, 64)
 			plat, what, _ := strings.Cut(f, "|")
 			p := s.Platforms[plat]
@@ -265,6 +316,25 @@ func (r *Recorder) Summarize(ctx context.Context, window time.Duration) (Summary
 		p.WakeLatencyP99 = quantile(p.latency, 0.99)
 	}
 	return s, nil
+}
+
+// mergeHashes is the field-wise sum of one minute's hashes.
+func mergeHashes(cmds []*redis.MapStringStringCmd) map[string]string {
+	if len(cmds) == 1 {
+		return cmds[0].Val()
+	}
+	sum := map[string]int64{}
+	for _, c := range cmds {
+		for f, v := range c.Val() {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			sum[f] += n
+		}
+	}
+	out := make(map[string]string, len(sum))
+	for f, n := range sum {
+		out[f] = strconv.FormatInt(n, 10)
+	}
+	return out
 }
 
 // quantile returns the upper bound of the bucket holding quantile q, or nil

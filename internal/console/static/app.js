@@ -2,7 +2,9 @@
 // sessionStorage), then watch the overview, refreshed every 5 s while the
 // tab is visible, and trigger breaking-news syncs whose progress is followed
 // every second, now or scheduled for later (listed, cancellable until they
-// start). Admins also add, edit and delete feeds.
+// start). Admins also add, edit and delete feeds. With more than one app,
+// a switcher picks the app whose figures, scheduled syncs and new syncs the
+// page shows; the feeds and queues are shared by all apps.
 //
 // All text from the server is set with textContent, never parsed as HTML.
 
@@ -11,6 +13,7 @@ import { num, percent, millis, interval, parseTime, ago, hhmmss, fullTime, DASH 
 import * as chart from "./chart.js";
 
 const KEY_STORAGE = "nudge.console.key";
+const APP_STORAGE = "nudge.console.app";
 const REFRESH_MS = 5000;
 const SYNC_POLL_MS = 1000;
 const SYNC_COUNTS = ["targeted", "queued", "sent", "deferred", "coalesced", "skipped", "pruned", "failed", "superseded", "in_flight", "held"];
@@ -75,6 +78,8 @@ const state = {
   scheduled: new Map(), // id -> scheduled sync, as last listed
   cancelled: new Set(), // ids this page cancelled
   scheduledTimer: 0,
+  apps: [], // [{id, name}] the key may act for
+  app: "", // the chosen app's id
 };
 
 // ---------------------------------------------------------------- session
@@ -111,7 +116,8 @@ async function onLogin(event) {
   button.textContent = "Signing in…";
   $("#login-error").textContent = "";
   try {
-    const overview = await request(key, "GET", "/v1/console/overview");
+    await loadApps(key);
+    const overview = await request(key, "GET", withApp("/v1/console/overview"));
     sessionStorage.setItem(KEY_STORAGE, key);
     state.key = key;
     input.value = "";
@@ -128,7 +134,12 @@ async function onLogin(event) {
 
 function signOut(message = "") {
   sessionStorage.removeItem(KEY_STORAGE);
+  sessionStorage.removeItem(APP_STORAGE);
   state.key = "";
+  state.apps = [];
+  state.app = "";
+  $("#app-switch").hidden = true;
+  $("#app-select").replaceChildren();
   state.whoami = null;
   state.feeds = [];
   state.feedsSignature = "";
@@ -166,6 +177,59 @@ function enterConsole(overview) {
   $("#main").focus();
 }
 
+// ---------------------------------------------------------------- apps
+
+/**
+ * loadApps lists the apps key may act for and fills the switcher, which
+ * shows only when there is a choice. The app chosen earlier in this tab is
+ * kept if the key still has it. An api without apps (404) has one app.
+ */
+async function loadApps(key) {
+  let list = [];
+  try {
+    const res = await request(key, "GET", "/v1/apps");
+    list = Array.isArray(res.apps) ? res.apps.map((a) => ({ id: String(a.id), name: String(a.name || a.id) })) : [];
+  } catch (err) {
+    if (err.status !== 404) throw err;
+  }
+  state.apps = list;
+  const saved = sessionStorage.getItem(APP_STORAGE) || "";
+  state.app = list.some((a) => a.id === saved) ? saved : list.length ? list[0].id : "";
+  const select = $("#app-select");
+  select.replaceChildren(...list.map((a) => h("option", { value: a.id }, a.name === a.id ? a.id : `${a.name} (${a.id})`)));
+  select.value = state.app;
+  $("#app-switch").hidden = list.length < 2;
+}
+
+/** scopedApp is the app requests name: none when the only app is the
+ * default one (a deployment without apps). */
+function scopedApp() {
+  return state.apps.length > 1 || (state.app && state.app !== "default") ? state.app : "";
+}
+
+/** withApp adds ?app= (or &app=) for the chosen app to path. */
+function withApp(path) {
+  const app = scopedApp();
+  if (!app) return path;
+  return `${path}${path.includes("?") ? "&" : "?"}app=${encodeURIComponent(app)}`;
+}
+
+/** onAppChange shows the other app: its figures and scheduled syncs; the
+ * progress of the last sync, which was the other app's, is put away. */
+function onAppChange(event) {
+  state.app = event.target.value;
+  sessionStorage.setItem(APP_STORAGE, state.app);
+  stopSync();
+  $("#sync-progress").hidden = true;
+  clearTimeout(state.scheduledTimer);
+  state.scheduled.clear();
+  state.cancelled.clear();
+  renderScheduled();
+  for (const sel of ["#scheduled-status", "#scheduled-error", "#sync-error", "#audience-count"]) $(sel).textContent = "";
+  refresh();
+  loadScheduled();
+}
+
 // ---------------------------------------------------------------- overview
 
 function startRefresh() {
@@ -185,14 +249,15 @@ async function refresh() {
   if (state.refreshing || !state.key) return;
   state.refreshing = true;
   const key = state.key;
+  const app = state.app;
   try {
-    const overview = await request(key, "GET", "/v1/console/overview");
-    if (key !== state.key) return;
+    const overview = await request(key, "GET", withApp("/v1/console/overview"));
+    if (key !== state.key || app !== state.app) return;
     render(overview);
     $("#app-error").textContent = "";
     if (state.scheduled.size === 0) loadScheduled(); // another editor may have scheduled one
   } catch (err) {
-    if (key !== state.key) return;
+    if (key !== state.key || app !== state.app) return;
     if (err.isAuth) {
       signOut(err.status === 401 ? "Your key is no longer accepted. Sign in again." : "This key has no editor role.");
       return;
@@ -201,6 +266,7 @@ async function refresh() {
     $("#app-error").textContent = `Could not refresh the overview: ${err.message}${since}`;
   } finally {
     state.refreshing = false;
+    if (key === state.key && app !== state.app) refresh(); // the app changed meanwhile
   }
 }
 
@@ -517,6 +583,7 @@ async function onSyncSubmit(event) {
     return fieldError(form, errorEl, "input[name=feed]", "Choose at least one feed to sync.");
   }
   const body = { feeds, lane: "breaking" };
+  if (scopedApp()) body.app = scopedApp();
   const title = $("#alert-title").value.trim();
   const text = $("#alert-body").value.trim();
   if (title || text) body.alert = { title, body: text };
@@ -575,10 +642,11 @@ function syncButtonText() {
 async function loadScheduled() {
   clearTimeout(state.scheduledTimer);
   const key = state.key;
+  const app = state.app;
   if (!key) return;
   try {
-    const res = await request(key, "GET", "/v1/syncs?state=scheduled");
-    if (key !== state.key) return;
+    const res = await request(key, "GET", withApp("/v1/syncs?state=scheduled"));
+    if (key !== state.key || app !== state.app) return;
     const list = Array.isArray(res.syncs) ? res.syncs : [];
     const now = new Map(list.map((s) => [String(s.id), s]));
     for (const id of state.scheduled.keys()) {
@@ -590,7 +658,7 @@ async function loadScheduled() {
     renderScheduled();
     $("#scheduled-error").textContent = "";
   } catch (err) {
-    if (key !== state.key) return;
+    if (key !== state.key || app !== state.app) return;
     if (err.isAuth) return signOut(err.status === 401 ? "Your key is no longer accepted. Sign in again." : "This key has no editor role.");
     $("#scheduled-error").textContent = `Could not load the scheduled syncs: ${err.message}`;
   }
@@ -666,6 +734,7 @@ async function onAudiencePreview() {
     return;
   }
   const body = { feeds, lane: "breaking" };
+  if (scopedApp()) body.app = scopedApp();
   const audience = audienceOf(form);
   if (audience) body.audience = audience;
   out.textContent = "Counting…";
@@ -822,6 +891,7 @@ async function boot() {
   $("#audience-preview").addEventListener("click", onAudiencePreview);
   $("#sync-send-at").addEventListener("input", syncButtonText);
   $("#scheduled").addEventListener("click", onScheduledAction);
+  $("#app-select").addEventListener("change", onAppChange);
   $("#feeds").addEventListener("click", onFeedAction);
   $("#feed-add").addEventListener("click", () => openFeedForm(null));
   $("#feed-form").addEventListener("submit", onFeedSubmit);
@@ -838,7 +908,8 @@ async function boot() {
     return;
   }
   try {
-    const overview = await request(saved, "GET", "/v1/console/overview");
+    await loadApps(saved);
+    const overview = await request(saved, "GET", withApp("/v1/console/overview"));
     state.key = saved;
     enterConsole(overview);
   } catch (err) {
