@@ -80,6 +80,8 @@ var editLua string
 
 var editScript = redis.NewScript(editLua)
 
+var _ Source = (*Catalogue)(nil)
+
 // Catalogue is the live app catalogue: the base apps (the apps file, or
 // the single-app settings without one) overlaid by the admin edits kept in
 // Redis. Current is lock-free; the watch loop (Start) swaps in a new Set
@@ -193,6 +195,9 @@ func (c *Catalogue) Subscribe() (<-chan struct{}, func()) {
 func (c *Catalogue) Put(ctx context.Context, app App) (created bool, err error) {
 	if err := app.Validate(); err != nil {
 		return false, err
+	}
+	if len(app.Feeds) == 0 {
+		app.Feeds = nil // as it reads back from Redis: all feeds
 	}
 	b, err := json.Marshal(record{App: &app})
 	if err != nil {

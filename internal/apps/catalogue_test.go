@@ -318,3 +318,20 @@ func TestCatalogueReplicasFollowEditsThroughARedisRestart(t *testing.T) {
 		t.Fatal("the deleted app came back after the restart")
 	}
 }
+
+// TestCatalogueOnCluster: the edit script and its notice work on Redis
+// Cluster, where the subscription and the script may be on other nodes.
+func TestCatalogueOnCluster(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t)
+	one := startCatalogue(t, cl.Client(t), apps.Config{})
+	two := startCatalogue(t, cl.Client(t), apps.Config{})
+	if _, err := one.cat.Put(t.Context(), fcmApp("sports")); err != nil {
+		t.Fatal(err)
+	}
+	await.Within(t, 10*time.Second, "the PUT on replica one to reach replica two", func() bool { return has(two.cat, "sports") })
+	if err := two.cat.Delete(t.Context(), "sports"); err != nil {
+		t.Fatal(err)
+	}
+	await.Within(t, 10*time.Second, "the DELETE on replica two to reach replica one", func() bool { return !has(one.cat, "sports") })
+}
