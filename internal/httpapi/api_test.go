@@ -25,7 +25,8 @@ import (
 )
 
 type setupOpts struct {
-	rateLimit int
+	rateLimit      int
+	itemCacheBytes int64 // 0: the default; negative: no item cache
 }
 
 type bundle struct {
@@ -68,7 +69,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	}
 	pr := prometheus.NewRegistry()
 	srv, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: ks, Gatherer: pr}),
-		httpapi.Config{RegisterRateLimit: o.rateLimit})
+		httpapi.Config{RegisterRateLimit: o.rateLimit, ItemCacheBytes: o.itemCacheBytes})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}
