@@ -105,7 +105,7 @@ func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*pa
 	if err != nil {
 		return nil, err
 	}
-	planner, err := stores.Planner(a, cfg.Fanout, evs, devs, th, st)
+	planner, err := stores.Planner(a, cfg.Fanout, rdb, evs, devs, th, st)
 	if err != nil {
 		return nil, err
 	}

@@ -55,7 +55,7 @@ func OpenStores(a service.Archetype, rdb redis.UniversalClient, maxFeeds int) (*
 	if err != nil {
 		return nil, err
 	}
-	planner, err := stores.Planner(quiet, fanout.Config{}, evs, reg, th, nil)
+	planner, err := stores.Planner(quiet, fanout.Config{}, rdb, evs, reg, th, nil)
 	if err != nil {
 		return nil, err
 	}
