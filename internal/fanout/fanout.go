@@ -54,6 +54,9 @@ type Event struct {
 	Lane   string           `json:"lane"`            // throttle.LaneFeed or throttle.LaneBreaking
 	Reason string           `json:"reason"`          // "feed", "breaking" or "stale"
 	Since  map[string]int64 `json:"since,omitempty"` // per feed, the cursor to fetch from
+	// Until is, per feed, the end of the closed range (Since, Until] the
+	// push names: every device this event wakes reads the same range.
+	Until map[string]int64 `json:"until,omitempty"`
 	Alert  *Alert           `json:"alert,omitempty"` // optional visible alert (breaking lane)
 	// Audience optionally narrows the subscribers targeted; subscribers
 	// outside it are not targeted at all.
@@ -443,6 +446,7 @@ func (p *Planner) decide(ctx context.Context, ev Event, subs []devices.Subscribe
 				}
 				u.Since[feed] = c
 			}
+			u.Until = withRangeEnd(u.Until, ev, feed)
 		}
 		ids := groups[mask]
 		for len(ids) > 0 {
