@@ -57,7 +57,7 @@ type Event struct {
 	// Until is, per feed, the end of the closed range (Since, Until] the
 	// push names: every device this event wakes reads the same range.
 	Until map[string]int64 `json:"until,omitempty"`
-	Alert  *Alert           `json:"alert,omitempty"` // optional visible alert (breaking lane)
+	Alert *Alert           `json:"alert,omitempty"` // optional visible alert (breaking lane)
 	// Audience optionally narrows the subscribers targeted; subscribers
 	// outside it are not targeted at all.
 	Audience  *Audience `json:"audience,omitempty"`
