@@ -52,7 +52,7 @@ func BenchmarkSyncReadHerd(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := st.Catalog.Put(b.Context(), catalog.Feed{ID: feed, Title: "Headlines", URL: "https://example.com/headlines.xml", PollInterval: time.Hour}); err != nil {
+			if _, err := st.Catalog.Put(b.Context(), catalog.Feed{ID: feed, Title: "Headlines", URL: "http://127.0.0.1:1/headlines.xml", PollInterval: time.Hour}); err != nil {
 				b.Fatal(err)
 			}
 			pr := prometheus.NewRegistry()

@@ -45,7 +45,7 @@ func BenchmarkItemRange(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := pipe.Catalog.Put(b.Context(), catalog.Feed{ID: "world", Title: "World", URL: "https://example.com/world"}); err != nil {
+			if _, err := pipe.Catalog.Put(b.Context(), catalog.Feed{ID: "world", Title: "World", URL: "http://127.0.0.1:1/world.xml"}); err != nil {
 				b.Fatal(err)
 			}
 			saveBenchItems(b, pipe, "world", 50)
