@@ -26,7 +26,8 @@ import (
 
 type setupOpts struct {
 	rateLimit      int
-	itemCacheBytes int64 // 0: the default; negative: no item cache
+	itemCacheBytes int64         // 0: the default; negative: no item cache
+	requestTimeout time.Duration // 0: the default (1s)
 }
 
 type bundle struct {
@@ -69,7 +70,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	}
 	pr := prometheus.NewRegistry()
 	srv, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: ks, Gatherer: pr}),
-		httpapi.Config{RegisterRateLimit: o.rateLimit, ItemCacheBytes: o.itemCacheBytes})
+		httpapi.Config{RegisterRateLimit: o.rateLimit, ItemCacheBytes: o.itemCacheBytes, RequestTimeout: o.requestTimeout})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}
