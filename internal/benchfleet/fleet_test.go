@@ -516,7 +516,7 @@ func (s *stack) newBare(b *testing.B) *pushemutest.Bare {
 // returning the wall time and this process's plus the emulator's CPU.
 func (s *stack) sendTimed(b *testing.B, bs *pushemutest.Bare, from, to uint64, event string) (wall, cpu time.Duration) {
 	b.Helper()
-	bp, err := bs.Build(from, to, feed, 0, event)
+	bp, err := bs.Build(from, to, feed, 0, 0, event)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -443,6 +443,7 @@ func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) 
 			Reason:      push.Reason(it.push.Reason),
 			Feeds:       it.push.Feeds,
 			Since:       cursors(it.push.Since),
+			Until:       cursors(it.push.Until),
 			Alert:       alertOf(it.push),
 			CollapseID:  it.push.CollapseID(),
 		}

@@ -136,7 +136,7 @@ func (bu *benchBundle) resetThrottle(b *testing.B) {
 func breaking(feed string, alert *fanout.Alert) fanout.Event {
 	return fanout.Event{
 		Feeds: []string{feed}, Lane: throttle.LaneBreaking, Reason: "breaking",
-		Since: map[string]int64{feed: 120}, Alert: alert,
+		Since: map[string]int64{feed: 120}, Until: map[string]int64{feed: 125}, Alert: alert,
 	}
 }
 
@@ -169,7 +169,7 @@ func newBare(b testing.TB, bu *benchBundle) *pushemutest.Bare {
 // with the payload fields and headers the pipeline sends.
 func buildBare(b testing.TB, bare *pushemutest.Bare, from, to uint64, feed, event string) pushemutest.BarePushes {
 	b.Helper()
-	bp, err := bare.Build(from, to, feed, 120, event)
+	bp, err := bare.Build(from, to, feed, 120, 125, event)
 	if err != nil {
 		b.Fatal(err)
 	}

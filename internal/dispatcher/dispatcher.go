@@ -132,7 +132,7 @@ func openStores(ctx context.Context, a service.Archetype, cfg Config, rdb redis.
 	if err != nil {
 		return nil, err
 	}
-	planner, err := stores.Planner(a, cfg.Fanout, evs, devs, th, st)
+	planner, err := stores.Planner(a, cfg.Fanout, rdb, evs, devs, th, st)
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +294,7 @@ func (d *Dispatcher) feedChanged(ctx context.Context, feed string, since, head i
 	id := fmt.Sprintf("feed:%s:%d", feed, head)
 	_, err := d.pipe.Submitter.Submit(ctx, fanout.Event{
 		ID: id, Feeds: []string{feed}, Lane: throttle.LaneFeed, Reason: "feed",
-		Since: map[string]int64{feed: since},
+		Since: map[string]int64{feed: since}, Until: map[string]int64{feed: head},
 	})
 	if err != nil {
 		return err
@@ -347,7 +347,7 @@ func (d *Dispatcher) handBack(ctx context.Context, dead []jobs.DeadJob) {
 		// A fresh event id: the throttle remembers the ones it applied.
 		u := throttle.Update{
 			Event: fmt.Sprintf("redo:%d:%s", dj.Partition, dj.OriginalID),
-			Feeds: p.Feeds, Lane: p.Lane, Reason: p.Reason, Since: p.Since, Alert: p.Alert,
+			Feeds: p.Feeds, Lane: p.Lane, Reason: p.Reason, Since: p.Since, Until: p.Until, Alert: p.Alert,
 		}
 		if _, err := d.pipe.Throttle.Decide(ctx, u, []uint64{p.Device}); err != nil {
 			d.log.ErrorContext(ctx, "hand a dead push back to the throttle", "device_id", p.Device, "job", dj.OriginalID, "cause", dj.Cause, "err", err)

@@ -53,7 +53,7 @@ func TestBreakingEventReachesEveryDevice(t *testing.T) {
 		}
 		want := map[string]string{
 			"type": "nudge.sync", "task": "nudge.sync", "feeds": feed, "event": event,
-			"reason": "breaking", "since": feed + ":120",
+			"reason": "breaking", "since": feed + ":120", "until": feed + ":125",
 		}
 		for k, v := range want {
 			if d.Data[k] != v {

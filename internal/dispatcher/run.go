@@ -21,6 +21,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/config"
 	"github.com/nudge-dev/nudge/internal/egress"
+	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/push"
@@ -67,6 +68,8 @@ func Settings() []config.Setting {
 		{Flag: "debounce", Env: "NUDGE_DEBOUNCE", Default: "2m", Help: "feed lane: how long a push waits for more updates to merge"},
 		{Flag: "max-wait", Env: "NUDGE_MAX_WAIT", Default: "15m", Help: "feed lane: the debounce never delays a push more than this"},
 		{Flag: "alert-limit", Env: "NUDGE_ALERT_LIMIT", Default: "4", Help: "most visible breaking alerts per device in any NUDGE_ALERT_WINDOW; more are sent silent"},
+		{Flag: "wake-rate", Env: "NUDGE_WAKE_RATE", Default: "0",
+			Help: "pushes per second per feed that a fan-out plans, across all replicas, so the apps' sync reads stay under the api's capacity (0: no pacing)"},
 		{Flag: "alert-window", Env: "NUDGE_ALERT_WINDOW", Default: "1h", Help: "sliding window of NUDGE_ALERT_LIMIT"},
 
 		{Flag: "feed-default-interval", Env: "NUDGE_FEED_DEFAULT_INTERVAL", Default: "5m", Help: "poll interval of feeds whose catalogue entry has none"},
@@ -257,6 +260,7 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 				Debounce: dur("debounce"), MaxWait: dur("max-wait")},
 			AlertLimit: num("alert-limit"), AlertWindow: dur("alert-window"),
 		},
+		Fanout: fanout.Config{WakeRate: num("wake-rate")},
 		Watcher: feeds.Config{
 			DefaultInterval: dur("feed-default-interval"),
 			RequestTimeout:  dur("feed-timeout"),

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/devices"
@@ -61,7 +62,10 @@ type Event struct {
 	Lane   string           `json:"lane"`            // throttle.LaneFeed or throttle.LaneBreaking
 	Reason string           `json:"reason"`          // "feed", "breaking" or "stale"
 	Since  map[string]int64 `json:"since,omitempty"` // per feed, the cursor to fetch from
-	Alert  *Alert           `json:"alert,omitempty"` // optional visible alert (breaking lane)
+	// Until is, per feed, the end of the closed range (Since, Until] the
+	// push names: every device this event wakes reads the same range.
+	Until map[string]int64 `json:"until,omitempty"`
+	Alert *Alert           `json:"alert,omitempty"` // optional visible alert (breaking lane)
 	// Audience optionally narrows the subscribers targeted; subscribers
 	// outside it are not targeted at all.
 	Audience  *Audience `json:"audience,omitempty"`
@@ -133,6 +137,10 @@ type Config struct {
 	// Window is how many device ids one walk step covers (default 32768,
 	// 64 partitions x 512). A power of two from 8 to 65536.
 	Window int
+	// WakeRate paces the fan-out: at most this many devices per second
+	// and feed are handed to the throttle, across every planner replica
+	// (NUDGE_WAKE_RATE; pace.go). 0 paces nothing.
+	WakeRate int
 }
 
 func (c Config) withDefaults() Config {
@@ -143,6 +151,9 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	if c.Window < 8 || c.Window > devices.MaxWindow || c.Window&(c.Window-1) != 0 {
 		return fmt.Errorf("fanout: window %d: set Window to a power of two from 8 to %d", c.Window, devices.MaxWindow)
+	}
+	if c.WakeRate < 0 {
+		return fmt.Errorf("fanout: wake rate %d: set NUDGE_WAKE_RATE to pushes per second per feed, or 0 for no pacing", c.WakeRate)
 	}
 	return nil
 }
@@ -158,6 +169,9 @@ type Deps struct {
 	// Profiles filters events with an audience; nil refuses such events
 	// (ErrNoProfiles).
 	Profiles Profiles
+	// Redis holds the wake pacing slots; required when Config.WakeRate is
+	// set.
+	Redis redis.UniversalClient
 }
 
 // Planner publishes events and plans their fan-out.
@@ -171,6 +185,8 @@ type Planner struct {
 	// profiles filters events with an audience.
 	profiles Profiles
 	clock    func() time.Time
+	// pace spaces the fan-out at Config.WakeRate; nil when it is 0.
+	pace *pacer
 
 	outcomes *prometheus.CounterVec
 	windows  prometheus.Counter
@@ -209,6 +225,12 @@ func New(a service.Archetype, cfg Config, d Deps) (*Planner, error) {
 			Name: "nudge_fanout_events_planned_total",
 			Help: "Events whose fan-out completed.",
 		}),
+	}
+	if cfg.WakeRate > 0 {
+		if d.Redis == nil {
+			return nil, errors.New("fanout: Redis is required with a wake rate")
+		}
+		p.pace = newPacer(d.Redis, cfg.WakeRate)
 	}
 	if err := a.Register(p.outcomes, p.windows, p.planned); err != nil {
 		return nil, fmt.Errorf("fanout: %w", err)
@@ -310,7 +332,7 @@ func (p *Planner) Plan(ctx context.Context, id string) (Progress, error) {
 	if err != nil {
 		return pr, fmt.Errorf("plan event %s: %w", id, err)
 	}
-	win := uint64(p.cfg.Window)
+	win := uint64(p.window())
 	cur := pr.Cursor / win * win
 	// The next window's subscribers are read while the throttle decides the
 	// current one, so the bitmap reads and the id extraction overlap with
@@ -404,7 +426,7 @@ func (p *Planner) prefetch(ctx context.Context, ev Event, start uint64) *pending
 	w := &pending{done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		w.subs, w.err = p.subs.Subscribers(ctx, ev.App, ev.Feeds, start, p.cfg.Window)
+		w.subs, w.err = p.subs.Subscribers(ctx, ev.App, ev.Feeds, start, p.window())
 	}()
 	return w
 }
@@ -435,15 +457,36 @@ func (p *Planner) decide(ctx context.Context, ev Event, subs []devices.Subscribe
 				}
 				u.Since[feed] = c
 			}
+			u.Until = withRangeEnd(u.Until, ev, feed)
 		}
-		c, err := p.th.Decide(ctx, u, groups[mask])
-		if err != nil {
-			return total, err
+		ids := groups[mask]
+		for len(ids) > 0 {
+			n := len(ids)
+			if p.pace != nil {
+				n = min(n, p.pace.chunk())
+				if err := p.pace.wait(ctx, u.Feeds, n); err != nil {
+					return total, err
+				}
+			}
+			c, err := p.th.Decide(ctx, u, ids[:n])
+			if err != nil {
+				return total, err
+			}
+			p.count(ctx, u.Lane, c)
+			total.Add(c)
+			ids = ids[n:]
 		}
-		p.count(ctx, u.Lane, c)
-		total.Add(c)
 	}
 	return total, nil
+}
+
+// window is the subscription window of a walk step: Config.Window, or
+// the paced one.
+func (p *Planner) window() int {
+	if p.pace != nil {
+		return p.pace.window(p.cfg.Window)
+	}
+	return p.cfg.Window
 }
 
 // count adds a decision's deferred and coalesced pushes to the fleet

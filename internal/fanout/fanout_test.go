@@ -68,7 +68,7 @@ func newPlanner(t testing.TB, rdb redis.UniversalClient, cfg Config, d Decider, 
 		t.Fatalf("new registry: %v", err)
 	}
 	a := service.Archetype{Logger: discard(), Registerer: prometheus.NewRegistry(), Clock: clock}
-	pl, err := New(a, cfg, Deps{Events: store, Subscribers: reg, Decider: d, Profiles: reg})
+	pl, err := New(a, cfg, Deps{Events: store, Subscribers: reg, Decider: d, Profiles: reg, Redis: rdb})
 	if err != nil {
 		t.Fatalf("new planner: %v", err)
 	}

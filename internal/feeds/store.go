@@ -262,6 +262,11 @@ func (s *Store) zrange(ctx context.Context, feed string, a *redis.ZRangeArgs) ([
 	if err != nil {
 		return nil, fmt.Errorf("read items of feed %s: %w", feed, err)
 	}
+	return decodeItems(feed, zs)
+}
+
+// decodeItems decodes item log members with their cursors.
+func decodeItems(feed string, zs []redis.Z) ([]Item, error) {
 	out := make([]Item, 0, len(zs))
 	for _, z := range zs {
 		m, _ := z.Member.(string)
@@ -293,4 +298,42 @@ func splitMember(m string) (id string, replaces int64, body string) {
 		m = m[i+1:]
 	}
 	return "", 0, m
+}
+
+// Range is the page of a closed cursor range (since, until] of feed: up to
+// limit items with since < cursor ≤ until, in cursor order, read with the
+// head and the trim point in one round trip (one MULTI in the feed's
+// slot). Next is the last item's cursor when the page is full, else until;
+// Head is the feed's current cursor, so the caller can refuse a range that
+// ends beyond it. Truncated reports that items after since were trimmed
+// from the capped log: the page then holds only what the log still has.
+func (s *Store) Range(ctx context.Context, feed string, since, until int64, limit int) (Page, error) {
+	if limit <= 0 {
+		limit = 50
+	}
+	var hc, tc *redis.StringCmd
+	var zc *redis.ZSliceCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		hc = p.Get(ctx, keys.FeedCursor(feed))
+		tc = p.HGet(ctx, keys.FeedHealth(feed), "trimmed")
+		zc = p.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
+			Key: keys.FeedItems(feed), Start: "(" + strconv.FormatInt(since, 10), Stop: strconv.FormatInt(until, 10),
+			ByScore: true, Count: int64(limit),
+		})
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Page{}, fmt.Errorf("read range of feed %s: %w", feed, err)
+	}
+	head, _ := hc.Int64()
+	trimmed, _ := tc.Int64()
+	items, err := decodeItems(feed, zc.Val())
+	if err != nil {
+		return Page{}, err
+	}
+	p := Page{Items: items, Next: until, Head: head, Truncated: since < trimmed}
+	if len(items) == limit {
+		p.Next = items[len(items)-1].Cursor
+	}
+	return p, nil
 }

@@ -26,9 +26,11 @@ import (
 )
 
 type setupOpts struct {
-	rateLimit int
-	keyLines  []string  // more lines of the API keys file
-	apps      *apps.Set // apps put into the catalogue (nil: the default app only)
+	rateLimit      int
+	keyLines       []string      // more lines of the API keys file
+	apps           *apps.Set     // apps put into the catalogue (nil: the default app only)
+	itemCacheBytes int64         // 0: the default; negative: no item cache
+	requestTimeout time.Duration // 0: the default (1s)
 }
 
 type bundle struct {
@@ -80,7 +82,7 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		}
 	}
 	srv, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: ks, Gatherer: pr}),
-		httpapi.Config{RegisterRateLimit: o.rateLimit})
+		httpapi.Config{RegisterRateLimit: o.rateLimit, ItemCacheBytes: o.itemCacheBytes, RequestTimeout: o.requestTimeout})
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}

@@ -20,6 +20,7 @@ import (
 // Items reads the feeds' item logs; *feeds.Store is one.
 type Items interface {
 	Page(ctx context.Context, feed string, since int64, limit int) (feeds.Page, error)
+	Range(ctx context.Context, feed string, since, until int64, limit int) (feeds.Page, error)
 	Latest(ctx context.Context, feed string, n int) ([]feeds.Item, error)
 	Head(ctx context.Context, feed string) (int64, error)
 	Health(ctx context.Context, feed string) (feeds.Health, error)
@@ -69,9 +70,13 @@ type itemView struct {
 	Replaces int64 `json:"replaces,omitempty"`
 }
 
-// listItems is GET /v1/feeds/{feed}/items?since=&limit=: the app's sync
-// read, the one small request a woken app makes per feed. The ETag is a
-// hash of the page, so a repeated read answers 304 with no body.
+// listItems is GET /v1/feeds/{feed}/items?since=&until=&limit=: the
+// app's sync read, the one small request a woken app makes per feed. The
+// ETag is a hash of the page, so a repeated read answers 304 with no body.
+// With until it reads the closed range (since, until], which the push
+// names and which is the same for every device one event wakes: its
+// answer never changes, so it is cached here (itemCache) and marked
+// immutable for any shared cache in front.
 func (s *Server) listItems(w http.ResponseWriter, r *http.Request) error {
 	f, err := s.feedOf(r)
 	if err != nil {
@@ -89,31 +94,101 @@ func (s *Server) listItems(w http.ResponseWriter, r *http.Request) error {
 			return badRequest("limit", "limit: want a whole number from 1 to 200")
 		}
 	}
+	if q.Has("until") {
+		until, err := strconv.ParseInt(q.Get("until"), 10, 64)
+		if err != nil || until < since {
+			return badRequest("until", "until: want the range's end from the push payload (a whole number ≥ since)")
+		}
+		return s.listRange(w, r, rangeKey{feed: f.ID, since: since, until: until, limit: limit})
+	}
 	page, err := s.deps.Items.Page(r.Context(), f.ID, since, limit)
 	if err != nil {
 		return err
 	}
+	body, err := itemsBody(f.ID, page)
+	if err != nil {
+		return err
+	}
+	writeItems(w, r, body, etagOf(body), "no-cache")
+	return nil
+}
+
+// rangeAhead is the answer to a range that ends beyond the feed's head.
+func rangeAhead(head int64) error {
+	return badRequest("until", "until: beyond the feed's head ("+strconv.FormatInt(head, 10)+"); want the range's end from the push payload")
+}
+
+// listRange answers the closed range k: from the item cache when it has
+// it, else from one Redis read shared by every concurrent request of k.
+func (s *Server) listRange(w http.ResponseWriter, r *http.Request, k rangeKey) error {
+	load := func(ctx context.Context) (rangeAnswer, error) {
+		page, err := s.deps.Items.Range(ctx, k.feed, k.since, k.until, k.limit)
+		if err != nil {
+			return rangeAnswer{}, err
+		}
+		if k.until > page.Head {
+			return rangeAnswer{}, rangeAhead(page.Head)
+		}
+		// head is the range's end: an app pages until next equals head,
+		// and the answer does not change as the feed moves on.
+		page.Head = k.until
+		body, err := itemsBody(k.feed, page)
+		if err != nil {
+			return rangeAnswer{}, err
+		}
+		return rangeAnswer{body: body, etag: etagOf(body), truncated: page.Truncated}, nil
+	}
+	var ans rangeAnswer
+	var err error
+	if s.items != nil {
+		ans, err = s.items.get(r.Context(), k, load)
+	} else {
+		ans, err = load(r.Context())
+	}
+	if err != nil {
+		return err
+	}
+	cc := "public, max-age=" + strconv.FormatInt(int64(s.cfg.ItemsMaxAge/time.Second), 10) + ", immutable"
+	if ans.truncated {
+		// What the log still has of the range; later trims shrink it.
+		cc = "no-cache"
+	}
+	writeItems(w, r, ans.body, ans.etag, cc)
+	return nil
+}
+
+// itemsBody encodes a page as the sync read answers it, newline included.
+func itemsBody(feed string, page feeds.Page) ([]byte, error) {
 	items := make([]itemView, len(page.Items))
 	for i, it := range page.Items {
 		items[i] = itemView{Cursor: it.Cursor, ID: it.ID, Title: it.Title, Summary: it.Summary, URL: it.URL,
 			Image: it.Image, Published: timePtr(it.Published), Updated: timePtr(it.Updated),
 			Edited: it.Replaces > 0, Replaces: it.Replaces}
 	}
-	body, err := json.Marshal(itemsView{Feed: f.ID, Items: items, Next: page.Next, Head: page.Head, Truncated: page.Truncated})
+	body, err := json.Marshal(itemsView{Feed: feed, Items: items, Next: page.Next, Head: page.Head, Truncated: page.Truncated})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	return append(body, '\n'), nil
+}
+
+// etagOf is the strong ETag of body.
+func etagOf(body []byte) string {
 	sum := sha256.Sum256(body)
-	etag := `"` + hex.EncodeToString(sum[:12]) + `"`
+	return `"` + hex.EncodeToString(sum[:12]) + `"`
+}
+
+// writeItems writes a sync read's answer, or 304 when If-None-Match
+// lists its ETag.
+func writeItems(w http.ResponseWriter, r *http.Request, body []byte, etag, cacheControl string) {
 	w.Header().Set("ETag", etag)
-	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("Cache-Control", cacheControl)
 	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatch(inm, etag) {
 		w.WriteHeader(http.StatusNotModified)
-		return nil
+		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(append(body, '\n'))
-	return nil
+	_, _ = w.Write(body)
 }
 
 // etagMatch reports whether an If-None-Match header lists etag (weak

@@ -50,6 +50,10 @@ func Settings() []config.Setting {
 			Help: "how often the API keys file is checked for changes (SIGHUP also reloads it); a removed key stops working within this"},
 		{Flag: "request-timeout", Env: "NUDGE_REQUEST_TIMEOUT", Default: "1s",
 			Help: "deadline of device and public requests; past it they answer 503 with Retry-After (Redis stalled or down)"},
+		{Flag: "item-cache-bytes", Env: "NUDGE_ITEM_CACHE_BYTES", Default: "33554432",
+			Help: "bytes of the in-process cache of closed item ranges (the sync read of a push's range); 0 disables it"},
+		{Flag: "items-max-age", Env: "NUDGE_ITEMS_MAX_AGE", Default: "24h",
+			Help: "max-age of the Cache-Control of a closed item range (immutable): how long a CDN or shared cache may keep it"},
 		{Flag: "key-request-timeout", Env: "NUDGE_KEY_REQUEST_TIMEOUT", Default: "10s",
 			Help: "deadline of editor and admin requests (console overview, syncs, feed edits)"},
 	})
@@ -88,7 +92,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	redisTimeouts, err9 := v.RedisTimeouts()
 	tokenLimit, err10 := v.Int("token-rate-limit")
 	tokenWindow, err11 := positive(v, "token-rate-window")
-	if err := errors.Join(err, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11); err != nil {
+	cacheBytes, err12 := v.Int("item-cache-bytes")
+	itemsMaxAge, err13 := positive(v, "items-max-age")
+	if err12 == nil && cacheBytes < 0 {
+		err12 = v.Invalid("item-cache-bytes", "want a number of bytes ≥ 0 (0 disables the cache)")
+	}
+	if err := errors.Join(err, err2, err3, err4, err5, err6, err7, err8, err9, err10, err11, err12, err13); err != nil {
 		return err
 	}
 	if v.String("http-addr") == "" {
@@ -139,7 +148,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Redis: rdb.Client, Keys: keys, Gatherer: reg,
 	}), Config{RegisterRateLimit: rateLimit, RegisterRateWindow: rateWindow,
 		RequestTimeout: reqTimeout, KeyRequestTimeout: keyReqTimeout,
-		TokenRateLimit: tokenLimit, TokenRateWindow: tokenWindow, MetricsElsewhere: v.String("metrics-addr") != ""})
+		TokenRateLimit: tokenLimit, TokenRateWindow: tokenWindow, ItemCacheBytes: cacheBytesConfig(cacheBytes),
+		ItemsMaxAge: itemsMaxAge, MetricsElsewhere: v.String("metrics-addr") != ""})
 	if err != nil {
 		return err
 	}
@@ -201,6 +211,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	<-serveErr
 	log.InfoContext(sctx, "stopped")
 	return nil
+}
+
+// cacheBytesConfig maps NUDGE_ITEM_CACHE_BYTES to Config.ItemCacheBytes:
+// 0 (disabled) is negative there, where 0 takes the default.
+func cacheBytesConfig(n int) int64 {
+	if n == 0 {
+		return -1
+	}
+	return int64(n)
 }
 
 // mintKey implements "api mint-key <name> <role> [app,app…]".

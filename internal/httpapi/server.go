@@ -49,6 +49,13 @@ type Config struct {
 	TokenRateLimit int
 	// TokenRateWindow is the window of TokenRateLimit. Default 1h.
 	TokenRateWindow time.Duration
+	// ItemCacheBytes bounds the in-process cache of closed ranges of the
+	// sync read (itemCache). Default 32 MiB; negative disables the cache
+	// (NUDGE_ITEM_CACHE_BYTES=0).
+	ItemCacheBytes int64
+	// ItemsMaxAge is the max-age of a closed range's Cache-Control.
+	// Default 24h (NUDGE_ITEMS_MAX_AGE).
+	ItemsMaxAge time.Duration
 	// MetricsElsewhere leaves /metrics out of the router: Run serves it on
 	// its own listener (NUDGE_METRICS_ADDR) instead.
 	MetricsElsewhere bool
@@ -63,6 +70,9 @@ func (c *Config) validate() error {
 	}
 	if c.RequestTimeout < 10*time.Millisecond || c.KeyRequestTimeout < 10*time.Millisecond || c.ReadyTimeout < 10*time.Millisecond {
 		return errors.New("httpapi: RequestTimeout, KeyRequestTimeout and ReadyTimeout: want at least 10ms (NUDGE_REQUEST_TIMEOUT, NUDGE_KEY_REQUEST_TIMEOUT)")
+	}
+	if c.ItemsMaxAge < time.Second {
+		return errors.New("httpapi: ItemsMaxAge: want at least 1s (NUDGE_ITEMS_MAX_AGE)")
 	}
 	return nil
 }
@@ -122,6 +132,8 @@ type Server struct {
 	// receipts verifies the push ids of wake receipts.
 	receipts *receipts.Signer
 	rejected *prometheus.CounterVec
+	// items caches closed ranges of the sync read; nil when disabled.
+	items *itemCache
 }
 
 // NewServer builds the router with every route of routes.go. It logs to
@@ -137,6 +149,8 @@ func NewServer(a service.Archetype, deps Deps, cfg Config) (*Server, error) {
 	cfg.RequestTimeout = cmp.Or(cfg.RequestTimeout, time.Second)
 	cfg.KeyRequestTimeout = cmp.Or(cfg.KeyRequestTimeout, 10*time.Second)
 	cfg.ReadyTimeout = cmp.Or(cfg.ReadyTimeout, time.Second)
+	cfg.ItemCacheBytes = cmp.Or(cfg.ItemCacheBytes, 32<<20)
+	cfg.ItemsMaxAge = cmp.Or(cfg.ItemsMaxAge, 24*time.Hour)
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -153,6 +167,11 @@ func NewServer(a service.Archetype, deps Deps, cfg Config) (*Server, error) {
 	}
 	s := &Server{deps: deps, cfg: cfg, log: a.Logger, clock: a.Clock, metrics: m,
 		receipts: receipts.NewSigner(deps.Redis), rejected: rejected}
+	if cfg.ItemCacheBytes > 0 {
+		if s.items, err = newItemCache(a, cfg.ItemCacheBytes, cfg.RequestTimeout); err != nil {
+			return nil, fmt.Errorf("item cache metrics: %w", err)
+		}
+	}
 	r := chi.NewRouter()
 	r.Use(s.observe)
 	r.NotFound(s.handle(func(w http.ResponseWriter, r *http.Request) error {

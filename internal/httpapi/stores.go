@@ -67,7 +67,7 @@ func OpenStores(ctx context.Context, a service.Archetype, rdb redis.UniversalCli
 	if err != nil {
 		return nil, err
 	}
-	planner, err := stores.Planner(quiet, fanout.Config{}, evs, reg, th, nil)
+	planner, err := stores.Planner(quiet, fanout.Config{}, rdb, evs, reg, th, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,7 @@
 //	q:<queue>:{pN}:u:<id>   STRING  idempotency marker of a unique job (TTL), value = job id
 //	q:<queue>:hb:<consumer> STRING  heartbeat of a live worker (short TTL)
 //	ev:{<id>}               HASH    one fan-out event: definition, cursor, progress
+//	pace:{<feed>}           STRING  the feed's next free wake slot (unix µs, Redis clock; NUDGE_WAKE_RATE)
 //	audit                   STREAM  editor and admin actions
 //	stats:<minute>          HASH    fleet-wide push and wake counters of one minute
 //	stats:<app>:<minute>    HASH    one app's push and wake counters of one minute
@@ -152,6 +153,10 @@ func Event(id string) string { return "ev:{" + id + "}" }
 
 // EventSeq hands out event ids.
 func EventSeq() string { return "seq:event" }
+
+// Pace is the wake pacing state of a feed: the time of its next free push
+// slot at NUDGE_WAKE_RATE, shared by every planner replica.
+func Pace(feed string) string { return "pace:{" + feed + "}" }
 
 // Audit is the stream of editor and admin actions.
 func Audit() string { return "audit" }

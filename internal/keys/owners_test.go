@@ -47,6 +47,7 @@ var owners = []family{
 		[]string{"internal/throttle", "internal/fanout", "internal/dispatcher", "internal/httpapi"}},
 	{"fan-out events and the event id counter", []string{"Event", "EventSeq"}, "internal/events",
 		[]string{"internal/fanout", "internal/delivery", "internal/httpapi"}},
+	{"wake pacing", []string{"Pace"}, "internal/fanout", nil},
 	{"audit stream", []string{"Audit"}, "internal/audit", []string{"internal/httpapi"}},
 	{"scheduled syncs", []string{"ScheduleDue", "ScheduleSyncs", "ScheduleClaims"}, "internal/schedule",
 		[]string{"internal/httpapi", "internal/dispatcher"}},

@@ -18,7 +18,7 @@ const (
 
 // fields are the payload contract's string values for one message.
 type fields struct {
-	typ, task, feeds, event, pushID, reason, since, sentAt string
+	typ, task, feeds, event, pushID, reason, since, until, sentAt string
 }
 
 func newFields(m *Message, task string, now time.Time) fields {
@@ -30,6 +30,7 @@ func newFields(m *Message, task string, now time.Time) fields {
 		pushID: m.ID,
 		reason: string(m.Reason),
 		since:  formatSince(m.Since),
+		until:  formatSince(m.Until),
 		sentAt: strconv.FormatInt(now.UnixMilli(), 10),
 	}
 }
@@ -68,6 +69,9 @@ func (f *fields) dataMap() map[string]string {
 	if f.since != "" {
 		d["since"] = f.since
 	}
+	if f.until != "" {
+		d["until"] = f.until
+	}
 	return d
 }
 
@@ -102,6 +106,7 @@ func apnsPayload(f *fields, alert *Alert) ([]byte, error) {
 	field("push_id", f.pushID, false)
 	field("reason", f.reason, true)
 	field("since", f.since, false)
+	field("until", f.until, false)
 	field("sent_at", f.sentAt, true)
 	b = append(b, '}')
 	if len(b) > MaxPayload {

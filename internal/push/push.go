@@ -39,6 +39,10 @@
 //	         GET /v1/feeds/{feed}/items?since={cursor} for each pair.
 //	         A feed without a cursor is omitted (the app syncs from its own
 //	         last cursor).
+//	until    the ends of the closed ranges, as since: "headlines:125";
+//	         the app reads GET /v1/feeds/{feed}/items?since={s}&until={u},
+//	         a URL every device woken by one event shares (cacheable).
+//	         Omitted when the push names no range end.
 //	sent_at  send time, Unix milliseconds in decimal: "1767225600123"
 //
 // FCM: data-only, android.priority "normal", android.ttl, android.collapse_key;
@@ -126,6 +130,7 @@ type Message struct {
 	Reason      Reason      // feed, breaking or stale
 	Feeds       []string    // feed ids that changed
 	Since       []Cursor    // cursors the app should sync from
+	Until       []Cursor    // ends of the closed ranges (since, until] the push names; empty: open
 	Alert       *Alert      // optional visible alert (breaking lane)
 	CollapseID  string      // collapse key / apns-collapse-id (≤ 64 bytes)
 	TTL         time.Duration

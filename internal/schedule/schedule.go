@@ -166,7 +166,7 @@ func (s *Store) Add(ctx context.Context, sy Sync) error {
 	if sy.Event.ID == "" {
 		return errors.New("schedule: a sync needs an event id")
 	}
-	sy.Event.Since = nil
+	sy.Event.Since, sy.Event.Until = nil, nil
 	raw, err := json.Marshal(sy)
 	if err != nil {
 		return fmt.Errorf("encode scheduled sync %s: %w", sy.Event.ID, err)
@@ -306,18 +306,20 @@ type Heads interface {
 	Head(ctx context.Context, feed string) (int64, error)
 }
 
-// Submit starts a sync now: it stamps ev with each feed's head cursor (a
-// sync names no new items; the app fetches from the smaller of the head
-// and its own cursor, as always) and submits it. It is the one path of
+// Submit starts a sync now: it stamps ev with each feed's head cursor as
+// the empty closed range (head, head] (a sync names no new items; the app
+// fetches from its own cursor up to the head, a closed range too) and
+// submits it. It is the one path of
 // immediate and scheduled syncs.
 func Submit(ctx context.Context, heads Heads, sub Submitter, ev fanout.Event) (string, error) {
 	ev.Since = make(map[string]int64, len(ev.Feeds))
+	ev.Until = make(map[string]int64, len(ev.Feeds))
 	for _, f := range ev.Feeds {
 		head, err := heads.Head(ctx, f)
 		if err != nil {
 			return "", fmt.Errorf("read head of feed %s: %w", f, err)
 		}
-		ev.Since[f] = head
+		ev.Since[f], ev.Until[f] = head, head
 	}
 	return sub.Submit(ctx, ev)
 }

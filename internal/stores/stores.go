@@ -46,9 +46,9 @@ func Events(rdb redis.UniversalClient) (*events.Store, error) {
 // with an audience). It plans through d and counts deferred and coalesced
 // decisions into st (nil: not counted). Its metrics go to a.Registerer; a
 // nil one registers none (the api, which publishes and reads events but
-// never plans them).
-func Planner(a service.Archetype, cfg fanout.Config, evs *events.Store, devs *devices.Registry, d fanout.Decider, st fanout.Stats) (*fanout.Planner, error) {
+// never plans them). rdb holds the wake pacing slots (cfg.WakeRate).
+func Planner(a service.Archetype, cfg fanout.Config, rdb redis.UniversalClient, evs *events.Store, devs *devices.Registry, d fanout.Decider, st fanout.Stats) (*fanout.Planner, error) {
 	return fanout.New(a, cfg, fanout.Deps{
-		Events: evs, Subscribers: devs, Decider: d, Stats: st, Profiles: devs,
+		Events: evs, Subscribers: devs, Decider: d, Stats: st, Profiles: devs, Redis: rdb,
 	})
 }

@@ -240,6 +240,9 @@ type Update struct {
 	Lane   string           // LaneFeed, LaneBreaking or LaneAlert
 	Reason string           // "feed", "breaking" or "stale"
 	Since  map[string]int64 // per feed, the cursor to fetch from
+	// Until is, per feed, the end of the range (Since, Until] the update
+	// names (range.go); a feed without one names an open range.
+	Until map[string]int64
 	// Alert is the visible alert of an alert-lane update (nil: none). Only
 	// the alert-lane push jobs it produces carry it; a device held back
 	// to the breaking lane gets the update without it.
@@ -273,7 +276,7 @@ func (u Update) validate() error {
 			return fmt.Errorf("event %s feed %q is not UTF-8: %w", u.Event, f, ErrInvalidUpdate)
 		}
 	}
-	for f := range u.Since {
+	for f := range packRange(u.Since, u.Until) {
 		if !utf8.ValidString(f) {
 			return fmt.Errorf("event %s since feed %q is not UTF-8: %w", u.Event, f, ErrInvalidUpdate)
 		}
@@ -446,7 +449,7 @@ func (t *Throttle) Decide(ctx context.Context, u Update, devs []uint64) (Counts,
 	if err != nil {
 		return Counts{}, err
 	}
-	feeds, since := packFeeds(u.Feeds, u.Since)
+	feeds, since := packFeeds(u.Feeds, packRange(u.Since, u.Until))
 	var groups [keys.Partitions][]uint64
 	for _, id := range devs {
 		p := keys.Partition(id)
@@ -567,6 +570,7 @@ type Push struct {
 	Dropped  int              // older events merged in but not listed (MaxEvents)
 	Feeds    []string         // feeds the app should fetch
 	Since    map[string]int64 // per feed, the cursor to fetch from
+	Until    map[string]int64 // per feed, the end of the range (Since, Until]; nil: open ranges
 	Lane     string           // LaneFeed, LaneBreaking or LaneAlert
 	Reason   string           // "feed", "breaking" or "stale"
 	Alert    *Alert           // the visible alert of an alert-lane push; nil otherwise
@@ -587,13 +591,17 @@ type wirePush struct {
 
 // DecodePush decodes a push job payload.
 func DecodePush(b []byte) (Push, error) {
-	if p, ok := decodePushFast(b); ok {
-		if len(p.Events) == 0 {
-			return Push{}, errors.New("decode push job: no events")
+	p, ok := decodePushFast(b)
+	if !ok {
+		var err error
+		if p, err = decodePushJSON(b); err != nil {
+			return Push{}, err
 		}
-		return p, nil
+	} else if len(p.Events) == 0 {
+		return Push{}, errors.New("decode push job: no events")
 	}
-	return decodePushJSON(b)
+	p.Since, p.Until = unpackRange(p.Since)
+	return p, nil
 }
 
 // decodePushJSON decodes a push job payload with encoding/json: any form

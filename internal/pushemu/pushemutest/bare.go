@@ -90,9 +90,9 @@ func NewBare(tb testing.TB, creds pushemu.Credentials, apnsConc, fcmConc int) *B
 }
 
 // Build prebuilds the silent breaking push of each devicestest device
-// from..to for event, naming feed at cursor since: the payload fields and
-// headers the dispatcher sends.
-func (s *Bare) Build(from, to uint64, feed string, since int64, event string) (BarePushes, error) {
+// from..to for event, naming the range (since, until] of feed: the
+// payload fields and headers the dispatcher sends.
+func (s *Bare) Build(from, to uint64, feed string, since, until int64, event string) (BarePushes, error) {
 	var bp BarePushes
 	now := time.Now()
 	ttl := time.Hour
@@ -101,7 +101,8 @@ func (s *Bare) Build(from, to uint64, feed string, since int64, event string) (B
 		data := map[string]string{
 			"type": "nudge.sync", "task": "nudge.sync", "feeds": feed, "event": event,
 			"push_id": "b" + strconv.FormatInt(now.UnixMilli(), 36) + "." + collapse,
-			"reason":  "breaking", "since": feed + ":" + strconv.FormatInt(since, 10), "sent_at": strconv.FormatInt(now.UnixMilli(), 10),
+			"reason":  "breaking", "since": feed + ":" + strconv.FormatInt(since, 10),
+			"until": feed + ":" + strconv.FormatInt(until, 10), "sent_at": strconv.FormatInt(now.UnixMilli(), 10),
 		}
 		pv, pl := devicestest.Kind(id)
 		if pv == "apns" {

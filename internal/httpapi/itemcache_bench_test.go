@@ -1,0 +1,149 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudge-dev/nudge/internal/auth"
+	"github.com/nudge-dev/nudge/internal/catalog"
+	"github.com/nudge-dev/nudge/internal/feeds"
+	"github.com/nudge-dev/nudge/internal/httpapi"
+	"github.com/nudge-dev/nudge/internal/redistest"
+	"github.com/nudge-dev/nudge/internal/service"
+)
+
+// BenchmarkItemRange serves the closed-range sync read a push names
+// (GET /v1/feeds/world/items?since=40&until=50, ten items) to 64
+// concurrent clients over loopback HTTP from a real api and a private
+// redis-server, with and without the in-process cache, then /healthz to
+// the same clients for the same count. It reports both rates, their ratio,
+// the read's p50/p99 and the Redis reads of the item log per request.
+func BenchmarkItemRange(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		bytes int64
+	}{{"cache", 0}, {"nocache", -1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			srv := redistest.StartServer(b)
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: benchClients})
+			b.Cleanup(func() { _ = rdb.Close() })
+			log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+			pipe, err := httpapi.OpenStores(service.Archetype{Logger: log}, rdb, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := pipe.Catalog.Put(b.Context(), catalog.Feed{ID: "world", Title: "World", URL: "http://127.0.0.1:1/world.xml"}); err != nil {
+				b.Fatal(err)
+			}
+			saveBenchItems(b, pipe, "world", 50)
+			pr := prometheus.NewRegistry()
+			api, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: &auth.Keys{}, Gatherer: pr}),
+				httpapi.Config{ItemCacheBytes: bc.bytes})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ts := httptest.NewServer(api)
+			b.Cleanup(ts.Close)
+			client := &http.Client{Transport: &http.Transport{MaxIdleConns: 2 * benchClients, MaxIdleConnsPerHost: 2 * benchClients}}
+			b.Cleanup(client.CloseIdleConnections)
+
+			url := ts.URL + "/v1/feeds/world/items?since=40&until=50"
+			reads0 := zrangeCalls(b, rdb)
+			b.ResetTimer()
+			lat, rate := hammer(b, client, url, b.N, true)
+			b.StopTimer()
+			reads := zrangeCalls(b, rdb) - reads0
+			_, health := hammer(b, client, ts.URL+"/healthz", b.N, false)
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			b.ReportMetric(rate, "reads/s")
+			b.ReportMetric(health, "healthz/s")
+			b.ReportMetric(rate/health, "reads/healthz")
+			b.ReportMetric(float64(reads)/float64(b.N), "redis-reads/op")
+		})
+	}
+}
+
+// saveBenchItems stores n articles in feed, so its cursors run 1..n.
+func saveBenchItems(b testing.TB, pipe *httpapi.Stores, feed string, n int) {
+	b.Helper()
+	items := make([]feeds.Item, n)
+	for i := range items {
+		id := fmt.Sprintf("https://example.com/%s/%d", feed, n-i)
+		items[i] = feeds.Item{ID: id, GUID: id, Title: fmt.Sprintf("Story %d, with a title of the usual length for a news site", n-i),
+			Summary: "A summary of about two hundred characters, as news feeds carry them: who did what, where and when, " +
+				"and why it matters to the reader who follows this feed on a phone.",
+			URL: id, Hash: fmt.Sprintf("h%d", n-i)}
+	}
+	if _, err := pipe.Items.Save(b.Context(), feed, items, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// hammer GETs url n times from benchClients goroutines and returns the
+// latencies (when keep) and the rate.
+func hammer(b *testing.B, client *http.Client, url string, n int, keep bool) ([]time.Duration, float64) {
+	var left atomic.Int64
+	left.Store(int64(n))
+	var mu sync.Mutex
+	var lat []time.Duration
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range benchClients {
+		wg.Go(func() {
+			var local []time.Duration
+			for left.Add(-1) >= 0 {
+				t0 := time.Now()
+				resp, err := client.Get(url)
+				if err != nil {
+					b.Errorf("get %s: %v", url, err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Errorf("get %s: %d", url, resp.StatusCode)
+					return
+				}
+				if keep {
+					local = append(local, time.Since(t0))
+				}
+			}
+			mu.Lock()
+			lat = append(lat, local...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return lat, float64(n) / time.Since(start).Seconds()
+}
+
+// zrangeCalls is the ZRANGE count of INFO commandstats: the item log
+// reads Redis has served.
+func zrangeCalls(b testing.TB, rdb *redis.Client) int64 {
+	b.Helper()
+	info, err := rdb.Info(b.Context(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := regexp.MustCompile(`cmdstat_zrange:calls=(\d+)`).FindStringSubmatch(info)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return n
+}
