@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
@@ -48,7 +49,7 @@ func BenchmarkSyncReadHerd(b *testing.B) {
 			const feed = "headlines"
 			devicestest.Write(b, bu.rdb, 1, n, func(uint64) string { return feed })
 			log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-			st, err := httpapi.OpenStores(service.Archetype{Logger: log}, bu.rdb, 0)
+			st, err := httpapi.OpenStores(b.Context(), service.Archetype{Logger: log}, bu.rdb, 0, apps.Config{})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/feeds"
@@ -41,7 +42,7 @@ func BenchmarkItemRange(b *testing.B) {
 			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: benchClients})
 			b.Cleanup(func() { _ = rdb.Close() })
 			log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-			pipe, err := httpapi.OpenStores(service.Archetype{Logger: log}, rdb, 0)
+			pipe, err := httpapi.OpenStores(b.Context(), service.Archetype{Logger: log}, rdb, 0, apps.Config{})
 			if err != nil {
 				b.Fatal(err)
 			}
