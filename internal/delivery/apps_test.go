@@ -15,8 +15,8 @@ import (
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
-// registerApp registers a device of app on feed. Registration does not
-// take an app yet, so the test sets the device hash's app field (ap) that
+// registerApp registers a device of app on feed. The test's registry has
+// no app catalogue, so the test sets the device hash's app field (ap) that
 // devices.Targets reads.
 func (b *bundle) registerApp(t *testing.T, app, provider, env, token, feed string) devices.Device {
 	t.Helper()
@@ -98,6 +98,23 @@ func TestCredentialErrorsOfOneAppLeaveAnotherFlowing(t *testing.T) {
 		}
 		if d.Provider == "fcm" && ds[0].Project != b.creds.FCMProjectID {
 			t.Fatalf("app A push project %q, want %q", ds[0].Project, b.creds.FCMProjectID)
+		}
+	}
+	// The sends are counted in app A's stats, and none in app B's.
+	await.Until(t, "app A's sends in its stats", func() bool {
+		sum, err := b.stats.SummarizeApps(ctx, time.Hour, []string{"news"})
+		if err != nil || sum.Platforms["ios"] == nil || sum.Platforms["android"] == nil {
+			return false
+		}
+		return sum.Platforms["ios"].Sent == 60 && sum.Platforms["android"].Sent == 30
+	})
+	if sum, err := b.stats.SummarizeApps(ctx, time.Hour, []string{"sports"}); err != nil {
+		t.Fatal(err)
+	} else {
+		for pl, p := range sum.Platforms {
+			if p.Sent != 0 {
+				t.Fatalf("app B's %s stats count %d sent, want 0", pl, p.Sent)
+			}
 		}
 	}
 	for _, scope := range []string{"apns:sandbox:" + b.creds.APNsKeyID, "apns:production:" + b.creds.APNsKeyID, "fcm:" + b.creds.FCMProjectID} {

@@ -607,17 +607,17 @@ func (h *Handler) pauses(ctx context.Context, scopes []string) (map[string]time.
 // tally groups outcome counts of one batch, so stats and progress are
 // written in a few pipelined calls rather than one per push.
 type tally struct {
-	stats  map[[3]string]int // platform, lane, outcome -> n
+	stats  map[[4]string]int // app, platform, lane, outcome -> n
 	events map[fanout.Outcome][]string
 }
 
 func newTally() *tally {
-	return &tally{stats: map[[3]string]int{}, events: map[fanout.Outcome][]string{}}
+	return &tally{stats: map[[4]string]int{}, events: map[fanout.Outcome][]string{}}
 }
 
 func (t *tally) add(it *item, statOutcome string, o fanout.Outcome) {
 	if statOutcome != "" {
-		t.stats[[3]string{string(it.msg.Platform), it.push.Lane, statOutcome}]++
+		t.stats[[4]string{it.msg.App, string(it.msg.Platform), it.push.Lane, statOutcome}]++
 	}
 	t.events[o] = append(t.events[o], it.events...)
 }
@@ -625,7 +625,7 @@ func (t *tally) add(it *item, statOutcome string, o fanout.Outcome) {
 func (h *Handler) flush(ctx context.Context, t *tally) {
 	counts := make([]stats.Count, 0, len(t.stats))
 	for k, n := range t.stats {
-		counts = append(counts, stats.Count{Platform: k[0], Lane: k[1], Outcome: k[2], N: n})
+		counts = append(counts, stats.Count{App: k[0], Platform: k[1], Lane: k[2], Outcome: k[3], N: n})
 	}
 	if err := h.stats.Pushes(ctx, counts...); err != nil {
 		h.log.WarnContext(ctx, "record push stats", "err", err)

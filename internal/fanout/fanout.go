@@ -472,7 +472,7 @@ func (p *Planner) decide(ctx context.Context, ev Event, subs []devices.Subscribe
 			if err != nil {
 				return total, err
 			}
-			p.count(ctx, u.Lane, c)
+			p.count(ctx, ev.App, u.Lane, c)
 			total.Add(c)
 			ids = ids[n:]
 		}
@@ -490,16 +490,18 @@ func (p *Planner) window() int {
 }
 
 // count adds a decision's deferred and coalesced pushes to the fleet
-// stats. A failed write is logged: the decision stands.
-func (p *Planner) count(ctx context.Context, lane string, c throttle.Counts) {
+// stats, and to app's (an editor's sync; a feed change's counts, which
+// span apps, go to the default app's). A failed write is logged: the
+// decision stands.
+func (p *Planner) count(ctx context.Context, app, lane string, c throttle.Counts) {
 	if p.stats == nil {
 		return
 	}
 	err := p.stats.Pushes(ctx,
-		stats.Count{Platform: "ios", Lane: lane, Outcome: stats.Deferred, N: int(c.IOS.Deferred)},
-		stats.Count{Platform: "android", Lane: lane, Outcome: stats.Deferred, N: int(c.Android.Deferred)},
-		stats.Count{Platform: "ios", Lane: lane, Outcome: stats.Coalesced, N: int(c.IOS.Coalesced)},
-		stats.Count{Platform: "android", Lane: lane, Outcome: stats.Coalesced, N: int(c.Android.Coalesced)},
+		stats.Count{App: app, Platform: "ios", Lane: lane, Outcome: stats.Deferred, N: int(c.IOS.Deferred)},
+		stats.Count{App: app, Platform: "android", Lane: lane, Outcome: stats.Deferred, N: int(c.Android.Deferred)},
+		stats.Count{App: app, Platform: "ios", Lane: lane, Outcome: stats.Coalesced, N: int(c.IOS.Coalesced)},
+		stats.Count{App: app, Platform: "android", Lane: lane, Outcome: stats.Coalesced, N: int(c.Android.Coalesced)},
 	)
 	if err != nil {
 		p.log.WarnContext(ctx, "record throttle stats", "err", err)
