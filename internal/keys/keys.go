@@ -28,6 +28,7 @@
 //	sched:{sched}:due       ZSET    scheduled syncs by due time (send_at, or a claim's lease end)
 //	sched:{sched}:syncs     HASH    scheduled sync id -> its request (JSON)
 //	sched:{sched}:claims    HASH    scheduled sync id -> token of the runner that took it
+//	stale:{sweep}           HASH    the stale-device sweep: number, phase, cursor, lease
 //
 // Each key family has one owning package, the only one that calls its
 // key functions; the others use the owner's API. owners_test.go holds the
@@ -184,3 +185,8 @@ func ScheduleSyncs() string { return "sched:{sched}:syncs" }
 // ScheduleClaims is the hash of scheduled syncs a runner has taken: sync
 // id -> the claim's token.
 func ScheduleClaims() string { return "sched:{sched}:claims" }
+
+// StaleSweep is the state of the stale-device sweep (internal/stale): the
+// sweep's number, phase, cursor and counts, and the lease of the replica
+// running it.
+func StaleSweep() string { return "stale:{sweep}" }

@@ -55,6 +55,7 @@ var owners = []family{
 	{"provider pauses", []string{"ProviderPause"}, "internal/delivery", []string{"internal/dispatcher"}},
 	{"receipt key and replay marks", []string{"ReceiptKey", "ReceiptSeen"}, "internal/receipts",
 		[]string{"internal/delivery", "internal/httpapi"}},
+	{"stale-device sweep", []string{"StaleSweep"}, "internal/stale", []string{"internal/dispatcher"}},
 }
 
 // shared are the functions of this package that name no key family: every
