@@ -82,6 +82,8 @@ var saveScript = redis.NewScript(saveLua)
 
 // Config configures a Sweeper. Zero fields take the defaults.
 type Config struct {
+	// Off turns the sweeps off: Start starts nothing.
+	Off bool
 	// After is how long a device must have been left alone (no receipt,
 	// no stale nudge, not registered) to be stale. Default 6h.
 	After time.Duration
@@ -115,6 +117,8 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	switch {
+	case c.Off:
+		return nil
 	case c.After < time.Second:
 		return fmt.Errorf("stale: after %s: set NUDGE_STALE_AFTER to at least 1s", c.After)
 	case c.Window < time.Second:
@@ -201,7 +205,12 @@ func New(a service.Archetype, cfg Config, d Deps) (*Sweeper, error) {
 }
 
 // Start starts the sweep loop.
-func (s *Sweeper) Start(ctx context.Context) error { return s.life.Start(ctx, startstop.Loop(s.loop)) }
+func (s *Sweeper) Start(ctx context.Context) error {
+	if s.cfg.Off {
+		return s.life.Start(ctx, startstop.Loop(func(context.Context) {}))
+	}
+	return s.life.Start(ctx, startstop.Loop(s.loop))
+}
 
 // Stop ends the loop and waits for it. A sweep it held is resumed by
 // another replica once the lease lapses.
@@ -400,11 +409,15 @@ func (s *Sweeper) scan(ctx context.Context, sw *sweep, v *view, from uint64) ([]
 		}
 		d := device{id: id}
 		for j, f := range follows[id] {
-			if c := fr[i].Cursors[j]; c < v.heads[f] {
+			c := fr[i].Cursors[j]
+			if c >= v.heads[f] {
+				continue
+			}
+			d.feeds = append(d.feeds, v.feeds[f])
+			if c > 0 { // never synced: no cursor, the app syncs from its own
 				if d.since == nil {
 					d.since = map[string]int64{}
 				}
-				d.feeds = append(d.feeds, v.feeds[f])
 				d.since[v.feeds[f]] = c
 			}
 		}
@@ -453,21 +466,58 @@ func (s *Sweeper) due(sw *sweep, d device) int64 {
 	return sw.t0 + int64(math.Floor((float64(d.ord)+u)*slot))
 }
 
+// chunk is one walk step of the send phase, read ahead of the pacing.
+type chunk struct {
+	found []device
+	next  uint64
+	err   error
+}
+
+// readAhead walks from from to sw.max on its own goroutine, one chunk
+// ahead of the caller, so that reading the next chunk does not stall the
+// pacing. The caller cancels ctx and then waits on the returned done.
+func (s *Sweeper) readAhead(ctx context.Context, sw *sweep, v *view, from uint64) (<-chan chunk, <-chan struct{}) {
+	ch := make(chan chunk, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(ch)
+		for from <= uint64(sw.max) {
+			found, next, err := s.scan(ctx, sw, v, from)
+			select {
+			case ch <- chunk{found: found, next: next, err: err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+			from = next
+		}
+	}()
+	return ch, done
+}
+
 // send runs the send phase from the checkpoint to the sweep's end.
 func (s *Sweeper) send(ctx context.Context, sw *sweep, v *view) error {
 	event := "stale:" + strconv.FormatInt(sw.at, 10)
+	rctx, cancel := context.WithCancel(ctx)
+	chunks, done := s.readAhead(rctx, sw, v, uint64(sw.cur))
+	defer func() { cancel(); <-done }()
 	var queue []device
-	walked := sw.cur > sw.max
-	next := uint64(sw.cur)
+	walked := false
 	ord := sw.ord
 	for {
 		if len(queue) == 0 && !walked {
-			found, n, err := s.scan(ctx, sw, v, next)
-			if err != nil {
-				return err
+			c, ok := <-chunks
+			if !ok {
+				walked = true
+				continue
 			}
-			next, walked = n, n > uint64(sw.max)
-			for _, d := range found {
+			if c.err != nil {
+				return c.err
+			}
+			for _, d := range c.found {
 				if ord >= sw.tot {
 					walked = true // the rest waits for the next sweep
 					break
@@ -478,7 +528,7 @@ func (s *Sweeper) send(ctx context.Context, sw *sweep, v *view) error {
 			}
 			if len(queue) == 0 {
 				// Nothing to send in this chunk: checkpoint past it.
-				if err := s.save(ctx, sw, "", 0, "cur", next, "ord", ord); err != nil {
+				if err := s.save(ctx, sw, "", 0, "cur", c.next, "ord", ord); err != nil {
 					return err
 				}
 			}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -34,11 +36,11 @@ const head = 40
 type kind int
 
 const (
-	staleDev    kind = iota // left alone for 7h, behind on "world"
-	recentSync              // behind, but a receipt 1h ago
-	upToDate                // left alone for 7h, but synced up to the head
-	newDevice               // behind, registered now, never synced
-	recentPush              // stale, but pushed just now: over budget
+	staleDev   kind = iota // left alone for 7h, behind on "world"
+	recentSync             // behind, but a receipt 1h ago
+	upToDate               // left alone for 7h, but synced up to the head
+	newDevice              // behind, registered now, never synced
+	recentPush             // stale, but pushed just now: over budget
 )
 
 type bundle struct {
@@ -53,7 +55,7 @@ type bundle struct {
 
 // setup writes n devices following "world" (head 40); kindOf says what
 // each is.
-func setup(t *testing.T, n uint64, kindOf func(uint64) kind) *bundle {
+func setup(t testing.TB, n uint64, kindOf func(uint64) kind) *bundle {
 	t.Helper()
 	ctx := t.Context()
 	rdb := redistest.Start(t)
@@ -121,7 +123,7 @@ func setup(t *testing.T, n uint64, kindOf func(uint64) kind) *bundle {
 
 // sweeper returns a Sweeper on b with its own client (through hook, if
 // not nil) and metrics registry.
-func (b *bundle) sweeper(t *testing.T, cfg stale.Config, hook redis.Hook) (*stale.Sweeper, *prometheus.Registry) {
+func (b *bundle) sweeper(t testing.TB, cfg stale.Config, hook redis.Hook) (*stale.Sweeper, *prometheus.Registry) {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: b.rdb.Options().Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
@@ -154,7 +156,7 @@ type sent struct {
 }
 
 // pushes returns the push jobs of event prefix "stale:" by device.
-func (b *bundle) pushes(t *testing.T) map[uint64][]sent {
+func (b *bundle) pushes(t testing.TB) map[uint64][]sent {
 	t.Helper()
 	out := map[uint64][]sent{}
 	for p := range keys.Partitions {
@@ -182,7 +184,7 @@ func (b *bundle) pushes(t *testing.T) map[uint64][]sent {
 }
 
 // sweep reads the sweep's state hash.
-func (b *bundle) sweep(t *testing.T) map[string]string {
+func (b *bundle) sweep(t testing.TB) map[string]string {
 	t.Helper()
 	h, err := b.rdb.HGetAll(t.Context(), keys.StaleSweep()).Result()
 	if err != nil {
@@ -193,7 +195,7 @@ func (b *bundle) sweep(t *testing.T) map[string]string {
 
 // awaitDone waits until the first sweep has ended (the next one may have
 // begun: it starts a window after the first one's send phase did).
-func (b *bundle) awaitDone(t *testing.T, timeout time.Duration) {
+func (b *bundle) awaitDone(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	await.Within(t, timeout, "the sweep to end", func() bool {
 		h := b.sweep(t)
@@ -205,7 +207,7 @@ func (b *bundle) awaitDone(t *testing.T, timeout time.Duration) {
 // checkOnce fails unless every stale device got exactly one stale push,
 // naming its feed and cursor, and no other device got one. Devices pushed
 // just before the sweep get none now: the throttle defers theirs.
-func (b *bundle) checkOnce(t *testing.T, got map[uint64][]sent) {
+func (b *bundle) checkOnce(t testing.TB, got map[uint64][]sent) {
 	t.Helper()
 	bad := 0
 	for id := uint64(1); id <= b.n; id++ {
@@ -232,8 +234,10 @@ func (b *bundle) checkOnce(t *testing.T, got map[uint64][]sent) {
 }
 
 // checkFlat fails unless the pushes per second of the window, ignoring
-// the first and the last second, stay within ±20% of the flat rate.
-func checkFlat(t *testing.T, got map[uint64][]sent, t0 int64, window time.Duration) {
+// the first and the last second, stay within ±20% of the flat rate, but
+// for at most one stall: a second below it followed by one whose sum with
+// it is within ±10% of two seconds' worth.
+func checkFlat(t testing.TB, got map[uint64][]sent, t0 int64, window time.Duration) {
 	t.Helper()
 	secs := int(window / time.Second)
 	perSec := make([]int, secs)
@@ -241,6 +245,9 @@ func checkFlat(t *testing.T, got map[uint64][]sent, t0 int64, window time.Durati
 	for _, ps := range got {
 		for _, p := range ps {
 			s := int((p.at - t0) / 1000)
+			if s == secs && p.at-t0 < window.Milliseconds()+500 {
+				s-- // the last slot, a few ms late
+			}
 			if s < 0 || s >= secs {
 				t.Errorf("push at %d ms after the send phase began, outside the %s window", p.at-t0, window)
 				continue
@@ -251,10 +258,24 @@ func checkFlat(t *testing.T, got map[uint64][]sent, t0 int64, window time.Durati
 	}
 	flat := float64(total) / float64(secs)
 	t.Logf("pushes per second (flat %.1f): %v", flat, perSec)
+	off := func(n, want float64) float64 { return (n - want) / want }
+	stalled := false
 	for s := 1; s < secs-1; s++ {
-		if dev := (float64(perSec[s]) - flat) / flat; dev > 0.2 || dev < -0.2 {
-			t.Errorf("second %d: %d pushes, %+.0f%% off the flat %.1f", s, perSec[s], 100*dev, flat)
+		dev := off(float64(perSec[s]), flat)
+		if dev <= 0.2 && dev >= -0.2 {
+			continue
 		}
+		// One stall of the test process on a busy machine (a dip, then
+		// the catch-up in the next second, together flat) is tolerated
+		// once; a burst or a gap is not.
+		if !stalled && dev < 0 && s+2 < secs && math.Abs(off(float64(perSec[s]+perSec[s+1]), 2*flat)) <= 0.1 {
+			stalled = true
+			t.Logf("seconds %d-%d: %d then %d pushes: one stall and its catch-up, %+.0f%% off flat together",
+				s, s+1, perSec[s], perSec[s+1], 100*off(float64(perSec[s]+perSec[s+1]), 2*flat))
+			s++
+			continue
+		}
+		t.Errorf("second %d: %d pushes, %+.0f%% off the flat %.1f", s, perSec[s], 100*dev, flat)
 	}
 }
 
@@ -274,7 +295,8 @@ func mixed(id uint64) kind {
 	return staleDev
 }
 
-func testFlatRate(t *testing.T, n uint64, window time.Duration) {
+func testFlatRate(t testing.TB, n uint64, window time.Duration) {
+	t.Helper()
 	b := setup(t, n, mixed)
 	s, mreg := b.sweeper(t, stale.Config{Window: window, Lease: 2 * time.Second}, nil)
 	if err := s.Start(t.Context()); err != nil {
@@ -319,22 +341,20 @@ func testFlatRate(t *testing.T, n uint64, window time.Duration) {
 	}
 }
 
-// TestFlatRate: 10,000 devices, 9,200 of them stale, over a 30 s window:
+// TestFlatRate: 10,000 devices, 9,200 of them stale, over a 20 s window:
 // per second within ±20% of flat, each stale device once, none of the
 // fresh ones, the ones over budget deferred.
 func TestFlatRate(t *testing.T) {
 	t.Parallel()
-	testFlatRate(t, 10_000, 30*time.Second)
+	testFlatRate(t, 10_000, 20*time.Second)
 }
 
-// TestFlatRate100k is the case: 100,000 devices over a 60 s
-// window. It takes over a minute, so -short skips it.
-func TestFlatRate100k(t *testing.T) {
-	if testing.Short() {
-		t.Skip("100k devices over 60s: skipped with -short")
-	}
-	t.Parallel()
-	testFlatRate(t, 100_000, 60*time.Second)
+// BenchmarkFlatRate100k is the case, with TestFlatRate's
+// assertions: 100,000 devices (92,000 stale) over a 60 s window. It takes
+// two minutes, so it runs with the benchmarks (make bench), not make test.
+// It ignores b.N.
+func BenchmarkFlatRate100k(b *testing.B) {
+	testFlatRate(b, 100_000, 60*time.Second)
 }
 
 // TestTwoReplicas: two sweepers at once; each stale device is nudged
@@ -363,7 +383,7 @@ func TestTwoReplicas(t *testing.T) {
 
 // metric is the value of counter name (with outcome label value, if not
 // "") in reg; 0 when it was never counted.
-func metric(t *testing.T, reg *prometheus.Registry, name, outcome string) float64 {
+func metric(t testing.TB, reg *prometheus.Registry, name, outcome string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -473,4 +493,36 @@ func TestKilledReplicaResumed(t *testing.T) {
 		t.Errorf("the second replica pushed nothing")
 	}
 	b.checkOnce(t, got)
+}
+
+// BenchmarkCountWalk measures one walk of a sweep (its count phase) over
+// $NUDGE_BENCH_DEVICES devices (default 1,000,000), all stale: the wall
+// time and the Redis main thread's CPU per 1M devices. A sweep walks
+// twice (count, then send), and the send phase adds one throttle
+// decision per stale device (the throttle's own benchmarks). It ignores
+// b.N.
+func BenchmarkCountWalk(b *testing.B) {
+	n := uint64(1_000_000)
+	if v := os.Getenv("NUDGE_BENCH_DEVICES"); v != "" {
+		x, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || x == 0 {
+			b.Fatalf("NUDGE_BENCH_DEVICES=%q: want a positive integer", v)
+		}
+		n = x
+	}
+	bd := setup(b, n, func(uint64) kind { return staleDev })
+	s, _ := bd.sweeper(b, stale.Config{Window: time.Hour}, nil)
+	cpu := redistest.MainThreadCPU(b, bd.rdb)
+	start := time.Now()
+	if err := s.Start(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	await.Within(b, 30*time.Minute, "the count phase", func() bool { return bd.sweep(b)["ph"] == "send" })
+	wall := time.Since(start)
+	cpu = redistest.MainThreadCPU(b, bd.rdb) - cpu
+	s.Stop()
+	per := 1e6 / float64(n)
+	b.ReportMetric(wall.Seconds()*per, "wall-s/1M")
+	b.ReportMetric(cpu*per, "redis-cpu-s/1M")
+	b.ReportMetric(0, "ns/op")
 }
