@@ -225,7 +225,10 @@ func (s *Sweeper) loop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, errLost):
+			s.log.WarnContext(ctx, "stale sweep taken over by another replica")
+		case err != nil:
 			s.log.ErrorContext(ctx, "stale sweep", "err", err)
 			wait = s.cfg.Poll
 		}
@@ -501,6 +504,7 @@ func (s *Sweeper) readAhead(ctx context.Context, sw *sweep, v *view, from uint64
 // send runs the send phase from the checkpoint to the sweep's end.
 func (s *Sweeper) send(ctx context.Context, sw *sweep, v *view) error {
 	event := "stale:" + strconv.FormatInt(sw.at, 10)
+	s.last.Set(float64(sw.tot))
 	rctx, cancel := context.WithCancel(ctx)
 	chunks, done := s.readAhead(rctx, sw, v, uint64(sw.cur))
 	defer func() { cancel(); <-done }()
