@@ -279,20 +279,23 @@ func (s *Sweeper) step(ctx context.Context) (time.Duration, error) {
 	if len(res) < 3 {
 		return 0, fmt.Errorf("claim the stale sweep: unexpected reply %v", res)
 	}
-	if res[0].(int64) == 0 {
+	held, _ := res[0].(int64)
+	now, _ := res[1].(int64)
+	if held == 0 {
 		wait, _ := res[2].(int64)
 		return time.Duration(wait) * time.Millisecond, nil
 	}
 	if len(res) != 10 {
 		return 0, fmt.Errorf("claim the stale sweep: unexpected reply %v", res)
 	}
-	sw := &sweep{redisAt: res[1].(int64), localAt: s.clock()}
+	sw := &sweep{redisAt: now, localAt: s.clock()}
 	num := func(i int) int64 {
 		str, _ := res[i].(string)
 		n, _ := strconv.ParseInt(str, 10, 64)
 		return n
 	}
-	sw.n, sw.phase, sw.cur, sw.ord, sw.tot, sw.at, sw.t0, sw.max = num(2), res[3].(string), num(4), num(5), num(6), num(7), num(8), num(9)
+	sw.phase, _ = res[3].(string)
+	sw.n, sw.cur, sw.ord, sw.tot, sw.at, sw.t0, sw.max = num(2), num(4), num(5), num(6), num(7), num(8), num(9)
 	v, err := s.view(ctx, sw.at-s.cfg.After.Milliseconds())
 	if err != nil {
 		return 0, err
