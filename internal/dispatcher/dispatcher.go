@@ -10,6 +10,7 @@
 //	events worker ──Plan──▶ throttle (decide + enqueue) ──▶ push queue / due set
 //	scheduler ──due set──▶ push queue
 //	scheduled syncs ──send_at reached──▶ Submitter ──▶ events queue
+//	stale sweeps ──stale devices, paced over a window──▶ throttle
 //	push workers ──delivery──▶ FCM / APNs ──▶ prune, retry, progress, stats
 //
 // Every part keeps its state in Redis, so any number of replicas can run:
@@ -39,6 +40,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/push"
 	"github.com/nudge-dev/nudge/internal/schedule"
 	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/stale"
 	"github.com/nudge-dev/nudge/internal/startstop"
 	"github.com/nudge-dev/nudge/internal/stats"
 	"github.com/nudge-dev/nudge/internal/stores"
@@ -59,6 +61,7 @@ type Config struct {
 	EventWorker jobs.WorkerConfig
 	Monitor     jobs.MonitorConfig
 	Schedule    schedule.Config
+	Stale       stale.Config
 }
 
 // Deps are the dispatcher's collaborators.
@@ -170,6 +173,7 @@ type Dispatcher struct {
 	pushes    *jobs.Worker
 	monitor   *jobs.Monitor
 	scheduled *schedule.Runner
+	stale     *stale.Sweeper
 	life      startstop.Base
 	closeOnce sync.Once
 }
@@ -231,6 +235,11 @@ func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatc
 	if dis.scheduled, err = schedule.NewRunner(a, p.Schedule, p.Items, p.Submitter); err != nil {
 		return fail(err)
 	}
+	if dis.stale, err = stale.New(a, cfg.Stale, stale.Deps{
+		Redis: d.Redis, Devices: p.Devices, Catalog: p.Catalog, Heads: p.Items, Throttle: p.Throttle,
+	}); err != nil {
+		return fail(err)
+	}
 	if dis.monitor, err = jobs.NewMonitor(a, []*jobs.Queue{p.Events, p.Pushes}, cfg.Monitor); err != nil {
 		return fail(err)
 	}
@@ -260,6 +269,7 @@ func (d *Dispatcher) start(ctx context.Context) (func(), error) {
 		{"feed watcher", d.watcher.Start, d.watcher.Stop},
 		{"queue monitor", d.monitor.Start, d.monitor.Stop},
 		{"scheduled syncs", d.scheduled.Start, d.scheduled.Stop},
+		{"stale sweeps", d.stale.Start, d.stale.Stop},
 	}
 	var stoppers []func()
 	stop := func() {

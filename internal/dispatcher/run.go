@@ -26,6 +26,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/push"
 	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/stale"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
 
@@ -71,6 +72,8 @@ func Settings() []config.Setting {
 		{Flag: "wake-rate", Env: "NUDGE_WAKE_RATE", Default: "0",
 			Help: "pushes per second per feed that a fan-out plans, across all replicas, so the apps' sync reads stay under the api's capacity (0: no pacing)"},
 		{Flag: "alert-window", Env: "NUDGE_ALERT_WINDOW", Default: "1h", Help: "sliding window of NUDGE_ALERT_LIMIT"},
+		{Flag: "stale-after", Env: "NUDGE_STALE_AFTER", Default: "6h", Help: "a device behind on a feed and left alone this long gets one stale push (0: stale pushes off)"},
+		{Flag: "stale-window", Env: "NUDGE_STALE_WINDOW", Default: "30m", Help: "a stale sweep's pushes are spread evenly over this window; one sweep per window"},
 
 		{Flag: "feed-default-interval", Env: "NUDGE_FEED_DEFAULT_INTERVAL", Default: "5m", Help: "poll interval of feeds whose catalogue entry has none"},
 		{Flag: "feed-timeout", Env: "NUDGE_FEED_TIMEOUT", Default: "30s", Help: "deadline of one feed fetch, body included"},
@@ -281,6 +284,8 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 			HeartbeatTTL:   dur("heartbeat-ttl"),
 		},
 	}
+	cfg.Stale = stale.Config{After: dur("stale-after"), Window: dur("stale-window")}
+	cfg.Stale.Off = cfg.Stale.After == 0
 	// Planning one event is resumable, so the events worker plans in
 	// slices shorter than the reclaim time.
 	cfg.EventWorker = jobs.WorkerConfig{

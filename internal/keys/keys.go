@@ -33,6 +33,7 @@
 //	sched:{sched}:claims    HASH    scheduled sync id -> token of the runner that took it
 //	apps                    HASH    app id -> admin edit of the app catalogue (JSON: the app, or a tombstone)
 //	apps:changed            PUBSUB  channel announcing an edit of the app catalogue (not a key)
+//	stale:{sweep}           HASH    the stale-device sweep: number, phase, cursor, lease
 //
 // Each key family has one owning package, the only one that calls its
 // key functions; the others use the owner's API. owners_test.go holds the
@@ -219,3 +220,8 @@ func Apps() string { return "apps" }
 // announced, so every replica reloads at once. It names a channel, not a
 // key.
 func AppsChanged() string { return "apps:changed" }
+
+// StaleSweep is the state of the stale-device sweep (internal/stale): the
+// sweep's number, phase, cursor and counts, and the lease of the replica
+// running it.
+func StaleSweep() string { return "stale:{sweep}" }

@@ -58,6 +58,7 @@ var owners = []family{
 		[]string{"internal/delivery", "internal/httpapi"}},
 	{"app catalogue edits and their change channel", []string{"Apps", "AppsChanged"}, "internal/apps",
 		[]string{"internal/httpapi", "internal/dispatcher"}},
+	{"stale-device sweep", []string{"StaleSweep"}, "internal/stale", []string{"internal/dispatcher"}},
 }
 
 // shared are the functions of this package that name no key family: every
