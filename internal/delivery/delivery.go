@@ -86,6 +86,9 @@ type Devices interface {
 	// or, when at is not zero, was updated at or after at (the provider's
 	// "unregistered at").
 	DeleteIfTokenBefore(ctx context.Context, id uint64, token string, at time.Time) (bool, error)
+	// CountSilent counts silent pushes at their devices and says which may
+	// be sent (false: held back, the device is unresponsive).
+	CountSilent(ctx context.Context, u devices.Unresponsive, now time.Time, ps []devices.Silent) ([]bool, error)
 }
 
 // Budget is the device budget at the phone and the throttle state of
@@ -114,10 +117,14 @@ type Config struct {
 	// its last delivery that fails again is dead-lettered here, so it is
 	// counted as failed. Default 5.
 	MaxDeliveries int
+	// Unresponsive is the back-off of devices that stopped answering
+	// (NUDGE_UNRESPONSIVE_*); zero fields take devices' defaults.
+	Unresponsive devices.Unresponsive
 }
 
 func (c Config) withDefaults() Config {
 	c.MaxDeliveries = cmp.Or(c.MaxDeliveries, 5)
+	c.Unresponsive = c.Unresponsive.WithDefaults()
 	return c
 }
 
@@ -125,7 +132,7 @@ func (c Config) validate() error {
 	if c.MaxDeliveries < 1 {
 		return errors.New("delivery: MaxDeliveries must be at least 1")
 	}
-	return nil
+	return c.Unresponsive.Validate()
 }
 
 // Handler is the jobs.Handler of the push queue.
@@ -148,6 +155,9 @@ type Handler struct {
 	results *prometheus.CounterVec
 	paused  *prometheus.CounterVec
 	held    prometheus.Counter
+	// unresponsive counts silent pushes held back because their device
+	// is unresponsive.
+	unresponsive prometheus.Counter
 }
 
 // Deps are the collaborators of a Handler.
@@ -189,7 +199,11 @@ func New(a service.Archetype, cfg Config, d Deps) (*Handler, error) {
 		Name: "nudge_delivery_phone_budget_held_total",
 		Help: "Pushes sent back to the retry set because they would have reached the phone inside the device's gap or over its K per W.",
 	})
-	if err := a.Register(h.results, h.paused, h.held); err != nil {
+	h.unresponsive = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nudge_delivery_unresponsive_held_total",
+		Help: "Silent pushes not sent because their device is unresponsive and its next probe was not due.",
+	})
+	if err := a.Register(h.results, h.paused, h.held, h.unresponsive); err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
 	return h, nil
@@ -217,10 +231,13 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 		}
 		items = append(items, &item{job: j, push: p, events: p.Events})
 	}
+	counted := h.countSilent(ctx, items)
 	pauses, err := h.lookup(ctx, o, &items)
-	if err != nil {
+	held, cerr := counted()
+	if err = errors.Join(err, cerr); err != nil {
 		return err // every job without an outcome is retried
 	}
+	items = h.holdUnresponsive(ctx, o, items, held)
 	var send []*item
 	for _, it := range items {
 		if until, ok := pauses[it.scope]; ok {

@@ -2,6 +2,7 @@
 -- cutoff is given, was last updated before it.
 --
 -- KEYS[1] device hash (dev:{pN}:<id>)
+-- KEYS[2] unr:{pN}: an unresponsive device ("ux") leaves its counter
 -- ARGV[1] token
 -- ARGV[2] cutoff, unix ms ("0" = none): delete only if the whole second
 --         of "ut" (unix seconds) ends at or before it, so a token set
@@ -9,9 +10,10 @@
 --
 -- Returns the deleted device's "fd" (feeds), or nil when the hash is gone,
 -- holds another token or was updated at or after the cutoff.
-local v = redis.call('HMGET', KEYS[1], 'tk', 'fd', 'ut')
+local v = redis.call('HMGET', KEYS[1], 'tk', 'fd', 'ut', 'ux')
 if v[1] ~= ARGV[1] then return false end
 local cut = tonumber(ARGV[2])
 if cut > 0 and ((tonumber(v[3]) or 0) + 1) * 1000 > cut then return false end
 redis.call('DEL', KEYS[1])
+if v[4] then redis.call('HINCRBY', KEYS[2], v[4], -1) end
 return v[2] or ''

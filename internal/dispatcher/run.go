@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nudge-dev/nudge/internal/config"
+	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/egress"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/jobs"
@@ -65,6 +66,9 @@ func Settings() []config.Setting {
 		{Flag: "max-wait", Env: "NUDGE_MAX_WAIT", Default: "15m", Help: "feed lane: the debounce never delays a push more than this"},
 		{Flag: "alert-limit", Env: "NUDGE_ALERT_LIMIT", Default: "4", Help: "most visible breaking alerts per device in any NUDGE_ALERT_WINDOW; more are sent silent"},
 		{Flag: "alert-window", Env: "NUDGE_ALERT_WINDOW", Default: "1h", Help: "sliding window of NUDGE_ALERT_LIMIT"},
+		{Flag: "unresponsive-after", Env: "NUDGE_UNRESPONSIVE_AFTER", Default: "5", Help: "silent pushes without a receipt after which a device is unresponsive and its silent pushes back off"},
+		{Flag: "unresponsive-probe", Env: "NUDGE_UNRESPONSIVE_PROBE", Default: "1h", Help: "wait before an unresponsive device's first probe push, doubled for each further probe"},
+		{Flag: "unresponsive-probe-max", Env: "NUDGE_UNRESPONSIVE_PROBE_MAX", Default: "24h", Help: "longest wait between two probe pushes of an unresponsive device"},
 
 		{Flag: "feed-default-interval", Env: "NUDGE_FEED_DEFAULT_INTERVAL", Default: "5m", Help: "poll interval of feeds whose catalogue entry has none"},
 		{Flag: "feed-timeout", Env: "NUDGE_FEED_TIMEOUT", Default: "30s", Help: "deadline of one feed fetch, body included"},
@@ -289,6 +293,15 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 	}
 	// A push is retried until it would be stale at the provider.
 	cfg.PushWorker.MaxAge = cfg.Push.DefaultTTL
+	cfg.Unresponsive = devices.Unresponsive{After: num("unresponsive-after"), Base: dur("unresponsive-probe"), Cap: dur("unresponsive-probe-max")}
+	switch u := cfg.Unresponsive; {
+	case u.After < 1:
+		errs = append(errs, v.Invalid("unresponsive-after", "want at least 1"))
+	case u.Base < time.Second:
+		errs = append(errs, v.Invalid("unresponsive-probe", "want at least 1s"))
+	case u.Cap < u.Base:
+		errs = append(errs, v.Invalid("unresponsive-probe-max", "want at least NUDGE_UNRESPONSIVE_PROBE"))
+	}
 	shutdown := dur("shutdown-timeout")
 	errs = append(errs, cfg.Push.Validate())
 	return cfg, shutdown, errors.Join(errs...)
