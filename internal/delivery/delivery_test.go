@@ -49,6 +49,13 @@ func setup(t *testing.T, mod ...func(*push.Config)) *bundle {
 // short gap also starts the due scheduler.
 func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *bundle {
 	t.Helper()
+	return setupFull(t, tcfg, delivery.Config{}, nil, mod...)
+}
+
+// setupFull is setupWith with the push worker's configuration and clock
+// (nil: time.Now).
+func setupFull(t testing.TB, tcfg throttle.Config, dcfg delivery.Config, clock func() time.Time, mod ...func(*push.Config)) *bundle {
+	t.Helper()
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rdb := redistest.Start(t)
@@ -106,7 +113,7 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := delivery.New(service.Archetype{Logger: log, Registerer: prometheus.NewRegistry()}, delivery.Config{}, delivery.Deps{
+	h, err := delivery.New(service.Archetype{Logger: log, Clock: clock, Registerer: prometheus.NewRegistry()}, dcfg, delivery.Deps{
 		Redis: rdb, Sender: sender, Devices: reg, Events: planner, Throttle: th, Stats: st,
 	})
 	if err != nil {
