@@ -27,8 +27,9 @@
 //
 // # Outcomes
 //
-// Every planned push ends in exactly one of sent, pruned, failed or
-// superseded (fanout.Outcome), recorded in its events' progress. A job that
+// Every planned push ends in exactly one of sent, pruned, failed,
+// superseded or unresponsive (fanout.Outcome; see responsive.go),
+// recorded in its events' progress. A job that
 // has used its delivery budget is dead-lettered and counted as failed.
 //
 // # Crash window
@@ -155,9 +156,6 @@ type Handler struct {
 	results *prometheus.CounterVec
 	paused  *prometheus.CounterVec
 	held    prometheus.Counter
-	// unresponsive counts silent pushes held back because their device
-	// is unresponsive.
-	unresponsive prometheus.Counter
 }
 
 // Deps are the collaborators of a Handler.
@@ -199,11 +197,7 @@ func New(a service.Archetype, cfg Config, d Deps) (*Handler, error) {
 		Name: "nudge_delivery_phone_budget_held_total",
 		Help: "Pushes sent back to the retry set because they would have reached the phone inside the device's gap or over its K per W.",
 	})
-	h.unresponsive = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "nudge_delivery_unresponsive_held_total",
-		Help: "Silent pushes not sent because their device is unresponsive and its next probe was not due.",
-	})
-	if err := a.Register(h.results, h.paused, h.held, h.unresponsive); err != nil {
+	if err := a.Register(h.results, h.paused, h.held); err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
 	return h, nil

@@ -69,7 +69,6 @@ func (h *Handler) holdUnresponsive(ctx context.Context, o *jobs.Outcomes, items 
 		o.Drop(it.job)
 		tally.add(it, stats.Unresponsive, fanout.OutcomeUnresponsive)
 	}
-	h.unresponsive.Add(float64(len(items) - len(kept)))
 	h.flush(ctx, tally)
 	return kept
 }
