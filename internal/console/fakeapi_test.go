@@ -262,12 +262,13 @@ func (f *fakeAPI) overview(w http.ResponseWriter, r *http.Request, me who) {
 			"events": map[string]int{"depth": 0, "pending": 1, "retry": 0, "dead": 2},
 		},
 		"platforms": map[string]any{
-			"ios": map[string]any{"sent": f.appSent(app), "deferred": 56, "coalesced": 7, "pruned": 3, "failed": 1,
+			"ios": map[string]any{"sent": f.appSent(app), "deferred": 56, "coalesced": 7, "pruned": 3, "failed": 1, "unresponsive": 41,
 				"receipts": 1100, "wake_rate": 0.891, "wake_latency_p50_ms": 850, "wake_latency_p99_ms": 4200},
-			"android": map[string]any{"sent": 2345, "deferred": 12, "coalesced": 30, "pruned": 9, "failed": 0,
+			"android": map[string]any{"sent": 2345, "deferred": 12, "coalesced": 30, "pruned": 9, "failed": 0, "unresponsive": 0,
 				"receipts": 0, "wake_rate": nil, "wake_latency_p50_ms": nil, "wake_latency_p99_ms": nil},
 		},
-		"series": map[string]any{"minutes": minutes, "sent": sent, "wakes": wakes},
+		"series":               map[string]any{"minutes": minutes, "sent": sent, "wakes": wakes},
+		"unresponsive_devices": map[string]int{"ios": 1520, "android": 0},
 	})
 }
 

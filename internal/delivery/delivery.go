@@ -28,8 +28,9 @@
 //
 // # Outcomes
 //
-// Every planned push ends in exactly one of sent, pruned, failed or
-// superseded (fanout.Outcome), recorded in its events' progress. A job that
+// Every planned push ends in exactly one of sent, pruned, failed,
+// superseded or unresponsive (fanout.Outcome; see responsive.go),
+// recorded in its events' progress. A job that
 // has used its delivery budget is dead-lettered and counted as failed.
 //
 // # Crash window
@@ -87,6 +88,9 @@ type Devices interface {
 	// or, when at is not zero, was updated at or after at (the provider's
 	// "unregistered at").
 	DeleteIfTokenBefore(ctx context.Context, id uint64, token string, at time.Time) (bool, error)
+	// CountSilent counts silent pushes at their devices and says which may
+	// be sent (false: held back, the device is unresponsive).
+	CountSilent(ctx context.Context, u devices.Unresponsive, now time.Time, ps []devices.Silent) ([]bool, error)
 }
 
 // Budget is the device budget at the phone and the throttle state of
@@ -115,10 +119,14 @@ type Config struct {
 	// its last delivery that fails again is dead-lettered here, so it is
 	// counted as failed. Default 5.
 	MaxDeliveries int
+	// Unresponsive is the back-off of devices that stopped answering
+	// (NUDGE_UNRESPONSIVE_*); zero fields take devices' defaults.
+	Unresponsive devices.Unresponsive
 }
 
 func (c Config) withDefaults() Config {
 	c.MaxDeliveries = cmp.Or(c.MaxDeliveries, 5)
+	c.Unresponsive = c.Unresponsive.WithDefaults()
 	return c
 }
 
@@ -126,7 +134,7 @@ func (c Config) validate() error {
 	if c.MaxDeliveries < 1 {
 		return errors.New("delivery: MaxDeliveries must be at least 1")
 	}
-	return nil
+	return c.Unresponsive.Validate()
 }
 
 // Handler is the jobs.Handler of the push queue.
@@ -218,10 +226,13 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 		}
 		items = append(items, &item{job: j, push: p, events: p.Events})
 	}
+	counted := h.countSilent(ctx, items)
 	pauses, err := h.lookup(ctx, o, &items)
-	if err != nil {
+	held, cerr := counted()
+	if err = errors.Join(err, cerr); err != nil {
 		return err // every job without an outcome is retried
 	}
+	items = h.holdUnresponsive(ctx, o, items, held)
 	var send []*item
 	for _, it := range items {
 		if until, ok := pauses[it.scope]; ok {

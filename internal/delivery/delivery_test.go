@@ -60,6 +60,13 @@ func setupWith(t testing.TB, tcfg throttle.Config, mod ...func(*push.Config)) *b
 // emulator (for apps with credentials of their own).
 func setupEmu(t testing.TB, tcfg throttle.Config, mod func(*pushemu.Emulator, pushemu.Credentials, *push.Config)) *bundle {
 	t.Helper()
+	return setupFull(t, tcfg, delivery.Config{}, nil, mod)
+}
+
+// setupFull is setupEmu with the push worker's configuration and clock
+// (nil: time.Now); mod may be nil.
+func setupFull(t testing.TB, tcfg throttle.Config, dcfg delivery.Config, clock func() time.Time, mod func(*pushemu.Emulator, pushemu.Credentials, *push.Config)) *bundle {
+	t.Helper()
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rdb := redistest.Start(t)
@@ -105,7 +112,9 @@ func setupEmu(t testing.TB, tcfg throttle.Config, mod func(*pushemu.Emulator, pu
 		APNSTopic: creds.APNsTopic, APNSHost: creds.APNsHost, APNSSandboxHost: creds.APNsSandboxHost,
 		CAFile: creds.CAFile,
 	}
-	mod(emu, creds, &pcfg)
+	if mod != nil {
+		mod(emu, creds, &pcfg)
+	}
 	sender, err := push.New(ctx, service.Archetype{Logger: log}, pcfg)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +124,7 @@ func setupEmu(t testing.TB, tcfg throttle.Config, mod func(*pushemu.Emulator, pu
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := delivery.New(service.Archetype{Logger: log, Registerer: prometheus.NewRegistry()}, delivery.Config{}, delivery.Deps{
+	h, err := delivery.New(service.Archetype{Logger: log, Clock: clock, Registerer: prometheus.NewRegistry()}, dcfg, delivery.Deps{
 		Redis: rdb, Sender: sender, Devices: reg, Events: planner, Throttle: th, Stats: st,
 	})
 	if err != nil {

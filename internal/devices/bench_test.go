@@ -217,3 +217,77 @@ func BenchmarkRegisterPath(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkUnresponsiveMemory registers N APNs devices
+// ($NUDGE_BENCH_DEVICES, default 1,000,000) as BenchmarkMemoryPerDevice
+// does, then counts silent pushes (CountSilent, 500 per call) and reports
+// the used_memory delta per device of the fields it adds: after one push
+// ("un", "uk"), and once every device is unresponsive (After pushes:
+// "ux" and the partition counters too). It ignores b.N.
+func BenchmarkUnresponsiveMemory(b *testing.B) {
+	n := benchDevices(b)
+	rdb := redistest.StartServer(b).Client(b)
+	store, err := catalog.NewStore(service.Archetype{}, rdb, catalog.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := store.Put(b.Context(), catalog.Feed{ID: "world", Title: "world", URL: "https://example.com/world"}); err != nil {
+		b.Fatal(err)
+	}
+	reg, err := devices.New(service.Archetype{}, rdb, store, devices.Config{IDBlock: 1024})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]uint64, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				d, _, _, err := reg.Register(b.Context(), devices.Registration{Provider: "apns", Platform: "ios",
+					Token: fmt.Sprintf("%064x", i), Feeds: []string{"world"}, Sync: devices.BackgroundSync{Enabled: true}})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				ids[i-1] = d.ID
+			}
+		})
+	}
+	wg.Wait()
+	u := devices.Unresponsive{After: 2}
+	push := func(k int) {
+		next.Store(0)
+		for range 16 {
+			wg.Go(func() {
+				for {
+					from := int(next.Add(500)) - 500
+					if from >= n {
+						return
+					}
+					ps := make([]devices.Silent, 0, 500)
+					for _, id := range ids[from:min(from+500, n)] {
+						ps = append(ps, devices.Silent{Device: id, Collapse: fmt.Sprintf("n%d-feed:world:%d", id, k)})
+					}
+					if _, err := reg.CountSilent(b.Context(), u, time.Now(), ps); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	before := usedMemory(b, rdb)
+	push(1)
+	one := usedMemory(b, rdb)
+	push(2)
+	all := usedMemory(b, rdb)
+	b.ReportMetric(float64(one-before)/float64(n), "B/device-counting")
+	b.ReportMetric(float64(all-before)/float64(n), "B/device-unresponsive")
+	b.ReportMetric(float64(n), "devices")
+}

@@ -790,7 +790,7 @@ func (r *Registry) DeleteIfTokenBefore(ctx context.Context, id uint64, token str
 	if !at.IsZero() {
 		cut = max(at.UnixMilli(), 1)
 	}
-	res, err := deleteScript.Run(ctx, r.rdb, []string{keys.Device(id)}, token, cut).Result()
+	res, err := deleteScript.Run(ctx, r.rdb, []string{keys.Device(id), UnresponsiveKey(id)}, token, cut).Result()
 	if errors.Is(err, redis.Nil) {
 		return false, nil
 	}

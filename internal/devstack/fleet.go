@@ -52,6 +52,10 @@ type FleetConfig struct {
 	// OptOutRate is the fraction of devices with background sync disabled;
 	// default 0.05. A negative value means none.
 	OptOutRate float64
+	// SilentRate is the fraction of devices whose app never wakes (the
+	// user force-quit it): nudge marks them unresponsive. Default 0.1; a
+	// negative value means none.
+	SilentRate float64
 	// Apps split the fleet between apps, each device registering with its
 	// app's id and subscribing among its app's feeds; nil: every device
 	// registers without an app (the api's default app).
@@ -83,6 +87,7 @@ func (c FleetConfig) withDefaults() FleetConfig {
 	c.WakeDelayMax = cmp.Or(c.WakeDelayMax, 2*time.Second)
 	c.OptOutRate = cmp.Or(c.OptOutRate, 0.05)
 	c.OptOutRate = max(c.OptOutRate, 0)
+	c.SilentRate = max(cmp.Or(c.SilentRate, 0.1), 0)
 	return c
 }
 
@@ -96,6 +101,8 @@ func (c FleetConfig) validate() error {
 		return fmt.Errorf("fleet: miss rate %g leaves no push that wakes an app: set NUDGE_DEVSTACK_MISS_RATE (-miss-rate) below 1", c.MissRate)
 	case c.OptOutRate >= 1:
 		return fmt.Errorf("fleet: opt-out rate %g must be below 1", c.OptOutRate)
+	case c.SilentRate >= 1:
+		return fmt.Errorf("fleet: silent rate %g must be below 1", c.SilentRate)
 	case c.WakeDelayMin < 0 || c.WakeDelayMax < c.WakeDelayMin:
 		return fmt.Errorf("fleet: wake delay range [%s, %s] is empty", c.WakeDelayMin, c.WakeDelayMax)
 	}
@@ -105,6 +112,8 @@ func (c FleetConfig) validate() error {
 // simDevice is one simulated phone with the app installed.
 type simDevice struct {
 	reg registration
+	// silent: the app was force-quit and never wakes.
+	silent bool
 
 	mu      sync.Mutex
 	id      uint64
@@ -127,7 +136,7 @@ type FleetStats struct {
 	Deliveries     int64 // pushes the emulators delivered to fleet tokens
 	Breaking       int64 // of which breaking-news syncs (reason "breaking")
 	Unknown        int64 // deliveries to a token the fleet does not know (yet)
-	Missed         int64 // deliveries that did not wake the app, by design
+	Missed         int64 // deliveries that did not wake the app, by design (silent phones included)
 	Wakes          int64 // app wakes (each fetches, then posts a receipt)
 	Receipts       int64 // receipts the api accepted
 	// Posting is how many receipts were sent whose answer has not come
@@ -184,6 +193,11 @@ func NewFleet(a service.Archetype, cfg FleetConfig, apiURL string, source Delive
 		}
 		f.devices = append(f.devices, d)
 		f.byToken[d.reg.Token] = d
+	}
+	// Drawn apart, so the rest of the fleet is the same for a seed.
+	silent := rand.New(rand.NewPCG(cfg.Seed, 0x73696c656e74))
+	for _, d := range f.devices {
+		d.silent = silent.Float64() < cfg.SilentRate
 	}
 	return f, nil
 }
@@ -425,7 +439,7 @@ func (f *Fleet) consume(ctx context.Context, ch <-chan pushemu.Delivery) {
 		if data["reason"] == "breaking" {
 			f.breaking.Add(1)
 		}
-		if f.rng.Float64() < f.cfg.MissRate {
+		if f.rng.Float64() < f.cfg.MissRate || d.silent {
 			f.missed.Add(1)
 			continue
 		}

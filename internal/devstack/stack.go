@@ -54,6 +54,10 @@ var DemoPolicy = map[string]string{
 	"NUDGE_ANDROID_PUSH_WINDOW": "5m",
 	"NUDGE_ANDROID_MIN_GAP":     "10s",
 	"NUDGE_RECLAIM_AFTER":       "20s",
+	// The force-quit phones of the fleet (FleetConfig.SilentRate) become
+	// unresponsive after 5 pushes and are probed every minute or so.
+	"NUDGE_UNRESPONSIVE_PROBE":     "1m",
+	"NUDGE_UNRESPONSIVE_PROBE_MAX": "5m",
 }
 
 // Config configures a Stack. The zero value runs a small stack on free

@@ -62,6 +62,8 @@ type Config struct {
 	Monitor     jobs.MonitorConfig
 	Schedule    schedule.Config
 	Stale       stale.Config
+	// Unresponsive is the back-off of devices that stopped answering.
+	Unresponsive devices.Unresponsive
 }
 
 // Deps are the dispatcher's collaborators.
@@ -221,7 +223,7 @@ func New(ctx context.Context, a service.Archetype, cfg Config, d Deps) (*Dispatc
 	if dis.events, err = jobs.NewWorker(a, p.Events, jobs.HandlerFunc(dis.plan), ec); err != nil {
 		return fail(err)
 	}
-	h, err := delivery.New(a, delivery.Config{MaxDeliveries: cfg.PushWorker.MaxDeliveries}, delivery.Deps{
+	h, err := delivery.New(a, delivery.Config{MaxDeliveries: cfg.PushWorker.MaxDeliveries, Unresponsive: cfg.Unresponsive}, delivery.Deps{
 		Redis: d.Redis, Sender: sender, Devices: p.Devices, Events: p.Progress, Throttle: p.Throttle, Stats: p.Stats,
 	})
 	if err != nil {

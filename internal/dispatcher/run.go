@@ -20,6 +20,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/config"
+	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/egress"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/feeds"
@@ -74,6 +75,9 @@ func Settings() []config.Setting {
 		{Flag: "alert-window", Env: "NUDGE_ALERT_WINDOW", Default: "1h", Help: "sliding window of NUDGE_ALERT_LIMIT"},
 		{Flag: "stale-after", Env: "NUDGE_STALE_AFTER", Default: "6h", Help: "a device behind on a feed and left alone this long gets one stale push (0: stale pushes off)"},
 		{Flag: "stale-window", Env: "NUDGE_STALE_WINDOW", Default: "30m", Help: "a stale sweep's pushes are spread evenly over this window; one sweep per window"},
+		{Flag: "unresponsive-after", Env: "NUDGE_UNRESPONSIVE_AFTER", Default: "5", Help: "silent pushes without a receipt after which a device is unresponsive and its silent pushes back off"},
+		{Flag: "unresponsive-probe", Env: "NUDGE_UNRESPONSIVE_PROBE", Default: "1h", Help: "wait before an unresponsive device's first probe push, doubled for each further probe"},
+		{Flag: "unresponsive-probe-max", Env: "NUDGE_UNRESPONSIVE_PROBE_MAX", Default: "24h", Help: "longest wait between two probe pushes of an unresponsive device"},
 
 		{Flag: "feed-default-interval", Env: "NUDGE_FEED_DEFAULT_INTERVAL", Default: "5m", Help: "poll interval of feeds whose catalogue entry has none"},
 		{Flag: "feed-timeout", Env: "NUDGE_FEED_TIMEOUT", Default: "30s", Help: "deadline of one feed fetch, body included"},
@@ -299,6 +303,15 @@ func dispatcherConfig(v *config.Values) (Config, time.Duration, error) {
 	}
 	// A push is retried until it would be stale at the provider.
 	cfg.PushWorker.MaxAge = cfg.Push.DefaultTTL
+	cfg.Unresponsive = devices.Unresponsive{After: num("unresponsive-after"), Base: dur("unresponsive-probe"), Cap: dur("unresponsive-probe-max")}
+	switch u := cfg.Unresponsive; {
+	case u.After < 1:
+		errs = append(errs, v.Invalid("unresponsive-after", "want at least 1"))
+	case u.Base < time.Second:
+		errs = append(errs, v.Invalid("unresponsive-probe", "want at least 1s"))
+	case u.Cap < u.Base:
+		errs = append(errs, v.Invalid("unresponsive-probe-max", "want at least NUDGE_UNRESPONSIVE_PROBE"))
+	}
 	shutdown := dur("shutdown-timeout")
 	check := cfg.Push
 	if cfg.Apps.File != "" { // the apps file names the providers, not the single-app settings

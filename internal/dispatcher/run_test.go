@@ -101,6 +101,8 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{"bad duration", map[string]string{"NUDGE_DEBOUNCE": "soon"}, "NUDGE_DEBOUNCE"},
 		{"negative number", map[string]string{"NUDGE_IOS_PUSH_LIMIT": "-1"}, "NUDGE_IOS_PUSH_LIMIT"},
 		{"not a number", map[string]string{"NUDGE_PUSH_WORKERS": "many"}, "NUDGE_PUSH_WORKERS"},
+		{"unresponsive after 0", map[string]string{"NUDGE_UNRESPONSIVE_AFTER": "0"}, "NUDGE_UNRESPONSIVE_AFTER"},
+		{"probe cap below probe", map[string]string{"NUDGE_UNRESPONSIVE_PROBE": "2h", "NUDGE_UNRESPONSIVE_PROBE_MAX": "1h"}, "NUDGE_UNRESPONSIVE_PROBE_MAX"},
 		{"fcm endpoint", map[string]string{"NUDGE_FCM_CREDENTIALS_FILE": "/nonexistent.json", "NUDGE_FCM_ENDPOINT": "https://fcm.example"}, "NUDGE_FCM_ENDPOINT"},
 		{"missing password file", map[string]string{"NUDGE_APNS_CERT_PASSWORD_FILE": "/nonexistent"}, "NUDGE_APNS_CERT_PASSWORD_FILE"},
 	}

@@ -12,6 +12,7 @@
 //	queued deferred coalesced skipped missing duplicate   throttle outcomes
 //	held                     alert-lane devices the alert guard held back
 //	sent pruned failed superseded   push outcomes (Record)
+//	unresponsive                    push outcome (Record)
 //	dropped                  pending pushes the throttle's scheduler dropped (device
 //	                         opted out or deleted before it was due), per device (Record)
 //	last                     when the latest push of the event was sent (unix ms, Redis's clock)
@@ -128,7 +129,7 @@ func (s *Store) Definition(ctx context.Context, id string) ([]byte, error) {
 	return raw, nil
 }
 
-var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "held", "last", "dropped", "def"}
+var progressFields = []string{"done", "cur", "fin", "targeted", "queued", "deferred", "coalesced", "skipped", "missing", "duplicate", "sent", "pruned", "failed", "superseded", "held", "last", "dropped", "unresponsive", "def"}
 
 // Progress returns the progress of event id.
 func (s *Store) Progress(ctx context.Context, id string) (Progress, error) {
@@ -147,7 +148,7 @@ func (s *Store) Progress(ctx context.Context, id string) (Progress, error) {
 	pr := Progress{
 		ID: id, Done: n(0) == 1, Cursor: uint64(n(1)),
 		Targeted: n(3), Queued: n(4), Deferred: n(5), Coalesced: n(6), Skipped: n(7), Missing: n(8), Duplicate: n(9),
-		Sent: n(10), Pruned: n(11), Failed: n(12), Superseded: n(13), Held: n(14), Dropped: n(16),
+		Sent: n(10), Pruned: n(11), Failed: n(12), Superseded: n(13), Held: n(14), Dropped: n(16), Unresponsive: n(17),
 	}
 	pr.Skipped += pr.Dropped
 	if fin := n(2); fin > 0 {
@@ -197,8 +198,8 @@ func (s *Store) Finish(ctx context.Context, id string, at time.Time) error {
 // n times (n pushes of a batch covered it) is counted n times, in one
 // pipeline. An event that expired is skipped, not recreated.
 func (s *Store) Record(ctx context.Context, eventIDs []string, o Outcome) error {
-	if o != OutcomeSent && o != OutcomePruned && o != OutcomeFailed && o != OutcomeSuperseded && o != OutcomeSkipped {
-		return fmt.Errorf("record outcome %q: want sent, pruned, failed, superseded or skipped", o)
+	if o != OutcomeSent && o != OutcomePruned && o != OutcomeFailed && o != OutcomeSuperseded && o != OutcomeSkipped && o != OutcomeUnresponsive {
+		return fmt.Errorf("record outcome %q: want sent, pruned, failed, superseded, unresponsive or skipped", o)
 	}
 	field := string(o)
 	if o == OutcomeSkipped {

@@ -24,6 +24,10 @@ type Progress struct {
 	// Superseded counts pushes dropped at send time because the device was
 	// deleted, opted out or moved to another token after planning (Record).
 	Superseded int64
+	// Unresponsive counts pushes held back at send time because the
+	// device is unresponsive and its next probe was not due
+	// (devices.Unresponsive): budget saved (Record).
+	Unresponsive int64
 	// Dropped counts devices whose pending push the throttle's scheduler
 	// dropped because they opted out or were deleted before it was due
 	// (Record with OutcomeSkipped); they are inside Skipped too.
@@ -45,7 +49,8 @@ const (
 // ends with the one push that carries the event (Record counts each such
 // push once for every event it covers), so every targeted device is
 // exactly one of skipped (including a pending push the throttle's
-// scheduler dropped), missing, sent, pruned, failed, superseded or in
+// scheduler dropped), missing, sent, pruned, failed, superseded,
+// unresponsive or in
 // flight. While planning, a push can end before its window's counts are
 // checkpointed; InFlight is then 0 rather than negative, and Accounted
 // counts the ended push.
@@ -79,7 +84,9 @@ func (p Progress) Planned() int64 { return p.Queued + p.Deferred }
 
 // Ended is the number of pushes with a final outcome, counting a dropped
 // pending push once per device.
-func (p Progress) Ended() int64 { return p.Sent + p.Pruned + p.Failed + p.Superseded + p.Dropped }
+func (p Progress) Ended() int64 {
+	return p.Sent + p.Pruned + p.Failed + p.Superseded + p.Unresponsive + p.Dropped
+}
 
 // Outcome is what happened to a push, as recorded by the push worker.
 type Outcome string
@@ -92,6 +99,9 @@ const (
 	// OutcomeSuperseded: dropped at send time because the device was
 	// deleted, opted out or re-tokened after the push was planned.
 	OutcomeSuperseded Outcome = "superseded"
+	// OutcomeUnresponsive: held back at send time because the device is
+	// unresponsive and its next probe was not due.
+	OutcomeUnresponsive Outcome = "unresponsive"
 	// OutcomeSkipped: the device's pending push was dropped before it was
 	// due because the device opted out or was deleted (the throttle's
 	// scheduler); the device counts as skipped. Stored in field "dropped".

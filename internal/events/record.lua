@@ -3,7 +3,8 @@
 -- send time forward, on Redis's clock.
 --
 -- KEYS[1] ev:{id}  HASH  the event
--- ARGV[1] counter field: sent, pruned, failed, superseded or dropped
+-- ARGV[1] counter field: sent, pruned, failed, superseded, unresponsive or
+--         dropped
 -- ARGV[2] increment
 --
 -- Returns 1 if counted, 0 if the event is gone.

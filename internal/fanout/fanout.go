@@ -298,7 +298,9 @@ const (
 	OutcomePruned     = events.OutcomePruned
 	OutcomeFailed     = events.OutcomeFailed
 	OutcomeSuperseded = events.OutcomeSuperseded
-	OutcomeSkipped    = events.OutcomeSkipped
+	// OutcomeUnresponsive: held back because the device is unresponsive.
+	OutcomeUnresponsive = events.OutcomeUnresponsive
+	OutcomeSkipped      = events.OutcomeSkipped
 )
 
 // Record counts one push outcome for each entry of eventIDs

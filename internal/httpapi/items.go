@@ -254,6 +254,10 @@ func (s *Server) postReceipt(w http.ResponseWriter, r *http.Request) error {
 	if err := s.deps.Stats.Receipt(r.Context(), deviceApp(d), d.Platform, lane, req.Outcome, req.ReceivedAt.Sub(sent)); err != nil {
 		return err
 	}
+	// Any receipt resumes an unresponsive device at once.
+	if _, err := s.deps.Responsive.Resume(r.Context(), d.ID); err != nil {
+		return err
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -301,6 +305,9 @@ type overview struct {
 	Queues    map[string]queueView       `json:"queues"`
 	Platforms map[string]*stats.Platform `json:"platforms"`
 	Series    stats.Series               `json:"series"`
+	// UnresponsiveDevices counts, per platform, the devices whose silent
+	// pushes back off because their app stopped answering.
+	UnresponsiveDevices map[string]int64 `json:"unresponsive_devices"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -367,6 +374,9 @@ func (s *Server) consoleOverview(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out.Platforms, out.Series = sum.Platforms, sum.Series
+	if out.UnresponsiveDevices, err = s.deps.Responsive.UnresponsiveCounts(ctx); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }

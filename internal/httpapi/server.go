@@ -101,6 +101,7 @@ type Deps struct {
 	Apps          Apps               // the app catalogue, read and edited (admin routes)
 	Subscriptions Subscriptions      // a deleted feed's subscriptions
 	Tokens        TokenRegistrations // the token takeover limit
+	Responsive    Responsiveness     // receipts resume devices; the console's count
 	// Queues are the job queues the console shows, by the name it shows.
 	Queues map[string]QueueSizer
 }
@@ -112,7 +113,7 @@ func (d *Deps) validate() error {
 		"Devices": d.Devices == nil, "DeviceAuth": d.DeviceAuth == nil, "Throttle": d.Throttle == nil,
 		"Catalog": d.Catalog == nil, "FeedEditor": d.FeedEditor == nil, "Items": d.Items == nil,
 		"Stats": d.Stats == nil, "Syncs": d.Syncs == nil, "Events": d.Events == nil, "Schedule": d.Schedule == nil,
-		"Subscriptions": d.Subscriptions == nil, "Tokens": d.Tokens == nil, "Apps": d.Apps == nil,
+		"Subscriptions": d.Subscriptions == nil, "Tokens": d.Tokens == nil, "Apps": d.Apps == nil, "Responsive": d.Responsive == nil,
 	} {
 		if missing {
 			errs = append(errs, fmt.Errorf("httpapi: Deps.%s is required", name))

@@ -104,7 +104,7 @@ func (s *Stores) Wire(d Deps) Deps {
 	d.Devices, d.DeviceAuth, d.Throttle = s.Devices, s.Devices, s.Throttle
 	d.Catalog, d.FeedEditor, d.Items, d.Stats = s.Catalog, s.Catalog, s.Items, s.Stats
 	d.Syncs, d.Events, d.Schedule = s.Submitter, s.Planner, s.Schedule
-	d.Subscriptions, d.Tokens, d.Apps = s.Devices, s.Devices, s.Apps
+	d.Subscriptions, d.Tokens, d.Apps, d.Responsive = s.Devices, s.Devices, s.Apps, s.Devices
 	d.Queues = map[string]QueueSizer{"push": s.Pushes, "events": s.Events}
 	return d
 }

@@ -110,7 +110,7 @@ type progressView struct {
 	// (every targeted device has its outcome).
 	State string `json:"state"`
 	// Targeted is always skipped + sent + pruned + failed + superseded +
-	// in_flight: every device found so far, each in exactly one of them.
+	// unresponsive + in_flight: every device found so far, each in exactly one of them.
 	// Queued, deferred and coalesced say how the throttle planned them.
 	Targeted  int64 `json:"targeted"`
 	Queued    int64 `json:"queued"`
@@ -123,6 +123,9 @@ type progressView struct {
 	// Superseded: dropped at send time (device deleted, opted out or
 	// re-tokened since planning).
 	Superseded int64 `json:"superseded"`
+	// Unresponsive: held back at send time because the device is
+	// unresponsive (budget saved).
+	Unresponsive int64 `json:"unresponsive"`
 	// InFlight: planned pushes that have not ended yet.
 	InFlight int64 `json:"in_flight"`
 	// Held: devices the alert guard (NUDGE_ALERT_LIMIT) sent the sync to
@@ -380,7 +383,7 @@ func viewOfProgress(ev fanout.Event, p fanout.Progress) progressView {
 		ID: ev.ID, App: ev.App, Feeds: ev.Feeds, Lane: ev.Lane, CreatedAt: ev.CreatedAt.UTC(), State: p.State(),
 		Targeted: p.Accounted(), Queued: p.Queued, Sent: p.Sent, Deferred: p.Deferred, Coalesced: p.Coalesced,
 		Skipped: p.Skipped + p.Missing, Pruned: p.Pruned, Failed: p.Failed, Superseded: p.Superseded,
-		InFlight: p.InFlight(), Held: p.Held,
+		Unresponsive: p.Unresponsive, InFlight: p.InFlight(), Held: p.Held,
 	}
 	if !p.LastSentAt.IsZero() {
 		t := p.LastSentAt.UTC()

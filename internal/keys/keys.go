@@ -12,6 +12,7 @@
 //	tok:{sN}                HASH    token digest -> device id, sharded
 //	sub:{<feed>:<k>}        STRING  subscription bitmap of ids [k*65536, (k+1)*65536), default app
 //	sub:{<app>/<feed>:<k>}  STRING  the same for the devices of another app
+//	unr:{pN}                HASH    platform -> unresponsive devices of partition N
 //	feeds                   HASH    feed id -> catalogue entry (JSON)
 //	feed:{<feed>}:*         feed state: item log, seen set, health, lease, cursor
 //	thr:{pN}                HASH    throttle state per device in partition N
@@ -188,6 +189,11 @@ func ReceiptKey() string { return "receipt:key" }
 func ReceiptSeen(device uint64, pushID string) string {
 	return "receipt:{" + strconv.FormatUint(device, 10) + "}:" + pushID
 }
+
+// Unresponsive counts, per platform, the devices of partition p that are
+// unresponsive (devices/responsive.go): it shares the slot of the
+// partition's device hashes, so the script that marks a device updates it.
+func Unresponsive(p int) string { return "unr:" + Tag(p) }
 
 // TokenRegistrations counts the registrations of one push token in the
 // current window (httpapi's per-token limit); tokenHash is a hash of

@@ -32,8 +32,8 @@ type family struct {
 // one of the owner's sub-packages, such as devices/devicestest) that refers
 // to one of the family's key functions fails TestKeyOwnership.
 var owners = []family{
-	{"device hash, token index, id sequence, subscription bitmaps, token registration counters",
-		[]string{"Device", "DeviceSeq", "TokenShard", "SubChunk", "AppSubChunk", "SubChunkOf", "TokenRegistrations"},
+	{"device hash, token index, id sequence, subscription bitmaps, token registration counters, unresponsive counters",
+		[]string{"Device", "DeviceSeq", "TokenShard", "SubChunk", "AppSubChunk", "SubChunkOf", "TokenRegistrations", "Unresponsive"},
 		"internal/devices", []string{"internal/fanout", "internal/delivery", "internal/httpapi", "internal/dispatcher"}},
 	{"feed catalogue", []string{"Feeds"}, "internal/catalog",
 		[]string{"internal/devices", "internal/feeds", "internal/httpapi", "internal/dispatcher"}},

@@ -54,6 +54,9 @@ const (
 	Failed    = "failed"
 	Deferred  = "deferred"
 	Coalesced = "coalesced"
+	// Unresponsive counts silent pushes held back because their device is
+	// unresponsive (devices.Unresponsive): budget saved.
+	Unresponsive = "unresponsive"
 )
 
 // Receipt outcomes, as the app reports them.
@@ -87,7 +90,7 @@ func NewRecorder(a service.Archetype, rdb redis.UniversalClient) (*Recorder, err
 		logger: a.Logger,
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_pushes_total",
-			Help: "Silent pushes by app, platform, lane and outcome (sent, pruned, failed, deferred, coalesced).",
+			Help: "Silent pushes by app, platform, lane and outcome (sent, pruned, failed, deferred, coalesced, unresponsive).",
 		}, []string{"app", "platform", "lane", "outcome"}),
 		receipts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nudge_receipts_total",
@@ -213,7 +216,9 @@ type Platform struct {
 	Coalesced int64 `json:"coalesced"`
 	Pruned    int64 `json:"pruned"`
 	Failed    int64 `json:"failed"`
-	Receipts  int64 `json:"receipts"`
+	// Unresponsive: pushes held back because the device is unresponsive.
+	Unresponsive int64 `json:"unresponsive"`
+	Receipts     int64 `json:"receipts"`
 	// WakeRate is receipts per push sent, nil when nothing was sent.
 	WakeRate *float64 `json:"wake_rate"`
 	// WakeLatencyP50 and WakeLatencyP99 are upper bounds from the histogram
@@ -295,6 +300,8 @@ func (r *Recorder) SummarizeApps(ctx context.Context, window time.Duration, forA
 				p.Pruned += n
 			case Failed:
 				p.Failed += n
+			case Unresponsive:
+				p.Unresponsive += n
 			case "receipt":
 				p.Receipts += n
 				wakes += n

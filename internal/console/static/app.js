@@ -16,9 +16,9 @@ const KEY_STORAGE = "nudge.console.key";
 const APP_STORAGE = "nudge.console.app";
 const REFRESH_MS = 5000;
 const SYNC_POLL_MS = 1000;
-const SYNC_COUNTS = ["targeted", "queued", "sent", "deferred", "coalesced", "skipped", "pruned", "failed", "superseded", "in_flight", "held"];
+const SYNC_COUNTS = ["targeted", "queued", "sent", "deferred", "coalesced", "skipped", "pruned", "failed", "superseded", "unresponsive", "in_flight", "held"];
 /** Outcomes every targeted device ends in, one live bar each. */
-const SYNC_OUTCOMES = ["sent", "in_flight", "skipped", "pruned", "failed", "superseded"];
+const SYNC_OUTCOMES = ["sent", "in_flight", "skipped", "pruned", "failed", "superseded", "unresponsive"];
 const MILESTONES = [50, 90, 100];
 const PLATFORMS = [["ios", "iOS"], ["android", "Android"]];
 const QUEUES = [["push", "Push"], ["events", "Events"]];
@@ -273,7 +273,7 @@ async function refresh() {
 function render(ov) {
   state.lastUpdated = new Date();
   renderWhoami(ov.whoami || {});
-  renderPlatforms(ov.platforms || {});
+  renderPlatforms(ov.platforms || {}, ov.unresponsive_devices || {});
   renderQueues(ov.queues || {});
   state.series = chart.points(ov.series);
   renderChart();
@@ -297,7 +297,7 @@ function renderWhoami(who) {
   if (!admin) closeFeedForm();
 }
 
-function renderPlatforms(platforms) {
+function renderPlatforms(platforms, unresponsive) {
   const known = PLATFORMS.map(([k]) => k);
   const extra = Object.keys(platforms).filter((k) => !known.includes(k)).map((k) => [k, k]);
   const rows = [...PLATFORMS, ...extra].map(([key, label]) => {
@@ -310,6 +310,8 @@ function renderPlatforms(platforms) {
       cell("coalesced", num(p.coalesced)),
       cell("pruned", num(p.pruned)),
       cell("failed", num(p.failed)),
+      cell("unresponsive", num(p.unresponsive)),
+      cell("unresponsive_devices", num(unresponsive[key])),
       cell("receipts", num(p.receipts)),
       cell("wake_rate", percent(p.wake_rate)),
       cell("wake_latency_p50_ms", millis(p.wake_latency_p50_ms)),
@@ -861,7 +863,7 @@ async function pollSync() {
 function summaryText(r) {
   const targeted = Number(r.targeted) || 0;
   if (targeted === 0) return "Finished: no device subscribes to these feeds.";
-  const parts = [["skipped", "skipped (background sync off)"], ["pruned", "pruned (token no longer valid)"], ["failed", "failed"], ["superseded", "superseded (changed since planning)"]]
+  const parts = [["skipped", "skipped (background sync off)"], ["pruned", "pruned (token no longer valid)"], ["failed", "failed"], ["superseded", "superseded (changed since planning)"], ["unresponsive", "held back (device unresponsive)"]]
     .filter(([k]) => Number(r[k]) > 0)
     .map(([k, label]) => `${num(Number(r[k]))} ${label}`);
   const rest = parts.length ? `; ${parts.join(", ")}` : "";
