@@ -169,6 +169,26 @@ func TestRouteKeyMatrix(t *testing.T) {
 			}
 			return "/v1/admin/feeds/" + id
 		}, want: adminOnly(204)},
+		// Apps: an admin limited to apps sees and edits only its own; only
+		// an admin for every app creates or deletes one.
+		{route: "GET /v1/admin/apps", path: fixed("/v1/admin/apps"), want: adminOnly(200)},
+		{route: "GET /v1/admin/apps/{app}", path: fixed("/v1/admin/apps/default"), want: adminOnly(200)},
+		{route: "GET /v1/admin/apps/{app}", path: fixed("/v1/admin/apps/sports"), want: [callers]int{401, 403, 403, 403, 404, 200}},
+		{route: "PUT /v1/admin/apps/{app}", path: fixed("/v1/admin/apps/default"),
+			body: `{"name":"News","fcm":{"credentials_file":"/dev/null","project_id":"news"}}`, want: adminOnly(200)},
+		{route: "PUT /v1/admin/apps/{app}", path: fixed("/v1/admin/apps/sports"),
+			body: `{"name":"Sports","fcm":{"credentials_file":"/dev/null","project_id":"sports"}}`, want: [callers]int{401, 403, 403, 403, 404, 200}},
+		{route: "PUT /v1/admin/apps/{app}", path: func(_ *testing.T, _ *matrix, c int) string { return fmt.Sprintf("/v1/admin/apps/new-%d", c) },
+			body: `{"name":"New","fcm":{"credentials_file":"/dev/null"}}`, want: [callers]int{401, 403, 403, 403, 403, 201}},
+		{route: "DELETE /v1/admin/apps/{app}", path: func(t *testing.T, m *matrix, c int) string {
+			id := fmt.Sprintf("del-%d", c)
+			r := m.do(t, "PUT", "/v1/admin/apps/{app}", "/v1/admin/apps/"+id, m.keys[adminAll],
+				`{"name":"Gone","fcm":{"credentials_file":"/dev/null"}}`)
+			if r.code != http.StatusCreated {
+				t.Fatalf("put app %s: got %d %s", id, r.code, r.body)
+			}
+			return "/v1/admin/apps/" + id
+		}, want: [callers]int{401, 403, 403, 403, 403, 204}},
 	}
 
 	var routes []string
