@@ -28,6 +28,8 @@
 //	sched:{sched}:due       ZSET    scheduled syncs by due time (send_at, or a claim's lease end)
 //	sched:{sched}:syncs     HASH    scheduled sync id -> its request (JSON)
 //	sched:{sched}:claims    HASH    scheduled sync id -> token of the runner that took it
+//	fresh:{<feed>}:items    ZSET    the feed's tracked new items, cursor scored by cursor (freshness)
+//	fresh:{<feed>}:state    HASH    cursor -> the item's time-to-fresh state (JSON; freshness)
 //
 // Each key family has one owning package, the only one that calls its
 // key functions; the others use the owner's API. owners_test.go holds the
@@ -184,3 +186,11 @@ func ScheduleSyncs() string { return "sched:{sched}:syncs" }
 // ScheduleClaims is the hash of scheduled syncs a runner has taken: sync
 // id -> the claim's token.
 func ScheduleClaims() string { return "sched:{sched}:claims" }
+
+// FreshItems is the ZSET of the new items of feed whose time-to-fresh is
+// tracked (member and score: the item's cursor).
+func FreshItems(feed string) string { return "fresh:{" + feed + "}:items" }
+
+// FreshState is the HASH of the tracked items' time-to-fresh state, by
+// cursor.
+func FreshState(feed string) string { return "fresh:{" + feed + "}:state" }

@@ -55,6 +55,8 @@ var owners = []family{
 	{"provider pauses", []string{"ProviderPause"}, "internal/delivery", []string{"internal/dispatcher"}},
 	{"receipt key and replay marks", []string{"ReceiptKey", "ReceiptSeen"}, "internal/receipts",
 		[]string{"internal/delivery", "internal/httpapi"}},
+	{"time-to-fresh of new items", []string{"FreshItems", "FreshState"}, "internal/freshness",
+		[]string{"internal/httpapi", "internal/dispatcher"}},
 }
 
 // shared are the functions of this package that name no key family: every
