@@ -34,6 +34,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/events"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/feeds"
+	"github.com/nudge-dev/nudge/internal/freshness"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/push"
 	"github.com/nudge-dev/nudge/internal/schedule"
@@ -78,8 +79,9 @@ type parts struct {
 	Pushes    *jobs.Queue
 	Submitter *fanout.Submitter
 	Stats     *stats.Recorder
-	Items     *feeds.Store    // feed heads, for scheduled syncs
-	Schedule  *schedule.Store // editors' syncs scheduled for later
+	Items     *feeds.Store       // feed heads, for scheduled syncs
+	Schedule  *schedule.Store    // editors' syncs scheduled for later
+	Freshness *freshness.Tracker // new items' time-to-fresh, tracked from publication
 }
 
 // openStores opens the stores on rdb. a.Registerer receives the metrics
@@ -125,8 +127,13 @@ func openStores(a service.Archetype, cfg Config, rdb redis.UniversalClient) (*pa
 	if err != nil {
 		return nil, err
 	}
+	fresh, err := freshness.New(a, rdb, devs, freshness.Config{})
+	if err != nil {
+		return nil, err
+	}
 	return &parts{
-		Catalog: cat, Devices: devs, Throttle: th, Planner: planner, Progress: evs, Events: events, Pushes: pushes,
+		Freshness: fresh,
+		Catalog:   cat, Devices: devs, Throttle: th, Planner: planner, Progress: evs, Events: events, Pushes: pushes,
 		Submitter: fanout.NewSubmitter(planner, events), Stats: st, Items: items, Schedule: sched,
 	}, nil
 }
@@ -268,6 +275,11 @@ func (d *Dispatcher) feedChanged(ctx context.Context, feed string, since, head i
 		return err
 	}
 	d.log.InfoContext(ctx, "feed changed", "feed", feed, "event", id, "new_items", newItems, "since", since, "head", head)
+	// Measuring must not hold up the push: a failure loses only the
+	// items' time-to-fresh.
+	if err := d.pipe.Freshness.Published(ctx, feed, since, head); err != nil && ctx.Err() == nil {
+		d.log.ErrorContext(ctx, "track time-to-fresh", "feed", feed, "head", head, "err", err)
+	}
 	return nil
 }
 

@@ -88,6 +88,8 @@ type Deps struct {
 	Events     Events        // a sync's audience and progress
 	Schedule   Schedule      // editors' syncs scheduled for later
 
+	SyncState     SyncState          // receipts' cursors and sync times
+	Freshness     Freshness          // time-to-fresh: receipts counted, read
 	Subscriptions Subscriptions      // a deleted feed's subscriptions
 	Tokens        TokenRegistrations // the token takeover limit
 	// Queues are the job queues the console shows, by the name it shows.
@@ -102,6 +104,7 @@ func (d *Deps) validate() error {
 		"Catalog": d.Catalog == nil, "FeedEditor": d.FeedEditor == nil, "Items": d.Items == nil,
 		"Stats": d.Stats == nil, "Syncs": d.Syncs == nil, "Events": d.Events == nil, "Schedule": d.Schedule == nil,
 		"Subscriptions": d.Subscriptions == nil, "Tokens": d.Tokens == nil,
+		"SyncState": d.SyncState == nil, "Freshness": d.Freshness == nil,
 	} {
 		if missing {
 			errs = append(errs, fmt.Errorf("httpapi: Deps.%s is required", name))
@@ -121,6 +124,9 @@ type Server struct {
 	// receipts verifies the push ids of wake receipts.
 	receipts *receipts.Signer
 	rejected *prometheus.CounterVec
+	// received counts receipts by source; fresh observes time-to-fresh.
+	received *prometheus.CounterVec
+	fresh    *prometheus.HistogramVec
 }
 
 // NewServer builds the router with every route of routes.go. It logs to
@@ -150,8 +156,12 @@ func NewServer(a service.Archetype, deps Deps, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("receipt metrics: %w", err)
 	}
+	received, fresh, err := newFreshnessMetrics(a)
+	if err != nil {
+		return nil, fmt.Errorf("freshness metrics: %w", err)
+	}
 	s := &Server{deps: deps, cfg: cfg, log: a.Logger, clock: a.Clock, metrics: m,
-		receipts: receipts.NewSigner(deps.Redis), rejected: rejected}
+		receipts: receipts.NewSigner(deps.Redis), rejected: rejected, received: received, fresh: fresh}
 	r := chi.NewRouter()
 	r.Use(s.observe)
 	r.NotFound(s.handle(func(w http.ResponseWriter, r *http.Request) error {

@@ -7,6 +7,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/feeds"
+	"github.com/nudge-dev/nudge/internal/freshness"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/schedule"
 	"github.com/nudge-dev/nudge/internal/service"
@@ -29,6 +30,7 @@ type Stores struct {
 	Events    *jobs.Queue
 	Pushes    *jobs.Queue
 	Schedule  *schedule.Store
+	Freshness *freshness.Tracker // counts receipts, reads time-to-fresh
 }
 
 // OpenStores opens the api's stores as Run does. maxFeeds is
@@ -79,8 +81,13 @@ func OpenStores(a service.Archetype, rdb redis.UniversalClient, maxFeeds int) (*
 	if err != nil {
 		return nil, err
 	}
+	fresh, err := freshness.New(a, rdb, reg, freshness.Config{})
+	if err != nil {
+		return nil, err
+	}
 	return &Stores{
-		Catalog: cat, Devices: reg, Throttle: th, Planner: planner,
+		Freshness: fresh,
+		Catalog:   cat, Devices: reg, Throttle: th, Planner: planner,
 		Submitter: fanout.NewSubmitter(planner, events), Items: items,
 		Stats:  st,
 		Events: events, Pushes: pushes, Schedule: sched,
@@ -93,6 +100,7 @@ func (s *Stores) Wire(d Deps) Deps {
 	d.Catalog, d.FeedEditor, d.Items, d.Stats = s.Catalog, s.Catalog, s.Items, s.Stats
 	d.Syncs, d.Events, d.Schedule = s.Submitter, s.Planner, s.Schedule
 	d.Subscriptions, d.Tokens = s.Devices, s.Devices
+	d.SyncState, d.Freshness = s.Devices, s.Freshness
 	d.Queues = map[string]QueueSizer{"push": s.Pushes, "events": s.Events}
 	return d
 }

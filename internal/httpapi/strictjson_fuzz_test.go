@@ -20,6 +20,8 @@ var seeds = []string{
 	`{"title":"World","url":"https://e.com/w","poll_interval":"5m","id":"world"}`,
 	`{"push_id":"fabc.c1","received_at":"2026-01-01T00:00:00Z","outcome":"synced","items":3}`,
 	`{"feeds":["world"],"lane":"breaking","alert":{"title":"t","body":"b"}}`,
+	`{"source":"background_fetch","cursors":{"world":12,"tech":0}}`, `{"source":"foreground","cursors":{"world":"1"}}`,
+	`{"cursors":{"world":-1}}`, `{"cursors":{"world":1.5}}`, `{"cursors":null}`,
 	`null`, ` null `, `[]`, `"x"`, `1`, ``, `{}`, `{"Token":"x"}`, `{"TOKEN":"x"}`,
 	`{"token":"a","token":"b"}`, `{"background_sync":{"Enabled":true}}`, `{"alert":{"Title":"x"}}`,
 	`{"feeds":[{"x":1}]}`, `{"token":"a"} {}`, `{"token":"a"`, `{"items":-1}`, `{"received_at":{"wall":1}}`,
