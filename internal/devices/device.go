@@ -14,7 +14,10 @@
 // seconds · lo locale · tz timezone · av app version · sh sha256 of the
 // secret (32 raw bytes) · ct/ut created/updated unix seconds · bv bits
 // version · bp "1" while the bits of version bv are not known to be applied
-// · xf feeds whose bits may still be set though fd no longer lists them.
+// · xf feeds whose bits may still be set though fd no longer lists them ·
+// sync state written by every receipt (sync.go): sy unix ms of the last
+// receipt · c:<feed> the last cursor of a feed the device synced · un silent
+// pushes sent since the last receipt (deleted by every receipt).
 //
 // The device hash is this package's: other packages name it with Key and
 // their Lua scripts read it only through the LuaPolicy fragment.
