@@ -8,7 +8,9 @@
 -- ARGV[2] the cursor it had (exclusive; -1: never synced)
 -- ARGV[3] the cursor it has now (inclusive)
 -- ARGV[4] when it synced, unix ms
--- ARGV[5..] the shares recorded, in percent (50, 90, 99)
+-- ARGV[5] the most items counted (the newest in the range): bounds the
+--         work of a receipt from a device that was away for long
+-- ARGV[6..] the shares recorded, in percent (50, 90, 99)
 --
 -- An item counts the device only if the platform has an audience in its
 -- state; a share s is reached when the count first equals
@@ -21,7 +23,7 @@ local from = tonumber(ARGV[2])
 local lo = '(' .. ARGV[2]
 if from < 0 then lo = '-inf' end
 local out = {}
-for _, c in ipairs(redis.call('ZRANGE', KEYS[1], lo, ARGV[3], 'BYSCORE')) do
+for _, c in ipairs(redis.call('ZRANGE', KEYS[1], ARGV[3], lo, 'BYSCORE', 'REV', 'LIMIT', 0, ARGV[5])) do
   local raw = redis.call('HGET', KEYS[2], c)
   if raw then
     local st = cjson.decode(raw)
@@ -29,7 +31,7 @@ for _, c in ipairs(redis.call('ZRANGE', KEYS[1], lo, ARGV[3], 'BYSCORE')) do
     if aud and aud > 0 then
       local n = (st.n[pl] or 0) + 1
       st.n[pl] = n
-      for i = 5, #ARGV do
+      for i = 6, #ARGV do
         local share = tonumber(ARGV[i])
         if n == math.ceil(aud * share / 100) then
           local lat = math.max(at - st.p, 0)

@@ -8,7 +8,8 @@
 // CensusEvery) into a state per item. When a receipt advances a device's
 // cursor (devices.Registry.RecordSync), Synced counts the device on every
 // tracked item it passed, and records the latency of each share the count
-// reaches, once. Both are one script in the feed's slot. A share that
+// reaches, once; a receipt is counted on at most CountMax items per feed
+// (the newest it passed). Both are one script in the feed's slot. A share that
 // never is reached (devices that never sync) stays unrecorded: the API
 // shows it as null.
 //
@@ -58,11 +59,15 @@ type Config struct {
 	// CensusEvery is how long a feed's audience count is reused before
 	// it is counted again. Default 5m.
 	CensusEvery time.Duration
+	// CountMax is the most items one receipt is counted on per feed: the
+	// newest it passed. A device back after a long time is not counted on
+	// the older items it skipped. Default 100.
+	CountMax int
 }
 
 func (c *Config) validate() error {
-	if c.Items < 1 || c.Window < time.Minute || c.CensusEvery < 0 {
-		return errors.New("freshness: Items ≥ 1, Window ≥ 1m, CensusEvery ≥ 0")
+	if c.Items < 1 || c.Window < time.Minute || c.CensusEvery < 0 || c.CountMax < 1 {
+		return errors.New("freshness: Items ≥ 1, Window ≥ 1m, CensusEvery ≥ 0, CountMax ≥ 1")
 	}
 	return nil
 }
@@ -96,6 +101,7 @@ func New(a service.Archetype, rdb redis.UniversalClient, audience Audience, cfg 
 	cfg.Items = cmp.Or(cfg.Items, 1000)
 	cfg.Window = cmp.Or(cfg.Window, 24*time.Hour)
 	cfg.CensusEvery = cmp.Or(cfg.CensusEvery, 5*time.Minute)
+	cfg.CountMax = cmp.Or(cfg.CountMax, 100)
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -187,7 +193,7 @@ func (t *Tracker) Synced(ctx context.Context, s devices.Synced) ([]Reached, erro
 	cmds := make([]*redis.Cmd, len(adv))
 	args := make([][]any, len(adv))
 	for i, a := range adv {
-		args[i] = []any{platform, a.From, a.To, at.UnixMilli()}
+		args[i] = []any{platform, a.From, a.To, at.UnixMilli(), t.cfg.CountMax}
 		for _, s := range Shares {
 			args[i] = append(args[i], s)
 		}

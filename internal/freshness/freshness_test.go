@@ -214,3 +214,28 @@ func TestTrackingIsBounded(t *testing.T) {
 		t.Errorf("%d item states left, want 1", n)
 	}
 }
+
+// TestCountIsBounded: a device that skipped many items is counted on the
+// newest CountMax only.
+func TestCountIsBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, freshness.Config{CountMax: 2})
+	ctx := t.Context()
+	ids := b.register(t, 2, "android", false, "world")
+	t0 := time.UnixMilli(1_780_000_000_000)
+	if err := b.tracker.PublishedAt(ctx, "world", 0, 5, t0); err != nil {
+		t.Fatal(err)
+	}
+	b.sync(t, ids[0], 5, t0.Add(time.Second))
+	items, err := b.tracker.Items(ctx, "world", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var synced []int64
+	for _, it := range items {
+		synced = append(synced, it.Platforms["android"].Synced)
+	}
+	if got := fmt.Sprint(synced); got != "[0 0 0 1 1]" {
+		t.Errorf("synced per item after one receipt past 5 items: %s, want [0 0 0 1 1]", got)
+	}
+}

@@ -3,12 +3,15 @@ package freshness
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 )
 
-// decodeState reads an item's state. cjson writes an empty table as {},
-// and may write whole numbers in exponent form, which encoding/json reads
-// into int64 only through json.Number.
+// decodeState reads an item's state. Redis's cjson writes an empty table
+// as {}, other Lua JSON encoders (the embedded Redis's) as [], and whole
+// numbers may come in exponent form, which encoding/json reads into int64
+// only through json.Number. The state holds no strings with brackets.
 func decodeState(s string) (state, error) {
+	s = strings.ReplaceAll(s, "[]", "{}")
 	var raw struct {
 		P json.Number            `json:"p"`
 		D map[string]json.Number `json:"d"`
