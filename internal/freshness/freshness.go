@@ -19,7 +19,7 @@
 //	fresh:{<feed>}:state  HASH  cursor -> JSON state (track.lua)
 //
 // Bound: at most Config.Items items per feed, none older than
-// Config.Window, about 200 B each.
+// Config.Window; a state is a JSON object of about 200 characters.
 //
 // Counting is approximate where the two scripts cannot be atomic
 // together: a receipt whose cursor write succeeded but whose count did
