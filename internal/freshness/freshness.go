@@ -25,7 +25,8 @@
 // together: a receipt whose cursor write succeeded but whose count did
 // not (a crash between) is not counted, and a device that subscribed
 // after an item was published is counted on it though it was not in its
-// audience (the count is capped at no share beyond the first reach).
+// audience (a count may exceed the audience; each share is recorded once,
+// when first reached).
 package freshness
 
 import (
