@@ -166,6 +166,28 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatalf("chart table rows: got %d, want 60", got)
 		}
 
+		// Time-to-fresh: six lines (two platforms × p50/p90/p99), a point
+		// per reached share, the table, and the feed selector.
+		b.tab.WaitFor(t, "the time-to-fresh plot", `document.querySelectorAll("#fresh-plot svg polyline").length === 6`, 10*time.Second)
+		points := js[string](t, b, `[...document.querySelectorAll("#fresh-plot svg polyline")].map(p => p.dataset.series + ":" + p.getAttribute("points").split(" ").filter(Boolean).length).join(" ")`)
+		if want := "android_p50:4 android_p90:3 android_p99:3 ios_p50:3 ios_p90:3 ios_p99:0"; points != want {
+			t.Errorf("time-to-fresh points: got %q, want %q", points, want)
+		}
+		if got := js[int](t, b, `document.querySelectorAll("#fresh-table tbody tr").length`); got != 4 {
+			t.Errorf("time-to-fresh table rows: got %d, want 4", got)
+		}
+		if got, want := js[string](t, b, `[...document.querySelectorAll("#fresh-table tbody tr:last-child td")].map(c => c.textContent).join("|")`), "headlines|7.0 s|—|—|—|—|—"; got != want {
+			t.Errorf("newest time-to-fresh row: got %q, want %q", got, want)
+		}
+		if label := js[string](t, b, `document.querySelector("#fresh-plot svg").getAttribute("aria-label")`); !strings.HasPrefix(label, "Time-to-fresh of 4 new items in the last day. Latest item: android p50 7.0 s, p90 —") {
+			t.Errorf("time-to-fresh label: got %q", label)
+		}
+		do(t, b, "pick the sport feed", chromedp.SetValue(chromedp.CSS("#fresh-feed"), "sport"),
+			chromedp.Evaluate[chromedp.Void](`document.querySelector("#fresh-feed").dispatchEvent(new Event("change"))`))
+		if got := js[int](t, b, `document.querySelectorAll("#fresh-table tbody tr").length`); got != 1 {
+			t.Errorf("time-to-fresh rows for sport: got %d, want 1", got)
+		}
+
 		// Editors get no admin controls.
 		if got := js[int](t, b, `[...document.querySelectorAll("#feed-add, #feed-form, [data-action]")].filter(e => e.checkVisibility()).length`); got != 0 {
 			t.Fatalf("visible admin controls for an editor: got %d, want 0", got)

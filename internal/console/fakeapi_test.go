@@ -149,6 +149,7 @@ func newFakeAPI() *fakeAPI {
 func (f *fakeAPI) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/apps", f.auth("editor", f.listApps))
 	mux.HandleFunc("GET /v1/console/overview", f.auth("editor", f.overview))
+	mux.HandleFunc("GET /v1/stats/freshness", f.auth("editor", f.freshness))
 	mux.HandleFunc("POST /v1/syncs", f.auth("editor", f.createSync))
 	mux.HandleFunc("GET /v1/syncs/{id}", f.auth("editor", f.getSync))
 	mux.HandleFunc("GET /v1/syncs", f.auth("editor", f.listSyncs))
@@ -190,6 +191,33 @@ func (f *fakeAPI) auth(role string, next func(http.ResponseWriter, *http.Request
 }
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// freshness answers GET /v1/stats/freshness with freshnessItems.
+func (f *fakeAPI) freshness(w http.ResponseWriter, _ *http.Request, _ who) {
+	f.mu.Lock()
+	now := f.now()
+	f.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{"since": rfc3339(now.Add(-24 * time.Hour)), "items": freshnessItems(now)})
+}
+
+// freshnessItems are four items of headlines and sport over the last
+// hour. The newest headlines item has reached 50 % only (p90 and p99 are
+// null), and iOS never reaches 99 %.
+func freshnessItems(now time.Time) []map[string]any {
+	p := func(audience, synced int, p50, p90, p99 any) map[string]any {
+		return map[string]any{"audience": audience, "synced": synced, "p50_seconds": p50, "p90_seconds": p90, "p99_seconds": p99}
+	}
+	item := func(feed string, cursor int, ago time.Duration, android, ios map[string]any) map[string]any {
+		return map[string]any{"feed": feed, "cursor": cursor, "published": rfc3339(now.Add(-ago)),
+			"platforms": map[string]any{"android": android, "ios": ios}}
+	}
+	return []map[string]any{
+		item("headlines", 10, 50*time.Minute, p(600, 598, 4.5, 30, 95), p(400, 380, 12, 240, nil)),
+		item("sport", 3, 40*time.Minute, p(200, 199, 6, 41, 130), p(100, 95, 20, 300, nil)),
+		item("headlines", 11, 20*time.Minute, p(600, 597, 5, 28, 88), p(400, 379, 15, 250, nil)),
+		item("headlines", 12, 2*time.Minute, p(600, 320, 7, nil, nil), p(400, 100, nil, nil, nil)),
+	}
+}
 
 func (f *fakeAPI) listApps(w http.ResponseWriter, _ *http.Request, _ who) {
 	f.mu.Lock()

@@ -26,6 +26,10 @@
 // another app's devices. The default app keeps the keys and digests of the
 // time before apps, so devices registered then need no migration.
 //
+// sync state written by every receipt (sync.go): sy unix ms of the last
+// receipt · c:<feed> the last cursor of a feed the device synced · un silent
+// pushes sent since the last receipt (deleted by every receipt).
+//
 // The device hash is this package's: other packages name it with Key and
 // their Lua scripts read it only through the LuaPolicy fragment.
 //

@@ -158,10 +158,12 @@ func (c *client) items(ctx context.Context, feed string, since int64, limit int)
 
 // receipt is the body of POST /v1/devices/{id}/receipts.
 type receipt struct {
-	PushID     string `json:"push_id"`
-	ReceivedAt string `json:"received_at"`
-	Outcome    string `json:"outcome"`
-	Items      int    `json:"items"`
+	Source     string           `json:"source,omitempty"` // empty: push
+	PushID     string           `json:"push_id,omitempty"`
+	ReceivedAt string           `json:"received_at,omitempty"`
+	Outcome    string           `json:"outcome"`
+	Items      int              `json:"items"`
+	Cursors    map[string]int64 `json:"cursors,omitempty"`
 }
 
 // postReceipt is POST /v1/devices/{id}/receipts with the device secret.

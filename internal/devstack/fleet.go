@@ -56,6 +56,15 @@ type FleetConfig struct {
 	// user force-quit it): nudge marks them unresponsive. Default 0.1; a
 	// negative value means none.
 	SilentRate float64
+	// BackgroundFetchEvery is the mean time between two background
+	// fetches of one device with background sync on (WorkManager,
+	// BGAppRefreshTask), each followed by a receipt of source
+	// background_fetch; default 5m. Negative: none.
+	BackgroundFetchEvery time.Duration
+	// ForegroundEvery is the mean time between two foreground opens of
+	// one device, each a refresh and a receipt of source foreground;
+	// default 10m. Negative: none.
+	ForegroundEvery time.Duration
 	// Apps split the fleet between apps, each device registering with its
 	// app's id and subscribing among its app's feeds; nil: every device
 	// registers without an app (the api's default app).
@@ -88,6 +97,8 @@ func (c FleetConfig) withDefaults() FleetConfig {
 	c.OptOutRate = cmp.Or(c.OptOutRate, 0.05)
 	c.OptOutRate = max(c.OptOutRate, 0)
 	c.SilentRate = max(cmp.Or(c.SilentRate, 0.1), 0)
+	c.BackgroundFetchEvery = cmp.Or(c.BackgroundFetchEvery, 5*time.Minute)
+	c.ForegroundEvery = cmp.Or(c.ForegroundEvery, 10*time.Minute)
 	return c
 }
 
@@ -138,7 +149,10 @@ type FleetStats struct {
 	Unknown        int64 // deliveries to a token the fleet does not know (yet)
 	Missed         int64 // deliveries that did not wake the app, by design (silent phones included)
 	Wakes          int64 // app wakes (each fetches, then posts a receipt)
-	Receipts       int64 // receipts the api accepted
+	Receipts       int64 // push receipts the api accepted
+	// Refreshes are receipts of background fetches and foreground opens
+	// the api accepted.
+	Refreshes int64
 	// Posting is how many receipts were sent whose answer has not come
 	// back yet: the api may already count them.
 	Posting int64
@@ -161,7 +175,7 @@ type Fleet struct {
 	rng     *rand.Rand            // used by the consumer goroutine only
 	wakeSem chan struct{}
 
-	registered, regFailed, deliveries, breaking, unknown, missed, wakes, receipts, posting, failed atomic.Int64
+	registered, regFailed, deliveries, breaking, unknown, missed, wakes, receipts, refreshes, posting, failed atomic.Int64
 
 	regDone chan struct{}
 
@@ -308,6 +322,7 @@ func (f *Fleet) Start(ctx context.Context) error {
 		ch, unsub := f.source.Subscribe(max(4096, 4*f.cfg.Devices))
 		var wg sync.WaitGroup
 		wg.Go(func() { f.consume(ctx, ch) })
+		wg.Go(func() { f.refreshAll(ctx) })
 		wg.Go(func() {
 			defer close(f.regDone)
 			f.registerAll(ctx)
@@ -336,7 +351,7 @@ func (f *Fleet) Stats() FleetStats {
 	return FleetStats{Posting: posting,
 		Devices: len(f.devices), Registered: f.registered.Load(), RegisterFailed: f.regFailed.Load(),
 		Deliveries: f.deliveries.Load(), Breaking: f.breaking.Load(), Unknown: f.unknown.Load(), Missed: f.missed.Load(),
-		Wakes: f.wakes.Load(), Receipts: f.receipts.Load(), Failed: f.failed.Load(),
+		Wakes: f.wakes.Load(), Receipts: f.receipts.Load(), Refreshes: f.refreshes.Load(), Failed: f.failed.Load(),
 	}
 }
 
@@ -484,8 +499,18 @@ func (f *Fleet) wake(ctx context.Context, d *simDevice, data map[string]string) 
 		}
 		d.mu.Unlock()
 	}
+	items, cursors, fetchErr := f.read(ctx, d, since)
+	f.post(ctx, id, secret, receipt{PushID: data["push_id"], ReceivedAt: wokeAt.UTC().Format(time.RFC3339Nano),
+		Outcome: outcomeOf(items, fetchErr), Items: items, Cursors: cursors}, fetchErr)
+}
+
+// read is the app's sync read: the items of each feed after its cursor,
+// at most a few pages. It returns the items read and the cursor the app
+// now has per feed it read.
+func (f *Fleet) read(ctx context.Context, d *simDevice, since map[string]int64) (int, map[string]int64, error) {
 	const limit, maxPages = 50, 4
-	items, outcome := 0, "no_data"
+	items := 0
+	cursors := map[string]int64{}
 	var fetchErr error
 	for feed, cursor := range since {
 		for range maxPages {
@@ -504,26 +529,38 @@ func (f *Fleet) wake(ctx context.Context, d *simDevice, data map[string]string) 
 		}
 		d.mu.Lock()
 		d.cursors[feed] = max(d.cursors[feed], cursor)
+		cursors[feed] = d.cursors[feed]
 		d.mu.Unlock()
 	}
+	return items, cursors, fetchErr
+}
+
+func outcomeOf(items int, fetchErr error) string {
 	switch {
 	case fetchErr != nil:
-		outcome = "failed"
+		return "failed"
 	case items > 0:
-		outcome = "synced"
+		return "synced"
 	}
+	return "no_data"
+}
+
+// post posts a receipt and counts it (a push receipt as a wake receipt).
+func (f *Fleet) post(ctx context.Context, id uint64, secret string, r receipt, fetchErr error) {
 	f.posting.Add(1)
-	err := f.api.postReceipt(ctx, id, secret, receipt{
-		PushID: data["push_id"], ReceivedAt: wokeAt.UTC().Format(time.RFC3339Nano), Outcome: outcome, Items: items,
-	})
+	err := f.api.postReceipt(ctx, id, secret, r)
 	if err == nil {
-		f.receipts.Add(1)
+		if r.Source == "" {
+			f.receipts.Add(1)
+		} else {
+			f.refreshes.Add(1)
+		}
 	}
 	f.posting.Add(-1)
 	if err != nil {
 		if ctx.Err() == nil {
 			if n := f.failed.Add(1); n <= 5 {
-				f.log.WarnContext(ctx, "fleet: posting a wake receipt failed", "device_id", id, "err", err)
+				f.log.WarnContext(ctx, "fleet: posting a receipt failed", "device_id", id, "source", r.Source, "err", err)
 			}
 		}
 		return
@@ -531,6 +568,64 @@ func (f *Fleet) wake(ctx context.Context, d *simDevice, data map[string]string) 
 	if fetchErr != nil && f.failed.Add(1) <= 5 {
 		f.log.WarnContext(ctx, "fleet: reading feed items failed", "device_id", id, "err", fetchErr)
 	}
+}
+
+// refreshAll runs the apps' syncs that no push asked for: every second,
+// as many background fetches and foreground opens as the fleet's mean
+// intervals give, each on a random registered device.
+func (f *Fleet) refreshAll(ctx context.Context) {
+	rng := rand.New(rand.NewPCG(f.cfg.Seed, 0x72656672657368))
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	due := map[string]float64{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for source, every := range map[string]time.Duration{"background_fetch": f.cfg.BackgroundFetchEvery, "foreground": f.cfg.ForegroundEvery} {
+			if every <= 0 {
+				continue
+			}
+			due[source] += float64(len(f.devices)) * float64(time.Second) / float64(every)
+			for ; due[source] >= 1; due[source]-- {
+				d := f.devices[rng.IntN(len(f.devices))]
+				if source == "background_fetch" && !d.reg.BackgroundSync.Enabled {
+					continue // the OS runs no background task for it
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case f.wakeSem <- struct{}{}:
+				}
+				wg.Go(func() {
+					defer func() { <-f.wakeSem }()
+					f.refresh(ctx, d, source)
+				})
+			}
+		}
+	}
+}
+
+// refresh is a sync the app does on its own (source background_fetch or
+// foreground): read every followed feed after its cursor, then post a
+// receipt with the cursors.
+func (f *Fleet) refresh(ctx context.Context, d *simDevice, source string) {
+	id, secret := d.creds()
+	if id == 0 {
+		return // not registered yet
+	}
+	since := map[string]int64{}
+	d.mu.Lock()
+	for _, feed := range d.reg.Feeds {
+		since[feed] = d.cursors[feed]
+	}
+	d.mu.Unlock()
+	items, cursors, fetchErr := f.read(ctx, d, since)
+	f.post(ctx, id, secret, receipt{Source: source, Outcome: outcomeOf(items, fetchErr), Items: items, Cursors: cursors}, fetchErr)
 }
 
 // payloadOf returns the push's custom data: the FCM data map, or the keys

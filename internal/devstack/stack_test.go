@@ -129,6 +129,43 @@ func TestStackWakesTheFleet(t *testing.T) {
 	if !strings.Contains(sum.String(), "wakes ") {
 		t.Fatalf("summary line %q lacks the wakes", sum.String())
 	}
+
+	// The fleet also syncs on its own (background fetches, foreground
+	// opens), and the receipts' cursors give the console its time-to-fresh.
+	await.Poll{Timeout: 60 * time.Second, Interval: 500 * time.Millisecond}.Check(t, "a time-to-fresh p50 and receipts of every source", func() error {
+		if fs := s.Fleet().Stats(); fs.Refreshes == 0 {
+			return fmt.Errorf("no background fetch or foreground receipt accepted yet: %+v", fs)
+		}
+		req, err := http.NewRequestWithContext(t.Context(), "GET", s.APIURL()+"/v1/stats/freshness", nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+s.AdminKey())
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		var fr struct {
+			Items []struct {
+				Platforms map[string]struct {
+					Synced int64
+					P50    *float64 `json:"p50_seconds"`
+				}
+			}
+		}
+		if err := json.NewDecoder(res.Body).Decode(&fr); err != nil || res.StatusCode != 200 {
+			return fmt.Errorf("freshness: %d %v", res.StatusCode, err)
+		}
+		for _, it := range fr.Items {
+			for _, p := range it.Platforms {
+				if p.Synced > 0 && p.P50 != nil {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no item has a p50 yet among %d", len(fr.Items))
+	})
 }
 
 // TestStackTwoApps checks the devstack's two apps: an apps file that

@@ -36,6 +36,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/events"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/feeds"
+	"github.com/nudge-dev/nudge/internal/freshness"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/push"
 	"github.com/nudge-dev/nudge/internal/schedule"
@@ -95,6 +96,7 @@ type parts struct {
 	// Apps is the live app catalogue, an apps.Source for whatever needs
 	// the apps; its watch loop runs with the dispatcher's.
 	Apps *apps.Catalogue
+	Freshness *freshness.Tracker // new items' time-to-fresh, tracked from publication
 }
 
 // openStores opens the stores on rdb. a.Registerer receives the metrics
@@ -157,9 +159,14 @@ func openStores(ctx context.Context, a service.Archetype, cfg Config, rdb redis.
 	if err != nil {
 		return nil, err
 	}
+	fresh, err := freshness.New(a, rdb, devs, freshness.Config{})
+	if err != nil {
+		return nil, err
+	}
 	return &parts{
 		Catalog: cat, Devices: devs, Throttle: th, Planner: planner, Progress: evs, Events: events, Pushes: pushes,
 		Submitter: fanout.NewSubmitter(planner, events), Stats: st, Items: items, Schedule: sched, Apps: appCat,
+		Freshness: fresh,
 	}, nil
 }
 
@@ -312,6 +319,11 @@ func (d *Dispatcher) feedChanged(ctx context.Context, feed string, since, head i
 		return err
 	}
 	d.log.InfoContext(ctx, "feed changed", "feed", feed, "event", id, "new_items", newItems, "since", since, "head", head)
+	// Measuring must not hold up the push: a failure loses only the
+	// items' time-to-fresh.
+	if err := d.pipe.Freshness.Published(ctx, feed, since, head); err != nil && ctx.Err() == nil {
+		d.log.ErrorContext(ctx, "track time-to-fresh", "feed", feed, "head", head, "err", err)
+	}
 	return nil
 }
 

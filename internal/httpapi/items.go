@@ -13,7 +13,6 @@ import (
 	"github.com/nudge-dev/nudge/internal/auth"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/jobs"
-	"github.com/nudge-dev/nudge/internal/receipts"
 	"github.com/nudge-dev/nudge/internal/stats"
 )
 
@@ -201,65 +200,6 @@ func etagMatch(header, etag string) bool {
 		}
 	}
 	return false
-}
-
-type receiptRequest struct {
-	PushID     string    `json:"push_id"`
-	ReceivedAt time.Time `json:"received_at"`
-	Outcome    string    `json:"outcome"`
-	Items      *int      `json:"items"`
-}
-
-// maxReceiptAge bounds how late a receipt may arrive and still count.
-const maxReceiptAge = 7 * 24 * time.Hour
-
-// postReceipt is POST /v1/devices/{id}/receipts: a woken app reports that
-// it woke, and what its sync found. Receipts give the wake rate and the
-// wake latency per platform and lane.
-func (s *Server) postReceipt(w http.ResponseWriter, r *http.Request) error {
-	d, err := s.device(r)
-	if err != nil {
-		return err
-	}
-	var req receiptRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
-	id, err := s.verifyReceipt(r.Context(), d.ID, req.PushID)
-	if err != nil {
-		return err
-	}
-	lane, sent, err := receipts.ParsePushID(id)
-	if err != nil {
-		return badRequest("push_id", "push_id: send the push_id of the push that woke the app")
-	}
-	switch req.Outcome {
-	case "synced", "no_data", "failed":
-	default:
-		return badRequest("outcome", `outcome: want "synced", "no_data" or "failed"`)
-	}
-	if req.ReceivedAt.IsZero() {
-		return badRequest("received_at", "received_at: want the RFC 3339 time the app woke")
-	}
-	now := s.now()
-	if req.ReceivedAt.After(now.Add(time.Hour)) || req.ReceivedAt.Before(sent.Add(-time.Hour)) || now.Sub(sent) > maxReceiptAge {
-		return badRequest("received_at", "received_at is too far from the push's send time; check the device clock")
-	}
-	if req.Items != nil && *req.Items < 0 {
-		return badRequest("items", "items: want the number of items synced (≥ 0)")
-	}
-	if err := s.claimReceipt(r.Context(), d.ID, req.PushID, sent.Add(maxReceiptAge).Sub(now)); err != nil {
-		return err
-	}
-	if err := s.deps.Stats.Receipt(r.Context(), deviceApp(d), d.Platform, lane, req.Outcome, req.ReceivedAt.Sub(sent)); err != nil {
-		return err
-	}
-	// Any receipt resumes an unresponsive device at once.
-	if _, err := s.deps.Responsive.Resume(r.Context(), d.ID); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 // statsWindow is the span of the console's figures.

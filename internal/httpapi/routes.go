@@ -50,6 +50,7 @@ func (s *Server) addRoutes(r chi.Router) {
 			r.Delete("/syncs/{id}", s.handle(s.cancelSync))
 			r.Post("/feeds/{feed}/poll", s.handle(s.pollFeed))
 			r.Get("/console/overview", s.handle(s.consoleOverview))
+			r.Get("/stats/freshness", s.handle(s.getFreshness))
 		})
 
 		r.Route("/admin", func(r chi.Router) {

@@ -99,6 +99,8 @@ type Deps struct {
 	Schedule   Schedule      // editors' syncs scheduled for later
 
 	Apps          Apps               // the app catalogue, read and edited (admin routes)
+	SyncState     SyncState          // receipts' cursors and sync times
+	Freshness     Freshness          // time-to-fresh: receipts counted, read
 	Subscriptions Subscriptions      // a deleted feed's subscriptions
 	Tokens        TokenRegistrations // the token takeover limit
 	Responsive    Responsiveness     // receipts resume devices; the console's count
@@ -114,6 +116,7 @@ func (d *Deps) validate() error {
 		"Catalog": d.Catalog == nil, "FeedEditor": d.FeedEditor == nil, "Items": d.Items == nil,
 		"Stats": d.Stats == nil, "Syncs": d.Syncs == nil, "Events": d.Events == nil, "Schedule": d.Schedule == nil,
 		"Subscriptions": d.Subscriptions == nil, "Tokens": d.Tokens == nil, "Apps": d.Apps == nil, "Responsive": d.Responsive == nil,
+		"SyncState": d.SyncState == nil, "Freshness": d.Freshness == nil,
 	} {
 		if missing {
 			errs = append(errs, fmt.Errorf("httpapi: Deps.%s is required", name))
@@ -135,6 +138,9 @@ type Server struct {
 	rejected *prometheus.CounterVec
 	// items caches closed ranges of the sync read; nil when disabled.
 	items *itemCache
+	// received counts receipts by source; fresh observes time-to-fresh.
+	received *prometheus.CounterVec
+	fresh    *prometheus.HistogramVec
 }
 
 // NewServer builds the router with every route of routes.go. It logs to
@@ -166,8 +172,12 @@ func NewServer(a service.Archetype, deps Deps, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("receipt metrics: %w", err)
 	}
+	received, fresh, err := newFreshnessMetrics(a)
+	if err != nil {
+		return nil, fmt.Errorf("freshness metrics: %w", err)
+	}
 	s := &Server{deps: deps, cfg: cfg, log: a.Logger, clock: a.Clock, metrics: m,
-		receipts: receipts.NewSigner(deps.Redis), rejected: rejected}
+		receipts: receipts.NewSigner(deps.Redis), rejected: rejected, received: received, fresh: fresh}
 	if cfg.ItemCacheBytes > 0 {
 		if s.items, err = newItemCache(a, cfg.ItemCacheBytes, cfg.RequestTimeout); err != nil {
 			return nil, fmt.Errorf("item cache metrics: %w", err)

@@ -10,6 +10,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/feeds"
+	"github.com/nudge-dev/nudge/internal/freshness"
 	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/schedule"
 	"github.com/nudge-dev/nudge/internal/service"
@@ -35,6 +36,7 @@ type Stores struct {
 	// Apps is the live app catalogue (devices register with its apps, the
 	// admin routes edit it); Run starts its watch loop.
 	Apps *apps.Catalogue
+	Freshness *freshness.Tracker // counts receipts, reads time-to-fresh
 }
 
 // OpenStores opens the api's stores as Run does. maxFeeds is
@@ -91,8 +93,13 @@ func OpenStores(ctx context.Context, a service.Archetype, rdb redis.UniversalCli
 	if err != nil {
 		return nil, err
 	}
+	fresh, err := freshness.New(a, rdb, reg, freshness.Config{})
+	if err != nil {
+		return nil, err
+	}
 	return &Stores{
-		Catalog: cat, Devices: reg, Throttle: th, Planner: planner,
+		Freshness: fresh,
+		Catalog:   cat, Devices: reg, Throttle: th, Planner: planner,
 		Submitter: fanout.NewSubmitter(planner, events), Items: items,
 		Stats:  st,
 		Events: events, Pushes: pushes, Schedule: sched, Apps: appCat,
@@ -105,6 +112,7 @@ func (s *Stores) Wire(d Deps) Deps {
 	d.Catalog, d.FeedEditor, d.Items, d.Stats = s.Catalog, s.Catalog, s.Items, s.Stats
 	d.Syncs, d.Events, d.Schedule = s.Submitter, s.Planner, s.Schedule
 	d.Subscriptions, d.Tokens, d.Apps, d.Responsive = s.Devices, s.Devices, s.Apps, s.Devices
+	d.SyncState, d.Freshness = s.Devices, s.Freshness
 	d.Queues = map[string]QueueSizer{"push": s.Pushes, "events": s.Events}
 	return d
 }

@@ -22,6 +22,8 @@ var seeds = []string{
 	`{"feeds":["world"],"lane":"breaking","alert":{"title":"t","body":"b"}}`,
 	`{"id":"news","name":"News","apns":{"topic":"com.e","key_file":"/k.p8","key_id":"ABCDEFGHIJ","team_id":"TEAM123456"},"fcm":{"credentials_file":"/f.json"},"policy":{"ios":{"limit":2,"min_gap":"15m"}},"feeds":["world"]}`,
 	`{"policy":{"ios":{"Limit":1}}}`, `{"apns":{"topic":"t","topic":"u"}}`, `{"policy":{"android":{"window":5}}}`,
+	`{"source":"background_fetch","cursors":{"world":12,"tech":0}}`, `{"source":"foreground","cursors":{"world":"1"}}`,
+	`{"cursors":{"world":-1}}`, `{"cursors":{"world":1.5}}`, `{"cursors":null}`,
 	`null`, ` null `, `[]`, `"x"`, `1`, ``, `{}`, `{"Token":"x"}`, `{"TOKEN":"x"}`,
 	`{"token":"a","token":"b"}`, `{"background_sync":{"Enabled":true}}`, `{"alert":{"Title":"x"}}`,
 	`{"feeds":[{"x":1}]}`, `{"token":"a"} {}`, `{"token":"a"`, `{"items":-1}`, `{"received_at":{"wall":1}}`,

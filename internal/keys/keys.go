@@ -35,6 +35,8 @@
 //	apps                    HASH    app id -> admin edit of the app catalogue (JSON: the app, or a tombstone)
 //	apps:changed            PUBSUB  channel announcing an edit of the app catalogue (not a key)
 //	stale:{sweep}           HASH    the stale-device sweep: number, phase, cursor, lease
+//	fresh:{<feed>}:items    ZSET    the feed's tracked new items, cursor scored by cursor (freshness)
+//	fresh:{<feed>}:state    HASH    cursor -> the item's time-to-fresh state (JSON; freshness)
 //
 // Each key family has one owning package, the only one that calls its
 // key functions; the others use the owner's API. owners_test.go holds the
@@ -231,3 +233,10 @@ func AppsChanged() string { return "apps:changed" }
 // sweep's number, phase, cursor and counts, and the lease of the replica
 // running it.
 func StaleSweep() string { return "stale:{sweep}" }
+// FreshItems is the ZSET of the new items of feed whose time-to-fresh is
+// tracked (member and score: the item's cursor).
+func FreshItems(feed string) string { return "fresh:{" + feed + "}:items" }
+
+// FreshState is the HASH of the tracked items' time-to-fresh state, by
+// cursor.
+func FreshState(feed string) string { return "fresh:{" + feed + "}:state" }

@@ -59,6 +59,8 @@ var owners = []family{
 	{"app catalogue edits and their change channel", []string{"Apps", "AppsChanged"}, "internal/apps",
 		[]string{"internal/httpapi", "internal/dispatcher"}},
 	{"stale-device sweep", []string{"StaleSweep"}, "internal/stale", []string{"internal/dispatcher"}},
+	{"time-to-fresh of new items", []string{"FreshItems", "FreshState"}, "internal/freshness",
+		[]string{"internal/httpapi", "internal/dispatcher"}},
 }
 
 // shared are the functions of this package that name no key family: every

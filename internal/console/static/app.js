@@ -11,6 +11,7 @@
 import { request, ApiError } from "./api.js";
 import { num, percent, millis, interval, parseTime, ago, hhmmss, fullTime, DASH } from "./format.js";
 import * as chart from "./chart.js";
+import * as freshness from "./freshness.js";
 
 const KEY_STORAGE = "nudge.console.key";
 const APP_STORAGE = "nudge.console.app";
@@ -147,9 +148,10 @@ function signOut(message = "") {
   state.confirmDelete = "";
   state.feedErrors.clear();
   state.series = null;
+  freshness.reset();
   closeFeedForm();
   // Leave nothing of the last session on the page.
-  for (const sel of ["#feeds", "#sync-feeds", "#platform-rows", "#queue-rows", "#chart-plot", "#chart-table tbody"]) {
+  for (const sel of ["#feeds", "#sync-feeds", "#platform-rows", "#queue-rows", "#chart-plot", "#chart-table tbody", "#fresh-plot", "#fresh-table tbody"]) {
     $(sel).replaceChildren();
   }
   $("#sync-progress").hidden = true;
@@ -277,6 +279,7 @@ function render(ov) {
   renderQueues(ov.queues || {});
   state.series = chart.points(ov.series);
   renderChart();
+  freshness.update(state.key);
   state.feeds = Array.isArray(ov.feeds) ? ov.feeds : [];
   renderSyncFeeds();
   renderFeeds();
@@ -882,11 +885,15 @@ function onVisibility() {
 let resizeFrame = 0;
 function onResize() {
   cancelAnimationFrame(resizeFrame);
-  resizeFrame = requestAnimationFrame(renderChart);
+  resizeFrame = requestAnimationFrame(() => {
+    renderChart();
+    freshness.render();
+  });
 }
 
 async function boot() {
   $("#login-form").addEventListener("submit", onLogin);
+  freshness.init();
   $("#logout").addEventListener("click", () => signOut());
   $("#sync-form").addEventListener("submit", onSyncSubmit);
   $("#sync-feeds").addEventListener("change", onSyncFeedChange);

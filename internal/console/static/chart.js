@@ -7,7 +7,7 @@ const SVG = "http://www.w3.org/2000/svg"; // the SVG namespace name, not a fetch
 const HEIGHT = 220;
 const MARGIN = { top: 12, right: 14, bottom: 28, left: 52 };
 
-function el(name, attrs = {}, text) {
+export function el(name, attrs = {}, text) {
   const node = document.createElementNS(SVG, name);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
   if (text !== undefined) node.textContent = text;
@@ -15,7 +15,7 @@ function el(name, attrs = {}, text) {
 }
 
 /** niceStep rounds a raw tick step up to 1, 2 or 5 times a power of ten. */
-function niceStep(raw) {
+export function niceStep(raw) {
   if (raw <= 1) return 1;
   const pow = 10 ** Math.floor(Math.log10(raw));
   for (const m of [1, 2, 5, 10]) {
