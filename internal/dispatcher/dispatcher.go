@@ -95,7 +95,7 @@ type parts struct {
 	Schedule  *schedule.Store // editors' syncs scheduled for later
 	// Apps is the live app catalogue, an apps.Source for whatever needs
 	// the apps; its watch loop runs with the dispatcher's.
-	Apps *apps.Catalogue
+	Apps      *apps.Catalogue
 	Freshness *freshness.Tracker // new items' time-to-fresh, tracked from publication
 }
 

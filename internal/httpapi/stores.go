@@ -35,7 +35,7 @@ type Stores struct {
 	Schedule  *schedule.Store
 	// Apps is the live app catalogue (devices register with its apps, the
 	// admin routes edit it); Run starts its watch loop.
-	Apps *apps.Catalogue
+	Apps      *apps.Catalogue
 	Freshness *freshness.Tracker // counts receipts, reads time-to-fresh
 }
 

@@ -233,6 +233,7 @@ func AppsChanged() string { return "apps:changed" }
 // sweep's number, phase, cursor and counts, and the lease of the replica
 // running it.
 func StaleSweep() string { return "stale:{sweep}" }
+
 // FreshItems is the ZSET of the new items of feed whose time-to-fresh is
 // tracked (member and score: the item's cursor).
 func FreshItems(feed string) string { return "fresh:{" + feed + "}:items" }
