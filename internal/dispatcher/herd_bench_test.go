@@ -6,9 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +21,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/httpapi"
+	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/throttle"
 )
@@ -105,7 +104,7 @@ func BenchmarkSyncReadHerd(b *testing.B) {
 					Since: map[string]int64{feed: head}, Until: map[string]int64{feed: head + 5}}
 				head += 5
 				reads.Add(int(n))
-				z0 := zrangeCount(b, bu)
+				z0 := redistest.Calls(b, bu.rdb, "zrange")
 				b.StartTimer()
 				start := time.Now()
 				id, err := bu.pipe.Submitter.Submit(b.Context(), ev)
@@ -116,7 +115,7 @@ func BenchmarkSyncReadHerd(b *testing.B) {
 				reads.Wait()
 				wall += time.Since(start)
 				b.StopTimer()
-				zreads += zrangeCount(b, bu) - z0
+				zreads += redistest.Calls(b, bu.rdb, "zrange") - z0
 				ops++
 				b.StartTimer()
 			}
@@ -172,20 +171,4 @@ func saveItems(b *testing.B, st *feeds.Store, feed string, head int64, n int) {
 	if _, err := st.Save(b.Context(), feed, items, time.Now()); err != nil {
 		b.Fatal(err)
 	}
-}
-
-// zrangeCount is the ZRANGE count of INFO commandstats: the item log reads
-// Redis has served.
-func zrangeCount(b *testing.B, bu *benchBundle) int64 {
-	b.Helper()
-	info, err := bu.rdb.Info(b.Context(), "commandstats").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	m := regexp.MustCompile(`cmdstat_zrange:calls=(\d+)`).FindStringSubmatch(info)
-	if m == nil {
-		return 0
-	}
-	c, _ := strconv.ParseInt(m[1], 10, 64)
-	return c
 }

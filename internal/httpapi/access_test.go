@@ -156,6 +156,8 @@ func TestRouteKeyMatrix(t *testing.T) {
 		// The feed catalogue is shared: polling and editing ignore apps.
 		{route: "POST /v1/feeds/{feed}/poll", path: fixed("/v1/feeds/world/poll"), want: anyEditor(202)},
 		{route: "GET /v1/console/overview", path: fixed("/v1/console/overview"), want: anyEditor(200)},
+		// Time-to-fresh is per feed, and feeds are shared: any editor.
+		{route: "GET /v1/stats/freshness", path: fixed("/v1/stats/freshness?feed=world"), want: anyEditor(200)},
 		{route: "GET /v1/console/overview", path: fixed("/v1/console/overview?app=default"), want: appA(200, 403)},
 		{route: "GET /v1/console/overview", path: fixed("/v1/console/overview?app=sports"), want: appB(200, 403)},
 		{route: "PUT /v1/admin/feeds/{feed}", path: func(_ *testing.T, _ *matrix, c int) string { return fmt.Sprintf("/v1/admin/feeds/put-%d", c) },

@@ -6,9 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -62,11 +60,11 @@ func BenchmarkItemRange(b *testing.B) {
 			b.Cleanup(client.CloseIdleConnections)
 
 			url := ts.URL + "/v1/feeds/world/items?since=40&until=50"
-			reads0 := zrangeCalls(b, rdb)
+			reads0 := redistest.Calls(b, rdb, "zrange")
 			b.ResetTimer()
 			lat, rate := hammer(b, client, url, b.N, true)
 			b.StopTimer()
-			reads := zrangeCalls(b, rdb) - reads0
+			reads := redistest.Calls(b, rdb, "zrange") - reads0
 			_, health := hammer(b, client, ts.URL+"/healthz", b.N, false)
 			slices.Sort(lat)
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
@@ -131,20 +129,4 @@ func hammer(b *testing.B, client *http.Client, url string, n int, keep bool) ([]
 	}
 	wg.Wait()
 	return lat, float64(n) / time.Since(start).Seconds()
-}
-
-// zrangeCalls is the ZRANGE count of INFO commandstats: the item log
-// reads Redis has served.
-func zrangeCalls(b testing.TB, rdb *redis.Client) int64 {
-	b.Helper()
-	info, err := rdb.Info(b.Context(), "commandstats").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	m := regexp.MustCompile(`cmdstat_zrange:calls=(\d+)`).FindStringSubmatch(info)
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.ParseInt(m[1], 10, 64)
-	return n
 }

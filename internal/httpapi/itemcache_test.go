@@ -10,6 +10,7 @@ import (
 
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/redistest"
 )
 
 // saveArticles stores n new articles in feed, one per Save, so the feed's
@@ -127,7 +128,7 @@ func TestClosedRangeTruncated(t *testing.T) {
 	if err := b.rdb.HSet(t.Context(), keys.FeedHealth("world"), "trimmed", 2).Err(); err != nil {
 		t.Fatal(err)
 	}
-	before := zrangeCalls(t, b.rdb)
+	before := redistest.Calls(t, b.rdb, "zrange")
 	for range 2 {
 		r := b.do(t, "GET", "/v1/feeds/{feed}/items", "/v1/feeds/world/items?since=1&until=4", "", nil)
 		p := decode[itemsPage](t, r)
@@ -138,7 +139,7 @@ func TestClosedRangeTruncated(t *testing.T) {
 			t.Fatalf("truncated range: Cache-Control %q, want no-cache", cc)
 		}
 	}
-	if n := zrangeCalls(t, b.rdb) - before; n != 2 {
+	if n := redistest.Calls(t, b.rdb, "zrange") - before; n != 2 {
 		t.Fatalf("truncated range read Redis %d times in 2 requests, want 2 (not cached)", n)
 	}
 	// A range after the trim point is whole.
@@ -167,7 +168,7 @@ func TestClosedRangeSingleFlight(t *testing.T) {
 			// the default deadline; the subject is the count of reads.
 			b := setup(t, setupOpts{itemCacheBytes: tc.cache, requestTimeout: time.Minute})
 			saveArticles(t, b, "world", 1, 4)
-			before := zrangeCalls(t, b.rdb)
+			before := redistest.Calls(t, b.rdb, "zrange")
 			const n = 200
 			codes := make([]int, n)
 			bodies := make([]string, n)
@@ -190,7 +191,7 @@ func TestClosedRangeSingleFlight(t *testing.T) {
 				}
 			}
 			b.do(t, "GET", "/v1/feeds/{feed}/items", "/v1/feeds/world/items?since=1&until=4", "", nil)
-			if got := zrangeCalls(t, b.rdb) - before; !tc.reads(got) {
+			if got := redistest.Calls(t, b.rdb, "zrange") - before; !tc.reads(got) {
 				t.Fatalf("%d requests of one range read the item log %d times", n+1, got)
 			}
 		})

@@ -282,3 +282,23 @@ func MainThreadCPU(tb testing.TB, rdb redis.UniversalClient) float64 {
 	}
 	return total
 }
+
+// Calls returns how many times the server has run command (INFO
+// commandstats, lower case, e.g. "zrange"), so a test can count the reads
+// a cache saved.
+func Calls(tb testing.TB, rdb redis.UniversalClient, command string) int64 {
+	tb.Helper()
+	info, err := rdb.Info(tb.Context(), "commandstats").Result()
+	if err != nil {
+		tb.Fatalf("info commandstats: %v", err)
+	}
+	prefix := "cmdstat_" + command + ":calls="
+	for line := range strings.SplitSeq(info, "\r\n") {
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
+			n, _, _ := strings.Cut(rest, ",")
+			c, _ := strconv.ParseInt(n, 10, 64)
+			return c
+		}
+	}
+	return 0
+}
