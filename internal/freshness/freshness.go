@@ -150,7 +150,10 @@ func (t *Tracker) PublishedAt(ctx context.Context, feed string, since, head int6
 	return nil
 }
 
-// audienceOf returns feed's audience, counted at most once per CensusEvery.
+// audienceOf returns feed's audience, counted at most once per
+// CensusEvery. An empty count is not reused: a feed that had no audience
+// (a fresh deployment, devices still registering) is counted again on its
+// next item, so its first subscribers' items are measured at once.
 func (t *Tracker) audienceOf(ctx context.Context, feed string) (map[string]int64, error) {
 	if t.audience == nil {
 		return nil, errors.New("no audience counter")
@@ -159,7 +162,7 @@ func (t *Tracker) audienceOf(ctx context.Context, feed string) (map[string]int64
 	t.mu.Lock()
 	c, ok := t.census[feed]
 	t.mu.Unlock()
-	if ok && now.Sub(c.at) < t.cfg.CensusEvery {
+	if ok && len(c.counts) > 0 && now.Sub(c.at) < t.cfg.CensusEvery {
 		return c.counts, nil
 	}
 	counts, err := t.audience.Audience(ctx, feed)

@@ -239,3 +239,33 @@ func TestCountIsBounded(t *testing.T) {
 		t.Errorf("synced per item after one receipt past 5 items: %s, want [0 0 0 1 1]", got)
 	}
 }
+
+// TestEmptyAudienceIsCountedAgain: a feed's first item, published before
+// any device followed it, has no audience; the next item, published while
+// an audience count would still be reused, is counted afresh and has the
+// devices that registered in between.
+func TestEmptyAudienceIsCountedAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t, freshness.Config{CensusEvery: time.Hour})
+	at := time.Now()
+	if err := b.tracker.PublishedAt(t.Context(), "world", 0, 1, at); err != nil {
+		t.Fatal(err)
+	}
+	b.register(t, 3, "android", false, "world")
+	if err := b.tracker.PublishedAt(t.Context(), "world", 1, 2, at.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	items, err := b.tracker.Items(t.Context(), "world", at.Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(items) != 2 {
+		t.Fatalf("got %d items, want 2", len(items))
+	}
+	if n := len(items[0].Platforms); n != 0 {
+		t.Errorf("first item: %d platforms with an audience, want none", n)
+	}
+	if got := items[1].Platforms["android"].Audience; got != 3 {
+		t.Errorf("second item: android audience %d, want 3 (counted again after an empty count)", got)
+	}
+}
