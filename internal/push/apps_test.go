@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -286,5 +287,39 @@ func TestBrokenCredentialRejected(t *testing.T) {
 	r := s.Send(t.Context(), []Message{appMsg("x", "", APNs, Production, apnsToken(5))})[0]
 	if r.Action != PauseProvider || r.Reason != "InvalidProviderToken" {
 		t.Fatalf("push signed with a revoked key: got %v %s, want pause_provider InvalidProviderToken", r.Action, r.Reason)
+	}
+}
+
+// TestStartWithOneAppsCredentialBroken: an app whose key file is missing
+// at start (an admin edit naming a bad path) does not stop the others:
+// New succeeds, the other app's pushes are delivered and the broken app's
+// pause its scope. With no app able to send, New fails naming the app.
+func TestStartWithOneAppsCredentialBroken(t *testing.T) {
+	t.Parallel()
+	emu, news := startEmu(t)
+	broken := pushemutest.App("radio", pushemutest.AppCredentials(t, emu, "radio"))
+	badAPNs := *broken.APNs
+	badAPNs.KeyFile = filepath.Join(t.TempDir(), "AuthKey_MISSING.p8")
+	broken.APNs = &badAPNs
+	s, _ := appsSender(t, news.CAFile, pushemutest.App(apps.Default, news), broken)
+	want(t, "credentials rejected at start (production and sandbox client)",
+		testutil.ToFloat64(s.m.reloads.WithLabelValues("apns", "rejected")), float64(2))
+	res := s.Send(t.Context(), []Message{
+		appMsg("a", "", APNs, Production, apnsToken(1)),
+		appMsg("b", "radio", APNs, Production, apnsToken(2)),
+	})
+	want(t, "the working app's push", res[0].Action, Delivered)
+	if res[1].Action != PauseProvider {
+		t.Fatalf("the broken app's push: got %v %s %v, want PauseProvider", res[1].Action, res[1].Reason, res[1].Err)
+	}
+	if n := emu.CountToken(apnsToken(2)); n != 0 {
+		t.Fatalf("the broken app's push reached the emulator %d times", n)
+	}
+
+	only := &source{}
+	only.set(t, broken)
+	_, err := New(t.Context(), service.Archetype{Registerer: prometheus.NewRegistry()}, Config{Apps: only, CredentialPoll: time.Hour, CAFile: news.CAFile})
+	if err == nil || !strings.Contains(err.Error(), "app radio") {
+		t.Fatalf("New with every app broken: err = %v, want one naming app radio", err)
 	}
 }

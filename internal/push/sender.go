@@ -242,24 +242,34 @@ func New(ctx context.Context, a service.Archetype, cfg Config) (*Sender, error) 
 	}
 	s := &Sender{cfg: cfg, logger: a.Logger, now: a.Clock, ctx: ctx, tls: tlsCfg, m: m, src: src,
 		set: src.Current(), routes: map[string]*route{}, slots: map[string]*slot{}, signers: map[string]*jwtSigner{}, stop: make(chan struct{})}
-	// The apps there are at start have their clients built now, so a
-	// credential that does not load is a start-up error; later apps and
-	// rotated credentials are built (and checked) as they come.
+	// The apps there are at start have their clients built now. When no
+	// app's credentials load, that is a start-up error (a single-app
+	// deployment's bad key fails at once); otherwise an app whose
+	// credential does not load is logged and its pushes pause, as for one
+	// that breaks later, and the other apps send: an admin edit naming a
+	// bad file must not stop every app at the next restart.
 	var errs []error
 	s.mu.Lock()
-	for _, app := range s.set.All() {
+	all := s.set.All()
+	for _, app := range all {
 		rt := s.buildRouteLocked(app)
 		s.routes[app.ID] = rt
+		var appErrs []error
 		for _, pr := range []provRoute{rt.apns[0], rt.apns[1], rt.fcm} {
 			if pr.err != nil {
-				errs = append(errs, fmt.Errorf("app %s: %w", app.ID, pr.err))
+				appErrs = append(appErrs, pr.err)
+				s.logger.Error("push credential unusable: its pushes pause until it is fixed", "app", app.ID, "scope", pr.scope, "err", pr.err)
+				s.m.reloads.WithLabelValues(string(providerOfScope(pr.scope)), "rejected").Inc()
 			}
+		}
+		if len(appErrs) > 0 {
+			errs = append(errs, fmt.Errorf("app %s: %w", app.ID, errors.Join(appErrs...)))
 		}
 	}
 	s.mu.Unlock()
-	if err := errors.Join(errs...); err != nil {
+	if len(errs) > 0 && len(errs) == len(all) {
 		s.Close()
-		return nil, fmt.Errorf("push config: %w", err)
+		return nil, fmt.Errorf("push config: %w", errors.Join(errs...))
 	}
 	s.watching.Add(1)
 	go s.watch()
