@@ -10,6 +10,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -136,10 +138,17 @@ func (b *bundle) subscribe(t testing.TB, feed string, from, to uint64) {
 	b.seq(t, to)
 }
 
-// pushes counts the push jobs per device that cover event.
-func (b *bundle) pushes(t testing.TB, event string) map[uint64]int {
+// queuedJob is a push job in a push stream, with the stream's time of
+// it (ms).
+type queuedJob struct {
+	job throttle.Push
+	ms  int64
+}
+
+// queued returns every push job in the push streams.
+func (b *bundle) queued(t testing.TB) []queuedJob {
 	t.Helper()
-	out := map[uint64]int{}
+	var out []queuedJob
 	for p := range keys.Partitions {
 		msgs, err := b.rdb.XRange(t.Context(), keys.Stream(keys.PushQueue, p), "-", "+").Result()
 		if err != nil {
@@ -151,10 +160,24 @@ func (b *bundle) pushes(t testing.TB, event string) map[uint64]int {
 			if err != nil {
 				t.Fatalf("decode push: %v", err)
 			}
-			for _, ev := range job.Events {
-				if ev == event {
-					out[job.Device]++
-				}
+			ms, err := strconv.ParseInt(m.ID[:strings.IndexByte(m.ID, '-')], 10, 64)
+			if err != nil {
+				t.Fatalf("stream id %s: %v", m.ID, err)
+			}
+			out = append(out, queuedJob{job: job, ms: ms})
+		}
+	}
+	return out
+}
+
+// pushes counts the push jobs per device that cover event.
+func (b *bundle) pushes(t testing.TB, event string) map[uint64]int {
+	t.Helper()
+	out := map[uint64]int{}
+	for _, q := range b.queued(t) {
+		for _, ev := range q.job.Events {
+			if ev == event {
+				out[q.job.Device]++
 			}
 		}
 	}

@@ -2,7 +2,6 @@ package fanout
 
 import (
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,29 +16,14 @@ func pushTimes(t *testing.T, b *bundle) map[string][]int64 {
 	t.Helper()
 	out := map[string][]int64{}
 	seen := map[string]bool{}
-	for p := range keys.Partitions {
-		msgs, err := b.rdb.XRange(t.Context(), keys.Stream(keys.PushQueue, p), "-", "+").Result()
-		if err != nil {
-			t.Fatalf("xrange: %v", err)
-		}
-		for _, m := range msgs {
-			s, _ := m.Values["p"].(string)
-			job, err := throttle.DecodePush([]byte(s))
-			if err != nil {
-				t.Fatalf("decode push: %v", err)
+	for _, q := range b.queued(t) {
+		for _, ev := range q.job.Events {
+			k := ev + "/" + strconv.FormatUint(q.job.Device, 10)
+			if seen[k] {
+				t.Fatalf("device %d pushed twice for %s", q.job.Device, ev)
 			}
-			ms, err := strconv.ParseInt(m.ID[:strings.IndexByte(m.ID, '-')], 10, 64)
-			if err != nil {
-				t.Fatalf("stream id %s: %v", m.ID, err)
-			}
-			for _, ev := range job.Events {
-				k := ev + "/" + strconv.FormatUint(job.Device, 10)
-				if seen[k] {
-					t.Fatalf("device %d pushed twice for %s", job.Device, ev)
-				}
-				seen[k] = true
-				out[ev] = append(out[ev], ms)
-			}
+			seen[k] = true
+			out[ev] = append(out[ev], q.ms)
 		}
 	}
 	return out

@@ -302,3 +302,22 @@ func Calls(tb testing.TB, rdb redis.UniversalClient, command string) int64 {
 	}
 	return 0
 }
+
+// Backends runs fn in two parallel subtests, "single" on a single server
+// and "cluster" on a 3-master cluster, for code that must behave the same
+// on both.
+func Backends(t *testing.T, fn func(t *testing.T, rdb redis.UniversalClient)) {
+	t.Helper()
+	for _, kind := range []string{"single", "cluster"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var rdb redis.UniversalClient
+			if kind == "single" {
+				rdb = Start(t)
+			} else {
+				rdb = StartCluster(t).Client(t)
+			}
+			fn(t, rdb)
+		})
+	}
+}

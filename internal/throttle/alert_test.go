@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -20,7 +21,7 @@ func alertUpdate(ev string) Update {
 // breaking lane, counted as held, until the window has passed.
 func TestAlertLane(t *testing.T) {
 	t.Parallel()
-	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+	redistest.Backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		pol := Policy{Limit: 1, Window: time.Hour, MinGap: 10 * time.Minute, Debounce: time.Minute, MaxWait: 5 * time.Minute}
 		e := setup(t, rdb, Config{IOS: pol, Android: pol, AlertLimit: 2, AlertWindow: time.Hour})
 		e.addDevices(t, device{id: 1, pl: "ios", bg: true}, device{id: 2, pl: "android", bg: true}, device{id: 3, pl: "ios", bg: false})

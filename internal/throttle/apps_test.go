@@ -38,7 +38,7 @@ func (e *env) addAppDevice(t testing.TB, id uint64, app string) {
 // rescheduled, not sent; b's is sent.
 func TestAppPolicy(t *testing.T) {
 	t.Parallel()
-	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+	redistest.Backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		e := setup(t, rdb, Config{Apps: twoPolicies})
 		const a1, a2, b1, b2 = 1, 66, 2, 67 // two partitions per app
 		for _, d := range []struct {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -15,7 +16,7 @@ import (
 // nothing; an update without ends names open ranges.
 func TestRangeInPush(t *testing.T) {
 	t.Parallel()
-	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+	redistest.Backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		e := setup(t, rdb, Config{})
 		android := device{id: 9, pl: "android", bg: true}
 		ios := device{id: 10, pl: "ios", bg: true}

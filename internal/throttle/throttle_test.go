@@ -22,25 +22,6 @@ import (
 
 var t0 = time.Date(2030, 1, 2, 3, 0, 0, 0, time.UTC)
 
-// backends runs fn once against a single server and once against a
-// 3-master cluster, in parallel. Subtests inside fn share the backend and
-// must call env.reset first.
-func backends(t *testing.T, fn func(t *testing.T, rdb redis.UniversalClient)) {
-	t.Helper()
-	for _, kind := range []string{"single", "cluster"} {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			var rdb redis.UniversalClient
-			if kind == "single" {
-				rdb = redistest.Start(t)
-			} else {
-				rdb = redistest.StartCluster(t).Client(t)
-			}
-			fn(t, rdb)
-		})
-	}
-}
-
 type env struct {
 	rdb redis.UniversalClient
 	th  *Throttle
@@ -457,7 +438,7 @@ func TestScenarios(t *testing.T) {
 			}
 		}},
 	}
-	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+	redistest.Backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
 				tc.run(t, setup(t, rdb, Config{}))
@@ -485,7 +466,7 @@ func TestProperties(t *testing.T) {
 		duration = 8 * time.Hour
 	)
 	cfg := Config{MaxEvents: 10000, Remember: 4}
-	backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+	redistest.Backends(t, func(t *testing.T, rdb redis.UniversalClient) {
 		e := setup(t, rdb, cfg)
 		pol := map[string]Policy{"ios": e.th.cfg.IOS, "android": e.th.cfg.Android}
 		rng := rand.New(rand.NewPCG(1, 2))
