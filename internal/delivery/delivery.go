@@ -1,9 +1,11 @@
 // Package delivery is the push worker: it turns push jobs from the queue
 // into provider sends and acts on each result.
 //
-// For a batch of jobs it decodes the throttle's push payloads, re-reads
-// each device at send time, composes the silent push, sends the batch
-// through the push sender, and then, per result:
+// For a batch of jobs it decodes the throttle's push payloads, asks the
+// throttle's Admit, in one script call per partition, for each device at
+// send time, the unresponsive back-off and the budget at the phone,
+// composes the silent push, sends the batch through the push sender, and
+// then, per result:
 //
 //	delivered       done record as the answer arrives, then counted as sent
 //	prune token     the device is deleted if it still has that token and
@@ -29,9 +31,12 @@
 // # Outcomes
 //
 // Every planned push ends in exactly one of sent, pruned, failed,
-// superseded or unresponsive (fanout.Outcome; see responsive.go),
-// recorded in its events' progress. A job that
-// has used its delivery budget is dead-lettered and counted as failed.
+// superseded or unresponsive (fanout.Outcome), recorded in its events'
+// progress. A silent push whose device is unresponsive
+// (devices.Unresponsive) and not due for a probe is dropped and counted
+// "unresponsive"; alert-lane pushes are visible, so they are neither
+// counted nor held back. A job that has used its delivery budget is
+// dead-lettered and counted as failed.
 //
 // # Crash window
 //
@@ -78,27 +83,23 @@ type Sender interface {
 }
 
 // Devices is the device registry as the push worker sees it;
-// *devices.Registry is one.
+// *devices.Registry is one. The devices are read at send time by the
+// budget at the phone's Admit, in the same script call.
 type Devices interface {
-	// Targets reads where to send and whether each device still wants
-	// silent pushes, in order.
-	Targets(ctx context.Context, ids []uint64) ([]devices.Target, error)
 	// DeleteIfTokenBefore deletes a device whose token the provider
 	// reported dead, unless the device has rotated to another token since
 	// or, when at is not zero, was updated at or after at (the provider's
 	// "unregistered at").
 	DeleteIfTokenBefore(ctx context.Context, id uint64, token string, at time.Time) (bool, error)
-	// CountSilent counts silent pushes at their devices and says which may
-	// be sent (false: held back, the device is unresponsive).
-	CountSilent(ctx context.Context, u devices.Unresponsive, now time.Time, ps []devices.Silent) ([]bool, error)
 }
 
 // Budget is the device budget at the phone and the throttle state of
 // pruned devices; *throttle.Throttle is one.
 type Budget interface {
-	// Admit says, per attempt, whether it may be sent now (0, its send time
-	// reserved) or how long to wait.
-	Admit(ctx context.Context, a []throttle.Attempt) ([]time.Duration, error)
+	// Admit reads each attempt's device at send time and says whether it
+	// may be sent now (its send time reserved, a silent push counted at its
+	// device), is held back (unresponsive device), is gone, or must wait.
+	Admit(ctx context.Context, a []throttle.Attempt, opt throttle.AdmitOptions) ([]throttle.Admission, error)
 	// Settle records what became of admitted attempts.
 	Settle(ctx context.Context, a []throttle.Attempt, s []throttle.Settlement) error
 	// Forget drops a device's throttle state.
@@ -212,6 +213,9 @@ type item struct {
 	scope  string        // pause scope of msg
 	wait   time.Duration // budget at the phone: wait before sending
 	events []string
+	// admitted is when Admit was called for the attempt being sent: its
+	// reservation lies at least reserveAhead past it.
+	admitted time.Time
 }
 
 // Handle sends one batch of push jobs. It implements jobs.Handler.
@@ -226,26 +230,11 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 		}
 		items = append(items, &item{job: j, push: p, events: p.Events})
 	}
-	counted := h.countSilent(ctx, items)
-	pauses, err := h.lookup(ctx, o, &items)
-	held, cerr := counted()
-	if err = errors.Join(err, cerr); err != nil {
-		return err // every job without an outcome is retried
-	}
-	items = h.holdUnresponsive(ctx, o, items, held)
-	var send []*item
-	for _, it := range items {
-		if until, ok := pauses[it.scope]; ok {
-			o.Release(it.job, until) // not tried: costs no delivery
-			continue
-		}
-		send = append(send, it)
-	}
 	// The budget at the phone: a push that would land inside the device's
 	// gap or over K per W of pushes that may already have reached it waits,
 	// briefly in here (the usual few milliseconds of worker jitter), else
 	// in the retry set.
-	now, soon, err := h.admit(ctx, o, send, maxInlineWait)
+	now, soon, err := h.admit(ctx, o, items, maxInlineWait)
 	if err != nil {
 		return err
 	}
@@ -279,34 +268,131 @@ func (h *Handler) Handle(ctx context.Context, o *jobs.Outcomes, batch []*jobs.Jo
 // waits inside the handler rather than in the retry set.
 const maxInlineWait = 2 * time.Second
 
-// admit asks the throttle which items may reach the phone now (their send
-// time is reserved). Items that must wait up to inline are returned in
-// soon with their wait; longer waits go to the retry set.
+// reserveAhead is how far past the Redis clock's now Admit reserves a
+// push's time at the phone. A push answered within it needs no settling
+// as delivered (a round trip per partition saved on nearly every batch);
+// the next push to the device may wait up to this much longer than the
+// device's gap requires.
+const reserveAhead = 2 * time.Second
+
+// admit checks items just before sending (throttle.Admit, one script call
+// per partition): the device at send time, the unresponsive back-off and
+// the budget at the phone, while the pauses of the scopes seen so far are
+// read. An item whose device is gone or opted out since planning is
+// dropped as superseded (the user's latest word wins over the plan); a
+// silent push to an unresponsive device not due for a probe is dropped
+// and counted "unresponsive" (alerts are visible: never held); a push that
+// must wait up to inline is returned in soon with its wait, a longer wait
+// goes to the retry set. Admitted items are composed; those whose pause
+// scope is paused are released, not tried (their reservation too), and
+// the rest are returned in now. A scope met for the first time costs one
+// more round trip, once.
 func (h *Handler) admit(ctx context.Context, o *jobs.Outcomes, items []*item, inline time.Duration) (now, soon []*item, err error) {
 	if len(items) == 0 {
 		return nil, nil, nil
 	}
+	known := h.knownScopes()
+	var pauses map[string]time.Duration
+	var perr error
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		pauses, perr = h.pauses(ctx, known)
+	}()
 	attempts := make([]throttle.Attempt, len(items))
 	for i, it := range items {
-		attempts[i] = throttle.Attempt{Device: it.push.Device, Collapse: it.msg.CollapseID, Alert: it.push.Lane == throttle.LaneAlert}
+		attempts[i] = throttle.Attempt{Device: it.push.Device, Collapse: it.push.CollapseID(), Alert: it.push.Lane == throttle.LaneAlert}
 	}
-	waits, err := h.budget.Admit(ctx, attempts)
+	start := time.Now()
+	adm, err := h.budget.Admit(ctx, attempts, throttle.AdmitOptions{Now: h.now(), Unresponsive: h.cfg.Unresponsive, Ahead: reserveAhead})
+	<-read
 	if err != nil {
 		return nil, nil, err // every job without an outcome is retried
 	}
+	if perr != nil {
+		return nil, nil, perr
+	}
+	tally := newTally()
+	defer h.flush(ctx, tally)
+	var admitted []*item
 	for i, it := range items {
-		switch w := waits[i]; {
-		case w <= 0:
-			now = append(now, it)
-		case w <= inline:
-			it.wait = w
+		switch a := adm[i]; {
+		case a.Gone:
+			o.Drop(it.job)
+			tally.add(it, "", fanout.OutcomeSuperseded)
+		case a.Held:
+			it.msg = push.Message{App: a.Target.App, Platform: push.Platform(a.Target.Platform)} // for its stats
+			o.Drop(it.job)
+			tally.add(it, stats.Unresponsive, fanout.OutcomeUnresponsive)
+		case a.Wait > inline:
+			h.held.Inc()
+			o.Retry(it.job, a.Wait)
+		case a.Wait > 0:
+			it.wait = a.Wait
 			soon = append(soon, it)
 		default:
-			h.held.Inc()
-			o.Retry(it.job, w)
+			id, err := h.receipts.Sign(ctx, it.push.Device, PushID(it.push.Lane, h.now(), it.push.CollapseID()))
+			if err != nil {
+				return nil, nil, err
+			}
+			it.msg = compose(it, a.Target, id)
+			it.scope = h.sender.PauseScope(&it.msg)
+			it.admitted = start
+			admitted = append(admitted, it)
+		}
+	}
+	var fresh []string
+	for _, it := range admitted {
+		if !slices.Contains(known, it.scope) && !slices.Contains(fresh, it.scope) {
+			fresh = append(fresh, it.scope)
+		}
+	}
+	if len(fresh) > 0 {
+		more, err := h.pauses(ctx, fresh)
+		if err != nil {
+			return nil, nil, err
+		}
+		maps.Copy(pauses, more)
+		h.learnScopes(fresh)
+	}
+	var released []throttle.Attempt
+	for _, it := range admitted {
+		if until, ok := pauses[it.scope]; ok {
+			o.Release(it.job, until) // not tried: costs no delivery
+			released = append(released, throttle.Attempt{Device: it.push.Device, Collapse: it.msg.CollapseID})
+			continue
+		}
+		now = append(now, it)
+	}
+	if len(released) > 0 {
+		refused := make([]throttle.Settlement, len(released))
+		for i := range refused {
+			refused[i] = throttle.Refused
+		}
+		if err := h.budget.Settle(ctx, released, refused); err != nil {
+			h.log.WarnContext(ctx, "release pushes to paused providers at the phone", "count", len(released), "err", err)
 		}
 	}
 	return now, soon, nil
+}
+
+// compose builds the message of an item to its device's target.
+func compose(it *item, tg devices.Target, id string) push.Message {
+	return push.Message{
+		ID:          id,
+		App:         tg.App,
+		Token:       tg.Token,
+		Provider:    push.Provider(tg.Provider),
+		Platform:    push.Platform(tg.Platform),
+		Environment: push.Environment(tg.Environment),
+		Event:       it.push.Events[len(it.push.Events)-1],
+		Reason:      push.Reason(it.push.Reason),
+		Feeds:       it.push.Feeds,
+		Since:       cursors(it.push.Since),
+		Until:       cursors(it.push.Until),
+		Alert:       alertOf(it.push),
+		CollapseID:  it.push.CollapseID(),
+	}
 }
 
 // deliver sends admitted items, records each answer as it arrives, settles
@@ -325,28 +411,35 @@ func (h *Handler) deliver(ctx context.Context, o *jobs.Outcomes, send []*item) {
 	// when the send used up the handler's deadline.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	attempts := make([]throttle.Attempt, len(send))
-	settle := make([]throttle.Settlement, len(send))
+	var attempts []throttle.Attempt
+	var settle []throttle.Settlement
 	for i, r := range results {
-		attempts[i] = throttle.Attempt{Device: send[i].push.Device, Collapse: send[i].msg.CollapseID}
+		var s throttle.Settlement
 		switch {
 		case r.Action == push.Delivered:
-			settle[i] = throttle.Delivered
+			if time.Since(send[i].admitted) <= reserveAhead {
+				continue // answered before its reservation: nothing to move
+			}
+			s = throttle.Delivered
 		case r.Status != 0 || r.Action == push.Permanent:
-			settle[i] = throttle.Refused // answered or refused before sending: not at the phone
+			s = throttle.Refused // answered or refused before sending: not at the phone
 		default:
-			settle[i] = throttle.Unknown // no answer: it may have arrived
+			continue // no answer: it may have arrived, the reservation stays
 		}
+		attempts = append(attempts, throttle.Attempt{Device: send[i].push.Device, Collapse: send[i].msg.CollapseID})
+		settle = append(settle, s)
 	}
 	// The settlement goes out alongside the rest of the bookkeeping rather
 	// than ahead of it: it touches only the phone log, which a prune's
 	// Forget deletes whichever runs first. Handle returns after both.
 	var settled sync.WaitGroup
-	settled.Go(func() {
-		if err := h.budget.Settle(ctx, attempts, settle); err != nil {
-			h.log.WarnContext(ctx, "settle pushes at the phone", "count", len(send), "err", err)
-		}
-	})
+	if len(attempts) > 0 {
+		settled.Go(func() {
+			if err := h.budget.Settle(ctx, attempts, settle); err != nil {
+				h.log.WarnContext(ctx, "settle pushes at the phone", "count", len(attempts), "err", err)
+			}
+		})
+	}
 	tally := newTally()
 	for i, r := range results {
 		h.act(ctx, o, send[i], r, tally)
@@ -400,86 +493,6 @@ func (h *Handler) sendRecording(ctx context.Context, o *jobs.Outcomes, send []*i
 // pauses, progress and stats. Done records and progress are retried with
 // backoff within it, so a Redis stall shorter than this loses no count.
 const recordTimeout = time.Minute
-
-// lookup loads the devices of the items and the pauses of the scopes seen
-// so far in one pipeline, and composes their messages. Items whose device
-// is gone are dropped from the slice. It returns the remaining pause of
-// each paused scope among the items; a scope met for the first time costs
-// one more round trip, once.
-func (h *Handler) lookup(ctx context.Context, o *jobs.Outcomes, items *[]*item) (map[string]time.Duration, error) {
-	ids := make([]uint64, len(*items))
-	for i, it := range *items {
-		ids[i] = it.push.Device
-	}
-	// The devices and the known pauses are read at the same time.
-	known := h.knownScopes()
-	var pauses map[string]time.Duration
-	var perr error
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		pauses, perr = h.pauses(ctx, known)
-	}()
-	targets, err := h.devices.Targets(ctx, ids)
-	<-read
-	if err != nil {
-		return nil, fmt.Errorf("load devices of push jobs: %w", err)
-	}
-	if perr != nil {
-		return nil, perr
-	}
-	tally := newTally()
-	kept := (*items)[:0]
-	for i, it := range *items {
-		tg := targets[i]
-		if !tg.Sendable() {
-			// Deleted, pruned or opted out since planning: the user's
-			// latest word wins over the plan.
-			o.Drop(it.job)
-			tally.add(it, "", fanout.OutcomeSuperseded)
-			continue
-		}
-		id, err := h.receipts.Sign(ctx, it.push.Device, PushID(it.push.Lane, h.now(), it.push.CollapseID()))
-		if err != nil {
-			return nil, err
-		}
-		it.msg = push.Message{
-			ID:          id,
-			App:         tg.App,
-			Token:       tg.Token,
-			Provider:    push.Provider(tg.Provider),
-			Platform:    push.Platform(tg.Platform),
-			Environment: push.Environment(tg.Environment),
-			Event:       it.push.Events[len(it.push.Events)-1],
-			Reason:      push.Reason(it.push.Reason),
-			Feeds:       it.push.Feeds,
-			Since:       cursors(it.push.Since),
-			Until:       cursors(it.push.Until),
-			Alert:       alertOf(it.push),
-			CollapseID:  it.push.CollapseID(),
-		}
-		it.scope = h.sender.PauseScope(&it.msg)
-		kept = append(kept, it)
-	}
-	*items = kept
-	h.flush(ctx, tally)
-	var fresh []string
-	for _, it := range kept {
-		if !slices.Contains(known, it.scope) && !slices.Contains(fresh, it.scope) {
-			fresh = append(fresh, it.scope)
-		}
-	}
-	if len(fresh) == 0 {
-		return pauses, nil
-	}
-	more, err := h.pauses(ctx, fresh)
-	if err != nil {
-		return nil, err
-	}
-	maps.Copy(pauses, more)
-	h.learnScopes(fresh)
-	return pauses, nil
-}
 
 // maxKnownScopes bounds the pause scopes read with every batch; a process
 // sends to a few per app (an FCM project, an APNs environment and

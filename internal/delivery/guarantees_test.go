@@ -1,9 +1,13 @@
 package delivery_test
 
 import (
+	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/devices"
@@ -246,6 +250,61 @@ func TestBudgetHoldsAtThePhone(t *testing.T) {
 	}
 }
 
+// phoneLog returns the times (unix ms) in device id's log of pushes that
+// may have reached the phone.
+func (b *bundle) phoneLog(t *testing.T, id uint64) []int64 {
+	t.Helper()
+	raw, err := b.rdb.HGet(t.Context(), keys.Throttle(keys.Partition(id)), "p"+strconv.FormatUint(id, 10)).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int64
+	for e := range strings.SplitSeq(raw, "\x1f") {
+		_, ms, _ := strings.Cut(e, "\x1e")
+		n, err := strconv.ParseInt(ms, 10, 64)
+		if err != nil {
+			t.Fatalf("phone log of device %d: %q", id, raw)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// TestReservationLiesAtOrAfterTheAnswer sends one push to a device whose
+// provider answers at once and one to a device whose provider takes 3 s,
+// longer than the reservation lies ahead: both reservations at the phone
+// must end at or after the provider's answer. The quick one needs no
+// settling (its reservation was made ahead); the slow one is moved to its
+// answer (without that, it would sit about 1 s before it).
+func TestReservationLiesAtOrAfterTheAnswer(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	quick := b.register(t, "apns", "ios", apnsToken(700), true)
+	slow := b.register(t, "apns", "ios", apnsToken(701), true)
+	const latency = 3 * time.Second
+	b.emu.AddFault(pushemu.Fault{Provider: pushemu.APNs, Token: slow.Token, Latency: latency})
+	start := time.Now()
+	id := b.breaking(t, nil)
+	b.waitProgress(t, id, func(p fanout.Progress) bool { return p.Sent == 2 })
+	answered := time.Now()
+	for _, c := range []struct {
+		d     devices.Device
+		after time.Time
+	}{{quick, b.emu.Deliveries(quick.Token)[0].At}, {slow, start.Add(latency)}} {
+		log := b.phoneLog(t, c.d.ID)
+		if len(log) != 1 {
+			t.Fatalf("device %d: phone log %v, want one entry", c.d.ID, log)
+		}
+		if at := time.UnixMilli(log[0]); at.Before(c.after.Truncate(time.Millisecond)) || at.After(answered.Add(3*time.Second)) {
+			t.Errorf("device %d: reserved at %s, want between its answer %s and %s", c.d.ID,
+				at.Format(time.StampMilli), c.after.Format(time.StampMilli), answered.Add(3*time.Second).Format(time.StampMilli))
+		}
+	}
+}
+
 // TestPauseSetElsewhereHoldsKnownScope sets a provider pause from outside
 // the worker, as another replica would, on a pause scope the worker has
 // already sent to: the worker reads the pauses of scopes it knows in its
@@ -280,5 +339,10 @@ func TestPauseSetElsewhereHoldsKnownScope(t *testing.T) {
 	})
 	if n := b.emu.CountToken(second.Token); n != 0 {
 		t.Fatalf("second device got %d pushes while its FCM project was paused", n)
+	}
+	// Admitted before its pause was known, the push was released at the
+	// phone as well: nothing may have reached it.
+	if log := b.phoneLog(t, second.ID); len(log) != 0 {
+		t.Fatalf("second device's phone log %v after its push was held by the pause, want none", log)
 	}
 }

@@ -91,10 +91,19 @@ var LuaResume string
 // Key(id).
 func UnresponsiveKey(id uint64) string { return keys.Unresponsive(keys.Partition(id)) }
 
+// LuaSend is the Lua fragment that defines device_target, device_held and
+// device_count, through which the budget at the phone's admit script reads
+// a device at send time and counts its silent pushes in the same call (see
+// send.lua for the contract; TargetOf turns what device_target read into a
+// Target).
+//
+//go:embed send.lua
+var LuaSend string
+
 //go:embed responsive.lua
 var responsiveLua string
 
-var responsiveScript = redis.NewScript(responsiveLua)
+var responsiveScript = redis.NewScript(LuaSend + responsiveLua)
 
 var resumeScript = redis.NewScript(LuaResume + "\nreturn device_resume(KEYS[1], KEYS[2])")
 

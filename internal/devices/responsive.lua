@@ -1,6 +1,7 @@
 -- responsive.lua counts the silent pushes about to be sent to devices of
 -- one partition and holds back those of unresponsive devices until their
--- next probe (devices/responsive.go).
+-- next probe (devices/responsive.go); send.lua is prepended. The push
+-- worker does the same inside the budget at the phone's admit script.
 --
 -- KEYS[1]   unr:{pN}, the partition's unresponsive counters by platform
 -- KEYS[2..] device hashes (dev:{pN}:<id>), one per push
@@ -15,31 +16,17 @@
 -- same tag: a retry or a redelivery of the push) or 0 (held back: the
 -- device is unresponsive and its next probe is not due). A gone or
 -- opted-out device's push is 1 and counts nothing: the caller drops it.
---
--- Device fields: un pushes since the last receipt · uk "<ms>:<tag>" of the
--- last push counted · ux the platform under which the device is counted in
--- unr:{pN} (set while it is unresponsive).
 local n, base, cap, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 for i = 2, #KEYS do
-  local h, tag = KEYS[i], ARGV[i + 3]
-  local v = redis.call('HMGET', h, 'tk', 'bg', 'pl', 'un', 'uk', 'ux')
+  local key, tag = KEYS[i], ARGV[i + 3]
+  local d = device_target(key)
   local res = 1
-  if v[1] and v[2] ~= '0' then
-    local un = tonumber(v[4]) or 0
-    local at, last = string.match(v[5] or '', '^(%d+):(%x+)$')
-    at = tonumber(at) or 0
-    if last ~= tag then
-      if un >= n and now < at + math.min(base * 2 ^ math.min(un - n, 40), cap) then
-        res = 0
-      else
-        redis.call('HSET', h, 'un', un + 1, 'uk', now .. ':' .. tag)
-        if un + 1 >= n and not v[6] then
-          local pl = v[3] or 'other'
-          redis.call('HSET', h, 'ux', pl)
-          redis.call('HINCRBY', KEYS[1], pl, 1)
-        end
-      end
+  if d[D_TK] and d[D_BG] ~= '0' then
+    if device_held(d, tag, now, n, base, cap) then
+      res = 0
+    else
+      device_count(key, KEYS[1], d, tag, now, n)
     end
   end
   out[#out + 1] = res

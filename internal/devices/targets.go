@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -48,13 +49,22 @@ func (r *Registry) Targets(ctx context.Context, ids []uint64) ([]Target, error) 
 		en, _ := v[3].(string)
 		bg, _ := v[4].(string)
 		ap, _ := v[5].(string)
-		if ap == "" && tk != "" {
-			ap = apps.Default
-		}
-		if en == "" && tk != "" {
-			en = EnvProduction // a device of an app other than the default stores only sandbox
-		}
-		out[i] = Target{Token: tk, Provider: pv, Platform: pl, Environment: en, App: ap, Background: tk != "" && bg != "0"}
+		out[i] = TargetOf(tk, pv, pl, en, ap, bg != "0")
 	}
 	return out, nil
+}
+
+// TargetOf is the Target of a device hash's fields tk, pv, pl, en and ap
+// as stored ("" for an absent field; tk "" when the device is gone), with
+// background false when "bg" is "0".
+func TargetOf(tk, pv, pl, en, ap string, background bool) Target {
+	if tk == "" {
+		return Target{}
+	}
+	return Target{
+		Token: tk, Provider: pv, Platform: pl,
+		Environment: cmp.Or(en, EnvProduction), // a device of an app other than the default stores only sandbox
+		App:         cmp.Or(ap, apps.Default),
+		Background:  background,
+	}
 }

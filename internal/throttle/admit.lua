@@ -1,52 +1,75 @@
--- admit.lua checks and reserves the send time of a batch of attempts of
--- one partition, on the server's TIME (phone.lua, devices.LuaPolicy and
--- policies.lua are prepended). Each device is held to its app's policy.
+-- admit.lua checks, just before sending, a batch of attempts of one
+-- partition: it reads each device at send time, holds back silent pushes
+-- to unresponsive devices, and checks and reserves the send time at the
+-- phone on the server's TIME (phone.lua, devices.LuaSend, policies.lua are
+-- prepended). Each device is held to its app's policy.
 --
 -- KEYS[1]   thr:{pN}
--- KEYS[1+i] dev:{pN}:<id> (devices.Key) of attempt i
+-- KEYS[2]   unr:{pN} (devices.UnresponsiveKey), the unresponsive counters
+-- KEYS[2+i] dev:{pN}:<id> (devices.Key) of attempt i
 -- ARGV[1..11] policies and the apps' overrides (see policies.lua)
--- ARGV[10+2i], ARGV[11+2i] device id and tag of attempt i; a tag that
+-- ARGV[12]  ahead, ms: an admitted attempt's time is reserved at now+ahead
+-- ARGV[13]  the worker's clock, unix ms, for the unresponsive back-off
+-- ARGV[14..16] devices.Unresponsive: After, Base (ms), Cap (ms)
+-- ARGV[15+2i], ARGV[16+2i] device id and tag of attempt i; a tag that
 --           starts with "!" is an alert: admitted at once, logged without
---           the "!"
+--           the "!", never counted or held as unresponsive
 --
--- Returns one number per attempt: 0 when admitted (the time is reserved),
--- else the milliseconds to wait. Attempts are decided in order, so a later
--- attempt for the same device sees an earlier one's reservation.
+-- Returns one reply per attempt:
+--   {0, 0, tk, pv, pl, en, ap}  admitted (the time is reserved; a silent
+--                               push is counted at its device): the
+--                               device's target fields ("" when absent)
+--   {1, ms}   not admitted: wait ms
+--   {2}       the device is gone or opted out: nothing reserved
+--   {3, 0, tk, pv, pl, en, ap}  a silent push to an unresponsive device:
+--                               held back (nothing reserved or counted)
+-- Attempts are decided in order, so a later attempt for the same device
+-- sees an earlier one's reservation.
 local policy_of, defIOS, defAndroid = policies(1)
+local ahead, wnow = tonumber(ARGV[12]), tonumber(ARGV[13])
+local un_n, un_base, un_cap = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+local n = #KEYS - 2
 local fields = {}
-for i = 1, #KEYS - 1 do fields[i] = 'p' .. ARGV[10 + 2 * i] end
+for i = 1, n do fields[i] = 'p' .. ARGV[15 + 2 * i] end
 load(KEYS[1], fields)
 local out = {}
-for i = 1, #KEYS - 1 do
-  local tag, field = ARGV[11 + 2 * i], fields[i]
+for i = 1, n do
+  local key, tag, field = KEYS[2 + i], ARGV[16 + 2 * i], fields[i]
   local alert = string.sub(tag, 1, 1) == '!'
   if alert then tag = string.sub(tag, 2) end
-  local raw = get(field)
-  if not raw then
-    -- Nothing may have reached the phone within the window: no policy
-    -- to read.
-    put(field, tag .. RS .. now)
-    out[i] = 0
+  local d = device_target(key)
+  if not d[D_TK] or d[D_BG] == '0' then
+    out[i] = {2}
+  elseif not alert and device_held(d, tag, wnow, un_n, un_base, un_cap) then
+    out[i] = {3, 0, d[D_TK], d[D_PV] or '', d[D_PL] or '', d[D_EN] or '', d[D_AP] or ''}
   else
-    local pl, _, mi, ap = device_policy(KEYS[1 + i])
-    local pol = defAndroid
-    if ap then pol = policy_of(ap, pl) elseif pl == 'ios' then pol = defIOS end
-    local gap = math.max(pol.gap, (tonumber(mi) or 0) * 1000)
-    local es = entries(raw)
-    local others = {}
-    for _, e in ipairs(es) do
-      if e[1] ~= tag then others[#others + 1] = e end
+    local raw, at, others, k, keep = get(field), now, {}, 1, 0
+    if raw then
+      local pol = defAndroid
+      local ap, pl = d[D_AP], d[D_PL]
+      if ap then pol = policy_of(ap, pl) elseif pl == 'ios' then pol = defIOS end
+      local gap = math.max(pol.gap, (tonumber(d[D_MI]) or 0) * 1000)
+      for _, e in ipairs(entries(raw)) do
+        if e[1] ~= tag then others[#others + 1] = e end
+      end
+      table.sort(others, function(a, b) return a[2] > b[2] end)
+      if others[1] then at = math.max(at, others[1][2] + gap) end
+      if others[pol.k] then at = math.max(at, others[pol.k][2] + pol.w) end
+      k, keep = pol.k, math.max(pol.w, gap)
     end
-    table.sort(others, function(a, b) return a[2] > b[2] end)
-    local at = now
-    if others[1] then at = math.max(at, others[1][2] + gap) end
-    if others[pol.k] then at = math.max(at, others[pol.k][2] + pol.w) end
     if at > now and not alert then
-      out[i] = at - now
+      out[i] = {1, at - now}
     else
-      others[#others + 1] = {tag, now}
-      put(field, encode(others, pol.k, math.max(pol.w, gap)))
-      out[i] = 0
+      if raw then
+        others[#others + 1] = {tag, now + ahead}
+        put(field, encode(others, k, keep))
+      else
+        -- Nothing may have reached the phone within the window: no policy
+        -- to apply.
+        put(field, tag .. RS .. (now + ahead))
+      end
+      if not alert then device_count(key, KEYS[2], d, tag, wnow, un_n) end
+      out[i] = {0, 0, d[D_TK], d[D_PV] or '', d[D_PL] or '', d[D_EN] or '', d[D_AP] or ''}
     end
   end
 end

@@ -2,6 +2,7 @@ package throttle
 
 import (
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ var twoPolicies = apps.MustSet(
 // addAppDevice adds an iOS device of app.
 func (e *env) addAppDevice(t testing.TB, id uint64, app string) {
 	t.Helper()
-	if err := e.rdb.HSet(t.Context(), devices.Key(id), "pl", "ios", "bg", "1", "mi", "0", "ap", app).Err(); err != nil {
+	if err := e.rdb.HSet(t.Context(), devices.Key(id), "tk", "t"+strconv.FormatUint(id, 10), "pl", "ios", "bg", "1", "mi", "0", "ap", app).Err(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -100,10 +101,7 @@ func TestAppPolicyAtThePhone(t *testing.T) {
 	e.addAppDevice(t, 1, "a")
 	e.addAppDevice(t, 2, "b")
 	for _, c := range []string{"x", "y"} {
-		w, err := th.Admit(t.Context(), []Attempt{{Device: 1, Collapse: c}, {Device: 2, Collapse: c}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		w := waits(t, th, Attempt{Device: 1, Collapse: c}, Attempt{Device: 2, Collapse: c})
 		if c == "x" && (w[0] != 0 || w[1] != 0) {
 			t.Fatalf("first pushes wait %v", w)
 		}

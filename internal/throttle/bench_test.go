@@ -3,10 +3,13 @@ package throttle
 import (
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nudge-dev/nudge/internal/devices"
+	"github.com/nudge-dev/nudge/internal/devices/devicestest"
+	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/redistest"
 )
 
@@ -132,4 +135,66 @@ func (e *env) decideAt(b *testing.B, now time.Time, u Update, ids []uint64) (Cou
 func (e *env) stepAt(b *testing.B, now time.Time, limit int) (Moves, error) {
 	e.setNow(b, now)
 	return e.th.Step(b.Context(), limit)
+}
+
+// BenchmarkAdmit measures the push worker's check just before sending:
+// each iteration admits 20,480 devices written as the registry writes
+// them (devicestest: 40 % APNs, 60 % FCM tokens) in batches of 400 spread
+// over the partitions, as a push worker's batches are, each with a new
+// collapse id, so every attempt reads its device, is admitted and counted.
+// The devices' throttle state is there first (one breaking decision each,
+// as the planner leaves it before their pushes are sent); the phone logs
+// are dropped between iterations (untimed), so every attempt is a
+// device's first push. It reports Redis's main-thread CPU per attempt.
+func BenchmarkAdmit(b *testing.B) {
+	const n, batch = 20_480, 400
+	rdb := redistest.Start(b)
+	e := setup(b, rdb, Config{})
+	devicestest.Write(b, rdb, 1, n, func(uint64) string { return "a" })
+	ids := make([]uint64, n)
+	for i := range ids {
+		ids[i] = uint64(i + 1)
+	}
+	u := Update{Event: "e", Feeds: []string{"a"}, Lane: LaneBreaking, Reason: "breaking", Since: map[string]int64{"a": 1}}
+	if _, err := e.th.Decide(b.Context(), u, ids); err != nil {
+		b.Fatal(err)
+	}
+	rand.New(rand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	opt := AdmitOptions{Unresponsive: devices.Unresponsive{After: 1 << 30}, Ahead: 2 * time.Second}
+	var redisCPU float64
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		pipe := rdb.Pipeline()
+		for _, id := range ids {
+			pipe.HDel(b.Context(), keys.Throttle(keys.Partition(id)), "p"+strconv.FormatUint(id, 10))
+		}
+		if _, err := pipe.Exec(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+		cpu0 := redistest.MainThreadCPU(b, rdb)
+		b.StartTimer()
+		for from := 0; from < n; from += batch {
+			at := make([]Attempt, 0, batch)
+			for _, id := range ids[from:min(from+batch, n)] {
+				at = append(at, Attempt{Device: id, Collapse: fmt.Sprintf("ev%d", i)})
+			}
+			opt.Now = time.Now()
+			adm, err := e.th.Admit(b.Context(), at, opt)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for k, a := range adm {
+				if !a.Admitted() || a.Target.Token != devicestest.Token(at[k].Device) {
+					b.Fatalf("attempt %+v: %+v, want admitted with its token", at[k], a)
+				}
+			}
+		}
+		b.StopTimer()
+		redisCPU += redistest.MainThreadCPU(b, rdb) - cpu0
+		b.StartTimer()
+		i++
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "attempts/s")
+	b.ReportMetric(redisCPU*1e6/(float64(n)*float64(b.N)), "redis_µs/attempt")
 }

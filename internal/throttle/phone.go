@@ -3,6 +3,7 @@ package throttle
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -22,11 +23,18 @@ import (
 // goes out only if, at the Redis clock, it is at least the device's gap
 // after every other push that may have reached the phone, and the
 // device's last K such pushes span at least W; otherwise Admit says how
-// long to wait. Admit reserves the send time. Settle then records the
-// outcome: a delivered push's time moves to the provider's answer (no
-// earlier than its arrival at the phone), a push the provider refused is
-// released, and a push whose fate is unknown (a timeout) keeps its
-// reservation, which errs on the strict side.
+// long to wait. The same script reads the device at send time (a device
+// deleted or opted out since planning gets nothing) and holds back and
+// counts silent pushes of unresponsive devices (devices.LuaSend), so a
+// batch costs one script call per partition for all three.
+//
+// Admit reserves the send time at now + AdmitOptions.Ahead. Settle then
+// records the outcome: a push the provider refused is released; a
+// delivered push's time moves to the provider's answer (no earlier than
+// its arrival at the phone), which the worker skips when the answer came
+// within Ahead, the reservation being at or past it already; a push whose
+// fate is unknown (a timeout) keeps its reservation, which errs on the
+// strict side.
 //
 // The log lives in field "p<id>" of thr:{pN}: at most K entries
 // tag RS ms, joined by US, where tag is an 8-hex-digit digest of the push's
@@ -75,27 +83,71 @@ const (
 	Unknown
 )
 
-// admitScript checks and reserves the send time of a batch of attempts
-// at the phone; see admit.lua.
-var admitScript = redis.NewScript(luaPhone + devices.LuaPolicy + luaPolicies + admitLua)
+// admitScript checks a batch of attempts just before sending; see admit.lua.
+var admitScript = redis.NewScript(luaPhone + devices.LuaSend + luaPolicies + admitLua)
 
 // settleScript records the outcome of admitted attempts; see settle.lua.
 var settleScript = redis.NewScript(luaPhone + settleLua)
 
-// Admit checks, just before sending, that each attempt respects its
-// device's budget at the phone, and reserves the send time of those that
-// do. It returns, per attempt, 0 (send now) or how long to wait.
-func (t *Throttle) Admit(ctx context.Context, attempts []Attempt) ([]time.Duration, error) {
+// AdmitOptions are Admit's settings besides the attempts.
+type AdmitOptions struct {
+	// Now is the push worker's clock, on which the unresponsive back-off
+	// runs (devices.Unresponsive).
+	Now time.Time
+	// Unresponsive is the back-off of devices that stopped answering.
+	Unresponsive devices.Unresponsive
+	// Ahead moves each reservation past the Redis clock's now: the push
+	// counts as at the phone from now+Ahead. A caller whose admitted
+	// pushes were all answered within Ahead of calling Admit need not
+	// settle them as Delivered: their reservation already lies at or after
+	// the answer.
+	Ahead time.Duration
+}
+
+// Admission is Admit's answer for one attempt.
+type Admission struct {
+	// Gone is true when the device is gone (deleted, pruned) or its user
+	// turned background sync off: nothing was reserved.
+	Gone bool
+	// Held is true for a silent push to an unresponsive device whose next
+	// probe is not due: it is not sent, and nothing was reserved.
+	Held bool
+	// Wait, when above zero, is how long the attempt must wait: it was not
+	// admitted.
+	Wait time.Duration
+	// Target is the device at send time, read in the same script, of an
+	// admitted or held attempt.
+	Target devices.Target
+}
+
+// Admitted reports whether the attempt may be sent now: its send time is
+// reserved and, if it is silent, it was counted at its device.
+func (a Admission) Admitted() bool { return !a.Gone && !a.Held && a.Wait <= 0 }
+
+// Admit checks, just before sending, each attempt against its device at
+// send time, in one script call per partition, pipelined: it reads the
+// device's target (Admission.Target), holds back a silent push to an
+// unresponsive device (devices.Unresponsive) and checks that the attempt
+// respects the device's budget at the phone. An admitted attempt has its
+// send time reserved and, if silent, is counted at its device (once per
+// collapse id).
+func (t *Throttle) Admit(ctx context.Context, attempts []Attempt, opt AdmitOptions) ([]Admission, error) {
+	u := opt.Unresponsive.WithDefaults()
+	if err := u.Validate(); err != nil {
+		return nil, err
+	}
 	byPart := map[int][]int{}
 	for i, a := range attempts {
 		p := keys.Partition(a.Device)
 		byPart[p] = append(byPart[p], i)
 	}
-	pol := t.policyArgs(ctx)
+	head := append(slices.Clip(t.policyArgs(ctx)), opt.Ahead.Milliseconds(), opt.Now.UnixMilli(), u.After, u.Base.Milliseconds(), u.Cap.Milliseconds())
 	var calls []*call
 	var order [][]int
 	for p, idx := range byPart {
-		c := &call{keys: []string{keys.Throttle(p)}, args: append([]any(nil), pol...)}
+		c := &call{keys: make([]string, 2, 2+len(idx)), args: make([]any, len(head), len(head)+2*len(idx))}
+		c.keys[0], c.keys[1] = keys.Throttle(p), devices.UnresponsiveKey(attempts[idx[0]].Device)
+		copy(c.args, head)
 		for _, i := range idx {
 			a := attempts[i]
 			c.keys = append(c.keys, devices.Key(a.Device))
@@ -111,17 +163,42 @@ func (t *Throttle) Admit(ctx context.Context, attempts []Attempt) ([]time.Durati
 	if err := t.run(ctx, admitScript, calls); err != nil {
 		return nil, fmt.Errorf("admit pushes at the phone: %w", err)
 	}
-	waits := make([]time.Duration, len(attempts))
+	out := make([]Admission, len(attempts))
 	for k, c := range calls {
-		v, err := c.cmd.Int64Slice()
+		v, err := c.cmd.Slice()
 		if err != nil || len(v) != len(order[k]) {
 			return nil, fmt.Errorf("admit pushes at the phone: script reply %v: %w", c.cmd.Val(), err)
 		}
 		for j, i := range order[k] {
-			waits[i] = time.Duration(v[j]) * time.Millisecond
+			if out[i], err = admission(v[j]); err != nil {
+				return nil, fmt.Errorf("admit pushes at the phone: %w", err)
+			}
 		}
 	}
-	return waits, nil
+	return out, nil
+}
+
+// admission parses one attempt's reply of admit.lua.
+func admission(r any) (Admission, error) {
+	v, _ := r.([]any)
+	if len(v) == 0 {
+		return Admission{}, fmt.Errorf("script reply %v", r)
+	}
+	code, _ := v[0].(int64)
+	switch {
+	case (code == 0 || code == 3) && len(v) == 7:
+		var f [5]string
+		for i := range f {
+			f[i], _ = v[2+i].(string)
+		}
+		return Admission{Held: code == 3, Target: devices.TargetOf(f[0], f[1], f[2], f[3], f[4], true)}, nil
+	case code == 1 && len(v) == 2:
+		ms, _ := v[1].(int64)
+		return Admission{Wait: time.Duration(max(ms, 1)) * time.Millisecond}, nil
+	case code == 2:
+		return Admission{Gone: true}, nil
+	}
+	return Admission{}, fmt.Errorf("script reply %v", r)
 }
 
 // Settle records what became of admitted attempts; s[i] belongs to

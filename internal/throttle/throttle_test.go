@@ -108,7 +108,7 @@ func (e *env) addDevices(t testing.TB, devs ...device) {
 		if !d.bg {
 			bg = "0"
 		}
-		pipe.HSet(t.Context(), devices.Key(d.id), "pl", d.pl, "bg", bg, "mi", strconv.Itoa(d.mi))
+		pipe.HSet(t.Context(), devices.Key(d.id), "tk", "t"+strconv.FormatUint(d.id, 10), "pl", d.pl, "bg", bg, "mi", strconv.Itoa(d.mi))
 	}
 	if _, err := pipe.Exec(t.Context()); err != nil {
 		t.Fatalf("add devices: %v", err)
@@ -747,6 +747,24 @@ func TestShortcutsMatchGeneral(t *testing.T) {
 	}
 }
 
+// waits admits attempts with no reservation ahead and returns their waits;
+// every attempt's device must exist.
+func waits(t testing.TB, th *Throttle, attempts ...Attempt) []time.Duration {
+	t.Helper()
+	adm, err := th.Admit(t.Context(), attempts, AdmitOptions{Now: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]time.Duration, len(adm))
+	for i, a := range adm {
+		if a.Gone || a.Held {
+			t.Fatalf("attempt %+v: %+v, want admitted or waiting", attempts[i], a)
+		}
+		out[i] = a.Wait
+	}
+	return out
+}
+
 // TestBudgetAtThePhone checks Admit and Settle on the Redis clock: a second
 // push within the gap waits out the rest of it, a re-attempt of the same
 // push does not wait for itself, a refused push frees its slot, and the
@@ -765,11 +783,7 @@ func TestBudgetAtThePhone(t *testing.T) {
 	e.addDevices(t, device{id: 1, pl: "ios", bg: true}, device{id: 2, pl: "android", bg: true})
 	admit := func(dev uint64, collapse string) time.Duration {
 		t.Helper()
-		w, err := th.Admit(ctx, []Attempt{{Device: dev, Collapse: collapse}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return w[0]
+		return waits(t, th, Attempt{Device: dev, Collapse: collapse})[0]
 	}
 	settle := func(dev uint64, collapse string, s Settlement) {
 		t.Helper()
@@ -821,6 +835,67 @@ func TestBudgetAtThePhone(t *testing.T) {
 	}
 }
 
+// TestAdmitChecksTheDeviceAtSendTime: Admit reads the device in the same
+// call: a device deleted or opted out since planning is gone (nothing
+// reserved), an admitted attempt carries the device's target, a silent
+// push to an unresponsive device is held (an alert is not, and a retry of
+// the push that made it unresponsive is not), and the reservation lies
+// Ahead past the Redis clock.
+func TestAdmitChecksTheDeviceAtSendTime(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	rdb := redistest.Start(t)
+	pol := Policy{Limit: 3, Window: time.Hour, MinGap: 10 * time.Minute}
+	th, err := New(service.Archetype{}, Config{IOS: pol, Android: pol}, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{rdb: rdb, th: th}
+	e.addDevices(t, device{id: 1, pl: "ios", bg: true}, device{id: 2, pl: "android", bg: false})
+	opt := AdmitOptions{Now: time.Now(), Unresponsive: devices.Unresponsive{After: 1}, Ahead: time.Minute}
+	admit := func(a ...Attempt) []Admission {
+		t.Helper()
+		adm, err := th.Admit(ctx, a, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return adm
+	}
+	adm := admit(Attempt{Device: 1, Collapse: "a"}, Attempt{Device: 2, Collapse: "a"}, Attempt{Device: 3, Collapse: "a"})
+	if !adm[0].Admitted() || adm[0].Target.Token != "t1" || adm[0].Target.Platform != "ios" || adm[0].Target.App != "default" {
+		t.Fatalf("device 1: %+v, want admitted with its target", adm[0])
+	}
+	if !adm[1].Gone || !adm[2].Gone {
+		t.Fatalf("opted-out device 2: %+v, deleted device 3: %+v, want both gone", adm[1], adm[2])
+	}
+	for _, id := range []uint64{2, 3} {
+		if ok, err := rdb.HExists(ctx, keys.Throttle(keys.Partition(id)), "p"+strconv.FormatUint(id, 10)).Result(); err != nil || ok {
+			t.Fatalf("device %d: phone log exists %v, %v; want nothing reserved", id, ok, err)
+		}
+	}
+	// Device 1 has had After (1) silent push without a receipt: the next
+	// silent push is held, a re-attempt of push a and an alert are not.
+	if c, err := rdb.HGet(ctx, devices.UnresponsiveKey(1), "ios").Int(); err != nil || c != 1 {
+		t.Fatalf("unresponsive iOS devices in partition 1: %d, %v; want 1", c, err)
+	}
+	if adm := admit(Attempt{Device: 1, Collapse: "b"}); !adm[0].Held || adm[0].Target.Token != "t1" {
+		t.Fatalf("silent push b to unresponsive device 1: %+v, want held with its target", adm[0])
+	}
+	if adm := admit(Attempt{Device: 1, Collapse: "a"}); !adm[0].Admitted() {
+		t.Fatalf("re-attempt of push a: %+v, want admitted", adm[0])
+	}
+	// The alert is admitted whatever the gap; the reservation of push a
+	// lies a minute ahead, so a silent push after the alert waits the gap
+	// from the alert's reservation, also a minute ahead.
+	if adm := admit(Attempt{Device: 1, Collapse: "c", Alert: true}); !adm[0].Admitted() {
+		t.Fatalf("alert c to unresponsive device 1: %+v, want admitted", adm[0])
+	}
+	opt.Unresponsive.After = 100
+	if adm := admit(Attempt{Device: 1, Collapse: "d"}); adm[0].Wait < 10*time.Minute+50*time.Second || adm[0].Wait > 11*time.Minute {
+		t.Fatalf("silent push d right after: %+v, want to wait the 10m gap past a reservation 1m ahead", adm[0])
+	}
+}
+
 // TestBudgetAtThePhoneInOneBatch puts several attempts for the same device
 // in one Admit and one Settle call: the scripts read the batch's logs once
 // and work on them in memory, so a later attempt must still see an
@@ -837,10 +912,7 @@ func TestBudgetAtThePhoneInOneBatch(t *testing.T) {
 	e := &env{rdb: rdb, th: th}
 	// Devices 1 and 65 share partition 1; device 2 is in another.
 	e.addDevices(t, device{id: 1, pl: "ios", bg: true}, device{id: 65, pl: "android", bg: true}, device{id: 2, pl: "ios", bg: true})
-	w, err := th.Admit(ctx, []Attempt{{Device: 1, Collapse: "a"}, {Device: 65, Collapse: "a"}, {Device: 1, Collapse: "b"}, {Device: 2, Collapse: "a"}, {Device: 1, Collapse: "a"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := waits(t, th, Attempt{Device: 1, Collapse: "a"}, Attempt{Device: 65, Collapse: "a"}, Attempt{Device: 1, Collapse: "b"}, Attempt{Device: 2, Collapse: "a"}, Attempt{Device: 1, Collapse: "a"})
 	if w[0] != 0 || w[1] != 0 || w[3] != 0 || w[4] != 0 {
 		t.Fatalf("waits %v: want 0 for the first push of each device and for push a's re-attempt", w)
 	}
@@ -855,10 +927,7 @@ func TestBudgetAtThePhoneInOneBatch(t *testing.T) {
 	if ok, err := rdb.HExists(ctx, keys.Throttle(keys.Partition(1)), "p1").Result(); err != nil || ok {
 		t.Fatalf("device 1's log after its only push was refused: exists %v, %v", ok, err)
 	}
-	w, err = th.Admit(ctx, []Attempt{{Device: 1, Collapse: "b"}, {Device: 65, Collapse: "b"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w = waits(t, th, Attempt{Device: 1, Collapse: "b"}, Attempt{Device: 65, Collapse: "b"})
 	if w[0] != 0 {
 		t.Fatalf("device 1's push b after a was refused: wait %v, want 0", w[0])
 	}
