@@ -15,14 +15,15 @@
 --           starts with "!" is an alert: admitted at once, logged without
 --           the "!", never counted or held as unresponsive
 --
--- Returns one reply per attempt:
---   {0, 0, tk, pv, pl, en, ap}  admitted (the time is reserved; a silent
---                               push is counted at its device): the
---                               device's target fields ("" when absent)
---   {1, ms}   not admitted: wait ms
---   {2}       the device is gone or opted out: nothing reserved
---   {3, 0, tk, pv, pl, en, ap}  a silent push to an unresponsive device:
---                               held back (nothing reserved or counted)
+-- Returns one string per attempt, its parts joined by US (one bulk string
+-- costs Redis and the client far less than a nested reply):
+--   0 tk pv pl en ap  admitted (the time is reserved; a silent push is
+--                     counted at its device), with the device's target
+--                     fields ("" when absent)
+--   1 ms              not admitted: wait ms
+--   2                 the device is gone or opted out: nothing reserved
+--   3 tk pv pl en ap  a silent push to an unresponsive device: held back
+--                     (nothing reserved or counted)
 -- Attempts are decided in order, so a later attempt for the same device
 -- sees an earlier one's reservation.
 local policy_of, defIOS, defAndroid = policies(1)
@@ -33,15 +34,19 @@ local fields = {}
 for i = 1, n do fields[i] = 'p' .. ARGV[15 + 2 * i] end
 load(KEYS[1], fields)
 local out = {}
+local function target(code, d)
+  return code .. US .. d[D_TK] .. US .. (d[D_PV] or '') .. US .. (d[D_PL] or '') .. US .. (d[D_EN] or '') ..
+    US .. (d[D_AP] or '')
+end
 for i = 1, n do
   local key, tag, field = KEYS[2 + i], ARGV[16 + 2 * i], fields[i]
   local alert = string.sub(tag, 1, 1) == '!'
   if alert then tag = string.sub(tag, 2) end
   local d = device_target(key)
   if not d[D_TK] or d[D_BG] == '0' then
-    out[i] = {2}
+    out[i] = '2'
   elseif not alert and device_held(d, tag, wnow, un_n, un_base, un_cap) then
-    out[i] = {3, 0, d[D_TK], d[D_PV] or '', d[D_PL] or '', d[D_EN] or '', d[D_AP] or ''}
+    out[i] = target('3', d)
   else
     local raw, at, others, k, keep = get(field), now, {}, 1, 0
     if raw then
@@ -58,7 +63,7 @@ for i = 1, n do
       k, keep = pol.k, math.max(pol.w, gap)
     end
     if at > now and not alert then
-      out[i] = {1, at - now}
+      out[i] = '1' .. US .. (at - now)
     else
       if raw then
         others[#others + 1] = {tag, now + ahead}
@@ -69,7 +74,7 @@ for i = 1, n do
         put(field, tag .. RS .. (now + ahead))
       end
       if not alert then device_count(key, KEYS[2], d, tag, wnow, un_n) end
-      out[i] = {0, 0, d[D_TK], d[D_PV] or '', d[D_PL] or '', d[D_EN] or '', d[D_AP] or ''}
+      out[i] = target('0', d)
     end
   end
 end

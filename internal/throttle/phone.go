@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"strconv"
 	"time"
 
@@ -178,27 +179,28 @@ func (t *Throttle) Admit(ctx context.Context, attempts []Attempt, opt AdmitOptio
 	return out, nil
 }
 
-// admission parses one attempt's reply of admit.lua.
+// admission parses one attempt's reply of admit.lua: a code and its
+// fields, joined by US.
 func admission(r any) (Admission, error) {
-	v, _ := r.([]any)
-	if len(v) == 0 {
-		return Admission{}, fmt.Errorf("script reply %v", r)
-	}
-	code, _ := v[0].(int64)
-	switch {
-	case (code == 0 || code == 3) && len(v) == 7:
-		var f [5]string
-		for i := range f {
-			f[i], _ = v[2+i].(string)
+	s, _ := r.(string)
+	code, rest, _ := strings.Cut(s, "\x1f")
+	switch code {
+	case "0", "3":
+		f := strings.Split(rest, "\x1f")
+		if len(f) != 5 || f[0] == "" {
+			break
 		}
-		return Admission{Held: code == 3, Target: devices.TargetOf(f[0], f[1], f[2], f[3], f[4], true)}, nil
-	case code == 1 && len(v) == 2:
-		ms, _ := v[1].(int64)
+		return Admission{Held: code == "3", Target: devices.TargetOf(f[0], f[1], f[2], f[3], f[4], true)}, nil
+	case "1":
+		ms, err := strconv.ParseInt(rest, 10, 64)
+		if err != nil {
+			break
+		}
 		return Admission{Wait: time.Duration(max(ms, 1)) * time.Millisecond}, nil
-	case code == 2:
+	case "2":
 		return Admission{Gone: true}, nil
 	}
-	return Admission{}, fmt.Errorf("script reply %v", r)
+	return Admission{}, fmt.Errorf("script reply %q", s)
 }
 
 // Settle records what became of admitted attempts; s[i] belongs to
