@@ -840,11 +840,15 @@ func TestBudgetAtThePhone(t *testing.T) {
 // reserved), an admitted attempt carries the device's target, a silent
 // push to an unresponsive device is held (an alert is not, and a retry of
 // the push that made it unresponsive is not), and the reservation lies
-// Ahead past the Redis clock.
+// Ahead past the Redis clock. It runs on a single server and on a cluster:
+// the script's keys share the partition's slot.
 func TestAdmitChecksTheDeviceAtSendTime(t *testing.T) {
 	t.Parallel()
+	redistest.Backends(t, testAdmitChecksTheDevice)
+}
+
+func testAdmitChecksTheDevice(t *testing.T, rdb redis.UniversalClient) {
 	ctx := t.Context()
-	rdb := redistest.Start(t)
 	pol := Policy{Limit: 3, Window: time.Hour, MinGap: 10 * time.Minute}
 	th, err := New(service.Archetype{}, Config{IOS: pol, Android: pol}, rdb)
 	if err != nil {
