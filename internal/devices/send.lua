@@ -9,8 +9,8 @@
 --   returns  the fields a push needs, read with one HMGET, as an array
 --            indexed by the constants below: D_TK token, D_PV provider,
 --            D_PL platform, D_EN environment, D_BG background flag, D_AP
---            app, D_MI min interval; D_UN, D_UK, D_UX of the unresponsive
---            count. Absent fields are false. The device is gone (deleted,
+--            app, D_MI min interval; D_UN, D_UK of the unresponsive count.
+--            Absent fields are false. The device is gone (deleted,
 --            pruned) when d[D_TK] is false, opted out when d[D_BG] is "0".
 --
 -- device_held(d, tag, now, n, base, cap)
@@ -29,10 +29,10 @@
 --   unless the last push counted has the same tag (counted once per push);
 --   a device that reaches n is marked ("ux", its platform) and counted in
 --   counters (unr:{pN}).
-local D_TK, D_PV, D_PL, D_EN, D_BG, D_AP, D_MI, D_UN, D_UK, D_UX = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+local D_TK, D_PV, D_PL, D_EN, D_BG, D_AP, D_MI, D_UN, D_UK = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 local function device_target(key)
-  return redis.call('HMGET', key, 'tk', 'pv', 'pl', 'en', 'bg', 'ap', 'mi', 'un', 'uk', 'ux')
+  return redis.call('HMGET', key, 'tk', 'pv', 'pl', 'en', 'bg', 'ap', 'mi', 'un', 'uk')
 end
 
 -- device_last returns the time and tag of the last push counted ("uk" is
@@ -56,9 +56,8 @@ local function device_count(key, counters, d, tag, now, n)
   if last == tag then return end
   local un = (tonumber(d[D_UN]) or 0) + 1
   redis.call('HSET', key, 'un', un, 'uk', now .. ':' .. tag)
-  if un >= n and not d[D_UX] then
-    local pl = d[D_PL] or 'other'
-    redis.call('HSET', key, 'ux', pl)
-    redis.call('HINCRBY', counters, pl, 1)
+  -- "ux" is read only when the device reaches n: most pushes never do.
+  if un >= n and redis.call('HSETNX', key, 'ux', d[D_PL] or 'other') == 1 then
+    redis.call('HINCRBY', counters, d[D_PL] or 'other', 1)
   end
 end

@@ -3,6 +3,7 @@ package throttle
 import (
 	"bytes"
 	"math"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -51,7 +52,7 @@ func decodePushFast(b []byte) (Push, bool) {
 	if !d.lit(`,"since":`) {
 		return Push{}, false
 	}
-	if p.Since, ok = d.cursors(); !ok {
+	if p.Since, p.Until, ok = d.ranges(); !ok {
 		return Push{}, false
 	}
 	if !d.lit(`,"lane":`) {
@@ -140,31 +141,39 @@ func (d *fastDec) strs() ([]string, bool) {
 	}
 }
 
-// cursors reads an object of integers. A key given twice keeps its last
-// value, as in encoding/json.
-func (d *fastDec) cursors() (map[string]int64, bool) {
+// ranges reads the scripts' cursor map, an object of integers, and splits
+// it as unpackRange does: since, and until (nil when no key names an end).
+// A key given twice keeps its last value, as in encoding/json.
+func (d *fastDec) ranges() (since, until map[string]int64, ok bool) {
 	if !d.lit("{") {
-		return nil, false
+		return nil, nil, false
 	}
-	out := make(map[string]int64, 1)
+	since = make(map[string]int64, 1)
 	if d.lit("}") {
-		return out, true
+		return since, nil, true
 	}
 	for {
 		k, ok := d.str()
 		if !ok || !d.lit(":") {
-			return nil, false
+			return nil, nil, false
 		}
 		v, ok := d.int()
 		if !ok {
-			return nil, false
+			return nil, nil, false
 		}
-		out[k] = v
+		if f, end := strings.CutPrefix(k, untilPrefix); end {
+			if until == nil {
+				until = make(map[string]int64, 1)
+			}
+			until[f] = -v
+		} else {
+			since[k] = v
+		}
 		if d.lit("}") {
-			return out, true
+			return since, until, true
 		}
 		if !d.lit(",") {
-			return nil, false
+			return nil, nil, false
 		}
 	}
 }

@@ -79,10 +79,11 @@ func TestDecodePushFastMatchesJSON(t *testing.T) {
 	}
 }
 
-// BenchmarkDecodePush decodes a breaking push job as the scripts write it,
-// on the path DecodePush takes and with encoding/json alone.
+// BenchmarkDecodePush decodes a breaking push job as the scripts write it
+// (a closed range: since and until), on the path DecodePush takes and with
+// encoding/json alone.
 func BenchmarkDecodePush(b *testing.B) {
-	payload := []byte(`{"device":"123457","events":["01JEXAMPLE7Q3M9ZP2K4W8XYV"],"dropped":0,"feeds":["headlines"],"since":{"headlines":120},"lane":"breaking","reason":"breaking","queued_at":1765000000123}`)
+	payload := []byte(`{"device":"123457","events":["01JEXAMPLE7Q3M9ZP2K4W8XYV"],"dropped":0,"feeds":["headlines"],"since":{"headlines":120,"~headlines":-125},"lane":"breaking","reason":"breaking","queued_at":1765000000123}`)
 	for _, c := range []struct {
 		name   string
 		decode func([]byte) (Push, error)

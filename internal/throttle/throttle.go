@@ -592,16 +592,13 @@ type wirePush struct {
 // DecodePush decodes a push job payload.
 func DecodePush(b []byte) (Push, error) {
 	p, ok := decodePushFast(b)
-	if !ok {
-		var err error
-		if p, err = decodePushJSON(b); err != nil {
-			return Push{}, err
+	if ok {
+		if len(p.Events) == 0 {
+			return Push{}, errors.New("decode push job: no events")
 		}
-	} else if len(p.Events) == 0 {
-		return Push{}, errors.New("decode push job: no events")
+		return p, nil
 	}
-	p.Since, p.Until = unpackRange(p.Since)
-	return p, nil
+	return decodePushJSON(b)
 }
 
 // decodePushJSON decodes a push job payload with encoding/json: any form
@@ -614,12 +611,14 @@ func decodePushJSON(b []byte) (Push, error) {
 	if len(w.Events) == 0 {
 		return Push{}, errors.New("decode push job: no events")
 	}
+	since, until := unpackRange(w.Since)
 	return Push{
 		Device:   w.Device,
 		Events:   w.Events,
 		Dropped:  w.Dropped,
 		Feeds:    w.Feeds,
-		Since:    w.Since,
+		Since:    since,
+		Until:    until,
 		Lane:     w.Lane,
 		Reason:   w.Reason,
 		Alert:    w.Alert,
