@@ -220,16 +220,26 @@ func (s *Store) Page(ctx context.Context, feed string, since int64, limit int) (
 	return p, nil
 }
 
-// Head returns the feed's current cursor (0 for a feed never stored).
-func (s *Store) Head(ctx context.Context, feed string) (int64, error) {
-	h, err := s.rdb.Get(ctx, keys.FeedCursor(feed)).Int64()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
+// Heads returns each feed's current cursor (0 for a feed never stored),
+// in order, read in one pipeline.
+func (s *Store) Heads(ctx context.Context, feeds ...string) ([]int64, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(feeds))
+	for i, f := range feeds {
+		cmds[i] = pipe.Get(ctx, keys.FeedCursor(f))
 	}
-	if err != nil {
-		return 0, fmt.Errorf("read head of feed %s: %w", feed, err)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read heads of feeds %v: %w", feeds, err)
 	}
-	return h, nil
+	out := make([]int64, len(feeds))
+	for i, c := range cmds {
+		h, err := c.Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("read head of feed %s: %w", feeds[i], err)
+		}
+		out[i] = h
+	}
+	return out, nil
 }
 
 // Latest returns the newest n items of feed, newest first.

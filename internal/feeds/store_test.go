@@ -161,13 +161,9 @@ func TestStorePages(t *testing.T) {
 	if got, want := cursors(latest), "[8 7]"; got != want {
 		t.Fatalf("latest: got %s, want %s", got, want)
 	}
-	head, err := b.store.Head(ctx, "f")
-	if err != nil || head != 8 {
-		t.Fatalf("head: got %d, %v, want 8", head, err)
-	}
-	head, err = b.store.Head(ctx, "unknown")
-	if err != nil || head != 0 {
-		t.Fatalf("head of unknown feed: got %d, %v, want 0", head, err)
+	heads, err := b.store.Heads(ctx, "f", "unknown", "f")
+	if err != nil || fmt.Sprint(heads) != "[8 0 8]" {
+		t.Fatalf("heads of f, an unknown feed and f: got %v, %v, want [8 0 8]", heads, err)
 	}
 }
 

@@ -21,7 +21,7 @@ type Items interface {
 	Page(ctx context.Context, feed string, since int64, limit int) (feeds.Page, error)
 	Range(ctx context.Context, feed string, since, until int64, limit int) (feeds.Page, error)
 	Latest(ctx context.Context, feed string, n int) ([]feeds.Item, error)
-	Head(ctx context.Context, feed string) (int64, error)
+	Heads(ctx context.Context, feeds ...string) ([]int64, error)
 	Health(ctx context.Context, feed string) (feeds.Health, error)
 }
 

@@ -135,23 +135,29 @@ func (s *Server) receiptCursors(ctx context.Context, d devices.Device, in map[st
 	if len(in) > maxReceiptCursors {
 		return nil, badRequest("cursors", "cursors: at most "+strconv.Itoa(maxReceiptCursors)+" feeds")
 	}
-	out := make(map[string]int64, len(in))
+	var followed []string
 	for f, c := range in {
 		if c < 0 {
 			return nil, badRequest("cursors."+f, "cursors."+f+": want the feed's cursor the app now has (a whole number ≥ 0)")
 		}
-		if !slices.Contains(d.Feeds, f) {
-			continue
+		if slices.Contains(d.Feeds, f) {
+			followed = append(followed, f)
 		}
-		head, err := s.deps.Items.Head(ctx, f)
-		if err != nil {
-			return nil, err
-		}
-		if c > head {
+	}
+	out := make(map[string]int64, len(followed))
+	if len(followed) == 0 {
+		return out, nil
+	}
+	heads, err := s.deps.Items.Heads(ctx, followed...)
+	if err != nil {
+		return nil, err
+	}
+	for i, f := range followed {
+		if c, head := in[f], heads[i]; c > head {
 			return nil, badRequest("cursors."+f, "cursors."+f+": beyond the feed's newest cursor "+strconv.FormatInt(head, 10)+
 				"; send the next or an item's cursor from the sync read")
 		}
-		out[f] = c
+		out[f] = in[f]
 	}
 	return out, nil
 }

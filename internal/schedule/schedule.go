@@ -301,9 +301,9 @@ type Submitter interface {
 	Submit(ctx context.Context, ev fanout.Event) (string, error)
 }
 
-// Heads reads a feed's head cursor; *feeds.Store is one.
+// Heads reads the feeds' head cursors; *feeds.Store is one.
 type Heads interface {
-	Head(ctx context.Context, feed string) (int64, error)
+	Heads(ctx context.Context, feeds ...string) ([]int64, error)
 }
 
 // Submit starts a sync now: it stamps ev with each feed's head cursor as
@@ -312,14 +312,14 @@ type Heads interface {
 // submits it. It is the one path of
 // immediate and scheduled syncs.
 func Submit(ctx context.Context, heads Heads, sub Submitter, ev fanout.Event) (string, error) {
+	hs, err := heads.Heads(ctx, ev.Feeds...)
+	if err != nil {
+		return "", err
+	}
 	ev.Since = make(map[string]int64, len(ev.Feeds))
 	ev.Until = make(map[string]int64, len(ev.Feeds))
-	for _, f := range ev.Feeds {
-		head, err := heads.Head(ctx, f)
-		if err != nil {
-			return "", fmt.Errorf("read head of feed %s: %w", f, err)
-		}
-		ev.Since[f], ev.Until[f] = head, head
+	for i, f := range ev.Feeds {
+		ev.Since[f], ev.Until[f] = hs[i], hs[i]
 	}
 	return sub.Submit(ctx, ev)
 }

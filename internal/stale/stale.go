@@ -136,9 +136,9 @@ type Catalog interface {
 	List(ctx context.Context) ([]catalog.Feed, error)
 }
 
-// Heads reads a feed's current cursor. *feeds.Store implements it.
+// Heads reads the feeds' current cursors. *feeds.Store implements it.
 type Heads interface {
-	Head(ctx context.Context, feed string) (int64, error)
+	Heads(ctx context.Context, feeds ...string) ([]int64, error)
 }
 
 // Throttle applies an update to devices within their budget.
@@ -350,14 +350,18 @@ func (s *Sweeper) view(ctx context.Context, cutoff int64) (*view, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stale sweep: %w", err)
 	}
+	ids := make([]string, len(fs))
+	for i, f := range fs {
+		ids[i] = f.ID
+	}
+	hs, err := s.d.Heads.Heads(ctx, ids...)
+	if err != nil {
+		return nil, fmt.Errorf("stale sweep: %w", err)
+	}
 	v := &view{cutoff: cutoff}
-	for _, f := range fs {
-		h, err := s.d.Heads.Head(ctx, f.ID)
-		if err != nil {
-			return nil, fmt.Errorf("stale sweep: %w", err)
-		}
+	for i, h := range hs {
 		if h > 0 {
-			v.feeds = append(v.feeds, f.ID)
+			v.feeds = append(v.feeds, ids[i])
 			v.heads = append(v.heads, h)
 		}
 	}
