@@ -1,9 +1,11 @@
 package dispatcher_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -285,6 +287,7 @@ func BenchmarkBreakingFanout(b *testing.B) {
 			if err := bu.rdb.ConfigResetStat(ctx).Err(); err != nil {
 				b.Fatal(err)
 			}
+			startSlowLog(b, bu.rdb)
 		}
 		cpu0 := redistest.MainThreadCPU(b, bu.rdb)
 		c0 = processCPU()
@@ -304,6 +307,7 @@ func BenchmarkBreakingFanout(b *testing.B) {
 		redisSec += redistest.MainThreadCPU(b, bu.rdb) - cpu0
 		if commandStats {
 			logCommandStats(b, bu.rdb)
+			logSlowLog(b, bu.rdb, int(n))
 		}
 		pr := bu.waitSettled(b, id, int64(n))
 		if pr.Targeted != int64(n) || pr.Queued != int64(n) || pr.Sent != int64(n) {
@@ -434,7 +438,8 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 
 // commandStats ($NUDGE_BENCH_COMMANDSTATS=1) makes BenchmarkBreakingFanout
 // log Redis's per-command CPU during each pipeline fan-out, to see where
-// Redis's time goes.
+// Redis's time goes, and the same split per script from Redis's slow log
+// (commandstats lumps every script into EVALSHA).
 var commandStats = os.Getenv("NUDGE_BENCH_COMMANDSTATS") == "1"
 
 // logCommandStats logs the commands that took Redis's time since the last
@@ -471,5 +476,61 @@ func logCommandStats(b *testing.B, rdb *redis.Client) {
 	slices.SortFunc(stats, func(a, c stat) int { return int(c.usec - a.usec) })
 	for _, st := range stats[:min(len(stats), 12)] {
 		b.Logf("redis %-22s calls %8d  usec %9d  per call %.1f", st.name, st.calls, st.usec, float64(st.usec)/float64(max(st.calls, 1)))
+	}
+}
+
+// startSlowLog makes Redis log every command, so logSlowLog can split
+// EVALSHA by script. Logging every command costs Redis some time of its
+// own: compare scripts within one run, not with runs without it.
+func startSlowLog(b *testing.B, rdb *redis.Client) {
+	b.Helper()
+	ctx := b.Context()
+	for _, kv := range [][2]string{{"slowlog-log-slower-than", "0"}, {"slowlog-max-len", "1000000"}} {
+		if err := rdb.ConfigSet(ctx, kv[0], kv[1]).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := rdb.Do(ctx, "SLOWLOG", "RESET").Err(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// logSlowLog sums the slow log by command and first key's prefix, a
+// script by its sha's first 8 digits (a script's time includes the
+// commands it calls, which are listed too), and logs each in µs per push
+// of n.
+func logSlowLog(b *testing.B, rdb *redis.Client, n int) {
+	b.Helper()
+	ctx := b.Context()
+	logs, err := rdb.SlowLogGet(ctx, -1).Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := rdb.ConfigSet(ctx, "slowlog-log-slower-than", "10000").Err(); err != nil {
+		b.Fatal(err)
+	}
+	prefix := func(k string) string {
+		if i := strings.IndexAny(k, "{:"); i > 0 {
+			return k[:i]
+		}
+		return k
+	}
+	sums := map[string]time.Duration{}
+	calls := map[string]int{}
+	for _, l := range logs {
+		name := strings.ToLower(l.Args[0])
+		switch {
+		case name == "evalsha" && len(l.Args) > 3 && len(l.Args[1]) >= 8:
+			name += " " + l.Args[1][:8] + " " + prefix(l.Args[3])
+		case len(l.Args) > 1:
+			name += " " + prefix(l.Args[1])
+		}
+		sums[name] += l.Duration
+		calls[name]++
+	}
+	names := slices.Collect(maps.Keys(sums))
+	slices.SortFunc(names, func(x, y string) int { return cmp.Compare(sums[y], sums[x]) })
+	for _, k := range names[:min(len(names), 16)] {
+		b.Logf("slowlog %-30s calls %7d  ms %8.1f  µs/push %.2f", k, calls[k], sums[k].Seconds()*1000, sums[k].Seconds()*1e6/float64(n))
 	}
 }
