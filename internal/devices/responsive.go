@@ -111,7 +111,11 @@ var resumeScript = redis.NewScript(LuaResume + "\nreturn device_resume(KEYS[1], 
 // "un") and says, per push, whether it may be sent (true) or is held back
 // because its device is unresponsive and its next probe is not due before
 // now (false). One script per partition, in one pipeline. A push whose
-// device is gone or opted out is true and counts nothing.
+// device is gone or opted out is true and counts nothing. The push worker
+// counts inside the budget at the phone's admit script instead (LuaSend,
+// the same functions), so that a batch reads each device once; this is the
+// count on its own, for callers without a phone budget (the tests of the
+// back-off, fixtures that make a device unresponsive).
 func (r *Registry) CountSilent(ctx context.Context, u Unresponsive, now time.Time, ps []Silent) ([]bool, error) {
 	u = u.WithDefaults()
 	if err := u.Validate(); err != nil {
