@@ -283,10 +283,8 @@ const reserveAhead = 2 * time.Second
 // silent push to an unresponsive device not due for a probe is dropped
 // and counted "unresponsive" (alerts are visible: never held); a push that
 // must wait up to inline is returned in soon with its wait, a longer wait
-// goes to the retry set. Admitted items are composed; those whose pause
-// scope is paused are released, not tried (their reservation too), and
-// the rest are returned in now. A scope met for the first time costs one
-// more round trip, once.
+// goes to the retry set. Admitted items are composed, and those not
+// paused (unpaused) are returned in now.
 func (h *Handler) admit(ctx context.Context, o *jobs.Outcomes, items []*item, inline time.Duration) (now, soon []*item, err error) {
 	if len(items) == 0 {
 		return nil, nil, nil
@@ -341,6 +339,16 @@ func (h *Handler) admit(ctx context.Context, o *jobs.Outcomes, items []*item, in
 			admitted = append(admitted, it)
 		}
 	}
+	now, err = h.unpaused(ctx, o, known, pauses, admitted)
+	return now, soon, err
+}
+
+// unpaused returns the admitted items whose pause scope is not paused;
+// pauses holds those of the known scopes, and a scope met for the first
+// time is read now (one round trip, once). The others are released, not
+// tried (costing no delivery), and so are their reservations at the
+// phone.
+func (h *Handler) unpaused(ctx context.Context, o *jobs.Outcomes, known []string, pauses map[string]time.Duration, admitted []*item) ([]*item, error) {
 	var fresh []string
 	for _, it := range admitted {
 		if !slices.Contains(known, it.scope) && !slices.Contains(fresh, it.scope) {
@@ -350,30 +358,29 @@ func (h *Handler) admit(ctx context.Context, o *jobs.Outcomes, items []*item, in
 	if len(fresh) > 0 {
 		more, err := h.pauses(ctx, fresh)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		maps.Copy(pauses, more)
 		h.learnScopes(fresh)
 	}
+	var send []*item
 	var released []throttle.Attempt
+	var refused []throttle.Settlement
 	for _, it := range admitted {
 		if until, ok := pauses[it.scope]; ok {
-			o.Release(it.job, until) // not tried: costs no delivery
+			o.Release(it.job, until)
 			released = append(released, throttle.Attempt{Device: it.push.Device, Collapse: it.msg.CollapseID})
+			refused = append(refused, throttle.Refused)
 			continue
 		}
-		now = append(now, it)
+		send = append(send, it)
 	}
 	if len(released) > 0 {
-		refused := make([]throttle.Settlement, len(released))
-		for i := range refused {
-			refused[i] = throttle.Refused
-		}
 		if err := h.budget.Settle(ctx, released, refused); err != nil {
 			h.log.WarnContext(ctx, "release pushes to paused providers at the phone", "count", len(released), "err", err)
 		}
 	}
-	return now, soon, nil
+	return send, nil
 }
 
 // compose builds the message of an item to its device's target.
