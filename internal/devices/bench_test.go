@@ -227,60 +227,17 @@ func BenchmarkRegisterPath(b *testing.B) {
 func BenchmarkUnresponsiveMemory(b *testing.B) {
 	n := benchDevices(b)
 	rdb := redistest.StartServer(b).Client(b)
-	store, err := catalog.NewStore(service.Archetype{}, rdb, catalog.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := store.Put(b.Context(), catalog.Feed{ID: "world", Title: "world", URL: "https://example.com/world"}); err != nil {
-		b.Fatal(err)
-	}
-	reg, err := devices.New(service.Archetype{}, rdb, store, devices.Config{IDBlock: 1024})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ids := make([]uint64, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range 64 {
-		wg.Go(func() {
-			for {
-				i := next.Add(1)
-				if i > int64(n) {
-					return
-				}
-				d, _, _, err := reg.Register(b.Context(), devices.Registration{Provider: "apns", Platform: "ios",
-					Token: fmt.Sprintf("%064x", i), Feeds: []string{"world"}, Sync: devices.BackgroundSync{Enabled: true}})
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				ids[i-1] = d.ID
-			}
-		})
-	}
-	wg.Wait()
+	reg, ids := registerAPNsFleet(b, rdb, n, "world")
 	u := devices.Unresponsive{After: 2}
 	push := func(k int) {
-		next.Store(0)
-		for range 16 {
-			wg.Go(func() {
-				for {
-					from := int(next.Add(500)) - 500
-					if from >= n {
-						return
-					}
-					ps := make([]devices.Silent, 0, 500)
-					for _, id := range ids[from:min(from+500, n)] {
-						ps = append(ps, devices.Silent{Device: id, Collapse: fmt.Sprintf("n%d-feed:world:%d", id, k)})
-					}
-					if _, err := reg.CountSilent(b.Context(), u, time.Now(), ps); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
+		inParallel(b, 16, (n+499)/500, func(c int) error {
+			ps := make([]devices.Silent, 0, 500)
+			for _, id := range ids[c*500 : min(c*500+500, n)] {
+				ps = append(ps, devices.Silent{Device: id, Collapse: fmt.Sprintf("n%d-feed:world:%d", id, k)})
+			}
+			_, err := reg.CountSilent(b.Context(), u, time.Now(), ps)
+			return err
+		})
 	}
 	before := usedMemory(b, rdb)
 	push(1)
@@ -290,4 +247,55 @@ func BenchmarkUnresponsiveMemory(b *testing.B) {
 	b.ReportMetric(float64(one-before)/float64(n), "B/device-counting")
 	b.ReportMetric(float64(all-before)/float64(n), "B/device-unresponsive")
 	b.ReportMetric(float64(n), "devices")
+}
+
+// registerAPNsFleet registers n APNs devices following feeds (created in a
+// new catalogue) on rdb, 64 at a time, and returns the registry and their
+// ids in registration order.
+func registerAPNsFleet(b *testing.B, rdb *redis.Client, n int, feeds ...string) (*devices.Registry, []uint64) {
+	b.Helper()
+	store, err := catalog.NewStore(service.Archetype{}, rdb, catalog.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, id := range feeds {
+		if _, err := store.Put(b.Context(), catalog.Feed{ID: id, Title: id, URL: "https://example.com/" + id}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reg, err := devices.New(service.Archetype{}, rdb, store, devices.Config{IDBlock: 1024})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]uint64, n)
+	inParallel(b, 64, n, func(i int) error {
+		d, _, _, err := reg.Register(b.Context(), devices.Registration{Provider: "apns", Platform: "ios",
+			Token: fmt.Sprintf("%064x", i+1), Feeds: feeds, Sync: devices.BackgroundSync{Enabled: true}})
+		ids[i] = d.ID
+		return err
+	})
+	return reg, ids
+}
+
+// inParallel runs f(0) … f(n-1) on workers goroutines; an error fails the
+// benchmark and stops that goroutine.
+func inParallel(b *testing.B, workers, n int, f func(i int) error) {
+	var next atomic.Int64
+	next.Store(-1)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1))
+				if i >= n {
+					return
+				}
+				if err := f(i); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -4,14 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/redistest"
-	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // TestRecordSync: a receipt stores the cursors of followed feeds, never
@@ -146,53 +143,10 @@ func TestAudience(t *testing.T) {
 func BenchmarkSyncMemoryPerDevice(b *testing.B) {
 	n := benchDevices(b)
 	rdb := redistest.StartServer(b).Client(b)
-	store, err := catalog.NewStore(service.Archetype{}, rdb, catalog.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	feeds := []string{"world", "tech", "sport"}
-	for _, id := range feeds {
-		if _, err := store.Put(b.Context(), catalog.Feed{ID: id, Title: id, URL: "https://example.com/" + id}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	reg, err := devices.New(service.Archetype{}, rdb, store, devices.Config{IDBlock: 1024})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ids := make([]uint64, n)
-	var next atomic.Int64
-	run := func(f func(i int) error) {
-		next.Store(-1)
-		done := make(chan struct{})
-		for range 64 {
-			go func() {
-				defer func() { done <- struct{}{} }()
-				for {
-					i := int(next.Add(1))
-					if i >= n {
-						return
-					}
-					if err := f(i); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			}()
-		}
-		for range 64 {
-			<-done
-		}
-	}
-	run(func(i int) error {
-		d, _, _, err := reg.Register(b.Context(), devices.Registration{Provider: "apns", Platform: "ios",
-			Token: fmt.Sprintf("%064x", i), Feeds: feeds, Sync: devices.BackgroundSync{Enabled: true}})
-		ids[i] = d.ID
-		return err
-	})
+	reg, ids := registerAPNsFleet(b, rdb, n, "world", "tech", "sport")
 	before := usedMemory(b, rdb)
 	start := time.Now()
-	run(func(i int) error {
+	inParallel(b, 64, n, func(i int) error {
 		_, err := reg.RecordSync(b.Context(), ids[i], map[string]int64{"world": 1_234_567, "tech": 2_345_678, "sport": 3_456_789})
 		return err
 	})
