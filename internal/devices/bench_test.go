@@ -87,35 +87,23 @@ func BenchmarkMemoryPerDevice(b *testing.B) {
 				b.Fatal(err)
 			}
 			before := usedMemory(b, rdb)
-			var next atomic.Int64
-			var wg sync.WaitGroup
 			start := time.Now()
-			for range 64 {
-				wg.Go(func() {
-					for {
-						i := next.Add(1)
-						if i > int64(n) {
-							return
-						}
-						r := devices.Registration{Provider: "fcm", Platform: "android", Feeds: []string{"world", "tech"},
-							Sync:   devices.BackgroundSync{Enabled: true, MinInterval: 30 * time.Minute},
-							Locale: "en-US", Timezone: "Europe/Berlin", AppVersion: "1.4.0"}
-						if kind == "fcm" {
-							r.Token = fmt.Sprintf("d%021d:APA91b", i) + strings.Repeat("Q", 152-29)
-						} else {
-							r.Provider, r.Platform, r.Token = "apns", "ios", fmt.Sprintf("%064x", i)
-						}
-						if len(appIDs) > 0 {
-							r.App = appIDs[i%int64(len(appIDs))]
-						}
-						if _, _, _, err := reg.Register(b.Context(), r); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
+			inParallel(b, 64, n, func(k int) error {
+				i := k + 1
+				r := devices.Registration{Provider: "fcm", Platform: "android", Feeds: []string{"world", "tech"},
+					Sync:   devices.BackgroundSync{Enabled: true, MinInterval: 30 * time.Minute},
+					Locale: "en-US", Timezone: "Europe/Berlin", AppVersion: "1.4.0"}
+				if kind == "fcm" {
+					r.Token = fmt.Sprintf("d%021d:APA91b", i) + strings.Repeat("Q", 152-29)
+				} else {
+					r.Provider, r.Platform, r.Token = "apns", "ios", fmt.Sprintf("%064x", i)
+				}
+				if len(appIDs) > 0 {
+					r.App = appIDs[i%len(appIDs)]
+				}
+				_, _, _, err := reg.Register(b.Context(), r)
+				return err
+			})
 			took := time.Since(start)
 			after := usedMemory(b, rdb)
 			b.ReportMetric(float64(after-before)/float64(n), "B/device")
