@@ -18,6 +18,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/apps"
 	"github.com/nudge-dev/nudge/internal/await"
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/metrictest"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/service"
 )
@@ -73,25 +74,12 @@ func startCatalogue(t *testing.T, rdb redis.UniversalClient, cfg apps.Config) re
 // empty) in r's registry.
 func (r replica) metric(t *testing.T, name, source string) float64 {
 	t.Helper()
-	mfs, err := r.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	var match map[string]string
+	if source != "" {
+		match = map[string]string{"source": source}
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if source == "" || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == source) {
-				if m.GetCounter() != nil {
-					return m.GetCounter().GetValue()
-				}
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no metric %s{source=%q}", name, source)
-	return 0
+	v, _ := metrictest.Sum(t, r.reg, name, match)
+	return v
 }
 
 func writeFile(t *testing.T, path, body string) {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudge-dev/nudge/internal/await"
@@ -24,6 +23,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/dispatcher"
 	"github.com/nudge-dev/nudge/internal/fanout"
 	"github.com/nudge-dev/nudge/internal/keys"
+	"github.com/nudge-dev/nudge/internal/metrictest"
 	"github.com/nudge-dev/nudge/internal/pushemu"
 	"github.com/nudge-dev/nudge/internal/pushemu/pushemutest"
 	"github.com/nudge-dev/nudge/internal/redistest"
@@ -188,37 +188,11 @@ func loadAvg() float64 {
 	return f
 }
 
-// metric sums the samples of a metric family whose labels include every
-// pair of match: a counter's or gauge's value, or a histogram's sum and
-// count.
+// metric sums the dispatcher's samples of a metric family
+// (metrictest.Sum).
 func (bu *benchBundle) metric(b testing.TB, name string, match map[string]string) (sum float64, count uint64) {
 	b.Helper()
-	mfs, err := bu.reg.Gather()
-	if err != nil {
-		b.Fatalf("gather metrics: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for k, v := range match {
-				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == k && l.GetValue() == v }) {
-					continue next
-				}
-			}
-			if h := m.GetHistogram(); h != nil {
-				sum += h.GetSampleSum()
-				count += h.GetSampleCount()
-			} else if c := m.GetCounter(); c != nil {
-				sum += c.GetValue()
-			} else if g := m.GetGauge(); g != nil {
-				sum += g.GetValue()
-			}
-		}
-	}
-	return sum, count
+	return metrictest.Sum(b, bu.reg, name, match)
 }
 
 // processCPU is the user and system CPU time this process has used.
