@@ -399,7 +399,7 @@ func (f *Fleet) register(ctx context.Context, d *simDevice) {
 	var err error
 	for attempt := range 4 {
 		if attempt > 0 {
-			if !sleep(ctx, time.Duration(attempt)*250*time.Millisecond) {
+			if !startstop.Sleep(ctx, time.Duration(attempt)*250*time.Millisecond) {
 				return
 			}
 		}
@@ -465,7 +465,7 @@ func (f *Fleet) consume(ctx context.Context, ch <-chan pushemu.Delivery) {
 		wakers.Add(1)
 		go func() {
 			defer wakers.Done()
-			if !sleep(ctx, delay) {
+			if !startstop.Sleep(ctx, delay) {
 				return
 			}
 			select {
@@ -662,19 +662,4 @@ func parseSince(s string) map[string]int64 {
 		out[feed] = n
 	}
 	return out
-}
-
-// sleep waits d or until ctx ends; it reports whether the wait completed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nudge-dev/nudge/internal/startstop"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -143,7 +144,7 @@ func Persist(ctx context.Context, f func() error) error {
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		if !sleep(ctx, backoff(50*time.Millisecond, 2*time.Second, attempt)) {
+		if !startstop.Sleep(ctx, backoff(50*time.Millisecond, 2*time.Second, attempt)) {
 			return err
 		}
 	}

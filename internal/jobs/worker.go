@@ -336,14 +336,14 @@ func (w *Worker) readLoop(loopCtx, handlerCtx, base context.Context, parts []int
 					w.log.ErrorContext(loopCtx, "recreate consumer groups", "err", err)
 				}
 			}
-			if !sleep(loopCtx, backoff(100*time.Millisecond, 5*time.Second, fails)) {
+			if !startstop.Sleep(loopCtx, backoff(100*time.Millisecond, 5*time.Second, fails)) {
 				return
 			}
 			continue
 		}
 		fails = 0
 		if len(batch) == 0 {
-			if w.cfg.PerPartitionReads && !sleep(loopCtx, w.cfg.IdlePoll) {
+			if w.cfg.PerPartitionReads && !startstop.Sleep(loopCtx, w.cfg.IdlePoll) {
 				return
 			}
 			continue
@@ -1122,16 +1122,4 @@ func backoff(base, ceiling time.Duration, attempt int) time.Duration {
 	}
 	d = min(d, ceiling)
 	return d/2 + mrand.N(d/2+1)
-}
-
-// sleep waits d or until ctx ends; it reports whether the full wait passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v4"
+	"github.com/nudge-dev/nudge/internal/startstop"
 )
 
 const (
@@ -116,9 +117,9 @@ func (s *apnsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	d.JWT, d.Key = jwtStr, key
 
-	sleepCtx(r.Context(), e.cfg.Latency)
+	startstop.Sleep(r.Context(), e.cfg.Latency)
 	if f, ok := e.faults.match(APNs, s.env, token); ok {
-		sleepCtx(r.Context(), f.Latency)
+		startstop.Sleep(r.Context(), f.Latency)
 		if f.GoAway {
 			w.Header().Set("Connection", "close")
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v4"
+	"github.com/nudge-dev/nudge/internal/startstop"
 )
 
 const (
@@ -168,9 +169,9 @@ func (s *fcmServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	d.Body = body
 
-	sleepCtx(r.Context(), e.cfg.Latency)
+	startstop.Sleep(r.Context(), e.cfg.Latency)
 	if f, ok := e.faults.match(FCM, "", d.Token); ok {
-		sleepCtx(r.Context(), f.Latency)
+		startstop.Sleep(r.Context(), f.Latency)
 		if f.Reason != "" || f.ProjectQuota {
 			status := s.fault(w, f)
 			e.rec.faulted(Rejection{Provider: FCM, Token: d.Token, At: now, Status: status,

@@ -232,24 +232,9 @@ func (s *Sweeper) loop(ctx context.Context) {
 			s.log.ErrorContext(ctx, "stale sweep", "err", err)
 			wait = s.cfg.Poll
 		}
-		if !sleep(ctx, min(wait, s.cfg.Poll)) {
+		if !startstop.Sleep(ctx, min(wait, s.cfg.Poll)) {
 			return
 		}
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 
@@ -551,7 +536,7 @@ func (s *Sweeper) send(ctx context.Context, sw *sweep, v *view) error {
 		now := s.now(sw)
 		if wait := s.due(sw, queue[0]) - now; wait > 0 {
 			renew := s.cfg.Lease / 3
-			if !sleep(ctx, min(time.Duration(wait)*time.Millisecond, renew, s.cfg.Tick)) {
+			if !startstop.Sleep(ctx, min(time.Duration(wait)*time.Millisecond, renew, s.cfg.Tick)) {
 				return ctx.Err()
 			}
 			if s.clock().Sub(sw.localAt) >= renew {

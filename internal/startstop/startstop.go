@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 )
 
 // ErrStarted is returned by Start when Start succeeded before or Stop was
@@ -113,5 +114,21 @@ func Loop(loop func(ctx context.Context)) StartFunc {
 			loop(ctx)
 		}()
 		return func() { cancel(); <-exited }, nil
+	}
+}
+
+// Sleep waits d or until ctx ends, the pause of a loop between its rounds;
+// it reports whether d passed (false once ctx has ended, also for d <= 0).
+func Sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

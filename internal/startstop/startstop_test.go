@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/nudge-dev/nudge/internal/startstop"
 )
@@ -145,4 +147,30 @@ func TestLoopEndsWithStartsContext(t *testing.T) {
 	cancel()
 	<-ended // the loop saw the caller's context end
 	b.Stop()
+}
+
+// TestSleep: Sleep reports a full wait, and returns false at once when
+// its context ends first (or had ended, whatever d).
+func TestSleep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		start := time.Now()
+		if !startstop.Sleep(ctx, time.Minute) || time.Since(start) != time.Minute {
+			t.Fatalf("Sleep(1m): want true after a minute, took %v", time.Since(start))
+		}
+		if !startstop.Sleep(ctx, 0) {
+			t.Fatal("Sleep(0) on a live context: want true")
+		}
+		go func() {
+			time.Sleep(time.Second)
+			cancel()
+		}()
+		start = time.Now()
+		if startstop.Sleep(ctx, time.Hour) || time.Since(start) != time.Second {
+			t.Fatalf("Sleep(1h) cancelled after 1s: want false after 1s, took %v", time.Since(start))
+		}
+		if startstop.Sleep(ctx, 0) || startstop.Sleep(ctx, time.Hour) {
+			t.Fatal("Sleep on an ended context: want false")
+		}
+	})
 }
