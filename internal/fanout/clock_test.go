@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -102,25 +100,11 @@ func TestSkewedReplicasKeepTheBudget(t *testing.T) {
 // its push stream (the entry ids' millisecond part), in order.
 func queuedAt(t *testing.T, b *bundle, id uint64) []time.Time {
 	t.Helper()
-	msgs, err := b.rdb.XRange(t.Context(), keys.Stream(keys.PushQueue, keys.Partition(id)), "-", "+").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []time.Time
-	for _, m := range msgs {
-		p, err := throttle.DecodePush([]byte(m.Values["p"].(string)))
-		if err != nil {
-			t.Fatal(err)
+	for _, q := range b.queued(t) {
+		if q.Push.Device == id {
+			out = append(out, q.At)
 		}
-		if p.Device != id {
-			continue
-		}
-		ms, _, _ := strings.Cut(m.ID, "-")
-		n, err := strconv.ParseInt(ms, 10, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, time.UnixMilli(n))
 	}
 	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
 	return out

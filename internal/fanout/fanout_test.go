@@ -10,8 +10,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +23,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/throttle"
+	"github.com/nudge-dev/nudge/internal/throttle/throttletest"
 )
 
 var t0 = time.Date(2030, 1, 2, 3, 0, 0, 0, time.UTC)
@@ -138,36 +137,10 @@ func (b *bundle) subscribe(t testing.TB, feed string, from, to uint64) {
 	b.seq(t, to)
 }
 
-// queuedJob is a push job in a push stream, with the stream's time of
-// it (ms).
-type queuedJob struct {
-	job throttle.Push
-	ms  int64
-}
-
 // queued returns every push job in the push streams.
-func (b *bundle) queued(t testing.TB) []queuedJob {
+func (b *bundle) queued(t testing.TB) []throttletest.Job {
 	t.Helper()
-	var out []queuedJob
-	for p := range keys.Partitions {
-		msgs, err := b.rdb.XRange(t.Context(), keys.Stream(keys.PushQueue, p), "-", "+").Result()
-		if err != nil {
-			t.Fatalf("xrange: %v", err)
-		}
-		for _, m := range msgs {
-			s, _ := m.Values["p"].(string)
-			job, err := throttle.DecodePush([]byte(s))
-			if err != nil {
-				t.Fatalf("decode push: %v", err)
-			}
-			ms, err := strconv.ParseInt(m.ID[:strings.IndexByte(m.ID, '-')], 10, 64)
-			if err != nil {
-				t.Fatalf("stream id %s: %v", m.ID, err)
-			}
-			out = append(out, queuedJob{job: job, ms: ms})
-		}
-	}
-	return out
+	return throttletest.Queued(t, b.rdb)
 }
 
 // pushes counts the push jobs per device that cover event.
@@ -175,9 +148,9 @@ func (b *bundle) pushes(t testing.TB, event string) map[uint64]int {
 	t.Helper()
 	out := map[uint64]int{}
 	for _, q := range b.queued(t) {
-		for _, ev := range q.job.Events {
+		for _, ev := range q.Push.Events {
 			if ev == event {
-				out[q.job.Device]++
+				out[q.Push.Device]++
 			}
 		}
 	}

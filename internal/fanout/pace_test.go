@@ -17,13 +17,13 @@ func pushTimes(t *testing.T, b *bundle) map[string][]int64 {
 	out := map[string][]int64{}
 	seen := map[string]bool{}
 	for _, q := range b.queued(t) {
-		for _, ev := range q.job.Events {
-			k := ev + "/" + strconv.FormatUint(q.job.Device, 10)
+		for _, ev := range q.Push.Events {
+			k := ev + "/" + strconv.FormatUint(q.Push.Device, 10)
 			if seen[k] {
-				t.Fatalf("device %d pushed twice for %s", q.job.Device, ev)
+				t.Fatalf("device %d pushed twice for %s", q.Push.Device, ev)
 			}
 			seen[k] = true
-			out[ev] = append(out[ev], q.ms)
+			out[ev] = append(out[ev], q.At.UnixMilli())
 		}
 	}
 	return out

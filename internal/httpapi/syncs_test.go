@@ -12,6 +12,7 @@ import (
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/schedule"
 	"github.com/nudge-dev/nudge/internal/throttle"
+	"github.com/nudge-dev/nudge/internal/throttle/throttletest"
 )
 
 // TestSyncIDPercentEncoded reads the progress of a sync whose id has
@@ -113,19 +114,8 @@ func TestSyncAudienceDryRun(t *testing.T) {
 	// Breaking, no alert, fresh devices: each planned device has its push
 	// in the push stream now.
 	pushed := map[uint64]bool{}
-	for part := range keys.Partitions {
-		msgs, err := b.rdb.XRange(t.Context(), keys.Stream(keys.PushQueue, part), "-", "+").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range msgs {
-			s, _ := m.Values["p"].(string)
-			job, err := throttle.DecodePush([]byte(s))
-			if err != nil {
-				t.Fatal(err)
-			}
-			pushed[job.Device] = true
-		}
+	for _, q := range throttletest.Queued(t, b.rdb) {
+		pushed[q.Push.Device] = true
 	}
 	for id, d := range ids {
 		in := strings.HasPrefix(strings.ToLower(d.locale), "en") && d.version != "" && fanout.CompareVersions(d.version, "1.5") >= 0

@@ -21,13 +21,13 @@ import (
 	"github.com/nudge-dev/nudge/internal/devices"
 	"github.com/nudge-dev/nudge/internal/devices/devicestest"
 	"github.com/nudge-dev/nudge/internal/feeds"
-	"github.com/nudge-dev/nudge/internal/jobs"
 	"github.com/nudge-dev/nudge/internal/keys"
 	"github.com/nudge-dev/nudge/internal/metrictest"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/service"
 	"github.com/nudge-dev/nudge/internal/stale"
 	"github.com/nudge-dev/nudge/internal/throttle"
+	"github.com/nudge-dev/nudge/internal/throttle/throttletest"
 )
 
 // head is the cursor of the test feed "world".
@@ -160,25 +160,9 @@ type sent struct {
 func (b *bundle) pushes(t testing.TB) map[uint64][]sent {
 	t.Helper()
 	out := map[uint64][]sent{}
-	for p := range keys.Partitions {
-		msgs, err := b.rdb.XRange(t.Context(), jobs.Stream(keys.PushQueue, p), "-", "+").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range msgs {
-			s, _ := m.Values["p"].(string)
-			job, err := throttle.DecodePush([]byte(s))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.HasPrefix(job.Events[0], "stale:") {
-				continue
-			}
-			ms, err := strconv.ParseInt(strings.SplitN(m.ID, "-", 2)[0], 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out[job.Device] = append(out[job.Device], sent{at: ms, push: job})
+	for _, q := range throttletest.Queued(t, b.rdb) {
+		if strings.HasPrefix(q.Push.Events[0], "stale:") {
+			out[q.Push.Device] = append(out[q.Push.Device], sent{at: q.At.UnixMilli(), push: q.Push})
 		}
 	}
 	return out
