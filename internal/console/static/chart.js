@@ -4,7 +4,7 @@
 import { num, hhmm, DASH } from "./format.js";
 
 const SVG = "http://www.w3.org/2000/svg"; // the SVG namespace name, not a fetch
-const HEIGHT = 220;
+export const HEIGHT = 220;
 const MARGIN = { top: 12, right: 14, bottom: 28, left: 52 };
 
 export function el(name, attrs = {}, text) {
@@ -55,8 +55,14 @@ export function summary(rows) {
   return `Last hour: ${num(sent)} pushes sent and ${num(wakes)} app wakes.${peakText}`;
 }
 
-/** draw replaces the contents of container with the chart of rows. */
-export function draw(container, rows, label) {
+/**
+ * frame empties container and starts a chart in it: the SVG (not yet
+ * appended) with its title, the scales from times t0..t1 (in the rows'
+ * unit) and values 0..maxV (rounded up to a nice step), and a grid group
+ * holding the horizontal lines with their values (fmt formats them). The
+ * caller adds the time labels, the lines, and appends grid and svg.
+ */
+export function frame(container, label, t0, t1, maxV, fmt) {
   container.replaceChildren();
   const width = Math.max(280, Math.floor(container.clientWidth || 720));
   const svg = el("svg", {
@@ -68,26 +74,31 @@ export function draw(container, rows, label) {
     class: "chart-svg",
   });
   svg.append(el("title", {}, label));
-
   const innerW = width - MARGIN.left - MARGIN.right;
   const innerH = HEIGHT - MARGIN.top - MARGIN.bottom;
-  const nowMin = Math.floor(Date.now() / 60000) * 60;
-  const t0 = rows.length ? rows[0].t : nowMin - 3600;
-  const t1 = rows.length ? Math.max(rows[rows.length - 1].t, t0 + 60) : nowMin;
-  const maxV = rows.reduce((m, r) => Math.max(m, r.sent, r.wakes), 0);
   const step = niceStep(Math.max(maxV, 4) / 4);
   const top = Math.max(step, Math.ceil(maxV / step) * step);
-
   const x = (t) => MARGIN.left + ((t - t0) / (t1 - t0)) * innerW;
   const y = (v) => MARGIN.top + innerH - (v / top) * innerH;
-
-  // Horizontal grid with value labels.
   const grid = el("g", { class: "chart-grid" });
   for (let v = 0; v <= top + 1e-9; v += step) {
     const yy = Math.round(y(v)) + 0.5;
     grid.append(el("line", { x1: MARGIN.left, x2: width - MARGIN.right, y1: yy, y2: yy }));
-    grid.append(el("text", { x: MARGIN.left - 8, y: yy + 4, "text-anchor": "end" }, num(v)));
+    grid.append(el("text", { x: MARGIN.left - 8, y: yy + 4, "text-anchor": "end" }, fmt(v)));
   }
+  const empty = (text) =>
+    el("text", { class: "chart-empty", x: MARGIN.left + innerW / 2, y: MARGIN.top + innerH / 2, "text-anchor": "middle" }, text);
+  return { svg, grid, x, y, innerW, innerH, empty };
+}
+
+/** draw replaces the contents of container with the chart of rows. */
+export function draw(container, rows, label) {
+  const nowMin = Math.floor(Date.now() / 60000) * 60;
+  const t0 = rows.length ? rows[0].t : nowMin - 3600;
+  const t1 = rows.length ? Math.max(rows[rows.length - 1].t, t0 + 60) : nowMin;
+  const maxV = rows.reduce((m, r) => Math.max(m, r.sent, r.wakes), 0);
+  const { svg, grid, x, y, innerW, innerH, empty } = frame(container, label, t0, t1, maxV, num);
+
   // Time labels on quarter hours, or half hours when narrow.
   const every = innerW < 420 ? 1800 : 900;
   const firstTick = Math.ceil(t0 / every) * every;
@@ -99,7 +110,7 @@ export function draw(container, rows, label) {
   svg.append(grid);
 
   if (rows.length === 0) {
-    svg.append(el("text", { class: "chart-empty", x: MARGIN.left + innerW / 2, y: MARGIN.top + innerH / 2, "text-anchor": "middle" }, "No data in the last hour"));
+    svg.append(empty("No data in the last hour"));
   } else {
     for (const [key, cls] of [["wakes", "line-wakes"], ["sent", "line-sent"]]) {
       const pts = rows.map((r) => `${x(r.t).toFixed(1)},${y(r[key]).toFixed(1)}`).join(" ");

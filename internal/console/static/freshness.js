@@ -5,11 +5,9 @@
 // share, a point per item; a share not reached (yet, or ever) is no point.
 
 import { request } from "./api.js";
-import { el, niceStep } from "./chart.js";
+import { el, frame, HEIGHT } from "./chart.js";
 import { hhmm, DASH } from "./format.js";
 
-const HEIGHT = 220;
-const MARGIN = { top: 12, right: 14, bottom: 28, left: 52 };
 const PLATFORMS = ["android", "ios"];
 const SHARES = ["p50", "p90", "p99"];
 const EVERY_MS = 30000; // the data changes slowly; the overview refreshes every 5 s
@@ -52,35 +50,19 @@ export function summary(rs) {
 }
 
 function draw(container, rs, label) {
-  container.replaceChildren();
-  const width = Math.max(280, Math.floor(container.clientWidth || 720));
-  const svg = el("svg", { width, height: HEIGHT, viewBox: `0 0 ${width} ${HEIGHT}`, role: "img", "aria-label": label, class: "chart-svg" });
-  svg.append(el("title", {}, label));
-  const innerW = width - MARGIN.left - MARGIN.right;
-  const innerH = HEIGHT - MARGIN.top - MARGIN.bottom;
   const now = Date.now();
   const t0 = rs.length ? rs[0].t : now - 86400000;
   const t1 = rs.length ? Math.max(rs[rs.length - 1].t, t0 + 60000) : now;
   let maxV = 0;
   for (const r of rs) for (const pl of PLATFORMS) for (const s of SHARES) maxV = Math.max(maxV, r[`${pl}_${s}`] || 0);
-  const step = niceStep(Math.max(maxV, 4) / 4);
-  const top = Math.max(step, Math.ceil(maxV / step) * step);
-  const x = (t) => MARGIN.left + ((t - t0) / (t1 - t0)) * innerW;
-  const y = (v) => MARGIN.top + innerH - (v / top) * innerH;
-
-  const grid = el("g", { class: "chart-grid" });
-  for (let v = 0; v <= top + 1e-9; v += step) {
-    const yy = Math.round(y(v)) + 0.5;
-    grid.append(el("line", { x1: MARGIN.left, x2: width - MARGIN.right, y1: yy, y2: yy }));
-    grid.append(el("text", { x: MARGIN.left - 8, y: yy + 4, "text-anchor": "end" }, `${v} s`));
-  }
+  const { svg, grid, x, y, empty } = frame(container, label, t0, t1, maxV, (v) => `${v} s`);
   for (let i = 0; i <= 4; i++) {
     const t = t0 + ((t1 - t0) * i) / 4;
     grid.append(el("text", { x: x(t), y: HEIGHT - 8, "text-anchor": "middle" }, hhmm(new Date(t))));
   }
   svg.append(grid);
   if (rs.length === 0) {
-    svg.append(el("text", { class: "chart-empty", x: MARGIN.left + innerW / 2, y: MARGIN.top + innerH / 2, "text-anchor": "middle" }, "No new items in the last day"));
+    svg.append(empty("No new items in the last day"));
   } else {
     for (const pl of PLATFORMS) {
       for (const s of SHARES) {
