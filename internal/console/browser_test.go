@@ -660,38 +660,34 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	})
 
-	t.Run("a key for one app names it without a switcher", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t, browser)
-		b.api.set(func(f *fakeAPI) { f.apps = []fakeApp{{ID: "sports", Name: "Sports"}} })
-		loginOK(t, b, "editor-key")
-		if !js[bool](t, b, `document.querySelector("#app-switch").hidden`) {
-			t.Fatal("the app switcher shows with one app")
-		}
-		do(t, b, "send a sync", chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)), chromedp.Click(chromedp.CSS("#sync-submit")))
-		b.tab.WaitFor(t, "the sync to start", `!document.querySelector("#sync-progress").hidden`, 10*time.Second)
-		b.api.mu.Lock()
-		reqs, views := slices.Clone(b.api.syncRequests), slices.Clone(b.api.overviewApps)
-		b.api.mu.Unlock()
-		if len(reqs) != 1 || reqs[0].App != "sports" || slices.ContainsFunc(views, func(a string) bool { return a != "sports" }) {
-			t.Fatalf("with only app sports: sync requests %+v, overview apps %q; want sports named", reqs, views)
-		}
-	})
-
-	t.Run("a single app shows no switcher and names no app", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t, browser)
-		loginOK(t, b, "editor-key")
-		if !js[bool](t, b, `document.querySelector("#app-switch").hidden`) {
-			t.Fatal("the app switcher shows with one app")
-		}
-		do(t, b, "send a sync", chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)), chromedp.Click(chromedp.CSS("#sync-submit")))
-		b.tab.WaitFor(t, "the sync to start", `!document.querySelector("#sync-progress").hidden`, 10*time.Second)
-		b.api.mu.Lock()
-		reqs, views := slices.Clone(b.api.syncRequests), slices.Clone(b.api.overviewApps)
-		b.api.mu.Unlock()
-		if len(reqs) != 1 || reqs[0].App != "" || slices.ContainsFunc(views, func(a string) bool { return a != "" }) {
-			t.Fatalf("with one app: sync requests %+v, overview apps %q; want no app named", reqs, views)
-		}
-	})
+	// One app: no switcher, and the requests name the app only when the
+	// deployment has an app catalogue (a single-app deployment names none).
+	for _, c := range []struct {
+		name string
+		apps []fakeApp // nil: the single-app default
+		want string
+	}{
+		{"a key for one app names it without a switcher", []fakeApp{{ID: "sports", Name: "Sports"}}, "sports"},
+		{"a single app shows no switcher and names no app", nil, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, browser)
+			if c.apps != nil {
+				b.api.set(func(f *fakeAPI) { f.apps = c.apps })
+			}
+			loginOK(t, b, "editor-key")
+			if !js[bool](t, b, `document.querySelector("#app-switch").hidden`) {
+				t.Fatal("the app switcher shows with one app")
+			}
+			do(t, b, "send a sync", chromedp.Click(chromedp.CSS(`input[name=feed][value=headlines]`)), chromedp.Click(chromedp.CSS("#sync-submit")))
+			b.tab.WaitFor(t, "the sync to start", `!document.querySelector("#sync-progress").hidden`, 10*time.Second)
+			b.api.mu.Lock()
+			reqs, views := slices.Clone(b.api.syncRequests), slices.Clone(b.api.overviewApps)
+			b.api.mu.Unlock()
+			if len(reqs) != 1 || reqs[0].App != c.want || slices.ContainsFunc(views, func(a string) bool { return a != c.want }) {
+				t.Fatalf("sync requests %+v, overview apps %q; want app %q named", reqs, views, c.want)
+			}
+		})
+	}
 }
