@@ -2,7 +2,6 @@ package httpapi_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,27 +26,28 @@ import (
 
 const benchClients = 64
 
-// BenchmarkRegisterHTTP registers new FCM devices over loopback HTTP with
-// 64 concurrent clients against a private redis-server, then serves
-// /healthz to 64 clients for the same number of requests, and reports both
-// rates, their ratio and the registration latency percentiles.
-func BenchmarkRegisterHTTP(b *testing.B) {
+// benchServer starts a private redis-server (a pool of benchClients), the
+// api's stores with feeds in the catalogue, and the api with cfg on
+// loopback HTTP (JSON access log to io.Discard); it returns the stores,
+// the Redis client, the server and an HTTP client keeping enough idle
+// connections for benchClients.
+func benchServer(b *testing.B, cfg httpapi.Config, feeds ...string) (*httpapi.Stores, *redis.Client, *httptest.Server, *http.Client) {
+	b.Helper()
 	srv := redistest.StartServer(b)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: benchClients})
 	b.Cleanup(func() { _ = rdb.Close() })
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	pipe, err := httpapi.OpenStores(context.Background(), service.Archetype{Logger: log}, rdb, 0, apps.Config{})
+	pipe, err := httpapi.OpenStores(b.Context(), service.Archetype{Logger: log}, rdb, 0, apps.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, id := range []string{"world", "tech"} {
+	for _, id := range feeds {
 		if _, err := pipe.Catalog.Put(b.Context(), catalog.Feed{ID: id, Title: id, URL: "https://example.com/" + id}); err != nil {
 			b.Fatal(err)
 		}
 	}
 	pr := prometheus.NewRegistry()
-	api, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: &auth.Keys{}, Gatherer: pr, Apps: openApps(b, rdb)}),
-		httpapi.Config{RegisterRateLimit: -1})
+	api, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: &auth.Keys{}, Gatherer: pr, Apps: openApps(b, rdb)}), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -55,6 +55,15 @@ func BenchmarkRegisterHTTP(b *testing.B) {
 	b.Cleanup(ts.Close)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 2 * benchClients, MaxIdleConnsPerHost: 2 * benchClients}}
 	b.Cleanup(client.CloseIdleConnections)
+	return pipe, rdb, ts, client
+}
+
+// BenchmarkRegisterHTTP registers new FCM devices over loopback HTTP with
+// 64 concurrent clients against a private redis-server, then serves
+// /healthz to 64 clients for the same number of requests, and reports both
+// rates, their ratio and the registration latency percentiles.
+func BenchmarkRegisterHTTP(b *testing.B) {
+	_, _, ts, client := benchServer(b, httpapi.Config{RegisterRateLimit: -1}, "world", "tech")
 
 	var seq atomic.Int64
 	var mu sync.Mutex

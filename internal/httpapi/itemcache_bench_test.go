@@ -3,25 +3,16 @@ package httpapi_test
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
-
-	"github.com/nudge-dev/nudge/internal/apps"
-	"github.com/nudge-dev/nudge/internal/auth"
-	"github.com/nudge-dev/nudge/internal/catalog"
 	"github.com/nudge-dev/nudge/internal/feeds"
 	"github.com/nudge-dev/nudge/internal/httpapi"
 	"github.com/nudge-dev/nudge/internal/redistest"
-	"github.com/nudge-dev/nudge/internal/service"
 )
 
 // BenchmarkItemRange serves the closed-range sync read a push names
@@ -36,28 +27,8 @@ func BenchmarkItemRange(b *testing.B) {
 		bytes int64
 	}{{"cache", 0}, {"nocache", -1}} {
 		b.Run(bc.name, func(b *testing.B) {
-			srv := redistest.StartServer(b)
-			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: benchClients})
-			b.Cleanup(func() { _ = rdb.Close() })
-			log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-			pipe, err := httpapi.OpenStores(b.Context(), service.Archetype{Logger: log}, rdb, 0, apps.Config{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := pipe.Catalog.Put(b.Context(), catalog.Feed{ID: "world", Title: "World", URL: "http://127.0.0.1:1/world.xml"}); err != nil {
-				b.Fatal(err)
-			}
+			pipe, rdb, ts, client := benchServer(b, httpapi.Config{ItemCacheBytes: bc.bytes}, "world")
 			saveBenchItems(b, pipe, "world", 50)
-			pr := prometheus.NewRegistry()
-			api, err := httpapi.NewServer(service.Archetype{Logger: log, Registerer: pr}, pipe.Wire(httpapi.Deps{Redis: rdb, Keys: &auth.Keys{}, Gatherer: pr}),
-				httpapi.Config{ItemCacheBytes: bc.bytes})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ts := httptest.NewServer(api)
-			b.Cleanup(ts.Close)
-			client := &http.Client{Transport: &http.Transport{MaxIdleConns: 2 * benchClients, MaxIdleConnsPerHost: 2 * benchClients}}
-			b.Cleanup(client.CloseIdleConnections)
 
 			url := ts.URL + "/v1/feeds/world/items?since=40&until=50"
 			reads0 := redistest.Calls(b, rdb, "zrange")
