@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -898,6 +899,64 @@ func testAdmitChecksTheDevice(t *testing.T, rdb redis.UniversalClient) {
 	if adm := admit(Attempt{Device: 1, Collapse: "d"}); adm[0].Wait < 10*time.Minute+50*time.Second || adm[0].Wait > 11*time.Minute {
 		t.Fatalf("silent push d right after: %+v, want to wait the 10m gap past a reservation 1m ahead", adm[0])
 	}
+}
+
+// TestAdmitCountsEachPushOnceAcrossReplicas injects what a redelivery to
+// a second live replica does: eight replicas admit the same batch at
+// once, twice. Every attempt is admitted (a re-attempt does not wait for
+// itself) and each device's silent push is counted once; the next push
+// (a new collapse id) counts again.
+func TestAdmitCountsEachPushOnceAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	redistest.Backends(t, func(t *testing.T, rdb redis.UniversalClient) {
+		pol := Policy{Limit: 10, Window: time.Hour, MinGap: time.Nanosecond} // no wait between the rounds
+		th, err := New(service.Archetype{}, Config{IOS: pol, Android: pol}, rdb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &env{rdb: rdb, th: th}
+		var devs []device
+		for id := uint64(1); id <= 130; id++ { // three ids in most partitions
+			devs = append(devs, device{id: id, pl: "android", bg: true})
+		}
+		e.addDevices(t, devs...)
+		opt := AdmitOptions{Now: time.Now(), Unresponsive: devices.Unresponsive{After: 100}}
+		count := func(id uint64) int {
+			n, err := rdb.HGet(t.Context(), devices.Key(id), "un").Int()
+			if err != nil {
+				t.Fatalf("device %d: un: %v", id, err)
+			}
+			return n
+		}
+		for round, collapse := range []string{"a", "a", "b"} {
+			at := make([]Attempt, len(devs))
+			for i, d := range devs {
+				at[i] = Attempt{Device: d.id, Collapse: collapse}
+			}
+			var wg sync.WaitGroup
+			for range 8 {
+				wg.Go(func() {
+					adm, err := th.Admit(t.Context(), at, opt)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					for i, a := range adm {
+						if !a.Admitted() {
+							t.Errorf("round %d, device %d: %+v, want admitted", round, at[i].Device, a)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			want := map[int]int{0: 1, 1: 1, 2: 2}[round]
+			for _, d := range devs {
+				if n := count(d.id); n != want {
+					t.Fatalf("round %d (collapse %s): device %d counted %d pushes, want %d", round, collapse, d.id, n, want)
+				}
+			}
+		}
+	})
 }
 
 // TestBudgetAtThePhoneInOneBatch puts several attempts for the same device
