@@ -70,7 +70,9 @@ func (a Attempt) tag() string {
 	return string(b[:])
 }
 
-// Settlement is what Settle records for an admitted attempt.
+// Settlement is what Settle records for an admitted attempt. An attempt
+// without an answer (a timeout, a transport error) is not settled: it may
+// have reached the phone, and its reservation stays.
 type Settlement int
 
 // The settlements.
@@ -80,8 +82,6 @@ const (
 	// Refused: the provider answered with an error; the push did not reach
 	// the phone, and its reservation is released.
 	Refused
-	// Unknown: no answer (timeout, transport); the reservation stays.
-	Unknown
 )
 
 // admitScript checks a batch of attempts just before sending; see admit.lua.
@@ -204,19 +204,19 @@ func admission(r any) (Admission, error) {
 }
 
 // Settle records what became of admitted attempts; s[i] belongs to
-// attempts[i]. Unknown outcomes keep their reservation and cost nothing.
+// attempts[i].
 func (t *Throttle) Settle(ctx context.Context, attempts []Attempt, s []Settlement) error {
 	byPart := map[int]*call{}
 	var calls []*call
 	for i, a := range attempts {
-		what := ""
+		var what string
 		switch s[i] {
 		case Delivered:
 			what = "d"
 		case Refused:
 			what = "r"
 		default:
-			continue
+			return fmt.Errorf("settle pushes at the phone: settlement %d of device %d", s[i], a.Device)
 		}
 		p := keys.Partition(a.Device)
 		c, ok := byPart[p]
