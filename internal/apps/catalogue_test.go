@@ -1,14 +1,12 @@
 package apps_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,38 +19,21 @@ import (
 	"github.com/nudge-dev/nudge/internal/metrictest"
 	"github.com/nudge-dev/nudge/internal/redistest"
 	"github.com/nudge-dev/nudge/internal/service"
+	"github.com/nudge-dev/nudge/internal/stacktest"
 )
-
-// syncBuffer is a log buffer safe for the loop's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // replica is one process's catalogue with its registry and log.
 type replica struct {
 	cat *apps.Catalogue
 	reg *prometheus.Registry
-	log *syncBuffer
+	log *stacktest.Buffer
 }
 
 // startCatalogue opens and starts a catalogue on rdb; refresh is long by
 // default so that only files and change notices move it.
 func startCatalogue(t *testing.T, rdb redis.UniversalClient, cfg apps.Config) replica {
 	t.Helper()
-	r := replica{reg: prometheus.NewRegistry(), log: &syncBuffer{}}
+	r := replica{reg: prometheus.NewRegistry(), log: &stacktest.Buffer{}}
 	cfg.FilePoll = 20 * time.Millisecond
 	if cfg.Refresh == 0 {
 		cfg.Refresh = time.Hour
